@@ -1,0 +1,5 @@
+//! Authentication: SCRAM-SHA-256 server side (client → proxy).
+
+mod verifier;
+
+pub use verifier::ScramVerifier;

@@ -1,0 +1,15 @@
+//! jitgate-proxy: the Postgres wire protocol side of jitgate.
+//!
+//! # Layout
+//! - [`protocol`]: frame parsing and encoding, no I/O (startup, frontend, backend, errors).
+//! - [`auth`]: SCRAM-SHA-256 server side (client → proxy) and verifiers.
+//! - [`settings`]: the typed settings this crate runs from.
+//! - [`registry`]: live sessions, and how grant changes reach them.
+//! - `session/`: one client session: handshake, admission, upstream connect, relay, teardown.
+//! - `cancel`: proxy-issued cancel keys ↔ upstream BackendKeyData.
+//! - `listener`: accept loop, TLS, shutdown/drain.
+
+pub mod auth;
+pub mod protocol;
+pub mod registry;
+pub mod settings;

@@ -1,0 +1,1 @@
+//! The Postgres wire protocol as pure functions over bytes: no I/O here.

@@ -1,0 +1,116 @@
+//! Typed settings of the proxy crate. The root package builds these from the YAML config;
+//! nothing in this crate reads global configuration.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::ScramVerifier;
+
+/// Everything a running proxy needs to know, resolved and validated.
+#[derive(Clone)]
+pub struct ProxySettings {
+    /// Address the client-facing listener binds.
+    pub listen: SocketAddr,
+    /// Client-facing TLS. `None`: SSLRequest is answered with 'N'.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time a client has from TCP accept to a finished authentication.
+    pub login_timeout: Duration,
+    /// Upper bound on one frontend message (protects memory from a hostile length field).
+    pub max_message_len: usize,
+    /// How long shutdown waits for sessions to end before it drops them.
+    pub drain_timeout: Duration,
+    /// Identity name → SCRAM verifier (Postgres's `SCRAM-SHA-256$…` format).
+    pub identities: HashMap<String, ScramVerifier>,
+    /// Target name (what clients put in `dbname`) → upstream database.
+    pub targets: HashMap<String, TargetSettings>,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.is_some())
+            .field("login_timeout", &self.login_timeout)
+            .field("max_message_len", &self.max_message_len)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("identities", &self.identities.keys().collect::<Vec<_>>())
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+/// One upstream database that grants can name.
+#[derive(Clone, Debug)]
+pub struct TargetSettings {
+    /// The target's name (as clients and grants spell it).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Upstream database name (may differ from the target name).
+    pub database: String,
+    pub tls: UpstreamTls,
+    /// Role name (as grants spell it) → the upstream credentials jitgate brokers for it.
+    pub roles: HashMap<String, RoleCredentials>,
+}
+
+/// How jitgate talks TLS to an upstream.
+#[derive(Clone)]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    Disable,
+    /// TLS required; the server certificate is verified with this client config
+    /// (roots from a CA file or the bundled web PKI roots) against `server_name`.
+    VerifyFull {
+        config: Arc<rustls::ClientConfig>,
+        server_name: String,
+    },
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamTls::Disable => f.write_str("Disable"),
+            UpstreamTls::VerifyFull { server_name, .. } => f
+                .debug_struct("VerifyFull")
+                .field("server_name", server_name)
+                .finish(),
+        }
+    }
+}
+
+/// Upstream credentials for one role. The password never leaves the proxy.
+#[derive(Clone, Debug)]
+pub struct RoleCredentials {
+    /// Upstream database user.
+    pub user: String,
+    pub password: Secret,
+}
+
+/// A secret string whose `Debug`/`Display` never print it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is sent to the upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}

@@ -1,0 +1,1 @@
+//! jitgate root library

@@ -1,0 +1,2 @@
+//! jitgate CLI
+fn main() {}
