@@ -1,1 +1,18 @@
-//! jitgate root library
+//! jitgate: the root package — CLI, configuration and the wiring of proxy, policy and audit.
+//!
+//! # Layout
+//! - `config`: the YAML config file → typed settings of each crate, with field-named errors.
+//! - `api`: the admin HTTP API (server) and its client used by the CLI.
+//! - `serve`: runs the proxy, the admin API and the audit writer together.
+//! - `demo`: `jitgate demo` — a throwaway Postgres, a config, a grant, a psql line.
+//! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
+//! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod pgcluster;
+pub mod serve;
+
+pub use error::{ConfigError, Error};

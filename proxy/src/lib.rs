@@ -5,11 +5,19 @@
 //! - [`auth`]: SCRAM-SHA-256 server side (client → proxy) and verifiers.
 //! - [`settings`]: the typed settings this crate runs from.
 //! - [`registry`]: live sessions, and how grant changes reach them.
-//! - `session/`: one client session: handshake, admission, upstream connect, relay, teardown.
-//! - `cancel`: proxy-issued cancel keys ↔ upstream BackendKeyData.
-//! - `listener`: accept loop, TLS, shutdown/drain.
+//! - [`session`]: one client session: handshake, admission, upstream connect, relay,
+//!   enforcement, teardown.
+//! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
+//! - [`listener`]: accept loop, shutdown/drain.
+//! - [`error`]: the crate's error enum.
 
 pub mod auth;
+pub mod cancel;
+pub mod error;
+pub mod listener;
 pub mod protocol;
 pub mod registry;
+pub mod session;
 pub mod settings;
+
+pub use session::ProxyContext;

@@ -1,1 +1,28 @@
 //! The Postgres wire protocol as pure functions over bytes: no I/O here.
+//!
+//! - [`startup`]: the untagged first messages (StartupMessage, SSLRequest, CancelRequest).
+//! - [`frame`]: tagged frames — header checks, splitting, zero-copy scanning.
+//! - [`frontend`]: decoders for the client messages audit and auth need.
+//! - [`backend`]: encoders for what the proxy says itself, decoders for what the relay
+//!   inspects.
+//! - [`error`]: client-visible errors ([`PgError`]) and SQLSTATE codes.
+//! - [`tags`]: message type bytes.
+//!
+//! Parsers return `Ok(None)` when more bytes are needed, check every length and count
+//! before using it, and never panic on any input.
+
+pub mod backend;
+pub mod error;
+pub mod frame;
+pub mod frontend;
+mod reader;
+pub mod startup;
+pub mod tags;
+
+#[cfg(test)]
+mod fuzz_tests;
+
+pub use crate::error::ProtocolError;
+pub use error::{sqlstate, PgError, Severity};
+pub use frame::{peek_header, scan_frames, split_frame, Frame, FrameHeader, FrameScanner};
+pub use startup::{parse_startup, StartupMessage, MAX_STARTUP_LEN};

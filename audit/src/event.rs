@@ -1,0 +1,327 @@
+//! The audit event schema (version [`SCHEMA_VERSION`]): one [`Event`] per log line.
+//!
+//! Every event carries its context (session, identity, target, role, grant) so a session
+//! can be replayed from its own events, and a `kind`-tagged [`EventBody`] flattened into
+//! the same JSON object. `AUDIT.md` at the repository root documents every field; keep it
+//! in step with this file.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use crate::param::{Param, ParamFormat};
+
+/// Version of the line format. Bumped when a field changes meaning, type or name or is
+/// removed; adding kinds or optional fields does not bump it (see AUDIT.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One audit record: context common to all kinds plus the kind-specific body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Schema version the line was written with ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// Position in the log, assigned by the writer: 1, 2, 3… strictly increasing, no gaps
+    /// for acknowledged events. Callers leave it 0.
+    pub seq: u64,
+    /// When the event happened (taken by the caller), µs RFC 3339 UTC.
+    #[serde(with = "crate::time::micros")]
+    pub ts: Timestamp,
+    /// The proxy session this event belongs to (uuid v7, also in tracing spans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
+    /// The authenticated (or claimed, for failures) identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The named upstream database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The upstream database role the grant maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The grant that admitted the session (or that a grant event is about).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+impl Event {
+    /// A new event stamped now (µs precision) with no context; add context with the
+    /// `with_*` helpers. `seq` is 0 until the writer assigns it.
+    pub fn new(body: EventBody) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            seq: 0,
+            ts: crate::time::now_micros(),
+            session_id: None,
+            identity: None,
+            target: None,
+            role: None,
+            grant_id: None,
+            body,
+        }
+    }
+
+    /// Sets the session id.
+    pub fn with_session(mut self, session_id: Uuid) -> Event {
+        self.session_id = Some(session_id);
+        self
+    }
+
+    /// Sets the identity.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Event {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// Sets the target.
+    pub fn with_target(mut self, target: impl Into<String>) -> Event {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Sets the upstream role.
+    pub fn with_role(mut self, role: impl Into<String>) -> Event {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// Sets the grant id.
+    pub fn with_grant(mut self, grant_id: Uuid) -> Event {
+        self.grant_id = Some(grant_id);
+        self
+    }
+
+    /// Overrides the timestamp (truncated to µs so it round-trips exactly); for events
+    /// whose time was taken earlier, and for tests.
+    pub fn with_ts(mut self, ts: Timestamp) -> Event {
+        self.ts = crate::time::truncate_micros(ts);
+        self
+    }
+
+    /// The `kind` string of the body, as written in the log.
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
+    }
+}
+
+/// What happened; serialized as `"kind": "<snake_case variant>"` plus the fields.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A client was authenticated, admitted and connected upstream.
+    SessionStart {
+        /// Client socket address (`ip:port`).
+        client_addr: String,
+        /// Whether the client connection uses TLS.
+        tls: bool,
+        /// `application_name` from the startup packet, if sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        application_name: Option<String>,
+        /// The grant's absolute expiry: when the session will be dropped.
+        #[serde(with = "crate::time::micros")]
+        deadline: Timestamp,
+        /// Upstream backend process id (from BackendKeyData), to correlate with server logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream_pid: Option<i32>,
+    },
+    /// A statement, recorded before it is forwarded upstream.
+    Query {
+        /// Per-session counter linking `query`, `query_result` and `copy` events.
+        query_id: u64,
+        /// Which protocol flow carried it.
+        protocol: Protocol,
+        /// The SQL text (for function calls, a description of the call).
+        sql: String,
+        /// Prepared statement name (extended protocol; `""` is the unnamed statement).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statement: Option<String>,
+        /// Portal name (extended protocol; `""` is the unnamed portal).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        portal: Option<String>,
+        /// Bind parameters / function arguments, in order.
+        #[serde(default)]
+        params: Vec<Param>,
+        /// OID of the function for `function_call`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function_oid: Option<u32>,
+    },
+    /// How a recorded query ended, written after the server answered.
+    QueryResult {
+        /// The `query_id` of the matching `query` event.
+        query_id: u64,
+        /// CommandComplete tag, e.g. `SELECT 3`, `INSERT 0 1`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Rows affected/returned, parsed from the tag where it has a count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<u64>,
+        /// SQLSTATE of an ErrorResponse.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sqlstate: Option<String>,
+        /// Primary message of an ErrorResponse.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// From forwarding the query to its completion, in microseconds.
+        duration_us: u64,
+    },
+    /// Data moved by a COPY that belongs to `query_id`.
+    Copy {
+        /// The `query_id` of the COPY statement.
+        query_id: u64,
+        /// `in` = client → database (COPY FROM STDIN), `out` = database → client.
+        direction: CopyDirection,
+        /// CopyData payload bytes transferred.
+        bytes: u64,
+        /// Rows, when known (from the CommandComplete tag).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<u64>,
+    },
+    /// The session is over; written once per started session.
+    SessionEnd {
+        /// Why it ended.
+        reason: EndReason,
+        /// Extra human-readable detail (e.g. the protocol error, who revoked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// For `grant_expired`/`grant_revoked`: how late the drop was versus the deadline
+        /// or revocation time, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        late_ms: Option<f64>,
+        /// Number of `query` events of the session.
+        queries: u64,
+        /// Session length in milliseconds.
+        duration_ms: u64,
+    },
+    /// A client failed to authenticate (wrong password, unknown identity, bad SCRAM).
+    AuthFailure {
+        /// Client socket address.
+        client_addr: String,
+        /// Why, for the DBA (the client only ever sees a generic failure).
+        reason: String,
+    },
+    /// An authenticated identity was refused (no active grant, target unknown, …).
+    AccessDenied {
+        /// Client socket address.
+        client_addr: String,
+        /// Why, for the DBA.
+        reason: String,
+    },
+    /// A grant became usable.
+    GrantIssued {
+        /// Start of validity.
+        #[serde(with = "crate::time::micros")]
+        not_before: Timestamp,
+        /// Absolute end of validity.
+        #[serde(with = "crate::time::micros")]
+        expires_at: Timestamp,
+        /// The justification given when requesting it.
+        reason: String,
+        /// Who issued/approved it.
+        issued_by: String,
+    },
+    /// A grant was revoked before it expired.
+    GrantRevoked {
+        /// Who revoked it.
+        revoked_by: String,
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl EventBody {
+    /// The `kind` string written in the log for this body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::SessionStart { .. } => "session_start",
+            EventBody::Query { .. } => "query",
+            EventBody::QueryResult { .. } => "query_result",
+            EventBody::Copy { .. } => "copy",
+            EventBody::SessionEnd { .. } => "session_end",
+            EventBody::AuthFailure { .. } => "auth_failure",
+            EventBody::AccessDenied { .. } => "access_denied",
+            EventBody::GrantIssued { .. } => "grant_issued",
+            EventBody::GrantRevoked { .. } => "grant_revoked",
+        }
+    }
+}
+
+/// Which Postgres protocol flow carried a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Query message ('Q').
+    Simple,
+    /// Parse/Bind/Execute.
+    Extended,
+    /// FunctionCall message ('F').
+    FunctionCall,
+}
+
+impl Protocol {
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Simple => "simple",
+            Protocol::Extended => "extended",
+            Protocol::FunctionCall => "function_call",
+        }
+    }
+}
+
+/// Direction of a COPY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyDirection {
+    /// COPY … FROM STDIN: client → database.
+    In,
+    /// COPY … TO STDOUT: database → client.
+    Out,
+}
+
+impl CopyDirection {
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyDirection::In => "in",
+            CopyDirection::Out => "out",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The client sent Terminate or closed its connection.
+    ClientQuit,
+    /// The grant's `expires_at` passed; the proxy dropped the session.
+    GrantExpired,
+    /// The grant was revoked; the proxy dropped the session.
+    GrantRevoked,
+    /// The upstream database closed the connection.
+    UpstreamClosed,
+    /// jitgate was shutting down.
+    Shutdown,
+    /// The client or server violated the protocol.
+    ProtocolError,
+    /// The audit log could not take an event, so the session was closed (fail closed).
+    AuditUnavailable,
+}
+
+impl EndReason {
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientQuit => "client_quit",
+            EndReason::GrantExpired => "grant_expired",
+            EndReason::GrantRevoked => "grant_revoked",
+            EndReason::UpstreamClosed => "upstream_closed",
+            EndReason::Shutdown => "shutdown",
+            EndReason::ProtocolError => "protocol_error",
+            EndReason::AuditUnavailable => "audit_unavailable",
+        }
+    }
+}

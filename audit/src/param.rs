@@ -1,0 +1,201 @@
+//! Bind parameters as recorded in `query` events, and their lossless text encoding.
+//!
+//! Text-format values are stored as the UTF-8 string the client sent. Bytes that are not
+//! valid UTF-8 (and NUL bytes) are escaped as U+0000 followed by two lowercase hex digits
+//! (`"\u0000ff"` in JSON). PostgreSQL text can never contain NUL, so a NUL in a stored
+//! value always starts an escape and the encoding is reversible for any byte string
+//! ([`Param::wire_bytes`] undoes it). Binary-format values are standard base64 (with
+//! padding). A missing value (`null`) is SQL NULL.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuditError;
+
+/// The character that introduces a `\0hh` byte escape in a text value.
+pub const BYTE_ESCAPE: char = '\0';
+
+/// Wire format code of a parameter (Bind message format codes 0 and 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamFormat {
+    /// Format code 0: the value is the type's text representation.
+    Text,
+    /// Format code 1: the value is the type's binary send/recv representation.
+    Binary,
+}
+
+/// One parameter of an extended-protocol execution or function call, as the client sent it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Param {
+    /// How the value is encoded on the wire (and therefore in `value`).
+    pub format: ParamFormat,
+    /// Type OID from the Parse message, when the client specified one (0 is recorded as
+    /// `None`-equivalent by the proxy: the server infers the type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_oid: Option<u32>,
+    /// `None` = SQL NULL. Text: UTF-8 with `\0hh` escapes; binary: base64. Always written
+    /// (as `null` for NULL) so a reader never mistakes NULL for a missing field.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl Param {
+    /// Builds the audit form of a parameter from the raw bytes of a Bind/FunctionCall
+    /// message (`raw` is `None` for length -1, i.e. NULL). Never fails: any bytes encode.
+    pub fn from_wire(format: ParamFormat, type_oid: Option<u32>, raw: Option<&[u8]>) -> Param {
+        let value = raw.map(|bytes| match format {
+            ParamFormat::Text => encode_text(bytes),
+            ParamFormat::Binary => base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+        Param {
+            format,
+            type_oid,
+            value,
+        }
+    }
+
+    /// The exact bytes the client sent (`None` for NULL): undoes the text escapes or the
+    /// base64. Errs only for values that were not produced by [`Param::from_wire`].
+    pub fn wire_bytes(&self) -> Result<Option<Vec<u8>>, AuditError> {
+        let Some(value) = &self.value else {
+            return Ok(None);
+        };
+        match self.format {
+            ParamFormat::Text => decode_text(value).map(Some),
+            ParamFormat::Binary => base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map(Some)
+                .map_err(|_| AuditError::InvalidParam("binary value is not valid base64")),
+        }
+    }
+
+    /// True when the text value holds escaped bytes (invalid UTF-8 or NUL), i.e. it is not
+    /// the literal text the client sent.
+    pub fn has_escapes(&self) -> bool {
+        self.format == ParamFormat::Text
+            && self
+                .value
+                .as_deref()
+                .is_some_and(|v| v.contains(BYTE_ESCAPE))
+    }
+}
+
+fn encode_text(bytes: &[u8]) -> String {
+    // Fast path: plain UTF-8 without NUL is stored verbatim (one copy).
+    if !bytes.contains(&0) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s.to_owned();
+        }
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == BYTE_ESCAPE {
+                push_escape(&mut out, 0);
+            } else {
+                out.push(c);
+            }
+        }
+        for &b in chunk.invalid() {
+            push_escape(&mut out, b);
+        }
+    }
+    out
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(BYTE_ESCAPE);
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0x0f)]));
+}
+
+fn decode_text(value: &str) -> Result<Vec<u8>, AuditError> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(pos) = rest.find(BYTE_ESCAPE) {
+        out.extend_from_slice(&rest.as_bytes()[..pos]);
+        let hex = rest.get(pos + 1..pos + 3).ok_or(AuditError::InvalidParam(
+            "truncated \\0hh escape in text value",
+        ))?;
+        let b = if hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            u8::from_str_radix(hex, 16).ok()
+        } else {
+            None
+        }
+        .ok_or(AuditError::InvalidParam(
+            "malformed \\0hh escape in text value",
+        ))?;
+        out.push(b);
+        rest = &rest[pos + 3..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(format: ParamFormat, raw: &[u8]) -> Param {
+        let p = Param::from_wire(format, Some(25), Some(raw));
+        assert_eq!(p.wire_bytes().unwrap().as_deref(), Some(raw), "{p:?}");
+        p
+    }
+
+    #[test]
+    fn valid_utf8_text_is_verbatim() {
+        let p = roundtrip(ParamFormat::Text, "héllo \\x41 'q'".as_bytes());
+        assert_eq!(p.value.as_deref(), Some("héllo \\x41 'q'"));
+        assert!(!p.has_escapes());
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_are_escaped_losslessly() {
+        let p = roundtrip(ParamFormat::Text, b"a\xffb\x00c\xe2\x82");
+        assert_eq!(p.value.as_deref(), Some("a\u{0}ffb\u{0}00c\u{0}e2\u{0}82"));
+        assert!(p.has_escapes());
+        // Valid multi-byte characters next to invalid bytes survive unchanged.
+        roundtrip(ParamFormat::Text, "€\u{80}".as_bytes());
+        roundtrip(
+            ParamFormat::Text,
+            &[0xc3, 0x28, 0xa0, 0xa1, 0xf0, 0x9f, 0x98, 0x80],
+        );
+    }
+
+    #[test]
+    fn every_byte_roundtrips() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        roundtrip(ParamFormat::Text, &all);
+        roundtrip(ParamFormat::Binary, &all);
+    }
+
+    #[test]
+    fn binary_is_base64_and_null_is_none() {
+        let p = roundtrip(ParamFormat::Binary, &[0, 1, 2, 255]);
+        assert_eq!(p.value.as_deref(), Some("AAEC/w=="));
+        let null = Param::from_wire(ParamFormat::Text, None, None);
+        assert_eq!(null.value, None);
+        assert_eq!(null.wire_bytes().unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_values_are_errors_not_panics() {
+        for bad in ["\u{0}f", "\u{0}zz", "\u{0}+f", "x\u{0}"] {
+            let p = Param {
+                format: ParamFormat::Text,
+                type_oid: None,
+                value: Some(bad.into()),
+            };
+            assert!(p.wire_bytes().is_err(), "{bad:?}");
+        }
+        let p = Param {
+            format: ParamFormat::Binary,
+            type_oid: None,
+            value: Some("!!".into()),
+        };
+        assert!(p.wire_bytes().is_err());
+    }
+}

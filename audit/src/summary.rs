@@ -1,0 +1,169 @@
+//! One-line human summaries of events, as printed by `jitgate audit tail`.
+//!
+//! Format: `<ts> #<seq> <kind> [session=… identity=… target=… role=… grant=…] <details>`
+//! — key=value context so lines grep well; SQL collapsed to one line and shortened.
+
+use std::fmt::Write as _;
+
+use crate::event::{Event, EventBody};
+use crate::render::{clean, micros_as_ms, millis, one_line};
+use crate::time::display_micros;
+
+/// Longest SQL excerpt shown in a summary line.
+const SQL_EXCERPT_CHARS: usize = 200;
+
+/// One-line summary of `e` (no trailing newline, no control characters).
+pub fn format_event_line(e: &Event) -> String {
+    let mut s = format!("{} #{} {}", display_micros(&e.ts), e.seq, e.kind());
+    let mut ctx = Vec::with_capacity(5);
+    if let Some(id) = e.session_id {
+        ctx.push(format!("session={id}"));
+    }
+    for (key, value) in [
+        ("identity", &e.identity),
+        ("target", &e.target),
+        ("role", &e.role),
+    ] {
+        if let Some(value) = value {
+            ctx.push(format!("{key}={}", clean(value, false)));
+        }
+    }
+    if let Some(id) = e.grant_id {
+        ctx.push(format!("grant={id}"));
+    }
+    if !ctx.is_empty() {
+        let _ = write!(s, " [{}]", ctx.join(" "));
+    }
+    s.push(' ');
+    s.push_str(&details(&e.body));
+    s
+}
+
+fn details(body: &EventBody) -> String {
+    match body {
+        EventBody::SessionStart {
+            client_addr,
+            tls,
+            application_name,
+            deadline,
+            upstream_pid,
+        } => {
+            let mut s = format!(
+                "from {}{} deadline={}",
+                clean(client_addr, false),
+                if *tls { " tls" } else { " plaintext" },
+                display_micros(deadline)
+            );
+            if let Some(app) = application_name {
+                let _ = write!(s, " application={}", clean(app, false));
+            }
+            if let Some(pid) = upstream_pid {
+                let _ = write!(s, " upstream_pid={pid}");
+            }
+            s
+        }
+        EventBody::Query {
+            query_id,
+            protocol,
+            sql,
+            params,
+            ..
+        } => {
+            let mut s = format!(
+                "q{query_id} {}: {}",
+                protocol.as_str(),
+                one_line(sql, SQL_EXCERPT_CHARS)
+            );
+            if !params.is_empty() {
+                let _ = write!(s, " ({} params)", params.len());
+            }
+            s
+        }
+        EventBody::QueryResult {
+            query_id,
+            tag,
+            rows,
+            sqlstate,
+            message,
+            duration_us,
+        } => {
+            let mut s = format!("q{query_id}");
+            if let Some(state) = sqlstate {
+                let _ = write!(s, " ERROR {}", clean(state, false));
+                if let Some(msg) = message {
+                    let _ = write!(s, ": {}", one_line(msg, SQL_EXCERPT_CHARS));
+                }
+            } else if let Some(tag) = tag {
+                let _ = write!(s, " {}", clean(tag, false));
+            }
+            if let Some(rows) = rows {
+                let _ = write!(s, " rows={rows}");
+            }
+            let _ = write!(s, " {}", micros_as_ms(*duration_us));
+            s
+        }
+        EventBody::Copy {
+            query_id,
+            direction,
+            bytes,
+            rows,
+        } => {
+            let mut s = format!("q{query_id} {} {bytes} bytes", direction.as_str());
+            if let Some(rows) = rows {
+                let _ = write!(s, " rows={rows}");
+            }
+            s
+        }
+        EventBody::SessionEnd {
+            reason,
+            detail,
+            late_ms,
+            queries,
+            duration_ms,
+        } => {
+            let mut s = format!(
+                "{} queries={queries} duration={}",
+                reason.as_str(),
+                millis(*duration_ms)
+            );
+            if let Some(late) = late_ms {
+                let _ = write!(s, " late={late:.3} ms");
+            }
+            if let Some(detail) = detail {
+                let _ = write!(s, ": {}", one_line(detail, SQL_EXCERPT_CHARS));
+            }
+            s
+        }
+        EventBody::AuthFailure {
+            client_addr,
+            reason,
+        }
+        | EventBody::AccessDenied {
+            client_addr,
+            reason,
+        } => format!(
+            "from {}: {}",
+            clean(client_addr, false),
+            one_line(reason, SQL_EXCERPT_CHARS)
+        ),
+        EventBody::GrantIssued {
+            not_before,
+            expires_at,
+            reason,
+            issued_by,
+        } => format!(
+            "{} .. {} by {}: {}",
+            display_micros(not_before),
+            display_micros(expires_at),
+            clean(issued_by, false),
+            one_line(reason, SQL_EXCERPT_CHARS)
+        ),
+        EventBody::GrantRevoked { revoked_by, reason } => {
+            let mut s = format!("by {}", clean(revoked_by, false));
+            if let Some(reason) = reason {
+                let _ = write!(s, ": {}", one_line(reason, SQL_EXCERPT_CHARS));
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The audit writer handle: sessions hand it events and wait for the acknowledgement.
+//!
+//! Events travel over a bounded channel (back-pressure, never dropped) to one dedicated OS
+//! thread that batches them into a single write (and one fsync in [`Durability::Fsync`]
+//! mode, i.e. group commit); see the `worker` module. `write` resolves only once the event is in
+//! the log, so a session that awaits it before forwarding a query fails closed: if the
+//! log cannot be written, the query is not run.
+
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::AuditError;
+use crate::event::Event;
+use crate::logfile;
+
+/// How far an event must have travelled before `write` reports success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Handed to the OS (`write(2)` returned): survives a jitgate crash, not a power loss.
+    #[default]
+    Write,
+    /// On stable storage (`fdatasync(2)` returned): survives a power loss. One fsync
+    /// covers every event of a batch, so throughput stays high under load.
+    Fsync,
+}
+
+/// Settings of the audit writer.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// The JSON Lines file to append to (created with mode 0600, parents with 0700).
+    pub path: PathBuf,
+    /// When an event counts as written.
+    pub durability: Durability,
+    /// Events that may wait for the writer thread before `write` callers are made to
+    /// wait (back-pressure). Default 8192.
+    pub queue_capacity: usize,
+    /// How long `write` waits for queue space plus the acknowledgement before giving up
+    /// with [`AuditError::Stalled`]. Default 5 s.
+    pub stall_timeout: Duration,
+}
+
+impl AuditConfig {
+    /// Default queue capacity: absorbs bursts from many sessions without blocking them.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
+    /// Default stall timeout: long enough for a slow disk, short enough that a hung
+    /// disk refuses queries visibly instead of freezing sessions.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A config for `path` with the defaults above and [`Durability::Write`].
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            path: path.into(),
+            durability: Durability::default(),
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
+        }
+    }
+}
+
+/// Acknowledgement channel of one event: the assigned `seq` or why it was not written.
+type Ack = oneshot::Sender<Result<u64, AuditError>>;
+
+/// What travels to the writer thread.
+// Nearly every message is an `Event`; boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// Write this event, then acknowledge.
+    Event(Event, Ack),
+    /// Stop accepting, write what is queued, sync, report.
+    Close(Option<oneshot::Sender<Result<(), AuditError>>>),
+}
+
+/// Cheap, cloneable handle for recording events; one per session is fine.
+#[derive(Clone)]
+pub struct AuditWriter {
+    /// `None` for [`AuditWriter::disabled`].
+    inner: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    tx: mpsc::Sender<Msg>,
+    path: PathBuf,
+    stall_timeout: Duration,
+}
+
+impl AuditWriter {
+    /// Opens (creating parent dir + file, append mode, 0600) the log, continues `seq`
+    /// after its last event, and starts the writer on a dedicated OS thread. Fails if
+    /// the file cannot be opened, so a misconfigured path stops startup.
+    pub fn start(cfg: AuditConfig) -> Result<(AuditWriter, WriterGuard), AuditError> {
+        let io_err = |source| AuditError::Io {
+            path: cfg.path.clone(),
+            source,
+        };
+        let (file, created) = logfile::open_append(&cfg.path).map_err(io_err)?;
+        if created && cfg.durability == Durability::Fsync {
+            sync_parent_dir(&cfg.path).map_err(io_err)?;
+        }
+        let end = logfile::scan_end(&file).map_err(io_err)?;
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let worker = worker::Worker::new(cfg.path.clone(), cfg.durability, file, end);
+        let thread = std::thread::Builder::new()
+            .name("jitgate-audit".into())
+            .spawn(move || worker.run(rx))
+            .map_err(io_err)?;
+        let writer = AuditWriter {
+            inner: Some(Arc::new(Shared {
+                tx: tx.clone(),
+                path: cfg.path,
+                stall_timeout: cfg.stall_timeout,
+            })),
+        };
+        let guard = WriterGuard {
+            tx: Some(tx),
+            thread: Some(thread),
+        };
+        Ok((writer, guard))
+    }
+
+    /// Resolves once the event is written to the OS ([`Durability::Write`]) or fsynced
+    /// ([`Durability::Fsync`]), with the `seq` it was given. Errs when the log cannot be
+    /// written, the writer is gone, or no ack arrives within the stall timeout. The
+    /// caller (a session) must not forward the query when this errs (fail closed).
+    ///
+    /// After a `Stalled` error the event may still be written later; after an
+    /// `Unavailable` error it may already be in the log (e.g. the disk filled up in the
+    /// middle of a batch). An `Ok` event is always in the log.
+    pub async fn write(&self, event: Event) -> Result<u64, AuditError> {
+        let Some(shared) = &self.inner else {
+            return Ok(0);
+        };
+        let (ack, acked) = oneshot::channel();
+        let send_and_wait = async {
+            shared
+                .tx
+                .send(Msg::Event(event, ack))
+                .await
+                .map_err(|_| AuditError::WriterGone)?;
+            acked.await.map_err(|_| AuditError::WriterGone)?
+        };
+        tokio::time::timeout(shared.stall_timeout, send_and_wait)
+            .await
+            .map_err(|_| AuditError::Stalled(shared.stall_timeout))?
+    }
+
+    /// A writer that accepts and discards events (`write` returns `Ok(0)`); only for
+    /// the "audit off" benchmark mode.
+    pub fn disabled() -> AuditWriter {
+        AuditWriter { inner: None }
+    }
+
+    /// The log file, or `None` for a disabled writer.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.as_deref().map(|s| s.path.as_path())
+    }
+
+    /// Whether events are actually recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+}
+
+impl fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path() {
+            Some(path) => f.debug_tuple("AuditWriter").field(&path).finish(),
+            None => f.write_str("AuditWriter(disabled)"),
+        }
+    }
+}
+
+/// Owner of the writer thread. Call [`WriterGuard::close`] on shutdown so everything
+/// queued reaches the disk; dropping it only asks the thread to stop, without waiting.
+pub struct WriterGuard {
+    tx: Option<mpsc::Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterGuard {
+    /// Stops accepting events (later `write`s fail with `WriterGone`), writes and fsyncs
+    /// everything already queued, and joins the thread. Errs if the final flush/sync
+    /// failed or the thread died. Wrap in a timeout if the disk may hang.
+    pub async fn close(mut self) -> Result<(), AuditError> {
+        let (done, result) = oneshot::channel();
+        let result = match self.tx.take() {
+            Some(tx) if tx.send(Msg::Close(Some(done))).await.is_ok() => {
+                result.await.unwrap_or(Err(AuditError::WriterGone))
+            }
+            _ => Err(AuditError::WriterGone),
+        };
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(AuditError::WriterGone);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // Best effort: if the queue is full the thread stops once every handle is gone.
+            let _ = tx.try_send(Msg::Close(None));
+        }
+    }
+}
+
+impl fmt::Debug for WriterGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterGuard").finish_non_exhaustive()
+    }
+}
+
+/// Makes a newly created file's directory entry durable (needed for `Fsync` to mean
+/// that the file itself survives a power loss).
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Admission decisions and grant administration.
+//!
+//! The [`Engine`] checks requests against the [`Catalog`] (what the configuration defines),
+//! issues and revokes grants in the [`GrantStore`], and decides at connect time which
+//! grant, if any, a session runs under. Time comes from an injected [`Clock`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::error::PolicyError;
+use crate::grant::{floor_to_micros, Grant, GrantState};
+use crate::store::{GrantFilter, GrantStore};
+
+/// Longest grant an administrator can issue in one go: access is meant to be short-lived.
+pub const MAX_GRANT_DURATION: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Furthest ahead a grant may start, so scheduled access is not forgotten in the store.
+pub const MAX_NOT_BEFORE_AHEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// What exists in the config, so requests for unknown names fail clearly.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Configured identities.
+    pub identities: BTreeSet<String>,
+    /// Configured targets and, for each, the roles jitgate can connect upstream as.
+    pub targets: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Catalog {
+    fn check_identity(&self, identity: &str) -> Result<(), PolicyError> {
+        if self.identities.contains(identity) {
+            Ok(())
+        } else {
+            Err(PolicyError::UnknownIdentity(identity.to_owned()))
+        }
+    }
+
+    fn roles_of(&self, target: &str) -> Result<&BTreeSet<String>, PolicyError> {
+        self.targets
+            .get(target)
+            .ok_or_else(|| PolicyError::UnknownTarget(target.to_owned()))
+    }
+
+    /// Checks identity, target and (if given) role, in that order.
+    fn check(
+        &self,
+        identity: &str,
+        target: &str,
+        role: Option<&str>,
+    ) -> Result<&BTreeSet<String>, PolicyError> {
+        self.check_identity(identity)?;
+        let roles = self.roles_of(target)?;
+        match role {
+            Some(role) if !roles.contains(role) => Err(PolicyError::UnknownRole {
+                target: target.to_owned(),
+                role: role.to_owned(),
+            }),
+            _ => Ok(roles),
+        }
+    }
+}
+
+/// An administrator's request for a grant.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// Who gets access.
+    pub identity: String,
+    /// To which target.
+    pub target: String,
+    /// As which of the target's roles.
+    pub role: String,
+    /// How long, from `not_before` (or now); `0 < duration ≤ MAX_GRANT_DURATION`.
+    pub duration: SignedDuration,
+    /// When access starts; `None` = now. At most [`MAX_NOT_BEFORE_AHEAD`] ahead.
+    pub not_before: Option<Timestamp>,
+    /// Why (ticket, incident); must not be blank.
+    pub reason: String,
+    /// The administrator issuing it; must not be blank.
+    pub issued_by: String,
+}
+
+/// A positive admission decision: the session runs under `grant` until its `expires_at`.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// The grant the session is bound to.
+    pub grant: Grant,
+}
+
+/// Issues, revokes and lists grants, and admits sessions.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    store: Arc<dyn GrantStore>,
+    clock: Arc<dyn Clock>,
+    catalog: Arc<Catalog>,
+}
+
+impl Engine {
+    /// An engine over `store`, deciding with `clock` against what `catalog` defines.
+    pub fn new(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>, catalog: Catalog) -> Self {
+        Engine {
+            store,
+            clock,
+            catalog: Arc::new(catalog),
+        }
+    }
+
+    /// The clock decisions are made with (sessions use it to compute their deadline).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// What the configuration defines.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Now, rounded down to the microsecond the stores keep, so grants the engine builds
+    /// read back unchanged.
+    pub fn now(&self) -> Timestamp {
+        floor_to_micros(self.clock.now())
+    }
+
+    /// Admin-issued grant (state Approved). Validates: identity/target/role known in
+    /// catalog, 0 < duration ≤ [`MAX_GRANT_DURATION`], reason and issuer non-blank,
+    /// `not_before` at most [`MAX_NOT_BEFORE_AHEAD`] ahead, and the grant not already over.
+    /// `expires_at = (not_before or now) + duration`.
+    pub async fn issue(&self, req: IssueRequest) -> Result<Grant, PolicyError> {
+        self.catalog
+            .check(&req.identity, &req.target, Some(&req.role))?;
+        if !req.duration.is_positive() {
+            return Err(PolicyError::InvalidRequest(format!(
+                "duration must be positive, got {:#}",
+                req.duration
+            )));
+        }
+        if req.duration > MAX_GRANT_DURATION {
+            return Err(PolicyError::InvalidRequest(format!(
+                "duration {:#} is longer than the maximum of {:#}; issue a shorter grant \
+                 and a new one when it ends",
+                req.duration, MAX_GRANT_DURATION
+            )));
+        }
+        let reason = req.reason.trim();
+        if reason.is_empty() {
+            return Err(PolicyError::InvalidRequest(
+                "reason must not be empty; say why access is needed (ticket, incident)".into(),
+            ));
+        }
+        let issued_by = req.issued_by.trim();
+        if issued_by.is_empty() {
+            return Err(PolicyError::InvalidRequest(
+                "issued_by must not be empty".into(),
+            ));
+        }
+        let now = self.now();
+        let not_before = req.not_before.map_or(now, floor_to_micros);
+        let latest_start = now
+            .checked_add(MAX_NOT_BEFORE_AHEAD)
+            .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
+        if not_before > latest_start {
+            return Err(PolicyError::InvalidRequest(format!(
+                "not_before {not_before} is more than {:#} ahead (latest allowed: {latest_start})",
+                MAX_NOT_BEFORE_AHEAD
+            )));
+        }
+        let expires_at = not_before
+            .checked_add(req.duration)
+            .map(floor_to_micros)
+            .map_err(|e| PolicyError::InvalidRequest(format!("expiry out of range: {e}")))?;
+        if expires_at <= now {
+            return Err(PolicyError::InvalidRequest(format!(
+                "the grant would already be over: not_before {not_before} + {:#} ends at \
+                 {expires_at}, which is not after now ({now})",
+                req.duration
+            )));
+        }
+        let grant = Grant {
+            id: Uuid::now_v7(),
+            identity: req.identity,
+            target: req.target,
+            role: req.role,
+            not_before,
+            expires_at,
+            reason: reason.to_owned(),
+            issued_by: issued_by.to_owned(),
+            created_at: now,
+            state: GrantState::Approved,
+            approvals: Vec::new(),
+            revoked_by: None,
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        self.store.insert(&grant).await?;
+        tracing::info!(
+            grant_id = %grant.id,
+            identity = %grant.identity,
+            target = %grant.target,
+            role = %grant.role,
+            expires_at = %grant.expires_at,
+            "grant issued"
+        );
+        Ok(grant)
+    }
+
+    /// Revokes a pending or approved, unexpired grant; a blank reason is stored as none.
+    pub async fn revoke(
+        &self,
+        id: Uuid,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Grant, PolicyError> {
+        let by = by.trim();
+        if by.is_empty() {
+            return Err(PolicyError::InvalidRequest(
+                "revoked_by must not be empty".into(),
+            ));
+        }
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        let grant = self.store.revoke(id, by, reason, self.now()).await?;
+        tracing::info!(grant_id = %id, revoked_by = %by, "grant revoked");
+        Ok(grant)
+    }
+
+    /// The grant with this id; [`PolicyError::NotFound`] when there is none.
+    pub async fn get(&self, id: Uuid) -> Result<Grant, PolicyError> {
+        self.store.get(id).await?.ok_or(PolicyError::NotFound(id))
+    }
+
+    /// Grants matching `filter`, newest first. Unlike the store, `state` here means the
+    /// effective state now: `Approved` excludes grants past expiry, `Expired` includes them.
+    pub async fn list(&self, filter: &GrantFilter) -> Result<Vec<Grant>, PolicyError> {
+        let now = self.now();
+        let with_state = |state| GrantFilter {
+            state: Some(state),
+            ..filter.clone()
+        };
+        match filter.state {
+            Some(GrantState::Approved) => {
+                let mut grants = self.store.list(filter).await?;
+                grants.retain(|g| g.effective_state(now) == GrantState::Approved);
+                Ok(grants)
+            }
+            Some(GrantState::Expired) => {
+                let mut grants = self.store.list(&with_state(GrantState::Expired)).await?;
+                let approved = self.store.list(&with_state(GrantState::Approved)).await?;
+                grants.extend(
+                    approved
+                        .into_iter()
+                        .filter(|g| g.effective_state(now) == GrantState::Expired),
+                );
+                grants.sort_by_key(|g| std::cmp::Reverse((g.created_at, g.id)));
+                Ok(grants)
+            }
+            _ => self.store.list(filter).await,
+        }
+    }
+
+    /// Admission at connect time. `role`: the role the client asked for (None = pick the
+    /// only one). Among active grants of (identity, target) [+ role], chooses the one with
+    /// the latest `expires_at`. Fails closed: a store failure is [`PolicyError::Store`].
+    pub async fn admit(
+        &self,
+        identity: &str,
+        target: &str,
+        role: Option<&str>,
+    ) -> Result<Admission, PolicyError> {
+        let roles = self.catalog.check(identity, target, role)?;
+        let now = self.now();
+        let grants = self
+            .store
+            .active_for(identity, target, now)
+            .await
+            .map_err(|e| {
+                tracing::warn!(identity, target, error = %e, "grant store failed during admission; denying");
+                match e {
+                    PolicyError::Store(_) => e,
+                    other => PolicyError::Store(format!("unexpected answer from the grant store: {other}")),
+                }
+            })?;
+        // Re-check what the store returned: a wrong answer from a store must not admit.
+        // Grants for roles no longer configured cannot be served and are ignored.
+        let active: Vec<Grant> = grants
+            .into_iter()
+            .filter(|g| {
+                g.identity == identity
+                    && g.target == target
+                    && g.is_active(now)
+                    && roles.contains(&g.role)
+            })
+            .collect();
+        choose(identity, target, role, active).map(|grant| Admission { grant })
+    }
+}
+
+/// Picks the grant a session runs under from the active ones.
+fn choose(
+    identity: &str,
+    target: &str,
+    role: Option<&str>,
+    active: Vec<Grant>,
+) -> Result<Grant, PolicyError> {
+    let no_grant = || PolicyError::NoActiveGrant {
+        identity: identity.to_owned(),
+        target: target.to_owned(),
+    };
+    if active.is_empty() {
+        return Err(no_grant());
+    }
+    let granted: BTreeSet<&str> = active.iter().map(|g| g.role.as_str()).collect();
+    let chosen = match role {
+        Some(role) if granted.contains(role) => role.to_owned(),
+        Some(role) => {
+            return Err(PolicyError::RoleNotGranted {
+                identity: identity.to_owned(),
+                target: target.to_owned(),
+                role: role.to_owned(),
+                granted: granted.into_iter().map(str::to_owned).collect(),
+            })
+        }
+        None => match granted.first() {
+            Some(only) if granted.len() == 1 => (*only).to_owned(),
+            _ => {
+                return Err(PolicyError::AmbiguousRole {
+                    identity: identity.to_owned(),
+                    target: target.to_owned(),
+                    roles: granted.into_iter().map(str::to_owned).collect(),
+                })
+            }
+        },
+    };
+    active
+        .into_iter()
+        .filter(|g| g.role == chosen)
+        .max_by_key(|g| (g.expires_at, g.created_at, g.id))
+        .ok_or_else(no_grant)
+}

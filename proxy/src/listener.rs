@@ -1,0 +1,73 @@
+//! Accept loop, and graceful shutdown with a drain deadline.
+//!
+//! On shutdown the listener stops accepting at once; live sessions get
+//! `drain_timeout` to finish by themselves, then every remaining session is told jitgate
+//! is shutting down and is closed on both sides (its teardown still runs, so its
+//! `session_end` event is written).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::session::{self, ProxyContext};
+
+/// Time sessions get for their teardown after they were told to end.
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepts connections until `shutdown` is cancelled, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    tracker.spawn(session::run(Arc::clone(&ctx), tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a bit instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    let live = ctx.registry.len();
+    if live > 0 {
+        tracing::info!(
+            sessions = live,
+            "draining sessions for up to {:?}",
+            ctx.settings.drain_timeout
+        );
+    }
+    if tokio::time::timeout(ctx.settings.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            sessions = ctx.registry.len(),
+            "drain deadline passed; ending live sessions"
+        );
+        ctx.terminate.cancel();
+        if tokio::time::timeout(TERMINATE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not finish their teardown in time");
+        }
+    }
+    Ok(())
+}

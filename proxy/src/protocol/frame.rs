@@ -1,0 +1,266 @@
+//! Typed frames after startup: a tag byte, an i32 length that counts itself, the body.
+//!
+//! The relay mostly looks at headers only: [`peek_header`] checks a frame cheaply before
+//! anything is allocated, [`split_frame`] cuts one whole frame off a read buffer without
+//! copying, and [`scan_frames`] walks a chunk of server output in place so whole chunks
+//! can be forwarded in one write.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::ProtocolError;
+
+/// Size of a frame header: tag byte plus i32 length.
+pub const HEADER_LEN: usize = 5;
+
+/// The header of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Message type byte (see [`super::tags`]).
+    pub tag: u8,
+    /// Length of the whole frame in bytes, tag byte included (1 + the length field).
+    pub len: usize,
+}
+
+impl FrameHeader {
+    /// Length of the body alone.
+    pub fn body_len(&self) -> usize {
+        self.len.saturating_sub(HEADER_LEN)
+    }
+}
+
+/// Reads the header at the start of `buf`.
+///
+/// `Ok(None)` if fewer than 5 bytes are there. Fails if the length field is below 4 (it
+/// counts itself) or the whole frame would exceed `max_len` bytes — checked before the
+/// body arrives, so a peer cannot make us buffer more than `max_len`.
+pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<FrameHeader>, ProtocolError> {
+    let Some(head) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let tag = head[0];
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    let body_and_len = match usize::try_from(len) {
+        Ok(n) if n >= 4 => n,
+        _ => {
+            return Err(ProtocolError::FrameLength {
+                tag: char::from(tag),
+                len: i64::from(len),
+            })
+        }
+    };
+    let total = body_and_len.saturating_add(1);
+    if total > max_len {
+        return Err(ProtocolError::FrameTooLong {
+            tag: char::from(tag),
+            len: total,
+            max: max_len,
+        });
+    }
+    Ok(Some(FrameHeader { tag, len: total }))
+}
+
+/// One whole frame; the body is a view into the read buffer, not a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Message type byte.
+    pub tag: u8,
+    /// Message body, without tag and length.
+    pub body: Bytes,
+}
+
+/// Splits one complete frame off the front of `buf`.
+///
+/// `Ok(None)` if the frame is not complete yet; in that case room for the rest of it is
+/// reserved in `buf`, so the next read can fill it.
+pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, ProtocolError> {
+    let Some(header) = peek_header(buf, max_len)? else {
+        return Ok(None);
+    };
+    if buf.len() < header.len {
+        buf.reserve(header.len - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(header.len);
+    frame.advance(HEADER_LEN);
+    Ok(Some(Frame {
+        tag: header.tag,
+        body: frame.freeze(),
+    }))
+}
+
+/// Iterates the complete frames at the start of a slice, yielding `(tag, body)`.
+///
+/// Stops at the first incomplete frame, or at a header with an invalid length (then
+/// [`FrameScanner::error`] says so). No size limit applies: the slice is already in memory.
+#[derive(Debug, Clone)]
+pub struct FrameScanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    error: Option<ProtocolError>,
+}
+
+/// Scans `buf` for whole frames without copying.
+pub fn scan_frames(buf: &[u8]) -> FrameScanner<'_> {
+    FrameScanner {
+        buf,
+        pos: 0,
+        error: None,
+    }
+}
+
+impl<'a> FrameScanner<'a> {
+    /// Bytes taken up by the whole frames yielded so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes after the last whole frame yielded.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Header of the frame that starts at [`Self::consumed`], if 5 bytes of it are
+    /// there and valid; lets the caller know how much more to expect for it.
+    pub fn pending(&self) -> Option<FrameHeader> {
+        peek_header(self.rest(), usize::MAX).ok().flatten()
+    }
+
+    /// Why scanning stopped early, if it was an invalid header rather than the end of data.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+}
+
+impl<'a> Iterator for FrameScanner<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.error.is_some() {
+            return None;
+        }
+        let rest = self.rest();
+        match peek_header(rest, usize::MAX) {
+            Ok(Some(h)) => {
+                let body = rest.get(HEADER_LEN..h.len)?;
+                self.pos += h.len;
+                Some((h.tag, body))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn peek_header_checks_lengths() {
+        assert_eq!(peek_header(b"Q\0\0\0", 100).unwrap(), None);
+        assert_eq!(
+            peek_header(b"Q\0\0\0\x04", 100).unwrap(),
+            Some(FrameHeader { tag: b'Q', len: 5 })
+        );
+        assert_eq!(
+            peek_header(b"Q\0\0\0\x09abc", 100)
+                .unwrap()
+                .unwrap()
+                .body_len(),
+            5
+        );
+        assert!(matches!(
+            peek_header(b"Q\0\0\0\x03", 100),
+            Err(ProtocolError::FrameLength { tag: 'Q', len: 3 })
+        ));
+        assert!(matches!(
+            peek_header(b"Q\xff\xff\xff\xff", 100),
+            Err(ProtocolError::FrameLength { len: -1, .. })
+        ));
+        // exactly at the limit passes, one more byte fails
+        assert!(peek_header(b"Q\0\0\0\x63", 100).unwrap().is_some());
+        assert!(matches!(
+            peek_header(b"Q\0\0\0\x64", 100),
+            Err(ProtocolError::FrameTooLong {
+                len: 101,
+                max: 100,
+                ..
+            })
+        ));
+        assert!(peek_header(b"Q\x7f\xff\xff\xff", usize::MAX)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn split_frame_takes_whole_frames_only() {
+        let mut wire = frame(b'Q', b"select 1\0");
+        wire.extend(frame(b'S', b""));
+        for cut in 0..10 {
+            let mut b = BytesMut::from(&wire[..cut]);
+            assert_eq!(split_frame(&mut b, 1024).unwrap(), None, "cut {cut}");
+            assert_eq!(b.len(), cut);
+        }
+        let mut b = BytesMut::from(&wire[..]);
+        let f = split_frame(&mut b, 1024).unwrap().unwrap();
+        assert_eq!((f.tag, &f.body[..]), (b'Q', &b"select 1\0"[..]));
+        let f = split_frame(&mut b, 1024).unwrap().unwrap();
+        assert_eq!((f.tag, f.body.len()), (b'S', 0));
+        assert!(b.is_empty());
+        assert_eq!(split_frame(&mut b, 1024).unwrap(), None);
+    }
+
+    #[test]
+    fn split_frame_reserves_room_for_the_rest() {
+        let mut b = BytesMut::new();
+        b.put_u8(b'd');
+        b.put_i32(4 + 4000);
+        assert_eq!(split_frame(&mut b, 8192).unwrap(), None);
+        assert!(b.capacity() >= 4005);
+        let mut b = BytesMut::from(&b"d\0\x01\0\0"[..]);
+        assert!(split_frame(&mut b, 8192).is_err(), "over the limit");
+    }
+
+    #[test]
+    fn scanner_yields_whole_frames_and_stops_at_partial() {
+        let mut wire = frame(b'C', b"SELECT 1\0");
+        wire.extend(frame(b'Z', b"I"));
+        let whole = wire.len();
+        wire.extend(&frame(b'D', b"0123456789")[..8]);
+        let mut s = scan_frames(&wire);
+        assert_eq!(s.next(), Some((b'C', &b"SELECT 1\0"[..])));
+        assert_eq!(s.next(), Some((b'Z', &b"I"[..])));
+        assert_eq!(s.next(), None);
+        assert_eq!(s.consumed(), whole);
+        assert_eq!(s.rest().len(), 8);
+        assert_eq!(s.pending(), Some(FrameHeader { tag: b'D', len: 15 }));
+        assert!(s.error().is_none());
+    }
+
+    #[test]
+    fn scanner_reports_invalid_header() {
+        let mut wire = frame(b'Z', b"I");
+        wire.extend(b"E\0\0\0\x01");
+        let mut s = scan_frames(&wire);
+        assert_eq!(s.by_ref().count(), 1);
+        assert_eq!(s.consumed(), 6);
+        assert!(matches!(
+            s.error(),
+            Some(ProtocolError::FrameLength { tag: 'E', len: 1 })
+        ));
+        assert_eq!(s.next(), None);
+        assert_eq!(scan_frames(b"").count(), 0);
+    }
+}

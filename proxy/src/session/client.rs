@@ -1,0 +1,92 @@
+//! The client connection during login: a framed reader over the stream plus an output
+//! buffer that is written in one go.
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::stream::ClientStream;
+use crate::error::ProtocolError;
+use crate::protocol::frame::{split_frame, Frame};
+use crate::protocol::{backend, PgError};
+
+/// Why reading from the client stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    Closed,
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
+
+/// A client connection after the startup packet.
+pub struct ClientConn {
+    pub stream: ClientStream,
+    /// Bytes read but not yet consumed.
+    pub inbuf: BytesMut,
+    /// Bytes to send with the next [`ClientConn::flush`].
+    pub out: BytesMut,
+    max_message_len: usize,
+}
+
+impl ClientConn {
+    pub fn new(stream: ClientStream, inbuf: BytesMut, max_message_len: usize) -> Self {
+        ClientConn {
+            stream,
+            inbuf,
+            out: BytesMut::with_capacity(512),
+            max_message_len,
+        }
+    }
+
+    /// Reads one whole message.
+    pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) =
+                split_frame(&mut self.inbuf, self.max_message_len).map_err(ReadError::Protocol)?
+            {
+                return Ok(frame);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.inbuf)
+                .await
+                .map_err(ReadError::Io)?;
+            if n == 0 {
+                return Err(ReadError::Closed);
+            }
+        }
+    }
+
+    /// Writes and flushes everything queued in `out`.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Sends a FATAL (or other) error and flushes; a failure to send is only logged,
+    /// since the connection is being closed anyway.
+    pub async fn send_error(&mut self, error: &PgError) {
+        backend::error_response(&mut self.out, error);
+        if let Err(e) = self.flush().await {
+            tracing::debug!(error = %e, "could not send the error to the client");
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options asked for.
+pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: &[&str]) {
+    out.put_u8(b'v');
+    let start = out.len();
+    out.put_i32(0);
+    out.put_i32(0);
+    out.put_i32(i32::try_from(unsupported.len()).unwrap_or(i32::MAX));
+    for name in unsupported {
+        out.put_slice(name.replace('\0', "").as_bytes());
+        out.put_u8(0);
+    }
+    let len = i32::try_from(out.len() - start).unwrap_or(i32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}

@@ -1,0 +1,39 @@
+//! Errors of one session's flow, and what the client is told about each.
+//!
+//! Only vetted text reaches the client: every variant maps to a SQLSTATE and a message a
+//! DBA understands. Upstream credentials never appear in any of them.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Why opening the upstream session failed.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("could not connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connection error: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("the server refused TLS, which this target requires")]
+    TlsRefused,
+    #[error("invalid TLS server name {0:?}")]
+    TlsName(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the server closed the connection during startup")]
+    Closed,
+    #[error("the server refused the session: {message} (SQLSTATE {code})")]
+    Refused { code: String, message: String },
+    #[error("the server asked for an authentication method jitgate does not support ({0})")]
+    UnsupportedAuth(&'static str),
+    #[error("the server's SCRAM signature did not verify")]
+    ServerSignature,
+    #[error("unexpected {0} from the server")]
+    Unexpected(&'static str),
+    #[error("malformed message from the server: {0}")]
+    Protocol(#[source] std::io::Error),
+    #[error("could not encode a message: {0}")]
+    Encode(#[source] std::io::Error),
+}

@@ -1,0 +1,295 @@
+//! The relay loop of an admitted session, and the enforcement of its grant.
+//!
+//! One task per session `select!`s over: the shutdown token, the grant's control channel
+//! (revocation, moved deadline), a timer at the grant's absolute deadline, upstream input
+//! and client input. Every client batch is decoded just enough to audit it; its `query`
+//! events are acknowledged by the audit writer *before* the bytes go upstream. Server
+//! bytes are scanned header by header and forwarded in whole chunks, one write per read.
+//! Every write is itself raced against enforcement, so a slow peer cannot hold a session
+//! past its grant.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use jiff::Timestamp;
+use jitgate_audit::{AuditError, AuditWriter, EventBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::client::ClientConn;
+use super::meta::SessionMeta;
+use super::scan::BackendScanner;
+use super::stream::UpstreamStream;
+use super::tracker::Tracker;
+use crate::error::ProtocolError;
+use crate::protocol::frame::peek_header;
+use crate::protocol::tags;
+use crate::registry::{Revocation, SessionControl};
+
+/// Why the relay stopped.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent Terminate (`clean`) or closed its socket.
+    ClientQuit { clean: bool },
+    Expired,
+    Revoked(Revocation),
+    UpstreamClosed,
+    Shutdown,
+    /// The client broke the protocol.
+    ClientProtocol(ProtocolError),
+    /// The upstream sent something that is not the protocol.
+    UpstreamProtocol(String),
+    /// The audit log could not take a `query` event: nothing was forwarded.
+    Audit(AuditError),
+    ClientIo(std::io::Error),
+    UpstreamIo(std::io::Error),
+}
+
+/// Converts an absolute deadline to the runtime's clock.
+pub fn instant_for(deadline: Timestamp) -> Instant {
+    let now = Instant::now();
+    let left = deadline.duration_since(Timestamp::now());
+    match Duration::try_from(left) {
+        Ok(d) => now + d,
+        Err(_) => now,
+    }
+}
+
+/// Enforcement state: what the session waits on besides its sockets.
+pub struct Enforcer<'a> {
+    pub control: &'a mut watch::Receiver<SessionControl>,
+    pub terminate: &'a CancellationToken,
+    sleep: Pin<Box<Sleep>>,
+    control_open: bool,
+}
+
+impl<'a> Enforcer<'a> {
+    pub fn new(
+        control: &'a mut watch::Receiver<SessionControl>,
+        terminate: &'a CancellationToken,
+    ) -> Self {
+        let deadline = control.borrow_and_update().deadline;
+        Enforcer {
+            control,
+            terminate,
+            sleep: Box::pin(sleep_until(instant_for(deadline))),
+            control_open: true,
+        }
+    }
+
+    /// The current control state, checked without waiting (a revocation may have
+    /// arrived before the relay started).
+    pub fn check_now(&mut self) -> Option<End> {
+        let c = self.control.borrow_and_update().clone();
+        if let Some(r) = c.revoked {
+            return Some(End::Revoked(r));
+        }
+        self.sleep.as_mut().reset(instant_for(c.deadline));
+        if c.deadline <= Timestamp::now() {
+            return Some(End::Expired);
+        }
+        None
+    }
+
+    /// Resolves when the session must end: shutdown, revocation, or the deadline.
+    pub async fn wait(&mut self) -> End {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.terminate.cancelled() => return End::Shutdown,
+                changed = self.control.changed(), if self.control_open => {
+                    if changed.is_err() {
+                        self.control_open = false;
+                        continue;
+                    }
+                    if let Some(end) = self.check_now() {
+                        return end;
+                    }
+                }
+                _ = self.sleep.as_mut() => return End::Expired,
+            }
+        }
+    }
+}
+
+/// Runs `fut` unless enforcement ends the session first.
+macro_rules! guarded {
+    ($enforcer:expr, $fut:expr) => {
+        tokio::select! {
+            biased;
+            end = $enforcer.wait() => Err(end),
+            r = $fut => Ok(r),
+        }
+    };
+}
+
+/// The relay's sockets, buffers and bookkeeping.
+pub struct Relay<'a> {
+    pub client: &'a mut ClientConn,
+    pub upstream: &'a mut UpstreamStream,
+    pub tracker: &'a mut Tracker,
+    pub audit: &'a AuditWriter,
+    pub meta: &'a SessionMeta,
+    pub max_message_len: usize,
+}
+
+/// Initial capacity of the server → client buffer; it grows with large reads and is
+/// reused across reads.
+const UPSTREAM_BUF: usize = 16 * 1024;
+
+impl Relay<'_> {
+    /// Relays until the session ends, and says why.
+    pub async fn run(&mut self, enforcer: &mut Enforcer<'_>) -> End {
+        if let Some(end) = enforcer.check_now() {
+            return end;
+        }
+        let mut ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
+        let mut scanner = BackendScanner::default();
+        let mut results: Vec<EventBody> = Vec::new();
+        let mut events: Vec<EventBody> = Vec::new();
+        // A client may pipeline queries right behind its startup packet.
+        if !self.client.inbuf.is_empty() {
+            if let Err(end) = self.from_client(enforcer, &mut events).await {
+                return end;
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                end = enforcer.wait() => return end,
+                r = self.upstream.read_buf(&mut ubuf) => {
+                    match r {
+                        Ok(0) => return End::UpstreamClosed,
+                        Ok(_) => {}
+                        Err(e) => return End::UpstreamIo(e),
+                    }
+                    if let Err(end) = self.from_upstream(enforcer, &mut scanner, &mut ubuf, &mut results).await {
+                        return end;
+                    }
+                }
+                r = self.client.stream.read_buf(&mut self.client.inbuf) => {
+                    match r {
+                        Ok(0) => return End::ClientQuit { clean: false },
+                        Ok(_) => {}
+                        Err(e) => return End::ClientIo(e),
+                    }
+                    if let Err(end) = self.from_client(enforcer, &mut events).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Server bytes: note what closes queries, forward the chunk, audit the outcomes.
+    async fn from_upstream(
+        &mut self,
+        enforcer: &mut Enforcer<'_>,
+        scanner: &mut BackendScanner,
+        ubuf: &mut BytesMut,
+        results: &mut Vec<EventBody>,
+    ) -> Result<(), End> {
+        let tracker = &mut *self.tracker;
+        scanner
+            .feed(ubuf, |m| match m.body {
+                Some(body) => tracker.on_server(m.tag, body, results),
+                None => tracker.on_server_copy_data(m.len),
+            })
+            .map_err(|bad| {
+                End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))
+            })?;
+        let stream = &mut self.client.stream;
+        guarded!(enforcer, stream.write_all(ubuf))?.map_err(End::ClientIo)?;
+        ubuf.clear();
+        if ubuf.capacity() > 4 * 1024 * 1024 {
+            // Give back memory after a large result.
+            *ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
+        }
+        for body in results.drain(..) {
+            let event = self.meta.event(body);
+            guarded!(enforcer, self.audit.write(event))?.map_err(End::Audit)?;
+        }
+        Ok(())
+    }
+
+    /// Client bytes: audit every whole message that runs a query, then forward them.
+    async fn from_client(
+        &mut self,
+        enforcer: &mut Enforcer<'_>,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), End> {
+        let inbuf = &mut self.client.inbuf;
+        let mut consumed = 0;
+        let mut quit = false;
+        let mut frames: smallvec_lite::Frames = Default::default();
+        while let Some(header) = peek_header(&inbuf[consumed..], self.max_message_len)
+            .map_err(End::ClientProtocol)?
+        {
+            if inbuf.len() - consumed < header.len {
+                inbuf.reserve(header.len - (inbuf.len() - consumed));
+                break;
+            }
+            frames.push((header.tag, consumed + 5, consumed + header.len));
+            consumed += header.len;
+            if header.tag == tags::TERMINATE {
+                quit = true;
+                break;
+            }
+        }
+        if consumed == 0 {
+            return Ok(());
+        }
+        let chunk = inbuf.split_to(consumed).freeze();
+        if quit && inbuf.has_remaining() {
+            inbuf.clear();
+        }
+        for &(tag, start, end) in frames.iter() {
+            if let Some(event) = self
+                .tracker
+                .on_client(tag, chunk.slice(start..end))
+                .map_err(End::ClientProtocol)?
+            {
+                events.push(event);
+            }
+        }
+        for body in events.drain(..) {
+            let event = self.meta.event(body);
+            guarded!(enforcer, self.audit.write(event))?.map_err(End::Audit)?;
+        }
+        let upstream = &mut *self.upstream;
+        guarded!(enforcer, upstream.write_all(&chunk))?.map_err(End::UpstreamIo)?;
+        if quit {
+            return Err(End::ClientQuit { clean: true });
+        }
+        Ok(())
+    }
+}
+
+/// A tiny inline list of frame positions, so a batch needs no allocation.
+mod smallvec_lite {
+    /// (tag, body start, frame end) of each whole frame in a batch.
+    #[derive(Default)]
+    pub struct Frames {
+        inline: [(u8, usize, usize); 16],
+        len: usize,
+        spill: Vec<(u8, usize, usize)>,
+    }
+
+    impl Frames {
+        pub fn push(&mut self, f: (u8, usize, usize)) {
+            if self.len < self.inline.len() {
+                self.inline[self.len] = f;
+                self.len += 1;
+            } else {
+                self.spill.push(f);
+            }
+        }
+
+        pub fn iter(&self) -> impl Iterator<Item = &(u8, usize, usize)> {
+            self.inline[..self.len].iter().chain(self.spill.iter())
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Streaming scan of server → client bytes: finds message boundaries across reads
+//! without buffering whole messages, so a 100 MB result is forwarded chunk by chunk.
+//!
+//! Only the 5-byte header of each message is looked at; the body is captured only for the
+//! few message types that close a query (small messages), and only their length for
+//! CopyData.
+
+use crate::protocol::tags;
+
+/// Bodies of interesting messages larger than this are not captured (treated as empty).
+const MAX_CAPTURE: usize = 1 << 20;
+
+/// A message seen in the stream: its tag, body length, and body if it was captured.
+pub struct ServerMessage<'a> {
+    pub tag: u8,
+    pub len: usize,
+    pub body: Option<&'a [u8]>,
+}
+
+fn interesting(tag: u8) -> bool {
+    matches!(
+        tag,
+        tags::COMMAND_COMPLETE
+            | tags::EMPTY_QUERY
+            | tags::PORTAL_SUSPENDED
+            | tags::FUNCTION_CALL_RESPONSE
+            | tags::ERROR_RESPONSE
+            | tags::COPY_IN_RESPONSE
+            | tags::COPY_OUT_RESPONSE
+            | tags::READY_FOR_QUERY
+    )
+}
+
+/// The upstream sent a header whose length field is invalid.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadLength(pub i32);
+
+/// Position in the server's message stream.
+#[derive(Debug, Default)]
+pub struct BackendScanner {
+    header: [u8; 5],
+    header_len: usize,
+    tag: u8,
+    body_len: usize,
+    remaining: usize,
+    capture: bool,
+    body: Vec<u8>,
+}
+
+impl BackendScanner {
+    /// True when the stream is at a message boundary.
+    #[cfg(test)]
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.remaining == 0
+    }
+
+    /// Feeds the next chunk; `on` is called for every message of an interesting type
+    /// (with its body) and for CopyData (length only).
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        mut on: impl FnMut(ServerMessage<'_>),
+    ) -> Result<(), BadLength> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                if self.capture {
+                    self.body.extend_from_slice(&data[..n]);
+                }
+                data = &data[n..];
+                self.remaining -= n;
+                if self.remaining == 0 && self.capture {
+                    on(ServerMessage {
+                        tag: self.tag,
+                        len: self.body_len,
+                        body: Some(&self.body),
+                    });
+                    self.body.clear();
+                }
+                continue;
+            }
+            // Fast path: a whole header in this chunk.
+            let header: [u8; 5] = if self.header_len == 0 && data.len() >= 5 {
+                let h = [data[0], data[1], data[2], data[3], data[4]];
+                data = &data[5..];
+                h
+            } else {
+                let n = (5 - self.header_len).min(data.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+                self.header_len += n;
+                data = &data[n..];
+                if self.header_len < 5 {
+                    return Ok(());
+                }
+                self.header_len = 0;
+                self.header
+            };
+            let tag = header[0];
+            let raw = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let body_len = usize::try_from(raw)
+                .ok()
+                .and_then(|l| l.checked_sub(4))
+                .ok_or(BadLength(raw))?;
+            if tag == tags::COPY_DATA {
+                on(ServerMessage {
+                    tag,
+                    len: body_len,
+                    body: None,
+                });
+                self.remaining = body_len;
+                self.capture = false;
+                continue;
+            }
+            if !interesting(tag) {
+                self.remaining = body_len;
+                self.capture = false;
+                continue;
+            }
+            if body_len > MAX_CAPTURE {
+                on(ServerMessage {
+                    tag,
+                    len: body_len,
+                    body: Some(&[]),
+                });
+                self.remaining = body_len;
+                self.capture = false;
+                continue;
+            }
+            if data.len() >= body_len {
+                // Whole body in this chunk: no copy.
+                on(ServerMessage {
+                    tag,
+                    len: body_len,
+                    body: Some(&data[..body_len]),
+                });
+                data = &data[body_len..];
+                continue;
+            }
+            self.tag = tag;
+            self.body_len = body_len;
+            self.remaining = body_len;
+            self.capture = true;
+            self.body.clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn stream() -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend(msg(b'T', b"rowdesc"));
+        for _ in 0..3 {
+            s.extend(msg(b'D', &[7u8; 300]));
+        }
+        s.extend(msg(b'C', b"SELECT 3\0"));
+        s.extend(msg(b'd', &[1u8; 10]));
+        s.extend(msg(b'Z', b"I"));
+        s
+    }
+
+    fn collect(chunks: &[&[u8]]) -> Vec<(u8, usize, Option<Vec<u8>>)> {
+        let mut scanner = BackendScanner::default();
+        let mut seen = Vec::new();
+        for c in chunks {
+            scanner
+                .feed(c, |m| seen.push((m.tag, m.len, m.body.map(|b| b.to_vec()))))
+                .unwrap();
+        }
+        assert!(scanner.at_boundary());
+        seen
+    }
+
+    #[test]
+    fn finds_interesting_messages_whatever_the_chunking() {
+        let s = stream();
+        let expected = collect(&[&s]);
+        assert_eq!(
+            expected,
+            vec![
+                (b'C', 9, Some(b"SELECT 3\0".to_vec())),
+                (b'd', 10, None),
+                (b'Z', 1, Some(b"I".to_vec())),
+            ]
+        );
+        for size in [1, 2, 3, 4, 5, 6, 7, 13, 64, 301] {
+            let chunks: Vec<&[u8]> = s.chunks(size).collect();
+            assert_eq!(collect(&chunks), expected, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn bad_length_is_reported() {
+        let mut scanner = BackendScanner::default();
+        let err = scanner.feed(&[b'C', 0, 0, 0, 2], |_| {}).unwrap_err();
+        assert_eq!(err, BadLength(2));
+    }
+}

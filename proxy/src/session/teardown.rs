@@ -1,0 +1,220 @@
+//! Ending a session: tell the client why, cancel what runs upstream, make sure the
+//! upstream backend is gone, and say how late the drop was.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jitgate_audit::EndReason;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::client::ClientConn;
+use super::meta::SessionMeta;
+use super::relay::End;
+use super::stream::UpstreamStream;
+use super::tracker::Tracker;
+use super::upstream::send_cancel;
+use crate::cancel::CancelTarget;
+use crate::protocol::{sqlstate, PgError};
+
+/// How long teardown waits on a peer at each step (a stalled peer must not hold it).
+const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `session_end` records.
+pub struct Outcome {
+    pub reason: EndReason,
+    pub detail: Option<String>,
+    pub late_ms: Option<f64>,
+}
+
+/// Terminate message: 'X' with length 4.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+fn ms_since(t: Timestamp) -> f64 {
+    let d = Timestamp::now().duration_since(t);
+    d.as_secs_f64() * 1000.0
+}
+
+async fn close_upstream(upstream: &mut UpstreamStream, send_terminate: bool) {
+    let step = async {
+        if send_terminate {
+            let _ = upstream.write_all(&TERMINATE).await;
+        }
+        let _ = upstream.flush().await;
+        let _ = upstream.shutdown().await;
+        // Wait for the backend to close its side: then it has exited.
+        let mut sink = [0u8; 4096];
+        loop {
+            match upstream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(STEP_TIMEOUT, step).await.is_err() {
+        tracing::warn!("upstream did not close within {STEP_TIMEOUT:?} after Terminate");
+    }
+}
+
+async fn tell_client(client: &mut ClientConn, error: PgError) {
+    if tokio::time::timeout(STEP_TIMEOUT, client.send_error(&error))
+        .await
+        .is_err()
+    {
+        tracing::debug!("client did not take the final error in time");
+    }
+}
+
+/// Drops a session whose grant ended or that must stop: cancel upstream if a query
+/// runs, FATAL to the client, Terminate upstream, wait for the backend to go.
+async fn drop_session(
+    client: &mut ClientConn,
+    upstream: &mut UpstreamStream,
+    tracker: &Tracker,
+    cancel: &CancelTarget,
+    error: PgError,
+) {
+    let cancel_task = tracker.in_flight().then(|| {
+        let target = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = send_cancel(&target).await {
+                tracing::warn!(error = %e, "could not cancel the running query upstream");
+            }
+        })
+    });
+    tokio::join!(tell_client(client, error), async {
+        if let Some(task) = cancel_task {
+            let _ = task.await;
+        }
+        close_upstream(upstream, true).await;
+    });
+}
+
+/// Carries out the end of the relay and returns what to record.
+pub async fn teardown(
+    end: End,
+    client: &mut ClientConn,
+    upstream: &mut UpstreamStream,
+    tracker: &Tracker,
+    cancel: &CancelTarget,
+    meta: &SessionMeta,
+    deadline: Timestamp,
+) -> Outcome {
+    match end {
+        End::ClientQuit { clean } => {
+            let _ = client.stream.shutdown().await;
+            close_upstream(upstream, !clean).await;
+            Outcome {
+                reason: EndReason::ClientQuit,
+                detail: (!clean).then(|| "client closed the connection without Terminate".into()),
+                late_ms: None,
+            }
+        }
+        End::ClientIo(e) => {
+            close_upstream(upstream, true).await;
+            Outcome {
+                reason: EndReason::ClientQuit,
+                detail: Some(format!("client connection error: {e}")),
+                late_ms: None,
+            }
+        }
+        End::Expired => {
+            let message = format!(
+                "terminating connection: grant {} for identity \"{}\" on target \"{}\" (role \"{}\") expired at {}",
+                meta.grant_id, meta.identity, meta.target, meta.role, deadline
+            );
+            let error = PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message).with_hint(format!(
+                "ask for a new grant, e.g. jitgate grant --identity {} --target {} --role {} --for 30m --reason \"…\"",
+                meta.identity, meta.target, meta.role
+            ));
+            drop_session(client, upstream, tracker, cancel, error).await;
+            Outcome {
+                reason: EndReason::GrantExpired,
+                detail: Some(format!("grant expired at {deadline}")),
+                late_ms: Some(ms_since(deadline)),
+            }
+        }
+        End::Revoked(revocation) => {
+            let why = revocation
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let message = format!(
+                "terminating connection: grant {} for identity \"{}\" on target \"{}\" was revoked by {} at {}{}",
+                meta.grant_id, meta.identity, meta.target, revocation.by, revocation.at, why
+            );
+            let error = PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message)
+                .with_hint("ask an administrator for a new grant if you still need access");
+            drop_session(client, upstream, tracker, cancel, error).await;
+            Outcome {
+                reason: EndReason::GrantRevoked,
+                detail: Some(format!("revoked by {}{}", revocation.by, why)),
+                late_ms: Some(ms_since(revocation.at)),
+            }
+        }
+        End::Shutdown => {
+            let error = PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because jitgate is shutting down",
+            )
+            .with_hint("reconnect in a moment; your grant is unchanged");
+            drop_session(client, upstream, tracker, cancel, error).await;
+            Outcome {
+                reason: EndReason::Shutdown,
+                detail: None,
+                late_ms: None,
+            }
+        }
+        End::UpstreamClosed | End::UpstreamIo(_) | End::UpstreamProtocol(_) => {
+            let detail = match &end {
+                End::UpstreamIo(e) => format!("upstream connection error: {e}"),
+                End::UpstreamProtocol(m) => m.clone(),
+                _ => "the database closed the connection".to_owned(),
+            };
+            if !tracker.saw_fatal() {
+                let error = PgError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!(
+                        "the database server of target \"{}\" closed the connection unexpectedly",
+                        meta.target
+                    ),
+                )
+                .with_detail(detail.clone());
+                tell_client(client, error).await;
+            } else {
+                let _ = client.stream.shutdown().await;
+            }
+            let _ = upstream.shutdown().await;
+            Outcome {
+                reason: EndReason::UpstreamClosed,
+                detail: Some(detail),
+                late_ms: None,
+            }
+        }
+        End::ClientProtocol(e) => {
+            let error = PgError::fatal(e.sqlstate(), e.to_string());
+            tell_client(client, error).await;
+            close_upstream(upstream, true).await;
+            Outcome {
+                reason: EndReason::ProtocolError,
+                detail: Some(e.to_string()),
+                late_ms: None,
+            }
+        }
+        End::Audit(e) => {
+            let error = PgError::fatal(
+                sqlstate::SYSTEM_ERROR,
+                "the audit log is unavailable, so jitgate did not run the query and is closing the session",
+            )
+            .with_detail(e.to_string())
+            .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
+            tell_client(client, error).await;
+            close_upstream(upstream, true).await;
+            Outcome {
+                reason: EndReason::AuditUnavailable,
+                detail: Some(e.to_string()),
+                late_ms: None,
+            }
+        }
+    }
+}

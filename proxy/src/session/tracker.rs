@@ -1,0 +1,373 @@
+//! Follows the conversation to know what each query is and how it ended.
+//!
+//! Client → server messages are decoded just enough to audit them (Query, Parse, Bind,
+//! Execute, FunctionCall, COPY data); server → client messages are looked at only when
+//! they close a query (CommandComplete, EmptyQueryResponse, PortalSuspended,
+//! ErrorResponse, FunctionCallResponse, ReadyForQuery) or move COPY along. Responses come
+//! back in the order requests were sent, so a FIFO of pending requests pairs them up.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use jitgate_audit::{CopyDirection, EventBody, Param, ParamFormat, Protocol};
+
+use crate::error::ProtocolError;
+use crate::protocol::{backend, frontend, tags};
+
+/// A prepared statement as the client defined it.
+#[derive(Clone, Debug)]
+struct Statement {
+    sql: Bytes,
+    param_types: Vec<u32>,
+}
+
+/// A bound portal: its statement and parameters, ready for Execute.
+#[derive(Clone, Debug)]
+struct Portal {
+    statement: String,
+    sql: Bytes,
+    params: Vec<Param>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Simple,
+    Execute,
+    Function,
+    Sync,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    query_id: u64,
+    started: Instant,
+    tag: Option<String>,
+    rows: Option<u64>,
+    sqlstate: Option<String>,
+    message: Option<String>,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct Copy {
+    query_id: u64,
+    direction: CopyDirection,
+    bytes: u64,
+}
+
+/// Per-session protocol state for auditing.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    next_query_id: u64,
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Portal>,
+    pending: VecDeque<Pending>,
+    copy: Option<Copy>,
+    saw_fatal: bool,
+}
+
+fn lossy(sql: &[u8]) -> String {
+    String::from_utf8_lossy(sql).into_owned()
+}
+
+fn format_of(code: i16) -> ParamFormat {
+    if code == 1 {
+        ParamFormat::Binary
+    } else {
+        ParamFormat::Text
+    }
+}
+
+impl Tracker {
+    /// Queries audited so far.
+    pub fn queries(&self) -> u64 {
+        self.next_query_id
+    }
+
+    /// Whether the server sent a FATAL error (it then closes; the client already knows why).
+    pub fn saw_fatal(&self) -> bool {
+        self.saw_fatal
+    }
+
+    /// Whether the server is working on something the client asked for (a cancel on
+    /// expiry is needed only then).
+    pub fn in_flight(&self) -> bool {
+        self.copy.is_some() || self.pending.iter().any(|p| p.kind != Kind::Sync || !p.done)
+    }
+
+    fn push(&mut self, kind: Kind) -> u64 {
+        let query_id = if kind == Kind::Sync {
+            0
+        } else {
+            self.next_query_id += 1;
+            self.next_query_id
+        };
+        self.pending.push_back(Pending {
+            kind,
+            query_id,
+            started: Instant::now(),
+            tag: None,
+            rows: None,
+            sqlstate: None,
+            message: None,
+            done: false,
+        });
+        query_id
+    }
+
+    /// Looks at one client message before it is forwarded. Returns the `query` event to
+    /// write first, if the message runs a query.
+    pub fn on_client(&mut self, tag: u8, body: Bytes) -> Result<Option<EventBody>, ProtocolError> {
+        match tag {
+            tags::QUERY => {
+                let q = frontend::parse_query(body)?;
+                // A simple Query drops the unnamed statement and portal.
+                self.statements.remove("");
+                self.portals.remove("");
+                let query_id = self.push(Kind::Simple);
+                Ok(Some(EventBody::Query {
+                    query_id,
+                    protocol: Protocol::Simple,
+                    sql: lossy(&q.sql),
+                    statement: None,
+                    portal: None,
+                    params: Vec::new(),
+                    function_oid: None,
+                }))
+            }
+            tags::PARSE => {
+                let p = frontend::parse_parse(body)?;
+                self.statements.insert(
+                    p.statement,
+                    Statement {
+                        sql: p.sql,
+                        param_types: p.param_types,
+                    },
+                );
+                Ok(None)
+            }
+            tags::BIND => {
+                let b = frontend::parse_bind(body)?;
+                let (sql, types) = match self.statements.get(&b.statement) {
+                    Some(s) => (s.sql.clone(), s.param_types.as_slice()),
+                    None => (Bytes::new(), &[][..]),
+                };
+                let params = b
+                    .params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let oid = types.get(i).copied().filter(|o| *o != 0);
+                        Param::from_wire(format_of(b.param_format(i)), oid, v.as_deref())
+                    })
+                    .collect();
+                self.portals.insert(
+                    b.portal,
+                    Portal {
+                        statement: b.statement,
+                        sql,
+                        params,
+                    },
+                );
+                Ok(None)
+            }
+            tags::EXECUTE => {
+                let e = frontend::parse_execute(body)?;
+                let portal = self.portals.get(&e.portal).cloned();
+                let query_id = self.push(Kind::Execute);
+                let (statement, sql, params) = match portal {
+                    Some(p) => (Some(p.statement), lossy(&p.sql), p.params),
+                    // Unknown portal: the server will refuse it; audit the attempt anyway.
+                    None => (None, String::new(), Vec::new()),
+                };
+                Ok(Some(EventBody::Query {
+                    query_id,
+                    protocol: Protocol::Extended,
+                    sql,
+                    statement,
+                    portal: Some(e.portal),
+                    params,
+                    function_oid: None,
+                }))
+            }
+            tags::FUNCTION_CALL => {
+                let f = frontend::parse_function_call(body)?;
+                let params = f
+                    .args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let code = match f.arg_formats.len() {
+                            0 => 0,
+                            1 => f.arg_formats[0],
+                            _ => f.arg_formats.get(i).copied().unwrap_or(0),
+                        };
+                        Param::from_wire(format_of(code), None, v.as_deref())
+                    })
+                    .collect();
+                let query_id = self.push(Kind::Function);
+                Ok(Some(EventBody::Query {
+                    query_id,
+                    protocol: Protocol::FunctionCall,
+                    sql: String::new(),
+                    statement: None,
+                    portal: None,
+                    params,
+                    function_oid: Some(f.oid),
+                }))
+            }
+            tags::CLOSE => {
+                let c = frontend::parse_close(body)?;
+                if c.kind == tags::KIND_STATEMENT {
+                    self.statements.remove(&c.name);
+                } else {
+                    self.portals.remove(&c.name);
+                }
+                Ok(None)
+            }
+            tags::SYNC => {
+                self.push(Kind::Sync);
+                Ok(None)
+            }
+            tags::COPY_DATA => {
+                if let Some(copy) = self.copy.as_mut() {
+                    if copy.direction == CopyDirection::In {
+                        copy.bytes += body.len() as u64;
+                    }
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The first request that has not been answered yet, skipping Syncs when asked.
+    fn current(&mut self, skip_sync: bool) -> Option<&mut Pending> {
+        self.pending
+            .iter_mut()
+            .find(|p| !p.done && !(skip_sync && p.kind == Kind::Sync))
+    }
+
+    fn result_of(p: &Pending) -> EventBody {
+        EventBody::QueryResult {
+            query_id: p.query_id,
+            tag: p.tag.clone(),
+            rows: p.rows,
+            sqlstate: p.sqlstate.clone(),
+            message: p.message.clone(),
+            duration_us: u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Bytes of a server CopyData message (counted without decoding it).
+    pub fn on_server_copy_data(&mut self, len: usize) {
+        if let Some(copy) = self.copy.as_mut() {
+            if copy.direction == CopyDirection::Out {
+                copy.bytes += len as u64;
+            }
+        }
+    }
+
+    /// Looks at one server message that may close a query; appends the events it
+    /// completes (`query_result`, `copy`) to `out`.
+    pub fn on_server(&mut self, tag: u8, body: &[u8], out: &mut Vec<EventBody>) {
+        match tag {
+            tags::COMMAND_COMPLETE => {
+                let parsed = backend::parse_command_complete(body);
+                if let Some(copy) = self.copy.take() {
+                    out.push(EventBody::Copy {
+                        query_id: copy.query_id,
+                        direction: copy.direction,
+                        bytes: copy.bytes,
+                        rows: parsed.as_ref().and_then(|t| t.rows),
+                    });
+                }
+                if let Some(p) = self.current(true) {
+                    if let Some(t) = parsed {
+                        p.tag = Some(t.tag);
+                        p.rows = t.rows;
+                    }
+                    if p.kind == Kind::Execute {
+                        p.done = true;
+                        out.push(Self::result_of(p));
+                    }
+                }
+            }
+            tags::EMPTY_QUERY | tags::PORTAL_SUSPENDED => {
+                if let Some(p) = self.current(true) {
+                    if p.kind == Kind::Execute {
+                        p.done = true;
+                        if tag == tags::PORTAL_SUSPENDED {
+                            p.tag = Some("PORTAL SUSPENDED".into());
+                        }
+                        out.push(Self::result_of(p));
+                    }
+                }
+            }
+            tags::FUNCTION_CALL_RESPONSE => {
+                if let Some(p) = self.current(true) {
+                    if p.kind == Kind::Function {
+                        p.done = true;
+                        out.push(Self::result_of(p));
+                    }
+                }
+            }
+            tags::ERROR_RESPONSE => {
+                let fields = backend::parse_error_fields(body);
+                self.saw_fatal |= matches!(fields.severity.as_deref(), Some("FATAL" | "PANIC"));
+                self.copy = None;
+                if let Some(p) = self.current(true) {
+                    p.sqlstate = fields.code;
+                    p.message = fields.message;
+                    if matches!(p.kind, Kind::Execute | Kind::Function) {
+                        p.done = true;
+                        out.push(Self::result_of(p));
+                    }
+                }
+            }
+            tags::COPY_IN_RESPONSE | tags::COPY_OUT_RESPONSE => {
+                let query_id = self.current(true).map(|p| p.query_id).unwrap_or(0);
+                self.copy = Some(Copy {
+                    query_id,
+                    direction: if tag == tags::COPY_IN_RESPONSE {
+                        CopyDirection::In
+                    } else {
+                        CopyDirection::Out
+                    },
+                    bytes: 0,
+                });
+            }
+            tags::READY_FOR_QUERY => self.on_ready(out),
+            _ => {}
+        }
+    }
+
+    /// ReadyForQuery ends a simple query, or a Sync with everything before it; Executes
+    /// that never ran (an earlier message failed) are recorded as not executed.
+    fn on_ready(&mut self, out: &mut Vec<EventBody>) {
+        while let Some(mut p) = self.pending.pop_front() {
+            match p.kind {
+                Kind::Sync => return,
+                Kind::Simple => {
+                    out.push(Self::result_of(&p));
+                    return;
+                }
+                Kind::Function if p.done => return,
+                Kind::Function => {
+                    out.push(Self::result_of(&p));
+                    return;
+                }
+                Kind::Execute if p.done => {}
+                Kind::Execute => {
+                    if p.message.is_none() {
+                        p.message =
+                            Some("not executed: an earlier message of the pipeline failed".into());
+                    }
+                    out.push(Self::result_of(&p));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Opening a session on the upstream database as the granted role, with brokered
+//! credentials: TCP (+ verified TLS), StartupMessage, SCRAM-SHA-256 / MD5 / cleartext
+//! authentication, then ParameterStatus and BackendKeyData up to the first ReadyForQuery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::{backend, frontend};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+
+use super::error::UpstreamError;
+use super::stream::UpstreamStream;
+use crate::cancel::CancelTarget;
+use crate::settings::{RoleCredentials, TargetSettings, UpstreamTls};
+
+/// How long opening the upstream connection (TCP + TLS + auth) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An authenticated upstream session, ready for queries.
+pub struct Upstream {
+    pub stream: UpstreamStream,
+    pub pid: i32,
+    pub secret: i32,
+    /// Raw ParameterStatus (and NoticeResponse) frames the server sent during startup,
+    /// forwarded to the client as they are.
+    pub greeting: BytesMut,
+}
+
+async fn connect_stream(
+    host: &str,
+    port: u16,
+    tls: &UpstreamTls,
+) -> Result<UpstreamStream, UpstreamError> {
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        UpstreamTls::Disable => Ok(Either::Left(tcp)),
+        UpstreamTls::VerifyFull {
+            config,
+            server_name,
+        } => {
+            let mut tcp = tcp;
+            let mut buf = BytesMut::new();
+            frontend::ssl_request(&mut buf);
+            tcp.write_all(&buf).await.map_err(UpstreamError::Connect)?;
+            let answer = tcp.read_u8().await.map_err(UpstreamError::Connect)?;
+            if answer != b'S' {
+                return Err(UpstreamError::TlsRefused);
+            }
+            let name = ServerName::try_from(server_name.clone())
+                .map_err(|_| UpstreamError::TlsName(server_name.clone()))?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(UpstreamError::Tls)?;
+            Ok(Either::Right(Box::new(stream)))
+        }
+    }
+}
+
+/// Connects to `target` as `creds`, forwarding the allow-listed startup `params`.
+pub async fn connect(
+    target: &TargetSettings,
+    creds: &RoleCredentials,
+    params: &[(String, String)],
+) -> Result<Upstream, UpstreamError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(target, creds, params))
+        .await
+        .map_err(|_| UpstreamError::Timeout(CONNECT_TIMEOUT))?
+}
+
+async fn connect_inner(
+    target: &TargetSettings,
+    creds: &RoleCredentials,
+    params: &[(String, String)],
+) -> Result<Upstream, UpstreamError> {
+    let mut stream = connect_stream(&target.host, target.port, &target.tls).await?;
+    let mut out = BytesMut::with_capacity(256);
+    let startup = [
+        ("user", creds.user.as_str()),
+        ("database", target.database.as_str()),
+    ];
+    let all = startup
+        .into_iter()
+        .chain(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    frontend::startup_message(all, &mut out).map_err(UpstreamError::Encode)?;
+    stream.write_all(&out).await.map_err(UpstreamError::Io)?;
+    out.clear();
+
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut greeting = BytesMut::new();
+    let mut scram: Option<sasl::ScramSha256> = None;
+    let mut key: Option<(i32, i32)> = None;
+    loop {
+        let frame_start = inbuf.clone();
+        let message = match backend::Message::parse(&mut inbuf).map_err(UpstreamError::Protocol)? {
+            Some(m) => m,
+            None => {
+                let n = stream.read_buf(&mut inbuf).await.map_err(UpstreamError::Io)?;
+                if n == 0 {
+                    return Err(UpstreamError::Closed);
+                }
+                continue;
+            }
+        };
+        let consumed = frame_start.len() - inbuf.len();
+        match message {
+            backend::Message::AuthenticationOk => {}
+            backend::Message::AuthenticationCleartextPassword => {
+                frontend::password_message(creds.password.expose().as_bytes(), &mut out)
+                    .map_err(UpstreamError::Encode)?;
+            }
+            backend::Message::AuthenticationMd5Password(body) => {
+                let hash = md5_hash(
+                    creds.user.as_bytes(),
+                    creds.password.expose().as_bytes(),
+                    body.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)
+                    .map_err(UpstreamError::Encode)?;
+            }
+            backend::Message::AuthenticationSasl(body) => {
+                let mut mechanisms = body.mechanisms();
+                let mut has_scram = false;
+                while let Some(m) = mechanisms.next().map_err(UpstreamError::Protocol)? {
+                    has_scram |= m == sasl::SCRAM_SHA_256;
+                }
+                if !has_scram {
+                    return Err(UpstreamError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                }
+                let client = sasl::ScramSha256::new(
+                    creds.password.expose().as_bytes(),
+                    sasl::ChannelBinding::unsupported(),
+                );
+                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, client.message(), &mut out)
+                    .map_err(UpstreamError::Encode)?;
+                scram = Some(client);
+            }
+            backend::Message::AuthenticationSaslContinue(body) => {
+                let client = scram.as_mut().ok_or(UpstreamError::Unexpected("SASLContinue"))?;
+                // PBKDF2 runs here; it is a few ms of CPU once per upstream connection.
+                client.update(body.data()).map_err(UpstreamError::Protocol)?;
+                frontend::sasl_response(client.message(), &mut out)
+                    .map_err(UpstreamError::Encode)?;
+            }
+            backend::Message::AuthenticationSaslFinal(body) => {
+                let client = scram.as_mut().ok_or(UpstreamError::Unexpected("SASLFinal"))?;
+                client
+                    .finish(body.data())
+                    .map_err(|_| UpstreamError::ServerSignature)?;
+            }
+            backend::Message::AuthenticationKerberosV5
+            | backend::Message::AuthenticationScmCredential
+            | backend::Message::AuthenticationGss
+            | backend::Message::AuthenticationSspi
+            | backend::Message::AuthenticationGssContinue(_) => {
+                return Err(UpstreamError::UnsupportedAuth("GSS/SSPI/Kerberos"));
+            }
+            backend::Message::ParameterStatus(_) | backend::Message::NoticeResponse(_) => {
+                greeting.extend_from_slice(&frame_start[..consumed]);
+            }
+            backend::Message::BackendKeyData(body) => {
+                key = Some((body.process_id(), body.secret_key()));
+            }
+            backend::Message::ErrorResponse(body) => {
+                let mut code = String::new();
+                let mut message = String::new();
+                let mut fields = body.fields();
+                while let Ok(Some(field)) = fields.next() {
+                    match field.type_() {
+                        b'C' => code = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+                        b'M' => message = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+                        _ => {}
+                    }
+                }
+                return Err(UpstreamError::Refused { code, message });
+            }
+            backend::Message::ReadyForQuery(_) => {
+                let (pid, secret) = key.ok_or(UpstreamError::Unexpected(
+                    "ReadyForQuery before BackendKeyData",
+                ))?;
+                if inbuf.has_remaining() {
+                    return Err(UpstreamError::Unexpected("data after ReadyForQuery"));
+                }
+                return Ok(Upstream {
+                    stream,
+                    pid,
+                    secret,
+                    greeting,
+                });
+            }
+            _ => return Err(UpstreamError::Unexpected("message during startup")),
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(UpstreamError::Io)?;
+            out.clear();
+        }
+    }
+}
+
+/// Delivers a CancelRequest for `target` on a fresh connection, as Postgres expects.
+pub async fn send_cancel(target: &CancelTarget) -> Result<(), UpstreamError> {
+    let fut = async {
+        let mut stream = connect_stream(&target.host, target.port, &target.tls).await?;
+        let mut buf = BytesMut::with_capacity(16);
+        frontend::cancel_request(target.upstream_pid, target.upstream_secret, &mut buf);
+        stream.write_all(&buf).await.map_err(UpstreamError::Io)?;
+        stream.flush().await.map_err(UpstreamError::Io)?;
+        // The server closes the connection once it has taken the request.
+        let mut sink = [0u8; 1];
+        let _ = stream.read(&mut sink).await;
+        Ok(())
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| UpstreamError::Timeout(CONNECT_TIMEOUT))?
+}

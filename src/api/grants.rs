@@ -1,0 +1,262 @@
+//! `/v1/grants` handlers: issue, list, get, revoke.
+//!
+//! Issue and revoke write their audit event (`grant_issued`, `grant_revoked`) before
+//! answering. Both fail closed on the audit log:
+//! - issue: if `grant_issued` cannot be written, the grant is revoked again (and any session
+//!   that raced in is dropped) and the caller gets 503 — no usable grant without its record;
+//! - revoke: the revocation and the session drops happen first (removing access must not
+//!   wait on the disk); if `grant_revoked` then cannot be written the caller gets 503 saying
+//!   the grant *is* revoked but unrecorded, so the operator knows to look at the audit log.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use jiff::{SignedDuration, Timestamp};
+use jitgate_audit::{Event, EventBody};
+use jitgate_policy::{Grant, GrantFilter, GrantState, IssueRequest};
+use jitgate_proxy::registry::Revocation;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::types::{GrantList, GrantView, IssueBody, RevokeBody, RevokeView};
+use super::ApiState;
+
+/// Who a change is attributed to when the request does not say.
+const DEFAULT_ACTOR: &str = "admin";
+/// Who the automatic revocation after a failed audit write is attributed to.
+const SYSTEM_ACTOR: &str = "jitgate";
+
+/// Parses a humantime duration (`30m`, `2h`, `1h 30m`) into a grant duration.
+pub(crate) fn parse_duration(field: &str, text: &str) -> Result<SignedDuration, ApiError> {
+    let std = humantime::parse_duration(text.trim()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{field}: invalid duration {text:?}: {e} (examples: 30s, 10m, 2h)"
+        ))
+    })?;
+    SignedDuration::try_from(std)
+        .map_err(|_| ApiError::bad_request(format!("{field}: duration {text:?} is too long")))
+}
+
+fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+    text.trim().parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "{field}: {text:?} is not an RFC 3339 timestamp ({e}); example: 2026-01-31T14:00:00Z"
+        ))
+    })
+}
+
+/// `Some(trimmed)` unless blank.
+fn non_blank(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn grant_event(body: EventBody, grant: &Grant) -> Event {
+    Event::new(body)
+        .with_identity(grant.identity.as_str())
+        .with_target(grant.target.as_str())
+        .with_role(grant.role.as_str())
+        .with_grant(grant.id)
+}
+
+/// `POST /v1/grants` → 201 and the grant.
+pub(crate) async fn issue(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<IssueBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<GrantView>), ApiError> {
+    let Json(body) = body?;
+    let duration = parse_duration("duration", &body.duration)?;
+    let not_before = body
+        .not_before
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_timestamp("not_before", s))
+        .transpose()?;
+    let issued_by = non_blank(body.issued_by).unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    let grant = state
+        .engine
+        .issue(IssueRequest {
+            identity: body.identity,
+            target: body.target,
+            role: body.role,
+            duration,
+            not_before,
+            reason: body.reason,
+            issued_by,
+        })
+        .await?;
+
+    let event = grant_event(
+        EventBody::GrantIssued {
+            not_before: grant.not_before,
+            expires_at: grant.expires_at,
+            reason: grant.reason.clone(),
+            issued_by: grant.issued_by.clone(),
+        },
+        &grant,
+    );
+    if let Err(err) = state.audit.write(event).await {
+        tracing::error!(grant_id = %grant.id, error = %err,
+            "audit log unavailable: revoking the grant just issued");
+        return Err(undo_issue(&state, &grant, &err.to_string()).await);
+    }
+    let now = state.engine.now();
+    Ok((StatusCode::CREATED, Json(GrantView::at(grant, now))))
+}
+
+/// Takes back a grant whose `grant_issued` event could not be recorded.
+async fn undo_issue(state: &ApiState, grant: &Grant, audit_error: &str) -> ApiError {
+    let reason = "audit log unavailable when the grant was issued";
+    match state
+        .engine
+        .revoke(grant.id, SYSTEM_ACTOR, Some(reason))
+        .await
+    {
+        Ok(revoked) => {
+            state.registry.revoke_grant(
+                grant.id,
+                Revocation {
+                    by: SYSTEM_ACTOR.to_owned(),
+                    reason: Some(reason.to_owned()),
+                    at: revoked.revoked_at.unwrap_or_else(|| state.engine.now()),
+                },
+            );
+            ApiError::unavailable(format!(
+                "the grant was not issued: the audit log cannot be written ({audit_error}); \
+                 fix the audit log and try again"
+            ))
+        }
+        Err(err) => {
+            tracing::error!(grant_id = %grant.id, error = %err,
+                "could not revoke a grant whose issue was not audited");
+            ApiError::unavailable(format!(
+                "the audit log cannot be written ({audit_error}) and grant {} could not be \
+                 revoked again ({}); revoke it with `jitgate revoke {}` once the store works",
+                grant.id,
+                err.client_message(),
+                grant.id
+            ))
+        }
+    }
+}
+
+/// Query string of `GET /v1/grants`; empty values mean "no filter".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListQuery {
+    identity: Option<String>,
+    target: Option<String>,
+    state: Option<String>,
+    active: Option<String>,
+}
+
+fn parse_bool(field: &str, text: &str) -> Result<bool, ApiError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{field}: expected true or false, got {text:?}"
+        ))),
+    }
+}
+
+/// `GET /v1/grants` → matching grants, newest first.
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<RawListQuery>, QueryRejection>,
+) -> Result<Json<GrantList>, ApiError> {
+    let Query(query) = query?;
+    let grant_state = non_blank(query.state)
+        .map(|s| {
+            s.parse::<GrantState>()
+                .map_err(|e| ApiError::bad_request(format!("state: {e}")))
+        })
+        .transpose()?;
+    let active = match non_blank(query.active) {
+        Some(text) => parse_bool("active", &text)?,
+        None => false,
+    };
+    let now = state.engine.now();
+    let filter = GrantFilter {
+        identity: non_blank(query.identity),
+        target: non_blank(query.target),
+        state: grant_state,
+        active_at: active.then_some(now),
+    };
+    let grants = state.engine.list(&filter).await?;
+    Ok(Json(GrantList {
+        grants: grants.into_iter().map(|g| GrantView::at(g, now)).collect(),
+    }))
+}
+
+fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let Path(text) = path?;
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a grant id (a UUID)")))
+}
+
+/// `GET /v1/grants/{id}`.
+pub(crate) async fn get(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<GrantView>, ApiError> {
+    let id = grant_id(path)?;
+    let grant = state.engine.get(id).await?;
+    let now = state.engine.now();
+    Ok(Json(GrantView::at(grant, now)))
+}
+
+/// `POST /v1/grants/{id}/revoke` → the revoked grant and how many sessions were dropped.
+/// The body is optional (no body, or `{}`, revokes as `admin` without a reason).
+pub(crate) async fn revoke(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<RevokeView>, ApiError> {
+    let id = grant_id(path)?;
+    let body: RevokeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid revoke request body: {e}")))?
+    };
+    let by = non_blank(body.revoked_by).unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    let reason = non_blank(body.reason);
+
+    let grant = state.engine.revoke(id, &by, reason.as_deref()).await?;
+    let dropped = state.registry.revoke_grant(
+        grant.id,
+        Revocation {
+            by: by.clone(),
+            reason: reason.clone(),
+            at: grant.revoked_at.unwrap_or_else(|| state.engine.now()),
+        },
+    );
+    let event = grant_event(
+        EventBody::GrantRevoked {
+            revoked_by: by,
+            reason,
+        },
+        &grant,
+    );
+    if let Err(err) = state.audit.write(event).await {
+        tracing::error!(grant_id = %grant.id, error = %err,
+            "grant revoked but its audit event could not be written");
+        return Err(ApiError::unavailable(format!(
+            "grant {} is revoked and {dropped} live session(s) were dropped, but the audit log \
+             could not record it: {err}",
+            grant.id
+        )));
+    }
+    let now = state.engine.now();
+    Ok(Json(RevokeView {
+        grant: GrantView::at(grant, now),
+        sessions_dropped: dropped,
+    }))
+}

@@ -1,0 +1,139 @@
+//! The admin API's JSON bodies, shared by the server and [`super::AdminClient`] so the two
+//! cannot drift apart.
+
+use jiff::Timestamp;
+use jitgate_policy::{Grant, GrantState};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `POST /v1/grants` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    pub identity: String,
+    pub target: String,
+    pub role: String,
+    /// How long the grant lasts from `not_before` (or from now): humantime, e.g. `30m`.
+    pub duration: String,
+    /// Why access is needed (ticket, incident); kept in the grant and the audit log.
+    pub reason: String,
+    /// Start of validity (RFC 3339); default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Who issues it; default `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+}
+
+/// `POST /v1/grants/{id}/revoke` body (every field optional; an empty body is fine).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who revokes it; default `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+/// `GET /v1/grants` query parameters; absent ones match everything.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Effective state (an approved grant past its expiry counts as `expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<GrantState>,
+    /// `true`: only grants that admit sessions right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A grant as the API shows it: the grant with its **effective** `state` at answer time
+/// and the seconds it has left.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GrantView {
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// Whole seconds until `expires_at` while the grant is active; `null` otherwise
+    /// (pending, not yet started, ended).
+    pub remaining_s: Option<i64>,
+}
+
+impl GrantView {
+    /// The view of `grant` at `now`: `state` becomes the effective state.
+    pub fn at(mut grant: Grant, now: Timestamp) -> Self {
+        let remaining_s = grant.remaining(now).map(|d| d.as_secs());
+        grant.state = grant.effective_state(now);
+        GrantView { grant, remaining_s }
+    }
+}
+
+/// `GET /v1/grants` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+/// `POST /v1/grants/{id}/revoke` answer: the revoked grant and how many live sessions it
+/// ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RevokeView {
+    #[serde(flatten)]
+    pub grant: GrantView,
+    pub sessions_dropped: usize,
+}
+
+/// One live session (mirrors the proxy's `SessionInfo`, which is serialize-only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub session_id: Uuid,
+    pub identity: String,
+    pub target: String,
+    pub role: String,
+    pub grant_id: Uuid,
+    pub client_addr: String,
+    pub tls: bool,
+    pub started_at: Timestamp,
+    /// The grant's absolute expiry: the session is dropped at this instant.
+    pub deadline: Timestamp,
+    pub upstream_pid: Option<i32>,
+}
+
+impl From<jitgate_proxy::registry::SessionInfo> for SessionView {
+    fn from(s: jitgate_proxy::registry::SessionInfo) -> Self {
+        SessionView {
+            session_id: s.session_id,
+            identity: s.identity,
+            target: s.target,
+            role: s.role,
+            grant_id: s.grant_id,
+            client_addr: s.client_addr,
+            tls: s.tls,
+            started_at: s.started_at,
+            deadline: s.deadline,
+            upstream_pid: s.upstream_pid,
+        }
+    }
+}
+
+/// `GET /v1/sessions` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// `GET /v1/health` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Every error answer: `{"error": "…"}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: String,
+}

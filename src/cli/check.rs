@@ -1,0 +1,71 @@
+//! `jitgate check-config`: load the whole config (every secret must resolve) and summarise
+//! it, so an operator sees what `serve` would run with — never any secret.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use jitgate::config::{self, Config};
+use jitgate_audit::Durability;
+use jitgate_proxy::settings::UpstreamTls;
+
+/// `jitgate check-config`.
+pub fn run(config_path: &Path) -> Result<()> {
+    let config = config::load(config_path)?;
+    print!("{}", summary(&config));
+    Ok(())
+}
+
+/// The human-readable summary printed on success.
+pub fn summary(config: &Config) -> String {
+    let p = &config.proxy;
+    let mut out = String::new();
+    let _ = writeln!(out, "config {} is valid", config.path.display());
+    let _ = writeln!(
+        out,
+        "listen:     {} (client TLS: {})",
+        p.listen,
+        if p.tls.is_some() { "on" } else { "off" }
+    );
+    let mut identities: Vec<&str> = p.identities.keys().map(String::as_str).collect();
+    identities.sort_unstable();
+    let _ = writeln!(out, "identities: {}", identities.join(", "));
+    let _ = writeln!(out, "targets:");
+    let mut targets: Vec<_> = p.targets.values().collect();
+    targets.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    for t in targets {
+        let tls = match &t.tls {
+            UpstreamTls::Disable => "tls disabled".to_owned(),
+            UpstreamTls::VerifyFull { server_name, .. } => format!("tls verify-full {server_name}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {}:{} database {} ({tls})",
+            t.name, t.host, t.port, t.database
+        );
+        let mut roles: Vec<_> = t.roles.iter().collect();
+        roles.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, creds) in roles {
+            let _ = writeln!(out, "    role {name} → user {}", creds.user);
+        }
+    }
+    let _ = writeln!(out, "store:      sqlite {}", config.store_path.display());
+    let _ = writeln!(
+        out,
+        "audit:      {} (durability: {})",
+        config.audit.path.display(),
+        match config.audit.durability {
+            Durability::Write => "write",
+            Durability::Fsync => "fsync",
+        }
+    );
+    let _ = writeln!(out, "admin:      http://{}", config.admin.listen);
+    let _ = writeln!(
+        out,
+        "limits:     login timeout {}, drain timeout {}, max message {} bytes",
+        humantime::format_duration(p.login_timeout),
+        humantime::format_duration(p.drain_timeout),
+        p.max_message_len
+    );
+    out
+}

@@ -1,0 +1,289 @@
+//! `jitgate demo`: a throwaway PostgreSQL, a config, a running proxy, a grant, and a
+//! psql line to paste — the whole product in one command.
+//!
+//! Everything lives in a state directory (a temp dir removed at exit, or `--dir`, kept
+//! and reused): `jitgate.yaml`, `secrets/` (upstream role password, admin token),
+//! `grants.db`, `audit.jsonl`, and the cluster's `pgdata/`.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jitgate_audit::{Event, EventBody};
+use jitgate_policy::{IssueRequest, SignedDuration};
+use jitgate_proxy::auth::ScramVerifier;
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::config;
+use crate::error::Error;
+use crate::pgcluster::{PgCluster, PgClusterOptions};
+use crate::serve;
+
+/// What `jitgate demo` was asked for on the command line.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    /// Where the demo proxy listens.
+    pub listen: SocketAddr,
+    /// How long the demo grant lasts.
+    pub grant_for: Duration,
+    /// Directory for the demo's files (default: a temporary one, removed at exit).
+    pub dir: Option<PathBuf>,
+}
+
+/// The demo's names, used in the config and the printed tour.
+pub const IDENTITY: &str = "alice";
+pub const TARGET: &str = "demo";
+pub const ROLE: &str = "readwrite";
+const UPSTREAM_USER: &str = "demo_rw";
+const DATABASE: &str = "demo";
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+fn random_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+}
+
+/// Reads a secret kept from an earlier run in the same `--dir`, or makes and stores one.
+fn secret_file(path: &Path) -> Result<String, Error> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let value = random_secret();
+    write_private(path, &value)?;
+    Ok(value)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(io(format!("writing {}", path.display())))
+}
+
+fn free_port() -> Result<u16, Error> {
+    let listener = StdListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port();
+    Ok(port)
+}
+
+/// Creates the upstream role and database if they are not there yet.
+fn prepare_database(cluster: &PgCluster, password: &str) -> Result<(), Error> {
+    let exists = cluster.psql(
+        "postgres",
+        &format!("SELECT 1 FROM pg_roles WHERE rolname = '{UPSTREAM_USER}'"),
+    )?;
+    if exists.is_empty() {
+        cluster.create_role(UPSTREAM_USER, password)?;
+    } else {
+        // Keep the role's password in step with the secret file.
+        cluster.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'scram-sha-256'; ALTER ROLE {UPSTREAM_USER} PASSWORD '{}'",
+                password.replace('\'', "''")
+            ),
+        )?;
+    }
+    let db = cluster.psql(
+        "postgres",
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"),
+    )?;
+    if db.is_empty() {
+        cluster.create_database(DATABASE, UPSTREAM_USER)?;
+    }
+    Ok(())
+}
+
+/// The demo's config file text.
+fn config_yaml(args: &DemoArgs, cluster: &PgCluster, verifier: &str, admin_port: u16) -> String {
+    format!(
+        "# Written by `jitgate demo`. See examples/ for a commented configuration.\n\
+         listen: {listen}\n\
+         login_timeout: 30s\n\
+         drain_timeout: 5s\n\
+         identities:\n  {IDENTITY}:\n    scram_verifier: \"{verifier}\"\n\
+         targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {DATABASE}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {UPSTREAM_USER}\n        password_file: secrets/{UPSTREAM_USER}.password\n\
+         store:\n  sqlite: grants.db\n\
+         audit:\n  path: audit.jsonl\n  durability: write\n\
+         admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: secrets/admin.token\n",
+        listen = args.listen,
+        pg_port = cluster.port(),
+    )
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> Result<(), Error> {
+    let temp;
+    let state_dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            std::fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("jitgate-demo-")
+                .tempdir()
+                .map_err(io("creating the demo's temp dir"))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let secrets = state_dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(io("creating the secrets dir"))?;
+    let role_password = secret_file(&secrets.join(format!("{UPSTREAM_USER}.password")))?;
+    let identity_password = secret_file(&secrets.join(format!("{IDENTITY}.password")))?;
+    secret_file(&secrets.join("admin.token"))?;
+
+    eprintln!("jitgate demo: starting a throwaway PostgreSQL…");
+    let pg_dir = args.dir.as_ref().map(|_| state_dir.clone());
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        PgCluster::start(PgClusterOptions {
+            dir: pg_dir,
+            port: None,
+            fast: true,
+        })
+    })
+    .await
+    .map_err(|e| Error::Io {
+        context: "starting PostgreSQL".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    prepare_database(&cluster, &role_password)?;
+
+    let verifier = ScramVerifier::from_password(&identity_password).to_string();
+    let config_path = state_dir.join("jitgate.yaml");
+    let yaml = config_yaml(&args, &cluster, &verifier, free_port()?);
+    write_private(&config_path, &yaml)?;
+    let config = config::load(&config_path)?;
+    let audit_path = config.audit.path.clone();
+
+    let server = serve::start(config).await?;
+    let grant = server
+        .engine
+        .issue(IssueRequest {
+            identity: IDENTITY.into(),
+            target: TARGET.into(),
+            role: ROLE.into(),
+            duration: SignedDuration::try_from(args.grant_for).unwrap_or(SignedDuration::ZERO),
+            not_before: None,
+            reason: "jitgate demo".into(),
+            issued_by: "jitgate demo".into(),
+        })
+        .await;
+    let grant = match grant {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = server.stop().await;
+            return Err(e.into());
+        }
+    };
+    let issued = Event::new(EventBody::GrantIssued {
+        not_before: grant.not_before,
+        expires_at: grant.expires_at,
+        reason: grant.reason.clone(),
+        issued_by: grant.issued_by.clone(),
+    })
+    .with_identity(IDENTITY)
+    .with_target(TARGET)
+    .with_role(ROLE)
+    .with_grant(grant.id);
+    server.audit.write(issued).await?;
+
+    println!(
+        "{}",
+        tour(
+            &server,
+            &cluster,
+            &config_path,
+            &audit_path,
+            &identity_password,
+            &grant
+        )
+    );
+
+    serve::shutdown_signal().await;
+    eprintln!("\njitgate demo: stopping…");
+    let stopped = server.stop().await;
+    let cluster_stop = tokio::task::spawn_blocking(move || cluster.stop()).await;
+    if cluster_stop.is_err() {
+        eprintln!("jitgate demo: PostgreSQL did not stop cleanly");
+    }
+    if args.dir.is_some() {
+        eprintln!("jitgate demo: state kept in {}", state_dir.display());
+    }
+    stopped
+}
+
+fn tour(
+    server: &serve::Server,
+    cluster: &PgCluster,
+    config_path: &Path,
+    audit_path: &Path,
+    password: &str,
+    grant: &jitgate_policy::Grant,
+) -> String {
+    let cfg = config_path.display();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+        .unwrap_or_else(|| "jitgate".into());
+    let jg = format!("{exe} --config {cfg}");
+    let proxy = server.proxy_addr;
+    let mut s = String::new();
+    let _ = writeln!(s, "jitgate demo is running. Connect through the proxy:\n");
+    let _ = writeln!(
+        s,
+        "psql \"postgresql://{IDENTITY}:{password}@{}:{}/{TARGET}?sslmode=disable\"\n",
+        proxy.ip(),
+        proxy.port()
+    );
+    let _ = writeln!(
+        s,
+        "upstream: {}  (the throwaway database, as its superuser — watch pg_stat_activity here)",
+        cluster.admin_url(DATABASE)
+    );
+    let _ = writeln!(
+        s,
+        "grant:    {} for {IDENTITY} on {TARGET} as {ROLE}, expires at {}",
+        grant.id, grant.expires_at
+    );
+    let _ = writeln!(s, "audit:    {}", audit_path.display());
+    let _ = writeln!(s, "config:   {cfg}\n");
+    let _ = writeln!(s, "Try next (in another terminal):");
+    let _ = writeln!(s, "  {jg} grants                      # grants and time left");
+    let _ = writeln!(s, "  {jg} sessions                    # live sessions");
+    let _ = writeln!(s, "  {jg} audit tail -f               # every query, as it runs");
+    let _ = writeln!(
+        s,
+        "  {jg} revoke {}   # drops the psql session at once",
+        grant.id
+    );
+    let _ = writeln!(
+        s,
+        "  {jg} grant --identity {IDENTITY} --target {TARGET} --role {ROLE} --for 2m --reason \"try expiry\""
+    );
+    let _ = writeln!(
+        s,
+        "  {jg} audit replay --session <session_id from audit tail>"
+    );
+    let _ = writeln!(s, "\nCtrl-C stops the proxy and PostgreSQL.");
+    s
+}
+

@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests: one throwaway PostgreSQL cluster per test
+//! binary, and unique names so tests sharing it stay independent.
+//!
+//! Each test binary includes this with `mod common;` and uses only some of it.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use jitgate::pgcluster::{PgCluster, PgClusterOptions};
+
+/// The test binary's shared cluster, started on first use with the fast (non-durable)
+/// settings. It is never dropped; its watchdog stops it and removes its temp dir when the
+/// test process exits. Blocking: from async tests call it before heavy use or via
+/// `spawn_blocking` (a one-off block of a test runtime is harmless).
+pub fn cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let opts = PgClusterOptions {
+            fast: true,
+            ..PgClusterOptions::default()
+        };
+        match PgCluster::start(opts) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("starting the test PostgreSQL cluster: {e}"),
+        }
+    })
+}
+
+/// A name no other test (in this or a concurrently running test binary) uses, safe as an
+/// unquoted lowercase identifier: `<prefix>_<pid>_<counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}_{}_{n}",
+        prefix.to_ascii_lowercase(),
+        std::process::id()
+    )
+}

@@ -1,0 +1,183 @@
+//! Enforcement: a session ends the moment its grant expires or is revoked — the running
+//! query is cancelled, the upstream backend goes away, the client is told why — and
+//! grants survive a restart of the server.
+
+mod common;
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Env, ALICE};
+use jitgate_audit::{EndReason, EventBody};
+use tokio_postgres::error::SqlState;
+
+/// Whether a backend with this pid is still in pg_stat_activity (asked directly).
+fn backend_alive(env: &Env, pid: i32) -> bool {
+    env.superuser_sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+    )) != "0"
+}
+
+fn session_end(env: &Env) -> Vec<(EndReason, Option<f64>)> {
+    env.audit_events()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::SessionEnd { reason, late_ms, .. } => Some((reason, late_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_during_a_long_query_cancels_it_and_drops_the_session() {
+    let env = Env::start("expire").await;
+    let grant = env.grant(ALICE, Duration::from_secs(3)).await;
+    let (client, conn) = env.connect().await.expect("connect");
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let started = Instant::now();
+    let err = client
+        .simple_query("SELECT pg_sleep(60)")
+        .await
+        .expect_err("dropped at expiry");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(20), "dropped after {waited:?}");
+    let db = err.as_db_error().expect("the client is told why");
+    assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN);
+    assert!(db.message().contains("expired"), "{}", db.message());
+    assert!(db.message().contains(&grant.id.to_string()), "{}", db.message());
+    // Both sides are closed: the driver's connection task ends, the backend is gone.
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("client connection closed");
+    env.eventually("upstream backend gone", Duration::from_secs(2), || {
+        !backend_alive(&env, pid)
+    })
+    .await;
+    let ends = session_end(&env);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].0, EndReason::GrantExpired);
+    assert!(ends[0].1.is_some_and(|ms| (0.0..5_000.0).contains(&ms)), "{ends:?}");
+    // New connections after expiry are refused.
+    let err = env.connect().await.err().expect("refused after expiry");
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_in_an_open_transaction_is_dropped_and_rolled_back() {
+    let env = Env::start("idletx").await;
+    env.superuser_sql("SELECT 1");
+    let (setup, _c) = {
+        env.grant(ALICE, Duration::from_secs(300)).await;
+        env.connect().await.unwrap()
+    };
+    setup.batch_execute("CREATE TABLE t(x int)").await.unwrap();
+    drop(setup);
+    // Revoke that long grant, then take a short one.
+    let long = env.server().engine.list(&Default::default()).await.unwrap();
+    for g in long {
+        env.server().engine.revoke(g.id, "tests", None).await.unwrap();
+    }
+    env.grant(ALICE, Duration::from_secs(2)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    // Idle in transaction until the grant expires.
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("dropped at expiry while idle");
+    assert!(client.is_closed());
+    env.eventually("no backend of the role left", Duration::from_secs(2), || {
+        env.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'",
+            env.upstream_user
+        )) == "0"
+    })
+    .await;
+    assert_eq!(env.superuser_sql("SELECT count(*) FROM t"), "0", "rolled back");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
+    let env = Env::start("revoke").await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let (a, conn_a) = env.connect().await.unwrap();
+    let (b, conn_b) = env.connect().await.unwrap();
+    let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), grant.id))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "reason": "INC-7 done" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["sessions_dropped"], 2, "{body}");
+
+    let err = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("running query ended")
+        .unwrap()
+        .expect_err("dropped");
+    let db = err.as_db_error().expect("told why");
+    assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN);
+    assert!(db.message().contains("revoked"), "{}", db.message());
+    tokio::time::timeout(Duration::from_secs(5), conn_a).await.unwrap().ok();
+    tokio::time::timeout(Duration::from_secs(5), conn_b).await.unwrap().ok();
+    assert!(b.is_closed());
+    env.eventually("backend gone", Duration::from_secs(2), || !backend_alive(&env, pid))
+        .await;
+    let ends = session_end(&env);
+    assert_eq!(ends.len(), 2);
+    assert!(ends.iter().all(|e| e.0 == EndReason::GrantRevoked));
+    let err = env.connect().await.err().expect("refused after revoke");
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_survive_a_restart() {
+    let mut env = Env::start("restart").await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    env.restart().await;
+    let listed = env.server().engine.get(grant.id).await.unwrap();
+    assert_eq!(listed.expires_at, grant.expires_at);
+    let (client, _conn) = env.connect().await.expect("admitted after restart");
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_sessions_with_a_clear_error_and_records_them() {
+    let env = Env::start("shutdown").await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, _conn) = env.connect().await.unwrap();
+    let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let audit = env.audit_path();
+    let server = {
+        let mut env = env;
+        let s = env.server.take().unwrap();
+        (s, env)
+    };
+    server.0.stop().await.unwrap();
+    let err = running.await.unwrap().expect_err("ended by shutdown");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN));
+    let ends: Vec<_> = jitgate_audit::read_events(&audit)
+        .unwrap()
+        .filter_map(|e| match e.unwrap().body {
+            EventBody::SessionEnd { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, vec![EndReason::Shutdown]);
+}

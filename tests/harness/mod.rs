@@ -1,0 +1,202 @@
+//! End-to-end harness: a jitgate server started in-process from a real config file,
+//! in front of the test binary's shared PostgreSQL cluster, with its own database,
+//! upstream role, identities, grant store and audit log per test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use jitgate::config;
+use jitgate::serve::{self, Server};
+use jitgate_audit::Event;
+use jitgate_policy::{Grant, IssueRequest, SignedDuration};
+use jitgate_proxy::auth::ScramVerifier;
+
+use super::common;
+
+/// Identities every test environment has.
+pub const ALICE: &str = "alice";
+pub const ALICE_PASSWORD: &str = "alice-secret-pw";
+pub const BOB: &str = "bob";
+pub const BOB_PASSWORD: &str = "bob-secret-pw";
+/// The role grants name; upstream it is a role owning the test database.
+pub const ROLE: &str = "rw";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// One test's jitgate + database.
+pub struct Env {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    /// Target name = upstream database name.
+    pub target: String,
+    pub upstream_user: String,
+}
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).expect("write test file");
+}
+
+impl Env {
+    /// Creates a database and role for `prefix`, writes a config and starts jitgate.
+    pub async fn start(prefix: &str) -> Env {
+        let target = common::unique_name(prefix);
+        let upstream_user = format!("{target}_rw");
+        let upstream_password = format!("pw-{target}");
+        {
+            let (t, u, p) = (target.clone(), upstream_user.clone(), upstream_password.clone());
+            tokio::task::spawn_blocking(move || {
+                let cluster = common::cluster();
+                cluster.create_role(&u, &p).expect("create role");
+                cluster.create_database(&t, &u).expect("create database");
+            })
+            .await
+            .expect("prepare database");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(&dir.path().join("role.password"), &upstream_password);
+        write(&dir.path().join("admin.token"), ADMIN_TOKEN);
+        let cluster = common::cluster();
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n\
+             login_timeout: 10s\n\
+             drain_timeout: 2s\n\
+             identities:\n  {ALICE}:\n    scram_verifier: \"{alice}\"\n  {BOB}:\n    scram_verifier: \"{bob}\"\n\
+             targets:\n  {target}:\n    host: 127.0.0.1\n    port: {port}\n    database: {target}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {upstream_user}\n        password_file: role.password\n\
+             store:\n  sqlite: grants.db\n\
+             audit:\n  path: audit.jsonl\n\
+             admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n",
+            alice = ScramVerifier::from_password(ALICE_PASSWORD),
+            bob = ScramVerifier::from_password(BOB_PASSWORD),
+            port = cluster.port(),
+        );
+        let config_path = dir.path().join("jitgate.yaml");
+        write(&config_path, &yaml);
+        let mut env = Env {
+            server: None,
+            dir,
+            config_path,
+            target,
+            upstream_user,
+        };
+        env.restart().await;
+        env
+    }
+
+    /// (Re)starts the server from the config file.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("stop server");
+        }
+        let config = config::load(&self.config_path).expect("load config");
+        self.server = Some(serve::start(config).await.expect("start server"));
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn proxy_port(&self) -> u16 {
+        self.server().proxy_addr.port()
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.server().admin_addr)
+    }
+
+    /// Issues a grant for `identity` on this env's target, lasting `for_`.
+    pub async fn grant(&self, identity: &str, for_: Duration) -> Grant {
+        self.server()
+            .engine
+            .issue(IssueRequest {
+                identity: identity.into(),
+                target: self.target.clone(),
+                role: ROLE.into(),
+                duration: SignedDuration::try_from(for_).expect("duration"),
+                not_before: None,
+                reason: "test".into(),
+                issued_by: "tests".into(),
+            })
+            .await
+            .expect("issue grant")
+    }
+
+    /// tokio-postgres config for connecting through the proxy.
+    pub fn client_config(&self, identity: &str, password: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.proxy_port())
+            .user(identity)
+            .password(password)
+            .dbname(&self.target)
+            .connect_timeout(Duration::from_secs(10));
+        c
+    }
+
+    /// Connects as alice through the proxy; the connection task is spawned.
+    pub async fn connect(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
+    {
+        let (client, connection) = self
+            .client_config(ALICE, ALICE_PASSWORD)
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        Ok((client, tokio::spawn(connection)))
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Every event in the audit log so far.
+    pub fn audit_events(&self) -> Vec<Event> {
+        jitgate_audit::read_events(&self.audit_path())
+            .expect("open audit log")
+            .map(|e| e.expect("audit line parses"))
+            .collect()
+    }
+
+    /// Runs a PostgreSQL client program (psql, pgbench) against the proxy as alice, off
+    /// the async workers (the proxy runs on the same runtime).
+    pub async fn run_client(&self, program: &str, args: &[&str]) -> Output {
+        let cluster = common::cluster();
+        let mut command = std::process::Command::new(cluster.bin(program));
+        command
+            .args(args)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.proxy_port().to_string())
+            .env("PGUSER", ALICE)
+            .env("PGPASSWORD", ALICE_PASSWORD)
+            .env("PGDATABASE", &self.target)
+            .env("PGSSLMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "10");
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("client program task")
+            .expect("run client program")
+    }
+
+    /// Runs SQL on the target database as the cluster superuser (directly, not proxied).
+    pub fn superuser_sql(&self, sql: &str) -> String {
+        common::cluster().psql(&self.target, sql).expect("superuser sql")
+    }
+
+    /// Waits until `f` holds, polling; panics with `what` after `limit`.
+    pub async fn eventually(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !f() {
+            if start.elapsed() > limit {
+                panic!("timed out after {limit:?} waiting for: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("stop server");
+        }
+    }
+}
