@@ -267,9 +267,15 @@ fn tour(
     let _ = writeln!(s, "audit:    {}", audit_path.display());
     let _ = writeln!(s, "config:   {cfg}\n");
     let _ = writeln!(s, "Try next (in another terminal):");
-    let _ = writeln!(s, "  {jg} grants                      # grants and time left");
+    let _ = writeln!(
+        s,
+        "  {jg} grants                      # grants and time left"
+    );
     let _ = writeln!(s, "  {jg} sessions                    # live sessions");
-    let _ = writeln!(s, "  {jg} audit tail -f               # every query, as it runs");
+    let _ = writeln!(
+        s,
+        "  {jg} audit tail -f               # every query, as it runs"
+    );
     let _ = writeln!(
         s,
         "  {jg} revoke {}   # drops the psql session at once",
@@ -286,4 +292,3 @@ fn tour(
     let _ = writeln!(s, "\nCtrl-C stops the proxy and PostgreSQL.");
     s
 }
-

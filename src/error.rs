@@ -1,4 +1,5 @@
-//! Errors of the root package's library side: the config loader and the admin API client.
+//! Errors of the root package's library side: config loading, the admin API client, and
+//! starting/stopping the server and the demo.
 //!
 //! The admin API *server* answers with HTTP statuses and JSON bodies instead (see
 //! `api::error`); the CLI wraps these in `anyhow` and prints them with an `error:` prefix.

@@ -4,6 +4,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -62,11 +63,13 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Logs of `serve` and `demo` go to stderr; `RUST_LOG` overrides the default `info` level.
+/// Logs of `serve` and `demo` go to stderr (colored only on a terminal); `RUST_LOG`
+/// overrides the default `info` level.
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -197,8 +197,7 @@ impl PgCluster {
         let run_as = postgres_user_if_root()?;
         let (temp, base) = match &opts.dir {
             Some(dir) => {
-                fs::create_dir_all(dir)
-                    .map_err(io_err(format!("creating {}", dir.display())))?;
+                fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
                 let base = fs::canonicalize(dir)
                     .map_err(io_err(format!("resolving {}", dir.display())))?;
                 (None, base)
@@ -456,7 +455,9 @@ impl PgCluster {
             .append(true)
             .mode(0o600)
             .open(&log_path)
-            .map_err(|e| LaunchError::Other(io_err(format!("opening {}", log_path.display()))(e)))?;
+            .map_err(|e| {
+                LaunchError::Other(io_err(format!("opening {}", log_path.display()))(e))
+            })?;
         let log_start = log.seek(SeekFrom::End(0)).unwrap_or(0);
         let (log_out, log_err) = match (log.try_clone(), log.try_clone()) {
             (Ok(a), Ok(b)) => (a, b),
@@ -524,8 +525,12 @@ impl PgCluster {
         ];
         if self.fast {
             settings.extend(
-                ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-                    .map(String::from),
+                [
+                    "fsync=off",
+                    "synchronous_commit=off",
+                    "full_page_writes=off",
+                ]
+                .map(String::from),
             );
         }
         settings
@@ -659,7 +664,10 @@ pub fn find_bin_dir() -> Result<PathBuf, PgClusterError> {
     if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(version) = name.split('.').map(str::parse).collect::<Result<Vec<u32>, _>>()
+            let Ok(version) = name
+                .split('.')
+                .map(str::parse)
+                .collect::<Result<Vec<u32>, _>>()
             else {
                 continue;
             };
@@ -846,7 +854,10 @@ mod tests {
     fn quoting_doubles_quotes_and_rejects_bad_names() {
         assert_eq!(quote_ident(r#"a"b"#).unwrap(), r#""a""b""#);
         assert_eq!(quote_literal(r"it's \x").unwrap(), r"'it''s \x'");
-        assert!(matches!(quote_literal("a\0"), Err(PgClusterError::InvalidLiteral)));
+        assert!(matches!(
+            quote_literal("a\0"),
+            Err(PgClusterError::InvalidLiteral)
+        ));
         assert!(quote_ident("").is_err());
         assert!(quote_ident(&"x".repeat(64)).is_err());
         assert!(quote_ident(&"x".repeat(63)).is_ok());

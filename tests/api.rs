@@ -125,16 +125,28 @@ async fn requests_without_the_right_token_get_401() {
         "Bearer"
     );
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("missing admin token"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("missing admin token"));
 
-    let wrong = AdminClient::new(format!("http://{}", server.addr), Secret::new("wrong-token-0123456789")).unwrap();
+    let wrong = AdminClient::new(
+        format!("http://{}", server.addr),
+        Secret::new("wrong-token-0123456789"),
+    )
+    .unwrap();
     let (status, message) = status_of(wrong.list(&ListQuery::default()).await);
     assert_eq!(status, 401);
     assert!(message.contains("invalid admin token"), "{message}");
     let (status, _) = status_of(wrong.issue(&issue_body("alice", "readonly", "30m")).await);
     assert_eq!(status, 401);
     // Nothing was issued by the refused request.
-    assert!(server.client.list(&ListQuery::default()).await.unwrap().is_empty());
+    assert!(server
+        .client
+        .list(&ListQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
 
     // Health is deliberately open (probes), and says nothing else.
     assert_eq!(wrong.health().await.unwrap().status, "ok");
@@ -147,18 +159,32 @@ async fn issue_list_get_revoke_with_audit_trail() {
     let client = &server.client;
 
     let before = Timestamp::now();
-    let issued = client.issue(&issue_body("alice", "readonly", "30m")).await.unwrap();
+    let issued = client
+        .issue(&issue_body("alice", "readonly", "30m"))
+        .await
+        .unwrap();
     let g = &issued.grant;
-    assert_eq!((g.identity.as_str(), g.target.as_str(), g.role.as_str()), ("alice", "prod", "readonly"));
+    assert_eq!(
+        (g.identity.as_str(), g.target.as_str(), g.role.as_str()),
+        ("alice", "prod", "readonly")
+    );
     assert_eq!(g.state, GrantState::Approved);
     assert_eq!(g.issued_by, "dba-carol");
     assert_eq!(g.expires_at.duration_since(g.not_before).as_secs(), 30 * 60);
-    assert!(g.not_before >= before.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap());
+    assert!(
+        g.not_before
+            >= before
+                .checked_sub(jiff::SignedDuration::from_secs(1))
+                .unwrap()
+    );
     let remaining = issued.remaining_s.expect("active grant has remaining_s");
     assert!((30 * 60 - 60..=30 * 60).contains(&remaining), "{remaining}");
     let id = g.id;
 
-    let other = client.issue(&issue_body("bob", "readwrite", "1h")).await.unwrap();
+    let other = client
+        .issue(&issue_body("bob", "readwrite", "1h"))
+        .await
+        .unwrap();
 
     let all = client.list(&ListQuery::default()).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -215,7 +241,12 @@ async fn issue_list_get_revoke_with_audit_trail() {
     assert_eq!(issued_event.target.as_deref(), Some("prod"));
     assert_eq!(issued_event.role.as_deref(), Some("readonly"));
     match &issued_event.body {
-        EventBody::GrantIssued { expires_at, issued_by, reason, .. } => {
+        EventBody::GrantIssued {
+            expires_at,
+            issued_by,
+            reason,
+            ..
+        } => {
             assert_eq!(*expires_at, issued.grant.expires_at);
             assert_eq!(issued_by, "dba-carol");
             assert_eq!(reason, "INC-42 investigate slow queries");
@@ -233,7 +264,9 @@ async fn issue_list_get_revoke_with_audit_trail() {
             reason: Some("done".into())
         }
     );
-    assert!(events.iter().any(|e| e.grant_id == Some(other.grant.id) && e.kind() == "grant_issued"));
+    assert!(events
+        .iter()
+        .any(|e| e.grant_id == Some(other.grant.id) && e.kind() == "grant_issued"));
     assert_eq!(events.len(), 3, "one failed revoke writes nothing");
     server.stop().await;
 }
@@ -243,17 +276,31 @@ async fn invalid_requests_get_400_and_unknown_ids_404() {
     let server = Server::start().await;
     let client = &server.client;
 
-    let (status, message) = status_of(client.issue(&issue_body("mallory", "readonly", "30m")).await);
+    let (status, message) = status_of(
+        client
+            .issue(&issue_body("mallory", "readonly", "30m"))
+            .await,
+    );
     assert_eq!(status, 400);
-    assert!(message.contains("unknown identity \"mallory\""), "{message}");
+    assert!(
+        message.contains("unknown identity \"mallory\""),
+        "{message}"
+    );
 
     let (status, message) = status_of(client.issue(&issue_body("alice", "superuser", "30m")).await);
     assert_eq!(status, 400);
     assert!(message.contains("unknown role"), "{message}");
 
-    let (status, message) = status_of(client.issue(&issue_body("alice", "readonly", "30 fortnights")).await);
+    let (status, message) = status_of(
+        client
+            .issue(&issue_body("alice", "readonly", "30 fortnights"))
+            .await,
+    );
     assert_eq!(status, 400);
-    assert!(message.starts_with("duration: invalid duration"), "{message}");
+    assert!(
+        message.starts_with("duration: invalid duration"),
+        "{message}"
+    );
 
     let mut body = issue_body("alice", "readonly", "30m");
     body.not_before = Some("tomorrow".into());
@@ -312,8 +359,16 @@ fn session_for(grant: &jitgate_policy::Grant) -> SessionInfo {
 async fn revoke_drops_the_grants_live_sessions() {
     let server = Server::start().await;
     let client = &server.client;
-    let grant = client.issue(&issue_body("alice", "readonly", "30m")).await.unwrap().grant;
-    let bystander = client.issue(&issue_body("bob", "readonly", "30m")).await.unwrap().grant;
+    let grant = client
+        .issue(&issue_body("alice", "readonly", "30m"))
+        .await
+        .unwrap()
+        .grant;
+    let bystander = client
+        .issue(&issue_body("bob", "readonly", "30m"))
+        .await
+        .unwrap()
+        .grant;
 
     let info = session_for(&grant);
     let mut handle = server.registry.register(info.clone());
@@ -321,7 +376,10 @@ async fn revoke_drops_the_grants_live_sessions() {
 
     let sessions = client.sessions().await.unwrap();
     assert_eq!(sessions.len(), 2);
-    let listed = sessions.iter().find(|s| s.session_id == info.session_id).unwrap();
+    let listed = sessions
+        .iter()
+        .find(|s| s.session_id == info.session_id)
+        .unwrap();
     assert_eq!(listed.grant_id, grant.id);
     assert_eq!(listed.deadline, grant.expires_at);
     assert_eq!(listed.upstream_pid, Some(4242));
@@ -345,9 +403,15 @@ async fn revoke_drops_the_grants_live_sessions() {
         .unwrap();
     let revocation = control.borrow().revoked.clone().expect("marked revoked");
     assert_eq!(revocation.by, "admin");
-    assert_eq!(revocation.reason.as_deref(), Some("access no longer needed"));
+    assert_eq!(
+        revocation.reason.as_deref(),
+        Some("access no longer needed")
+    );
     assert_eq!(Some(revocation.at), revoked.grant.grant.revoked_at);
-    assert!(!other.control().has_changed().unwrap(), "other grants' sessions untouched");
+    assert!(
+        !other.control().has_changed().unwrap(),
+        "other grants' sessions untouched"
+    );
 
     drop(handle);
     let sessions = client.sessions().await.unwrap();
@@ -362,7 +426,12 @@ async fn issue_fails_closed_when_the_audit_log_is_gone() {
     // Stop the writer: every later write fails.
     server.audit_guard.take().unwrap().close().await.unwrap();
 
-    let (status, message) = status_of(server.client.issue(&issue_body("alice", "readonly", "30m")).await);
+    let (status, message) = status_of(
+        server
+            .client
+            .issue(&issue_body("alice", "readonly", "30m"))
+            .await,
+    );
     assert_eq!(status, 503);
     assert!(message.contains("the grant was not issued"), "{message}");
 
@@ -395,7 +464,10 @@ async fn unreachable_server_is_reported_as_such() {
     .unwrap();
     let err = client.list(&ListQuery::default()).await.unwrap_err();
     assert!(matches!(err, Error::AdminUnreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains("is `jitgate serve` running?"), "{err}");
+    assert!(
+        err.to_string().contains("is `jitgate serve` running?"),
+        "{err}"
+    );
 }
 
 // ---- the `jitgate` binary ----------------------------------------------------------
@@ -450,12 +522,19 @@ fn hash_password_from_stdin_prints_a_parseable_verifier() {
         .write_all(b"correct horse battery staple\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let first = stdout.lines().next().unwrap();
     assert!(first.starts_with("SCRAM-SHA-256$"), "{stdout}");
     ScramVerifier::parse(first).expect("the printed verifier parses");
-    assert!(stdout.contains(&format!("  alice:\n    scram_verifier: \"{first}\"")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("  alice:\n    scram_verifier: \"{first}\"")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -487,16 +566,31 @@ fn check_config_names_the_bad_field_and_exits_1() {
         .env("CLI_TEST_UNSET_PASSWORD", "pw-secret-value")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("role readonly → user app_ro"), "{stdout}");
-    assert!(!stdout.contains("pw-secret-value") && !stdout.contains(TOKEN), "{stdout}");
+    assert!(
+        !stdout.contains("pw-secret-value") && !stdout.contains(TOKEN),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let out = jitgate()
-        .args(["grant", "--identity", "alice", "--target", "prod", "--role", "ro"])
+        .args([
+            "grant",
+            "--identity",
+            "alice",
+            "--target",
+            "prod",
+            "--role",
+            "ro",
+        ])
         .args(["--for", "soon", "--reason", "x"])
         .output()
         .unwrap();
@@ -529,11 +623,16 @@ async fn cli_grant_grants_revoke_against_live_server() {
     };
     let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
 
-    let mut grant_args = args("grant --identity alice --target prod --role readonly --for 30m --reason");
+    let mut grant_args =
+        args("grant --identity alice --target prod --role readonly --for 30m --reason");
     grant_args.push("CHG-7 schema check".into());
     let out = run(grant_args).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id: Uuid = stdout
         .lines()
         .next()
@@ -543,14 +642,20 @@ async fn cli_grant_grants_revoke_against_live_server() {
         .unwrap();
     assert!(stdout.contains("expires "), "{stdout}");
     let grant = server.client.get(id).await.unwrap();
-    assert!(stdout.contains(&grant.grant.expires_at.to_string()), "{stdout}");
+    assert!(
+        stdout.contains(&grant.grant.expires_at.to_string()),
+        "{stdout}"
+    );
     assert_eq!(grant.grant.reason, "CHG-7 schema check");
 
     let out = run(args("grants")).await;
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success());
     assert!(table.starts_with("ID"), "{table}");
-    assert!(table.contains(&id.to_string()) && table.contains("approved"), "{table}");
+    assert!(
+        table.contains(&id.to_string()) && table.contains("approved"),
+        "{table}"
+    );
 
     let out = run(args("grants --json")).await;
     let listed: Vec<api::GrantView> = serde_json::from_slice(&out.stdout).unwrap();
@@ -558,7 +663,11 @@ async fn cli_grant_grants_revoke_against_live_server() {
     assert_eq!(listed[0].grant.id, id);
 
     let out = run(args(&format!("revoke {id} --reason done"))).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("revoked grant {id}; 0 live sessions dropped")
@@ -566,7 +675,10 @@ async fn cli_grant_grants_revoke_against_live_server() {
 
     // Ended grants are hidden by default, shown with --all.
     let out = run(args("grants")).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no current grants");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no current grants"
+    );
     let out = run(args("grants --all")).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
 
@@ -574,16 +686,29 @@ async fn cli_grant_grants_revoke_against_live_server() {
     let out = run(args(&format!("revoke {id}"))).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: grant") && stderr.contains("cannot be revoked"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: grant") && stderr.contains("cannot be revoked"),
+        "{stderr}"
+    );
 
     let out = run(args("sessions")).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no live sessions");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no live sessions"
+    );
 
     // audit replay/tail read the log named by the config.
     let out = run(args("audit tail")).await;
     let tail = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(tail.contains("grant_issued") && tail.contains("grant_revoked"), "{tail}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        tail.contains("grant_issued") && tail.contains("grant_revoked"),
+        "{tail}"
+    );
     let out = run(args(&format!("audit replay --session {}", Uuid::now_v7()))).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no events of session"));

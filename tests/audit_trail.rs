@@ -16,33 +16,46 @@ async fn every_query_of_a_pgbench_run_is_audited_in_order() {
     let env = Env::start("bench").await;
     env.grant(ALICE, Duration::from_secs(600)).await;
     let init = env.run_client("pgbench", &["-i", "-s", "1", "-q"]).await;
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 
     let before = env.audit_events().len();
     let transactions = 50;
     let clients = 4;
-    let run = env.run_client(
-        "pgbench",
-        &[
-            "-n",
-            "-S",
-            "-M",
-            "extended",
-            "-c",
-            &clients.to_string(),
-            "-t",
-            &transactions.to_string(),
-        ],
-    ).await;
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = env
+        .run_client(
+            "pgbench",
+            &[
+                "-n",
+                "-S",
+                "-M",
+                "extended",
+                "-c",
+                &clients.to_string(),
+                "-t",
+                &transactions.to_string(),
+            ],
+        )
+        .await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let events = env.audit_events();
     let new = &events[before..];
     let queries: Vec<_> = new
         .iter()
         .filter_map(|e| match &e.body {
-            EventBody::Query { sql, params, protocol, .. }
-                if sql.starts_with("SELECT abalance FROM pgbench_accounts WHERE aid = $1") =>
-            {
+            EventBody::Query {
+                sql,
+                params,
+                protocol,
+                ..
+            } if sql.starts_with("SELECT abalance FROM pgbench_accounts WHERE aid = $1") => {
                 Some((params.clone(), *protocol))
             }
             _ => None,
@@ -65,7 +78,9 @@ async fn every_query_of_a_pgbench_run_is_audited_in_order() {
             EventBody::Query { query_id, .. } => {
                 open.insert((session, *query_id), e.seq);
             }
-            EventBody::QueryResult { query_id, sqlstate, .. } => {
+            EventBody::QueryResult {
+                query_id, sqlstate, ..
+            } => {
                 let q = open
                     .remove(&(session, *query_id))
                     .expect("result after its query");
@@ -109,20 +124,35 @@ async fn a_session_replays_as_a_transcript() {
     let text = jitgate_audit::replay::transcript(events, session).expect("session found");
     let create = text.find("CREATE TABLE r").expect("create in transcript");
     let insert = text.find("INSERT INTO r").expect("insert in transcript");
-    let missing = text.find("missing_table").expect("failing query in transcript");
+    let missing = text
+        .find("missing_table")
+        .expect("failing query in transcript");
     assert!(create < insert && insert < missing, "{text}");
     // tokio-postgres sends int4 in binary: 41 = 0x00000029, base64 AAAAKQ==.
     assert!(text.contains("AAAAKQ=="), "parameter shown: {text}");
     assert!(text.contains("42P01"), "error shown: {text}");
-    assert!(text.contains("client_quit") || text.contains("client quit"), "{text}");
+    assert!(
+        text.contains("client_quit") || text.contains("client quit"),
+        "{text}"
+    );
 
     // The CLI prints the same transcript.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(["audit", "replay", "--session", &session.to_string(), "--config"])
+        .args([
+            "audit",
+            "replay",
+            "--session",
+            &session.to_string(),
+            "--config",
+        ])
         .arg(&env.config_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("INSERT INTO r"));
     env.stop().await;
 }

@@ -163,7 +163,11 @@ fn tls_example_loads() {
     std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
     std::fs::write(dir.path().join("secrets/prod_ro"), "file-password\r\n").unwrap();
-    std::fs::write(dir.path().join("secrets/admin_token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/admin_token"),
+        format!("{ADMIN_TOKEN}\n"),
+    )
+    .unwrap();
 
     let config = config::load(&path).unwrap();
     let tls = config.proxy.tls.as_ref().expect("client TLS configured");
@@ -197,7 +201,10 @@ fn bad_verifier_names_field() {
         "not a SCRAM-SHA-256 verifier",
     );
     assert!(err.to_string().contains("jitgate hash-password"), "{err}");
-    assert!(!err.to_string().contains("not-a-verifier"), "no verifier text: {err}");
+    assert!(
+        !err.to_string().contains("not-a-verifier"),
+        "no verifier text: {err}"
+    );
 }
 
 #[test]
@@ -289,7 +296,11 @@ fn secrets_never_in_debug_output() {
     set_example_env();
     let config = config::load(&examples().join("jitgate.yaml")).unwrap();
     let debug = format!("{config:?}");
-    for secret in ["prod-ro-secret-value", "analytics-secret-value", ADMIN_TOKEN] {
+    for secret in [
+        "prod-ro-secret-value",
+        "analytics-secret-value",
+        ADMIN_TOKEN,
+    ] {
         assert!(!debug.contains(secret), "{secret} leaked into Debug");
     }
 }

@@ -16,7 +16,10 @@ async fn a_grant_admits_and_the_session_runs_as_the_brokered_role() {
     env.grant(ALICE, Duration::from_secs(300)).await;
     let (client, _conn) = env.connect().await.expect("connect with a grant");
     let row = client
-        .query_one("SELECT current_user::text, current_database()::text, pg_backend_pid()", &[])
+        .query_one(
+            "SELECT current_user::text, current_database()::text, pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), env.upstream_user);
@@ -33,14 +36,20 @@ async fn a_grant_admits_and_the_session_runs_as_the_brokered_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_grant_the_client_gets_42501_naming_the_target() {
     let env = Env::start("nogrant").await;
-    let err = env.connect().await.err().expect("refused");
-    let db = err.as_db_error().expect("an ErrorResponse, not a dropped socket");
+    let err = env.connect().await.expect_err("refused");
+    let db = err
+        .as_db_error()
+        .expect("an ErrorResponse, not a dropped socket");
     assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE);
     assert!(db.message().contains(&env.target), "{}", db.message());
-    assert!(db.message().contains("jitgate grant"), "says how: {}", db.message());
+    assert!(
+        db.message().contains("jitgate grant"),
+        "says how: {}",
+        db.message()
+    );
     // A grant for someone else does not help.
     env.grant(BOB, Duration::from_secs(60)).await;
-    let err = env.connect().await.err().expect("still refused");
+    let err = env.connect().await.expect_err("still refused");
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     let denied = env
         .audit_events()
@@ -87,14 +96,17 @@ async fn identity_changing_startup_options_are_refused() {
     env.grant(ALICE, Duration::from_secs(60)).await;
     let mut config = env.client_config(ALICE, ALICE_PASSWORD);
     config.options("-c role=postgres");
-    let err = config.connect(NoTls).await.err().expect("refused");
+    let err = harness::refused(config.connect(NoTls).await, "refused");
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     // Allow-listed settings pass, and the role option picks the granted role.
     let mut config = env.client_config(ALICE, ALICE_PASSWORD);
     config.options("-c statement_timeout=1234 -c jitgate.role=rw");
     let (client, connection) = config.connect(NoTls).await.expect("allowed options");
     tokio::spawn(connection);
-    let row = client.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    let row = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "1234ms");
     env.stop().await;
 }
@@ -108,24 +120,30 @@ async fn psql_works_through_the_proxy_and_shows_refusals() {
     assert!(stderr.contains("no active grant"), "{stderr}");
 
     env.grant(ALICE, Duration::from_secs(60)).await;
-    let out = env.run_client(
-        "psql",
-        &[
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "CREATE TABLE t(id int, name text)",
-            "-c",
-            "INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 5) g",
-            "-c",
-            "SELECT count(*), max(name) FROM t",
-        ],
-    ).await;
+    let out = env
+        .run_client(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "CREATE TABLE t(id int, name text)",
+                "-c",
+                "INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 5) g",
+                "-c",
+                "SELECT count(*), max(name) FROM t",
+            ],
+        )
+        .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("5|n5"), "{stdout}");
     env.stop().await;
 }

@@ -22,7 +22,9 @@ fn session_end(env: &Env) -> Vec<(EndReason, Option<f64>)> {
     env.audit_events()
         .into_iter()
         .filter_map(|e| match e.body {
-            EventBody::SessionEnd { reason, late_ms, .. } => Some((reason, late_ms)),
+            EventBody::SessionEnd {
+                reason, late_ms, ..
+            } => Some((reason, late_ms)),
             _ => None,
         })
         .collect()
@@ -48,9 +50,13 @@ async fn expiry_during_a_long_query_cancels_it_and_drops_the_session() {
     let db = err.as_db_error().expect("the client is told why");
     assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN);
     assert!(db.message().contains("expired"), "{}", db.message());
-    assert!(db.message().contains(&grant.id.to_string()), "{}", db.message());
+    assert!(
+        db.message().contains(&grant.id.to_string()),
+        "{}",
+        db.message()
+    );
     // Both sides are closed: the driver's connection task ends, the backend is gone.
-    tokio::time::timeout(Duration::from_secs(5), conn)
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn)
         .await
         .expect("client connection closed");
     env.eventually("upstream backend gone", Duration::from_secs(2), || {
@@ -60,9 +66,12 @@ async fn expiry_during_a_long_query_cancels_it_and_drops_the_session() {
     let ends = session_end(&env);
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0].0, EndReason::GrantExpired);
-    assert!(ends[0].1.is_some_and(|ms| (0.0..5_000.0).contains(&ms)), "{ends:?}");
+    assert!(
+        ends[0].1.is_some_and(|ms| (0.0..5_000.0).contains(&ms)),
+        "{ends:?}"
+    );
     // New connections after expiry are refused.
-    let err = env.connect().await.err().expect("refused after expiry");
+    let err = env.connect().await.expect_err("refused after expiry");
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     env.stop().await;
 }
@@ -80,24 +89,39 @@ async fn an_idle_session_in_an_open_transaction_is_dropped_and_rolled_back() {
     // Revoke that long grant, then take a short one.
     let long = env.server().engine.list(&Default::default()).await.unwrap();
     for g in long {
-        env.server().engine.revoke(g.id, "tests", None).await.unwrap();
+        env.server()
+            .engine
+            .revoke(g.id, "tests", None)
+            .await
+            .unwrap();
     }
     env.grant(ALICE, Duration::from_secs(2)).await;
     let (client, conn) = env.connect().await.unwrap();
-    client.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
     // Idle in transaction until the grant expires.
-    tokio::time::timeout(Duration::from_secs(10), conn)
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
         .expect("dropped at expiry while idle");
     assert!(client.is_closed());
-    env.eventually("no backend of the role left", Duration::from_secs(2), || {
-        env.superuser_sql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'",
-            env.upstream_user
-        )) == "0"
-    })
+    env.eventually(
+        "no backend of the role left",
+        Duration::from_secs(2),
+        || {
+            env.superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'",
+                env.upstream_user
+            )) == "0"
+        },
+    )
     .await;
-    assert_eq!(env.superuser_sql("SELECT count(*) FROM t"), "0", "rolled back");
+    assert_eq!(
+        env.superuser_sql("SELECT count(*) FROM t"),
+        "0",
+        "rolled back"
+    );
     env.stop().await;
 }
 
@@ -107,7 +131,11 @@ async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
     let grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let (a, conn_a) = env.connect().await.unwrap();
     let (b, conn_b) = env.connect().await.unwrap();
-    let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(60)").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -131,15 +159,23 @@ async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
     let db = err.as_db_error().expect("told why");
     assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN);
     assert!(db.message().contains("revoked"), "{}", db.message());
-    tokio::time::timeout(Duration::from_secs(5), conn_a).await.unwrap().ok();
-    tokio::time::timeout(Duration::from_secs(5), conn_b).await.unwrap().ok();
+    tokio::time::timeout(Duration::from_secs(5), conn_a)
+        .await
+        .unwrap()
+        .ok();
+    tokio::time::timeout(Duration::from_secs(5), conn_b)
+        .await
+        .unwrap()
+        .ok();
     assert!(b.is_closed());
-    env.eventually("backend gone", Duration::from_secs(2), || !backend_alive(&env, pid))
-        .await;
+    env.eventually("backend gone", Duration::from_secs(2), || {
+        !backend_alive(&env, pid)
+    })
+    .await;
     let ends = session_end(&env);
     assert_eq!(ends.len(), 2);
     assert!(ends.iter().all(|e| e.0 == EndReason::GrantRevoked));
-    let err = env.connect().await.err().expect("refused after revoke");
+    let err = env.connect().await.expect_err("refused after revoke");
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     env.stop().await;
 }

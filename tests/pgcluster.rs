@@ -1,6 +1,7 @@
 //! The throwaway-PostgreSQL harness itself: the shared cluster serves psql and SCRAM
 //! logins, errors are surfaced, and private clusters clean up after themselves — including
 //! when the owning process exits without dropping them (the watchdog).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -124,7 +125,9 @@ async fn role_logs_in_with_scram_and_wrong_password_is_28p01() {
     assert_eq!(row.get::<_, String>(0), role);
     assert_eq!(row.get::<_, String>(1), db);
 
-    let err = connect(&cluster.url(&role, "wrong", &db)).await.unwrap_err();
+    let err = connect(&cluster.url(&role, "wrong", &db))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err}");
 }
 
@@ -161,7 +164,10 @@ fn duplicate_role_error_is_surfaced() {
     let cluster = common::cluster();
     let role = common::unique_name("dup");
     cluster.create_role(&role, "secret-pw").unwrap();
-    let err = cluster.create_role(&role, "secret-pw").unwrap_err().to_string();
+    let err = cluster
+        .create_role(&role, "secret-pw")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already exists"), "{err}");
     assert!(!err.contains("secret-pw"), "password leaked into: {err}");
 }
@@ -175,7 +181,10 @@ fn stop_ends_the_server_and_removes_the_temp_dir() {
     cluster.stop();
     assert!(cluster.pid().is_none());
     assert!(!data_dir.exists(), "{} still exists", data_dir.display());
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "postmaster {pid} alive");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "postmaster {pid} alive"
+    );
     cluster.stop(); // idempotent
 }
 
@@ -194,13 +203,19 @@ fn persistent_dir_is_kept_and_reused() {
     };
     let mut first = PgCluster::start(opts.clone()).unwrap();
     first
-        .psql("postgres", "create table kept(v text); insert into kept values ('hello');")
+        .psql(
+            "postgres",
+            "create table kept(v text); insert into kept values ('hello');",
+        )
         .unwrap();
     first.stop();
     assert!(dir.path().join("pgdata/PG_VERSION").is_file());
 
     let mut second = PgCluster::start(opts).unwrap();
-    assert_eq!(second.psql("postgres", "select v from kept").unwrap(), "hello");
+    assert_eq!(
+        second.psql("postgres", "select v from kept").unwrap(),
+        "hello"
+    );
     second.stop();
     assert!(dir.path().join("pgdata/PG_VERSION").is_file());
 }

@@ -24,7 +24,9 @@ async fn ready(prefix: &str) -> (Env, tokio_postgres::Client) {
 async fn extended_protocol_with_parameters_binary_values_and_pipelining() {
     let (env, client) = ready("ext").await;
     client
-        .batch_execute("CREATE TABLE items(id int PRIMARY KEY, name text, data bytea, price numeric)")
+        .batch_execute(
+            "CREATE TABLE items(id int PRIMARY KEY, name text, data bytea, price numeric)",
+        )
         .await
         .unwrap();
     let insert = client
@@ -81,7 +83,10 @@ async fn extended_protocol_with_parameters_binary_values_and_pipelining() {
         .filter(|e| matches!(&e.body, jitgate_audit::EventBody::Query { sql, .. } if sql.starts_with("INSERT INTO items")))
         .collect();
     assert_eq!(inserts.len(), 20);
-    if let jitgate_audit::EventBody::Query { params, protocol, .. } = &inserts[3].body {
+    if let jitgate_audit::EventBody::Query {
+        params, protocol, ..
+    } = &inserts[3].body
+    {
         assert_eq!(*protocol, jitgate_audit::Protocol::Extended);
         assert_eq!(params.len(), 4);
         // tokio-postgres binds in binary; binary values are kept losslessly as base64.
@@ -108,8 +113,15 @@ async fn multi_statement_simple_queries_and_transactions() {
         })
         .unwrap();
     assert_eq!(sum, "3");
-    client.batch_execute("BEGIN; INSERT INTO t VALUES (10); ROLLBACK").await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (10); ROLLBACK")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     env.stop().await;
 }
@@ -117,7 +129,10 @@ async fn multi_statement_simple_queries_and_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out() {
     let (env, client) = ready("copy").await;
-    client.batch_execute("CREATE TABLE c(id int, v text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE c(id int, v text)")
+        .await
+        .unwrap();
     let sink = client
         .copy_in("COPY c FROM STDIN WITH (FORMAT csv)")
         .await
@@ -145,7 +160,12 @@ async fn copy_in_and_out() {
         .audit_events()
         .into_iter()
         .filter_map(|e| match e.body {
-            jitgate_audit::EventBody::Copy { direction, bytes, rows, .. } => Some((direction, bytes, rows)),
+            jitgate_audit::EventBody::Copy {
+                direction,
+                bytes,
+                rows,
+                ..
+            } => Some((direction, bytes, rows)),
             _ => None,
         })
         .collect();
@@ -187,7 +207,10 @@ async fn a_100_mb_result_streams_through() {
             _ => None,
         })
         .collect();
-    assert!(results.contains(&(Some("SELECT".into()), Some(100_000))), "{results:?}");
+    assert!(
+        results.contains(&(Some("SELECT".into()), Some(100_000))),
+        "{results:?}"
+    );
     env.stop().await;
 }
 

@@ -154,6 +154,9 @@ mod tests {
             let _ = map.lookup(a, 1, 1);
         }
         assert!(map.lookup(a, 5, key.secret).is_none(), "over the limit");
-        assert!(map.lookup(b, 5, key.secret).is_some(), "other peers unaffected");
+        assert!(
+            map.lookup(b, 5, key.secret).is_some(),
+            "other peers unaffected"
+        );
     }
 }

@@ -112,7 +112,9 @@ impl SessionRegistry {
         let sessions = self.lock();
         let mut told = 0;
         for entry in sessions.values().filter(|e| e.info.grant_id == grant_id) {
-            entry.control.send_modify(|c| c.revoked = Some(revocation.clone()));
+            entry
+                .control
+                .send_modify(|c| c.revoked = Some(revocation.clone()));
             told += 1;
         }
         told
@@ -122,7 +124,10 @@ impl SessionRegistry {
     pub fn set_grant_deadline(&self, grant_id: Uuid, deadline: Timestamp) -> usize {
         let mut sessions = self.lock();
         let mut told = 0;
-        for entry in sessions.values_mut().filter(|e| e.info.grant_id == grant_id) {
+        for entry in sessions
+            .values_mut()
+            .filter(|e| e.info.grant_id == grant_id)
+        {
             entry.info.deadline = deadline;
             entry.control.send_modify(|c| c.deadline = deadline);
             told += 1;

@@ -19,7 +19,10 @@ use super::ApiState;
 pub(crate) fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
     let a = Sha256::digest(presented);
     let b = Sha256::digest(expected);
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Middleware: 401 unless `Authorization: Bearer <admin token>`.

@@ -52,9 +52,7 @@ fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {
 
 /// `Some(trimmed)` unless blank.
 fn non_blank(value: Option<String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn grant_event(body: EventBody, grant: &Grant) -> Event {

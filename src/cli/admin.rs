@@ -75,10 +75,7 @@ pub async fn revoke(config_path: &Path, cmd: RevokeCmd) -> Result<()> {
 
 /// Whether a grant can still admit sessions now or later.
 fn is_current(view: &GrantView) -> bool {
-    matches!(
-        view.grant.state,
-        GrantState::Pending | GrantState::Approved
-    )
+    matches!(view.grant.state, GrantState::Pending | GrantState::Approved)
 }
 
 /// `jitgate grants`.
@@ -99,10 +96,7 @@ pub async fn grants(config_path: &Path, cmd: GrantsCmd) -> Result<()> {
         return Ok(());
     }
     if grants.is_empty() {
-        println!(
-            "no {}grants",
-            if cmd.all { "" } else { "current " }
-        );
+        println!("no {}grants", if cmd.all { "" } else { "current " });
         return Ok(());
     }
     let now = Timestamp::now();
@@ -111,7 +105,13 @@ pub async fn grants(config_path: &Path, cmd: GrantsCmd) -> Result<()> {
         "{}",
         table::render(
             &[
-                "ID", "IDENTITY", "TARGET", "ROLE", "STATE", "REMAINING", "EXPIRES_AT"
+                "ID",
+                "IDENTITY",
+                "TARGET",
+                "ROLE",
+                "STATE",
+                "REMAINING",
+                "EXPIRES_AT"
             ],
             &rows
         )
@@ -155,9 +155,7 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCmd) -> Result<()> {
     print!(
         "{}",
         table::render(
-            &[
-                "SESSION", "IDENTITY", "TARGET", "ROLE", "GRANT", "CLIENT", "STARTED", "DEADLINE"
-            ],
+            &["SESSION", "IDENTITY", "TARGET", "ROLE", "GRANT", "CLIENT", "STARTED", "DEADLINE"],
             &rows
         )
     );

@@ -107,6 +107,8 @@ pub fn replay(config_path: &Path, cmd: AuditReplayCmd) -> Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     // Ignore a closed stdout (`| head`): the reader chose to stop.
-    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
     bad.finish(&path)
 }

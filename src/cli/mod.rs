@@ -222,7 +222,9 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert!(parse_duration("30").unwrap_err().contains("invalid duration"));
+        assert!(parse_duration("30")
+            .unwrap_err()
+            .contains("invalid duration"));
         assert!(parse_duration("0s").is_err());
     }
 }

@@ -62,7 +62,10 @@ mod tests {
     fn aligns_columns() {
         let out = render(
             &["ID", "NAME"],
-            &[vec!["1".into(), "alice".into()], vec!["22".into(), "b".into()]],
+            &[
+                vec!["1".into(), "alice".into()],
+                vec!["22".into(), "b".into()],
+            ],
         );
         assert_eq!(out, "ID  NAME\n1   alice\n22  b\n");
     }

@@ -86,10 +86,7 @@ impl Ctx {
         let text = self.read_file(field, value)?;
         let secret = text.trim_end_matches(['\n', '\r']);
         if secret.is_empty() {
-            return Err(self.err(
-                field,
-                format!("{} is empty", self.path(value).display()),
-            ));
+            return Err(self.err(field, format!("{} is empty", self.path(value).display())));
         }
         Ok(Secret::new(secret))
     }

@@ -32,9 +32,5 @@ pub fn cluster() -> &'static PgCluster {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{}_{}_{n}",
-        prefix.to_ascii_lowercase(),
-        std::process::id()
-    )
+    format!("{}_{}_{n}", prefix.to_ascii_lowercase(), std::process::id())
 }

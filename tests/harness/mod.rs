@@ -24,6 +24,14 @@ pub const BOB_PASSWORD: &str = "bob-secret-pw";
 pub const ROLE: &str = "rw";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The error of a connection attempt that must fail (the Ok side has no Debug).
+pub fn refused<T>(result: Result<T, tokio_postgres::Error>, what: &str) -> tokio_postgres::Error {
+    match result {
+        Ok(_) => panic!("expected the connection to be refused: {what}"),
+        Err(e) => e,
+    }
+}
+
 /// One test's jitgate + database.
 pub struct Env {
     pub server: Option<Server>,
@@ -45,7 +53,11 @@ impl Env {
         let upstream_user = format!("{target}_rw");
         let upstream_password = format!("pw-{target}");
         {
-            let (t, u, p) = (target.clone(), upstream_user.clone(), upstream_password.clone());
+            let (t, u, p) = (
+                target.clone(),
+                upstream_user.clone(),
+                upstream_password.clone(),
+            );
             tokio::task::spawn_blocking(move || {
                 let cluster = common::cluster();
                 cluster.create_role(&u, &p).expect("create role");
@@ -137,8 +149,13 @@ impl Env {
     /// Connects as alice through the proxy; the connection task is spawned.
     pub async fn connect(
         &self,
-    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
-    {
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+        ),
+        tokio_postgres::Error,
+    > {
         let (client, connection) = self
             .client_config(ALICE, ALICE_PASSWORD)
             .connect(tokio_postgres::NoTls)
@@ -180,7 +197,9 @@ impl Env {
 
     /// Runs SQL on the target database as the cluster superuser (directly, not proxied).
     pub fn superuser_sql(&self, sql: &str) -> String {
-        common::cluster().psql(&self.target, sql).expect("superuser sql")
+        common::cluster()
+            .psql(&self.target, sql)
+            .expect("superuser sql")
     }
 
     /// Waits until `f` holds, polling; panics with `what` after `limit`.

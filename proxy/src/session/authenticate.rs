@@ -63,8 +63,8 @@ pub async fn authenticate(
     conn.flush().await.map_err(AuthFailure::Io)?;
 
     let body = expect_password(conn).await?;
-    let initial = parse_sasl_initial_response(body)
-        .map_err(|e| AuthFailure::Read(ReadError::Protocol(e)))?;
+    let initial =
+        parse_sasl_initial_response(body).map_err(|e| AuthFailure::Read(ReadError::Protocol(e)))?;
     if initial.mechanism != MECHANISM {
         return Err(AuthFailure::Auth(AuthError::UnsupportedMechanism));
     }

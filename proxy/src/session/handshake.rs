@@ -105,7 +105,9 @@ pub async fn handshake(
                     continue;
                 };
                 if !buf.is_empty() {
-                    return Err(refuse(&mut tcp, ProtocolError::UnencryptedDataAfterSslRequest).await);
+                    return Err(
+                        refuse(&mut tcp, ProtocolError::UnencryptedDataAfterSslRequest).await,
+                    );
                 }
                 tcp.write_all(b"S").await.map_err(HandshakeError::Io)?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
@@ -119,7 +121,9 @@ pub async fn handshake(
                         tls: true,
                     }),
                     StartupMessage::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
-                    _ => Err(refuse(&mut tls_stream, ProtocolError::RepeatedEncryptionRequest).await),
+                    _ => {
+                        Err(refuse(&mut tls_stream, ProtocolError::RepeatedEncryptionRequest).await)
+                    }
                 };
             }
             StartupMessage::GssEncRequest => {

@@ -104,19 +104,19 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     let settings = Arc::clone(&ctx.settings);
     let login_deadline = tokio::time::Instant::now() + settings.login_timeout;
 
-    let hello =
-        match tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref())).await
-        {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!("login timed out during startup");
-                return;
-            }
-        };
+    let hello = match tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref()))
+        .await
+    {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("login timed out during startup");
+            return;
+        }
+    };
     let (stream, buf, minor, params, tls) = match hello {
         Hello::Cancel { pid, secret } => {
             forward_cancel(&ctx, peer, pid, secret).await;
@@ -187,10 +187,9 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
             ),
             e.to_string(),
         )),
-        Ok(Err(AuthFailure::Read(ReadError::Protocol(e)))) => Some((
-            PgError::fatal(e.sqlstate(), e.to_string()),
-            e.to_string(),
-        )),
+        Ok(Err(AuthFailure::Read(ReadError::Protocol(e)))) => {
+            Some((PgError::fatal(e.sqlstate(), e.to_string()), e.to_string()))
+        }
         Ok(Err(AuthFailure::Read(ReadError::Io(e)))) | Ok(Err(AuthFailure::Io(e))) => {
             tracing::info!(error = %e, "client connection failed during authentication");
             return;
@@ -287,7 +286,9 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
                 ),
             )
             .with_detail(e.to_string())
-            .with_hint("the target database may be down or misconfigured; tell the jitgate operator");
+            .with_hint(
+                "the target database may be down or misconfigured; tell the jitgate operator",
+            );
             conn.send_error(&error).await;
             return;
         }
@@ -328,7 +329,9 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
             sqlstate::SYSTEM_ERROR,
             "the audit log is unavailable, so jitgate cannot open a session",
         )
-        .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log");
+        .with_hint(
+            "jitgate never runs a query it cannot audit; ask the operator to check the audit log",
+        );
         conn.send_error(&error).await;
         return;
     }
@@ -394,6 +397,9 @@ async fn forward_cancel(ctx: &ProxyContext, peer: SocketAddr, pid: i32, secret: 
                 tracing::info!(pid, "cancel request forwarded");
             }
         }
-        None => tracing::info!(pid, "cancel request with an unknown key (or rate-limited) ignored"),
+        None => tracing::info!(
+            pid,
+            "cancel request with an unknown key (or rate-limited) ignored"
+        ),
     }
 }

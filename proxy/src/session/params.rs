@@ -61,7 +61,10 @@ pub fn interpret(params: &[(String, String)]) -> Result<ClientStartup, PgError> 
             "user" => identity = Some(value.clone()),
             "database" => database = Some(value.clone()),
             "replication" => {
-                if !matches!(value.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0") {
+                if !matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ) {
                     return Err(refuse(
                         "replication connections are not allowed through jitgate".into(),
                     ));
@@ -94,7 +97,9 @@ pub fn interpret(params: &[(String, String)]) -> Result<ClientStartup, PgError> 
                 }
                 forward.push((name.clone(), value.clone()));
             }
-            _ => tracing::debug!(parameter = %name, "dropping startup parameter not on the allow-list"),
+            _ => {
+                tracing::debug!(parameter = %name, "dropping startup parameter not on the allow-list")
+            }
         }
     }
     let identity = identity.filter(|u| !u.is_empty()).ok_or_else(|| {
@@ -123,10 +128,7 @@ pub fn interpret(params: &[(String, String)]) -> Result<ClientStartup, PgError> 
 fn merge_options(forward: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(forward.len());
     for (name, value) in forward {
-        if let Some(existing) = out
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-        {
+        if let Some(existing) = out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             existing.1 = value;
         } else {
             out.push((name, value));
@@ -229,7 +231,10 @@ mod tests {
             p(&[("user", "a"), ("role", "postgres")]),
             p(&[("user", "a"), ("search_path", "evil")]),
             p(&[("user", "a"), ("options", "-c role=postgres")]),
-            p(&[("user", "a"), ("options", "-csession_authorization=postgres")]),
+            p(&[
+                ("user", "a"),
+                ("options", "-csession_authorization=postgres"),
+            ]),
             p(&[("user", "a"), ("options", "-D /tmp")]),
             p(&[("user", "a"), ("replication", "database")]),
         ] {
@@ -242,7 +247,10 @@ mod tests {
 
     #[test]
     fn missing_user_is_refused() {
-        assert_eq!(interpret(&p(&[("database", "x")])).unwrap_err().code, "28000");
+        assert_eq!(
+            interpret(&p(&[("database", "x")])).unwrap_err().code,
+            "28000"
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ use crate::registry::{Revocation, SessionControl};
 #[derive(Debug)]
 pub enum End {
     /// The client sent Terminate (`clean`) or closed its socket.
-    ClientQuit { clean: bool },
+    ClientQuit {
+        clean: bool,
+    },
     Expired,
     Revoked(Revocation),
     UpstreamClosed,
@@ -152,7 +154,7 @@ impl Relay<'_> {
         let mut events: Vec<EventBody> = Vec::new();
         // A client may pipeline queries right behind its startup packet.
         if !self.client.inbuf.is_empty() {
-            if let Err(end) = self.from_client(enforcer, &mut events).await {
+            if let Err(end) = self.on_client_bytes(enforcer, &mut events).await {
                 return end;
             }
         }
@@ -166,7 +168,7 @@ impl Relay<'_> {
                         Ok(_) => {}
                         Err(e) => return End::UpstreamIo(e),
                     }
-                    if let Err(end) = self.from_upstream(enforcer, &mut scanner, &mut ubuf, &mut results).await {
+                    if let Err(end) = self.on_upstream_bytes(enforcer, &mut scanner, &mut ubuf, &mut results).await {
                         return end;
                     }
                 }
@@ -176,7 +178,7 @@ impl Relay<'_> {
                         Ok(_) => {}
                         Err(e) => return End::ClientIo(e),
                     }
-                    if let Err(end) = self.from_client(enforcer, &mut events).await {
+                    if let Err(end) = self.on_client_bytes(enforcer, &mut events).await {
                         return end;
                     }
                 }
@@ -185,7 +187,7 @@ impl Relay<'_> {
     }
 
     /// Server bytes: note what closes queries, forward the chunk, audit the outcomes.
-    async fn from_upstream(
+    async fn on_upstream_bytes(
         &mut self,
         enforcer: &mut Enforcer<'_>,
         scanner: &mut BackendScanner,
@@ -216,7 +218,7 @@ impl Relay<'_> {
     }
 
     /// Client bytes: audit every whole message that runs a query, then forward them.
-    async fn from_client(
+    async fn on_client_bytes(
         &mut self,
         enforcer: &mut Enforcer<'_>,
         events: &mut Vec<EventBody>,
@@ -225,8 +227,8 @@ impl Relay<'_> {
         let mut consumed = 0;
         let mut quit = false;
         let mut frames: smallvec_lite::Frames = Default::default();
-        while let Some(header) = peek_header(&inbuf[consumed..], self.max_message_len)
-            .map_err(End::ClientProtocol)?
+        while let Some(header) =
+            peek_header(&inbuf[consumed..], self.max_message_len).map_err(End::ClientProtocol)?
         {
             if inbuf.len() - consumed < header.len {
                 inbuf.reserve(header.len - (inbuf.len() - consumed));

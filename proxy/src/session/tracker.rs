@@ -247,7 +247,7 @@ impl Tracker {
     fn current(&mut self, skip_sync: bool) -> Option<&mut Pending> {
         self.pending
             .iter_mut()
-            .find(|p| !p.done && !(skip_sync && p.kind == Kind::Sync))
+            .find(|p| !(p.done || (skip_sync && p.kind == Kind::Sync)))
     }
 
     fn result_of(p: &Pending) -> EventBody {

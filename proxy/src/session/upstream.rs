@@ -105,7 +105,10 @@ async fn connect_inner(
         let message = match backend::Message::parse(&mut inbuf).map_err(UpstreamError::Protocol)? {
             Some(m) => m,
             None => {
-                let n = stream.read_buf(&mut inbuf).await.map_err(UpstreamError::Io)?;
+                let n = stream
+                    .read_buf(&mut inbuf)
+                    .await
+                    .map_err(UpstreamError::Io)?;
                 if n == 0 {
                     return Err(UpstreamError::Closed);
                 }
@@ -146,14 +149,20 @@ async fn connect_inner(
                 scram = Some(client);
             }
             backend::Message::AuthenticationSaslContinue(body) => {
-                let client = scram.as_mut().ok_or(UpstreamError::Unexpected("SASLContinue"))?;
+                let client = scram
+                    .as_mut()
+                    .ok_or(UpstreamError::Unexpected("SASLContinue"))?;
                 // PBKDF2 runs here; it is a few ms of CPU once per upstream connection.
-                client.update(body.data()).map_err(UpstreamError::Protocol)?;
+                client
+                    .update(body.data())
+                    .map_err(UpstreamError::Protocol)?;
                 frontend::sasl_response(client.message(), &mut out)
                     .map_err(UpstreamError::Encode)?;
             }
             backend::Message::AuthenticationSaslFinal(body) => {
-                let client = scram.as_mut().ok_or(UpstreamError::Unexpected("SASLFinal"))?;
+                let client = scram
+                    .as_mut()
+                    .ok_or(UpstreamError::Unexpected("SASLFinal"))?;
                 client
                     .finish(body.data())
                     .map_err(|_| UpstreamError::ServerSignature)?;
