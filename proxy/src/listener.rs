@@ -44,6 +44,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    ctx.draining.cancel();
     tracker.close();
     let live = ctx.registry.len();
     if live > 0 {

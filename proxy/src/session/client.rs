@@ -9,6 +9,11 @@ use crate::error::ProtocolError;
 use crate::protocol::frame::{split_frame, Frame};
 use crate::protocol::{backend, PgError};
 
+/// Largest message accepted before the client is authenticated: Postgres's
+/// `PG_MAX_AUTH_TOKEN_LENGTH` (65 535 bytes of body) plus the 5-byte header. An
+/// unauthenticated client must not make the proxy reserve more than this.
+pub const MAX_AUTH_MESSAGE_LEN: usize = 65_535 + 5;
+
 /// Why reading from the client stopped.
 #[derive(Debug)]
 pub enum ReadError {
@@ -35,6 +40,11 @@ impl ClientConn {
             out: BytesMut::with_capacity(512),
             max_message_len,
         }
+    }
+
+    /// Raises the message size limit (after authentication).
+    pub fn set_max_message_len(&mut self, max: usize) {
+        self.max_message_len = max;
     }
 
     /// Reads one whole message.

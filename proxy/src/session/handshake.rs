@@ -92,15 +92,21 @@ pub async fn handshake(
     tls: Option<&Arc<rustls::ServerConfig>>,
 ) -> Result<Hello, HandshakeError> {
     let mut buf = BytesMut::with_capacity(1024);
+    // libpq asks for GSS encryption first, then SSL; each may be asked once.
     let mut gss_refused = false;
+    let mut ssl_refused = false;
     loop {
         match read_startup(&mut tcp, &mut buf).await? {
-            StartupMessage::GssEncRequest if !gss_refused => {
+            StartupMessage::GssEncRequest if !gss_refused && !ssl_refused => {
                 gss_refused = true;
                 tcp.write_all(b"N").await.map_err(HandshakeError::Io)?;
             }
+            StartupMessage::SslRequest if ssl_refused => {
+                return Err(refuse(&mut tcp, ProtocolError::RepeatedEncryptionRequest).await);
+            }
             StartupMessage::SslRequest => {
                 let Some(config) = tls else {
+                    ssl_refused = true;
                     tcp.write_all(b"N").await.map_err(HandshakeError::Io)?;
                     continue;
                 };

@@ -6,6 +6,7 @@ mod authenticate;
 mod client;
 pub mod error;
 mod handshake;
+mod login;
 mod meta;
 pub mod params;
 mod relay;
@@ -19,17 +20,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jitgate_audit::{AuditWriter, EndReason, Event, EventBody};
+use jitgate_audit::{AuditWriter, EndReason, EventBody};
 use jitgate_policy::Engine;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use self::authenticate::{authenticate, AuthFailure};
-use self::client::{negotiate_protocol_version, ClientConn, ReadError};
+use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
 use self::handshake::{handshake, Hello};
-use self::meta::SessionMeta;
 use self::relay::{Enforcer, Relay};
 use self::tracker::Tracker;
 use crate::cancel::{CancelMap, CancelTarget};
@@ -44,6 +43,9 @@ pub struct ProxyContext {
     pub audit: AuditWriter,
     pub registry: Arc<SessionRegistry>,
     pub cancels: Arc<CancelMap>,
+    /// Cancelled when shutdown begins: logins in progress are refused (57P03), live
+    /// sessions go on until `terminate`.
+    pub draining: CancellationToken,
     /// Cancelled when live sessions must end (after the drain deadline at shutdown).
     pub terminate: CancellationToken,
     /// Key for the mock verifiers of unknown identities (random per process).
@@ -63,6 +65,7 @@ impl ProxyContext {
             audit,
             registry,
             cancels: CancelMap::new(),
+            draining: CancellationToken::new(),
             terminate: CancellationToken::new(),
             mock_secret: rand::random(),
         })
@@ -83,39 +86,26 @@ pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr) {
     run_inner(ctx, tcp, peer, session_id).instrument(span).await
 }
 
-async fn audit_refusal(
-    ctx: &ProxyContext,
-    session_id: Uuid,
-    identity: &str,
-    target: &str,
-    body: EventBody,
-) {
-    let event = Event::new(body)
-        .with_session(session_id)
-        .with_identity(identity)
-        .with_target(target);
-    if let Err(e) = ctx.audit.write(event).await {
-        tracing::error!(error = %e, "could not audit a refused connection");
-    }
-}
-
 async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, session_id: Uuid) {
     let _ = tcp.set_nodelay(true);
     let settings = Arc::clone(&ctx.settings);
     let login_deadline = tokio::time::Instant::now() + settings.login_timeout;
 
-    let hello = match tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref()))
-        .await
-    {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("login timed out during startup");
-            return;
-        }
+    let handshake = tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref()));
+    let hello = tokio::select! {
+        biased;
+        _ = ctx.draining.cancelled() => return,
+        r = handshake => match r {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("login timed out during startup");
+                return;
+            }
+        },
     };
     let (stream, buf, minor, params, tls) = match hello {
         Hello::Cancel { pid, secret } => {
@@ -130,170 +120,46 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
             tls,
         } => (stream, buf, minor, params, tls),
     };
-    let mut conn = ClientConn::new(stream, buf, settings.max_message_len);
-
-    let startup = match params::interpret(&params) {
-        Ok(s) => s,
-        Err(error) => {
-            let identity = params
-                .iter()
-                .find(|(k, _)| k == "user")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
-            audit_refusal(
-                &ctx,
-                session_id,
-                identity,
-                "",
-                EventBody::AccessDenied {
-                    client_addr: peer.to_string(),
-                    reason: error.message.clone(),
-                },
-            )
-            .await;
-            conn.send_error(&error).await;
-            return;
-        }
+    // Until it is authenticated, a client may not make us buffer large messages.
+    let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
+    let logged_in = tokio::select! {
+        biased;
+        _ = ctx.draining.cancelled() => None,
+        r = login::login(&ctx, &mut conn, peer, session_id, minor, &params, login_deadline) => match r {
+            Some(l) => Some(l),
+            None => return,
+        },
     };
-    let span = tracing::Span::current();
-    span.record("identity", startup.identity.as_str());
-    span.record("target", startup.target.as_str());
-
-    let unsupported: Vec<&str> = params
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| k.starts_with("_pq_."))
-        .collect();
-    if minor > 0 || !unsupported.is_empty() {
-        negotiate_protocol_version(&mut conn.out, &unsupported);
-    }
-
-    // Authenticate within what is left of the login timeout.
-    let verifier = settings.identities.get(&startup.identity);
-    let auth = tokio::time::timeout_at(
-        login_deadline,
-        authenticate(&mut conn, verifier, &startup.identity, &ctx.mock_secret),
-    )
-    .await;
-    let failure = match auth {
-        Ok(Ok(())) => None,
-        Ok(Err(AuthFailure::Auth(e))) => Some((
-            PgError::fatal(
-                e.sqlstate(),
-                format!(
-                    "password authentication failed for identity \"{}\"",
-                    startup.identity
-                ),
-            ),
-            e.to_string(),
-        )),
-        Ok(Err(AuthFailure::Read(ReadError::Protocol(e)))) => {
-            Some((PgError::fatal(e.sqlstate(), e.to_string()), e.to_string()))
-        }
-        Ok(Err(AuthFailure::Read(ReadError::Io(e)))) | Ok(Err(AuthFailure::Io(e))) => {
-            tracing::info!(error = %e, "client connection failed during authentication");
-            return;
-        }
-        Ok(Err(AuthFailure::Read(ReadError::Closed))) => {
-            tracing::info!("client left during authentication");
-            return;
-        }
-        Err(_) => Some((
-            PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                "authentication timed out: the client did not finish logging in in time",
-            ),
-            "login timeout".to_owned(),
-        )),
-    };
-    if let Some((error, reason)) = failure {
-        tracing::info!(%reason, "authentication failed");
-        audit_refusal(
-            &ctx,
-            session_id,
-            &startup.identity,
-            &startup.target,
-            EventBody::AuthFailure {
-                client_addr: peer.to_string(),
-                reason,
-            },
-        )
-        .await;
-        conn.send_error(&error).await;
-        return;
-    }
-
-    // Admission: the session is bound to one grant from here on.
-    let admission = match ctx
-        .engine
-        .admit(&startup.identity, &startup.target, startup.role.as_deref())
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(error = %e, "access denied");
-            audit_refusal(
-                &ctx,
-                session_id,
-                &startup.identity,
-                &startup.target,
-                EventBody::AccessDenied {
-                    client_addr: peer.to_string(),
-                    reason: e.to_string(),
-                },
-            )
-            .await;
-            conn.send_error(&PgError::fatal(e.sqlstate(), e.client_message()))
-                .await;
-            return;
-        }
-    };
-    let grant = admission.grant;
-    let meta = SessionMeta {
-        session_id,
-        identity: grant.identity.clone(),
-        target: grant.target.clone(),
-        role: grant.role.clone(),
-        grant_id: grant.id,
-    };
-
-    let Some((target, creds)) = settings
-        .targets
-        .get(&grant.target)
-        .and_then(|t| t.roles.get(&grant.role).map(|c| (t, c)))
-    else {
+    let Some(logged_in) = logged_in else {
         let error = PgError::fatal(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!(
-                "target \"{}\" has no credentials configured for role \"{}\"",
-                grant.target, grant.role
-            ),
+            sqlstate::CANNOT_CONNECT_NOW,
+            "jitgate is shutting down and does not accept new sessions",
         )
-        .with_hint("ask the jitgate operator to add the role to the target's configuration");
+        .with_hint("connect again in a moment");
         conn.send_error(&error).await;
         return;
     };
+    conn.set_max_message_len(settings.max_message_len);
+    live(&ctx, conn, peer, tls, logged_in).await;
+}
 
-    let mut upstream = match upstream::connect(target, creds, &startup.forward).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not open the upstream session");
-            let error = PgError::fatal(
-                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                format!(
-                    "jitgate could not open a session on target \"{}\" as role \"{}\"",
-                    grant.target, grant.role
-                ),
-            )
-            .with_detail(e.to_string())
-            .with_hint(
-                "the target database may be down or misconfigured; tell the jitgate operator",
-            );
-            conn.send_error(&error).await;
-            return;
-        }
-    };
-
+/// Runs an admitted session: registration, greeting, relay, teardown, `session_end`.
+async fn live(
+    ctx: &ProxyContext,
+    mut conn: ClientConn,
+    peer: SocketAddr,
+    tls: bool,
+    logged_in: login::LoggedIn<'_>,
+) {
+    let login::LoggedIn {
+        startup,
+        grant,
+        meta,
+        target,
+        mut upstream,
+    } = logged_in;
+    let session_id = meta.session_id;
+    let settings = &ctx.settings;
     let cancel_target = CancelTarget {
         host: target.host.clone(),
         port: target.port,

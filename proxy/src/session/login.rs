@@ -1,0 +1,225 @@
+//! Logging a client in: startup parameters, SCRAM, admission against the grant store,
+//! and the upstream session with brokered credentials. Every refusal is audited and
+//! reaches the client as an ErrorResponse with a SQLSTATE and a message a DBA can act on.
+
+use std::net::SocketAddr;
+
+use jitgate_audit::{Event, EventBody};
+use jitgate_policy::Grant;
+use uuid::Uuid;
+
+use super::authenticate::{authenticate, AuthFailure};
+use super::client::{negotiate_protocol_version, ClientConn, ReadError};
+use super::meta::SessionMeta;
+use super::params::{self, ClientStartup};
+use super::upstream::{self, Upstream};
+use super::ProxyContext;
+use crate::protocol::{sqlstate, PgError};
+use crate::settings::TargetSettings;
+
+/// A client that is authenticated, admitted under a grant, and has its upstream session.
+pub struct LoggedIn<'a> {
+    pub startup: ClientStartup,
+    pub grant: Grant,
+    pub meta: SessionMeta,
+    pub target: &'a TargetSettings,
+    pub upstream: Upstream,
+}
+
+async fn audit_refusal(
+    ctx: &ProxyContext,
+    session_id: Uuid,
+    identity: &str,
+    target: &str,
+    body: EventBody,
+) {
+    let event = Event::new(body)
+        .with_session(session_id)
+        .with_identity(identity)
+        .with_target(target);
+    if let Err(e) = ctx.audit.write(event).await {
+        tracing::error!(error = %e, "could not audit a refused connection");
+    }
+}
+
+/// Runs the login steps; `None` when the client was refused (and told) or left.
+pub async fn login<'a>(
+    ctx: &'a ProxyContext,
+    conn: &mut ClientConn,
+    peer: SocketAddr,
+    session_id: Uuid,
+    minor: u16,
+    params: &[(String, String)],
+    login_deadline: tokio::time::Instant,
+) -> Option<LoggedIn<'a>> {
+    let settings = &ctx.settings;
+    let startup = match params::interpret(&params) {
+        Ok(s) => s,
+        Err(error) => {
+            let identity = params
+                .iter()
+                .find(|(k, _)| k == "user")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
+            audit_refusal(
+                ctx,
+                session_id,
+                identity,
+                "",
+                EventBody::AccessDenied {
+                    client_addr: peer.to_string(),
+                    reason: error.message.clone(),
+                },
+            )
+            .await;
+            conn.send_error(&error).await;
+            return None;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("identity", startup.identity.as_str());
+    span.record("target", startup.target.as_str());
+
+    let unsupported: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if minor > 0 || !unsupported.is_empty() {
+        negotiate_protocol_version(&mut conn.out, &unsupported);
+    }
+
+    // Authenticate within what is left of the login timeout.
+    let verifier = settings.identities.get(&startup.identity);
+    let auth = tokio::time::timeout_at(
+        login_deadline,
+        authenticate(conn, verifier, &startup.identity, &ctx.mock_secret),
+    )
+    .await;
+    let failure = match auth {
+        Ok(Ok(())) => None,
+        Ok(Err(AuthFailure::Auth(e))) => Some((
+            PgError::fatal(
+                e.sqlstate(),
+                format!(
+                    "password authentication failed for identity \"{}\"",
+                    startup.identity
+                ),
+            ),
+            e.to_string(),
+        )),
+        Ok(Err(AuthFailure::Read(ReadError::Protocol(e)))) => {
+            Some((PgError::fatal(e.sqlstate(), e.to_string()), e.to_string()))
+        }
+        Ok(Err(AuthFailure::Read(ReadError::Io(e)))) | Ok(Err(AuthFailure::Io(e))) => {
+            tracing::info!(error = %e, "client connection failed during authentication");
+            return None;
+        }
+        Ok(Err(AuthFailure::Read(ReadError::Closed))) => {
+            tracing::info!("client left during authentication");
+            return None;
+        }
+        Err(_) => Some((
+            PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "authentication timed out: the client did not finish logging in in time",
+            ),
+            "login timeout".to_owned(),
+        )),
+    };
+    if let Some((error, reason)) = failure {
+        tracing::info!(%reason, "authentication failed");
+        audit_refusal(
+            ctx,
+            session_id,
+            &startup.identity,
+            &startup.target,
+            EventBody::AuthFailure {
+                client_addr: peer.to_string(),
+                reason,
+            },
+        )
+        .await;
+        conn.send_error(&error).await;
+        return None;
+    }
+
+    // Admission: the session is bound to one grant from here on.
+    let admission = match ctx
+        .engine
+        .admit(&startup.identity, &startup.target, startup.role.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(error = %e, "access denied");
+            audit_refusal(
+                ctx,
+                session_id,
+                &startup.identity,
+                &startup.target,
+                EventBody::AccessDenied {
+                    client_addr: peer.to_string(),
+                    reason: e.to_string(),
+                },
+            )
+            .await;
+            conn.send_error(&PgError::fatal(e.sqlstate(), e.client_message()))
+                .await;
+            return None;
+        }
+    };
+    let grant = admission.grant;
+    let meta = SessionMeta {
+        session_id,
+        identity: grant.identity.clone(),
+        target: grant.target.clone(),
+        role: grant.role.clone(),
+        grant_id: grant.id,
+    };
+
+    let Some((target, creds)) = settings
+        .targets
+        .get(&grant.target)
+        .and_then(|t| t.roles.get(&grant.role).map(|c| (t, c)))
+    else {
+        let error = PgError::fatal(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "target \"{}\" has no credentials configured for role \"{}\"",
+                grant.target, grant.role
+            ),
+        )
+        .with_hint("ask the jitgate operator to add the role to the target's configuration");
+        conn.send_error(&error).await;
+        return None;
+    };
+
+    let upstream = match upstream::connect(target, creds, &startup.forward).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open the upstream session");
+            let error = PgError::fatal(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!(
+                    "jitgate could not open a session on target \"{}\" as role \"{}\"",
+                    grant.target, grant.role
+                ),
+            )
+            .with_detail(e.to_string())
+            .with_hint(
+                "the target database may be down or misconfigured; tell the jitgate operator",
+            );
+            conn.send_error(&error).await;
+            return None;
+        }
+    };
+
+    Some(LoggedIn {
+        startup,
+        grant,
+        meta,
+        target,
+        upstream,
+    })
+}
