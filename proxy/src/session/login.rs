@@ -53,7 +53,7 @@ pub async fn login<'a>(
     login_deadline: tokio::time::Instant,
 ) -> Option<LoggedIn<'a>> {
     let settings = &ctx.settings;
-    let startup = match params::interpret(&params) {
+    let startup = match params::interpret(params) {
         Ok(s) => s,
         Err(error) => {
             let identity = params
