@@ -154,10 +154,12 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     eprintln!("jitgate demo: starting a throwaway PostgreSQL…");
     let pg_dir = args.dir.as_ref().map(|_| state_dir.clone());
     let mut cluster = tokio::task::spawn_blocking(move || {
+        // A throwaway cluster trades durability for speed; one kept in --dir does not.
+        let fast = pg_dir.is_none();
         PgCluster::start(PgClusterOptions {
             dir: pg_dir,
             port: None,
-            fast: true,
+            fast,
         })
     })
     .await

@@ -156,3 +156,47 @@ async fn a_session_replays_as_a_transcript() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("INSERT INTO r"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_are_audited() {
+    // psql's \lo_import uses libpq's fastpath FunctionCall messages (lo_open, lowrite…).
+    let env = Env::start("fastpath").await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let file = env.dir.path().join("blob.bin");
+    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    let import = format!("\\lo_import {}", file.display());
+    let out = env
+        .run_client("psql", &["-X", "-v", "ON_ERROR_STOP=1", "-c", &import])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: Vec<_> = env
+        .audit_events()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Query {
+                protocol: Protocol::FunctionCall,
+                function_oid,
+                params,
+                ..
+            } => Some((function_oid, params.len())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        calls.len() >= 3,
+        "lo_creat/lo_open/lowrite/lo_close: {calls:?}"
+    );
+    assert!(calls.iter().all(|(oid, _)| oid.is_some()));
+    // Every function call has its result.
+    let results = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.kind() == "query_result")
+        .count();
+    assert!(results >= calls.len());
+    env.stop().await;
+}

@@ -119,6 +119,17 @@ async fn psql_works_through_the_proxy_and_shows_refusals() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no active grant"), "{stderr}");
 
+    // A wrong password: psql shows Postgres's own wording.
+    let out = env
+        .run_client_as("psql", ALICE, "wrong-password", &["-X", "-c", "SELECT 1"])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+
     env.grant(ALICE, Duration::from_secs(60)).await;
     let out = env
         .run_client(

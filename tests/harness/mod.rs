@@ -178,14 +178,26 @@ impl Env {
     /// Runs a PostgreSQL client program (psql, pgbench) against the proxy as alice, off
     /// the async workers (the proxy runs on the same runtime).
     pub async fn run_client(&self, program: &str, args: &[&str]) -> Output {
+        self.run_client_as(program, ALICE, ALICE_PASSWORD, args)
+            .await
+    }
+
+    /// Like [`Env::run_client`], as any identity and password.
+    pub async fn run_client_as(
+        &self,
+        program: &str,
+        identity: &str,
+        password: &str,
+        args: &[&str],
+    ) -> Output {
         let cluster = common::cluster();
         let mut command = std::process::Command::new(cluster.bin(program));
         command
             .args(args)
             .env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.proxy_port().to_string())
-            .env("PGUSER", ALICE)
-            .env("PGPASSWORD", ALICE_PASSWORD)
+            .env("PGUSER", identity)
+            .env("PGPASSWORD", password)
             .env("PGDATABASE", &self.target)
             .env("PGSSLMODE", "disable")
             .env("PGCONNECT_TIMEOUT", "10");
