@@ -9,6 +9,7 @@ mod handshake;
 mod login;
 mod meta;
 pub mod params;
+mod refuse;
 mod relay;
 mod scan;
 mod stream;
@@ -223,6 +224,8 @@ async fn live(
             audit: &ctx.audit,
             meta: &meta,
             max_message_len: settings.max_message_len,
+            refusal: Default::default(),
+            frames: Vec::with_capacity(16),
         };
         relay.run(&mut enforcer).await
     };

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::ClientConn;
 use super::meta::SessionMeta;
+use super::refuse::{self, RefusalState};
 use super::scan::BackendScanner;
 use super::stream::UpstreamStream;
 use super::tracker::Tracker;
@@ -136,6 +137,10 @@ pub struct Relay<'a> {
     pub audit: &'a AuditWriter,
     pub meta: &'a SessionMeta,
     pub max_message_len: usize,
+    /// Transaction status and refusal state (fail closed when the audit log fails).
+    pub refusal: RefusalState,
+    /// Frame positions of the current client batch (kept to reuse its allocation).
+    pub frames: Vec<(u8, usize, usize)>,
 }
 
 /// Initial capacity of the server → client buffer; it grows with large reads and is
@@ -195,9 +200,17 @@ impl Relay<'_> {
         results: &mut Vec<EventBody>,
     ) -> Result<(), End> {
         let tracker = &mut *self.tracker;
+        let tx_status = &mut self.refusal.tx_status;
         scanner
             .feed(ubuf, |m| match m.body {
-                Some(body) => tracker.on_server(m.tag, body, results),
+                Some(body) => {
+                    if m.tag == tags::READY_FOR_QUERY {
+                        if let Some(&status) = body.first() {
+                            *tx_status = status;
+                        }
+                    }
+                    tracker.on_server(m.tag, body, results)
+                }
                 None => tracker.on_server_copy_data(m.len),
             })
             .map_err(|bad| {
@@ -226,7 +239,9 @@ impl Relay<'_> {
         let inbuf = &mut self.client.inbuf;
         let mut consumed = 0;
         let mut quit = false;
-        let mut frames: smallvec_lite::Frames = Default::default();
+        // Reused across batches: (tag, body start, frame end) of each whole frame.
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
         while let Some(header) =
             peek_header(&inbuf[consumed..], self.max_message_len).map_err(End::ClientProtocol)?
         {
@@ -242,12 +257,61 @@ impl Relay<'_> {
             }
         }
         if consumed == 0 {
+            self.frames = frames;
             return Ok(());
         }
-        let chunk = inbuf.split_to(consumed).freeze();
+        let result = self
+            .on_client_frames(enforcer, events, &mut frames, consumed, quit)
+            .await;
+        self.frames = frames;
+        result
+    }
+
+    /// The whole frames at the front of the client buffer: audit, then forward (or refuse).
+    async fn on_client_frames(
+        &mut self,
+        enforcer: &mut Enforcer<'_>,
+        events: &mut Vec<EventBody>,
+        frames: &mut Vec<(u8, usize, usize)>,
+        consumed: usize,
+        quit: bool,
+    ) -> Result<(), End> {
+        let inbuf = &mut self.client.inbuf;
+        let mut chunk = inbuf.split_to(consumed).freeze();
         if quit && inbuf.has_remaining() {
             inbuf.clear();
         }
+        if self.refusal.discarding {
+            // Still inside a refused extended group: drop messages up to its Sync.
+            let upto = frames
+                .iter()
+                .position(|f| f.0 == tags::SYNC)
+                .map_or(frames.len(), |i| i + 1);
+            let error = refuse::audit_unavailable("an earlier message of this group was refused");
+            let mut out = BytesMut::new();
+            let quit_now = refuse::respond(
+                &mut self.refusal,
+                frames[..upto].iter().map(|f| f.0),
+                &error,
+                &mut out,
+            );
+            let stream = &mut self.client.stream;
+            guarded!(enforcer, stream.write_all(&out))?.map_err(End::ClientIo)?;
+            if quit_now {
+                return Err(End::ClientQuit { clean: true });
+            }
+            if upto == frames.len() {
+                return Ok(());
+            }
+            let offset = frames[upto].1 - 5;
+            chunk = chunk.slice(offset..);
+            frames.drain(..upto);
+            for f in frames.iter_mut() {
+                f.1 -= offset;
+                f.2 -= offset;
+            }
+        }
+        let mark = self.tracker.mark();
         for &(tag, start, end) in frames.iter() {
             if let Some(event) = self
                 .tracker
@@ -257,9 +321,19 @@ impl Relay<'_> {
                 events.push(event);
             }
         }
+        let mut failure = None;
         for body in events.drain(..) {
+            if failure.is_some() {
+                continue;
+            }
             let event = self.meta.event(body);
-            guarded!(enforcer, self.audit.write(event))?.map_err(End::Audit)?;
+            if let Err(e) = guarded!(enforcer, self.audit.write(event))? {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            self.tracker.rollback(mark);
+            return self.refuse_batch(enforcer, frames, e).await;
         }
         let upstream = &mut *self.upstream;
         guarded!(enforcer, upstream.write_all(&chunk))?.map_err(End::UpstreamIo)?;
@@ -268,30 +342,32 @@ impl Relay<'_> {
         }
         Ok(())
     }
-}
 
-/// A tiny inline list of frame positions, so a batch needs no allocation.
-mod smallvec_lite {
-    /// (tag, body start, frame end) of each whole frame in a batch.
-    #[derive(Default)]
-    pub struct Frames {
-        inline: [(u8, usize, usize); 16],
-        len: usize,
-        spill: Vec<(u8, usize, usize)>,
-    }
-
-    impl Frames {
-        pub fn push(&mut self, f: (u8, usize, usize)) {
-            if self.len < self.inline.len() {
-                self.inline[self.len] = f;
-                self.len += 1;
-            } else {
-                self.spill.push(f);
-            }
+    /// The audit log refused this batch: it is not forwarded; the client is told, or —
+    /// inside a transaction — the session ends (see `refuse`).
+    async fn refuse_batch(
+        &mut self,
+        enforcer: &mut Enforcer<'_>,
+        frames: &[(u8, usize, usize)],
+        error: AuditError,
+    ) -> Result<(), End> {
+        if self.refusal.tx_status != tags::TX_IDLE && self.refusal.tx_status != tags::TX_FAILED {
+            return Err(End::Audit(error));
         }
-
-        pub fn iter(&self) -> impl Iterator<Item = &(u8, usize, usize)> {
-            self.inline[..self.len].iter().chain(self.spill.iter())
+        tracing::error!(error = %error, "audit log unavailable: refusing the client's statements");
+        let pg_error = refuse::audit_unavailable(&error.to_string());
+        let mut out = BytesMut::new();
+        let quit = refuse::respond(
+            &mut self.refusal,
+            frames.iter().map(|f| f.0),
+            &pg_error,
+            &mut out,
+        );
+        let stream = &mut self.client.stream;
+        guarded!(enforcer, stream.write_all(&out))?.map_err(End::ClientIo)?;
+        if quit {
+            return Err(End::ClientQuit { clean: true });
         }
+        Ok(())
     }
 }

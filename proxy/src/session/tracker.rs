@@ -86,6 +86,17 @@ impl Tracker {
         self.next_query_id
     }
 
+    /// A point to return to if a batch of client messages is refused before forwarding.
+    pub fn mark(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets the requests recorded since `mark`: they never reached the server, so no
+    /// response will come for them. Query ids are not reused.
+    pub fn rollback(&mut self, mark: usize) {
+        self.pending.truncate(mark);
+    }
+
     /// Whether the server sent a FATAL error (it then closes; the client already knows why).
     pub fn saw_fatal(&self) -> bool {
         self.saw_fatal

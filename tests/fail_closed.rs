@@ -1,0 +1,191 @@
+//! Fail closed: when the audit log cannot be written (here: a full filesystem), jitgate
+//! runs nothing unaudited. Statements are refused with an ERROR that says why, the
+//! session stays usable, and service resumes by itself once the log can be written
+//! again. Inside an open transaction the session is ended instead (the upstream rolls
+//! back), so no partial transaction can be committed behind the client's back.
+
+mod common;
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{Env, ALICE};
+use tokio_postgres::error::SqlState;
+
+/// A tiny tmpfs, unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// `None` when this machine does not let us mount (not root): the test says so.
+    fn mount(kib: u32) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem to the last byte.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path().join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1k", "count=100000"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+async fn env_with_audit_on(fs: &SmallFs, prefix: &str) -> Env {
+    let mut env = Env::start(prefix).await;
+    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
+    let audit = fs.path().join("audit.jsonl");
+    let yaml = yaml.replace(
+        "audit:\n  path: audit.jsonl\n",
+        &format!("audit:\n  path: {}\n", audit.display()),
+    );
+    assert!(
+        yaml.contains(&audit.display().to_string()),
+        "harness config changed"
+    );
+    std::fs::write(&env.config_path, &yaml).unwrap();
+    env.restart().await;
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_refuses_statements_and_recovers() {
+    let Some(fs) = SmallFs::mount(256) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let env = env_with_audit_on(&fs, "diskfull").await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.batch_execute("CREATE TABLE t(x int)").await.unwrap();
+
+    let filler = fs.fill();
+    // The log's last page may still take a few lines; then statements are refused.
+    let (ran, err) = until_refused(&client, "INSERT INTO t VALUES (1)").await;
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::SYSTEM_ERROR);
+    assert!(
+        db.message().contains("audit log is unavailable"),
+        "{}",
+        db.message()
+    );
+    // Extended protocol too, and the session is still there.
+    let err = client
+        .query("SELECT $1::int", &[&5i32])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(&SqlState::SYSTEM_ERROR));
+    assert!(!client.is_closed());
+    // Nothing refused ran upstream.
+    assert_eq!(env.superuser_sql("SELECT count(*) FROM t"), ran.to_string());
+
+    // Space again: service resumes by itself, on the same session.
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = false;
+    for _ in 0..50 {
+        if client
+            .batch_execute("INSERT INTO t VALUES (2)")
+            .await
+            .is_ok()
+        {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "service resumed after space was freed");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, ran as i64 + 1);
+    // The statements that ran are in the log; the refused ones ran nowhere.
+    let audited: Vec<String> = env_events(&fs)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            jitgate_audit::EventBody::Query { sql, .. } => Some(sql),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        audited.iter().any(|s| s == "INSERT INTO t VALUES (2)"),
+        "{audited:?}"
+    );
+    drop(client);
+    let _ = conn.await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_a_transaction_the_session_ends_and_rolls_back() {
+    let Some(fs) = SmallFs::mount(256) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let env = env_with_audit_on(&fs, "diskfulltx").await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.batch_execute("CREATE TABLE t(x int)").await.unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let filler = fs.fill();
+    let (_, err) = until_refused(&client, "INSERT INTO t VALUES (2)").await;
+    assert_eq!(err.code(), Some(&SqlState::SYSTEM_ERROR));
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("session ended");
+    assert!(client.is_closed());
+    assert_eq!(
+        env.superuser_sql("SELECT count(*) FROM t"),
+        "0",
+        "rolled back"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    env.stop().await;
+}
+
+/// Runs `sql` until it is refused; returns how many times it ran first, and the error.
+async fn until_refused(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> (usize, tokio_postgres::Error) {
+    for ran in 0..500 {
+        if let Err(e) = client.batch_execute(sql).await {
+            return (ran, e);
+        }
+    }
+    panic!("never refused although the audit filesystem is full");
+}
+
+fn env_events(fs: &SmallFs) -> Vec<jitgate_audit::Event> {
+    jitgate_audit::read_events(&fs.path().join("audit.jsonl"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect()
+}
