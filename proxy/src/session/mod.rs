@@ -4,6 +4,7 @@
 
 mod authenticate;
 mod client;
+mod enforce;
 pub mod error;
 mod handshake;
 mod login;
@@ -29,8 +30,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
+use self::enforce::Enforcer;
 use self::handshake::{handshake, Hello};
-use self::relay::{Enforcer, Relay};
+use self::relay::Relay;
 use self::tracker::Tracker;
 use crate::cancel::{CancelMap, CancelTarget};
 use crate::protocol::{backend, sqlstate, PgError};
@@ -215,8 +217,7 @@ async fn live(
     let started = Instant::now();
     let mut tracker = Tracker::default();
     let end = {
-        let terminate = ctx.terminate.clone();
-        let mut enforcer = Enforcer::new(handle.control(), &terminate);
+        let mut enforcer = Enforcer::new(handle.control().clone(), ctx.terminate.clone());
         let mut relay = Relay {
             client: &mut conn,
             upstream: &mut upstream.stream,

@@ -8,18 +8,12 @@
 //! Every write is itself raced against enforcement, so a slow peer cannot hold a session
 //! past its grant.
 
-use std::pin::Pin;
-use std::time::Duration;
-
 use bytes::{Buf, BytesMut};
-use jiff::Timestamp;
 use jitgate_audit::{AuditError, AuditWriter, EventBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::client::ClientConn;
+use super::enforce::Enforcer;
 use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
 use super::scan::BackendScanner;
@@ -28,7 +22,7 @@ use super::tracker::Tracker;
 use crate::error::ProtocolError;
 use crate::protocol::frame::peek_header;
 use crate::protocol::tags;
-use crate::registry::{Revocation, SessionControl};
+use crate::registry::Revocation;
 
 /// Why the relay stopped.
 #[derive(Debug)]
@@ -51,82 +45,22 @@ pub enum End {
     UpstreamIo(std::io::Error),
 }
 
-/// Converts an absolute deadline to the runtime's clock.
-pub fn instant_for(deadline: Timestamp) -> Instant {
-    let now = Instant::now();
-    let left = deadline.duration_since(Timestamp::now());
-    match Duration::try_from(left) {
-        Ok(d) => now + d,
-        Err(_) => now,
-    }
-}
-
-/// Enforcement state: what the session waits on besides its sockets.
-pub struct Enforcer<'a> {
-    pub control: &'a mut watch::Receiver<SessionControl>,
-    pub terminate: &'a CancellationToken,
-    sleep: Pin<Box<Sleep>>,
-    control_open: bool,
-}
-
-impl<'a> Enforcer<'a> {
-    pub fn new(
-        control: &'a mut watch::Receiver<SessionControl>,
-        terminate: &'a CancellationToken,
-    ) -> Self {
-        let deadline = control.borrow_and_update().deadline;
-        Enforcer {
-            control,
-            terminate,
-            sleep: Box::pin(sleep_until(instant_for(deadline))),
-            control_open: true,
-        }
-    }
-
-    /// The current control state, checked without waiting (a revocation may have
-    /// arrived before the relay started).
-    pub fn check_now(&mut self) -> Option<End> {
-        let c = self.control.borrow_and_update().clone();
-        if let Some(r) = c.revoked {
-            return Some(End::Revoked(r));
-        }
-        self.sleep.as_mut().reset(instant_for(c.deadline));
-        if c.deadline <= Timestamp::now() {
-            return Some(End::Expired);
-        }
-        None
-    }
-
-    /// Resolves when the session must end: shutdown, revocation, or the deadline.
-    pub async fn wait(&mut self) -> End {
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.terminate.cancelled() => return End::Shutdown,
-                changed = self.control.changed(), if self.control_open => {
-                    if changed.is_err() {
-                        self.control_open = false;
-                        continue;
-                    }
-                    if let Some(end) = self.check_now() {
-                        return end;
-                    }
-                }
-                _ = self.sleep.as_mut() => return End::Expired,
-            }
-        }
-    }
-}
-
-/// Runs `fut` unless enforcement ends the session first.
+/// Runs `fut` unless enforcement ends the session first. The operation is polled once
+/// on its own first: most writes complete at once, and then no enforcement futures
+/// need to be polled for them.
 macro_rules! guarded {
-    ($enforcer:expr, $fut:expr) => {
-        tokio::select! {
-            biased;
-            end = $enforcer.wait() => Err(end),
-            r = $fut => Ok(r),
+    ($enforcer:expr, $fut:expr) => {{
+        let fut = $fut;
+        tokio::pin!(fut);
+        match futures_util::poll!(fut.as_mut()) {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => tokio::select! {
+                biased;
+                end = $enforcer.wait() => Err(end),
+                r = fut => Ok(r),
+            },
         }
-    };
+    }};
 }
 
 /// The relay's sockets, buffers and bookkeeping.
@@ -149,10 +83,7 @@ const UPSTREAM_BUF: usize = 16 * 1024;
 
 impl Relay<'_> {
     /// Relays until the session ends, and says why.
-    pub async fn run(&mut self, enforcer: &mut Enforcer<'_>) -> End {
-        if let Some(end) = enforcer.check_now() {
-            return end;
-        }
+    pub async fn run(&mut self, enforcer: &mut Enforcer) -> End {
         let mut ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
         let mut scanner = BackendScanner::default();
         let mut results: Vec<EventBody> = Vec::new();
@@ -194,7 +125,7 @@ impl Relay<'_> {
     /// Server bytes: note what closes queries, forward the chunk, audit the outcomes.
     async fn on_upstream_bytes(
         &mut self,
-        enforcer: &mut Enforcer<'_>,
+        enforcer: &mut Enforcer,
         scanner: &mut BackendScanner,
         ubuf: &mut BytesMut,
         results: &mut Vec<EventBody>,
@@ -233,7 +164,7 @@ impl Relay<'_> {
     /// Client bytes: audit every whole message that runs a query, then forward them.
     async fn on_client_bytes(
         &mut self,
-        enforcer: &mut Enforcer<'_>,
+        enforcer: &mut Enforcer,
         events: &mut Vec<EventBody>,
     ) -> Result<(), End> {
         let inbuf = &mut self.client.inbuf;
@@ -270,7 +201,7 @@ impl Relay<'_> {
     /// The whole frames at the front of the client buffer: audit, then forward (or refuse).
     async fn on_client_frames(
         &mut self,
-        enforcer: &mut Enforcer<'_>,
+        enforcer: &mut Enforcer,
         events: &mut Vec<EventBody>,
         frames: &mut Vec<(u8, usize, usize)>,
         consumed: usize,
@@ -347,7 +278,7 @@ impl Relay<'_> {
     /// inside a transaction — the session ends (see `refuse`).
     async fn refuse_batch(
         &mut self,
-        enforcer: &mut Enforcer<'_>,
+        enforcer: &mut Enforcer,
         frames: &[(u8, usize, usize)],
         error: AuditError,
     ) -> Result<(), End> {
