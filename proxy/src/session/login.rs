@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::authenticate::{authenticate, AuthFailure};
 use super::client::{negotiate_protocol_version, ClientConn, ReadError};
+use super::error::UpstreamError;
 use super::meta::SessionMeta;
 use super::params::{self, ClientStartup};
 use super::upstream::{self, Upstream};
@@ -199,17 +200,32 @@ pub async fn login<'a>(
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not open the upstream session");
-            let error = PgError::fatal(
+            audit_refusal(
+                ctx,
+                session_id,
+                &startup.identity,
+                &startup.target,
+                EventBody::AccessDenied {
+                    client_addr: peer.to_string(),
+                    reason: format!("admitted under grant {}, but the upstream session could not be opened: {e}", grant.id),
+                },
+            )
+            .await;
+            let mut error = PgError::fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!(
                     "jitgate could not open a session on target \"{}\" as role \"{}\"",
                     grant.target, grant.role
                 ),
             )
-            .with_detail(e.to_string())
             .with_hint(
-                "the target database may be down or misconfigured; tell the jitgate operator",
+                "the target database may be down or misconfigured; tell the jitgate operator (details are in its log)",
             );
+            // Only the database's own refusal is shown; network and TLS details (host
+            // names, certificate contents) stay in the operator's log.
+            if let UpstreamError::Refused { .. } | UpstreamError::Timeout(_) = e {
+                error = error.with_detail(e.to_string());
+            }
             conn.send_error(&error).await;
             return None;
         }

@@ -63,6 +63,17 @@ macro_rules! guarded {
     }};
 }
 
+/// Writes all of `buf` and flushes: a TLS stream keeps written bytes in its own buffer
+/// until flushed, and nothing else would push the tail of a batch out (on plain TCP the
+/// flush costs nothing).
+async fn write_flush<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
+}
+
 /// The relay's sockets, buffers and bookkeeping.
 pub struct Relay<'a> {
     pub client: &'a mut ClientConn,
@@ -148,7 +159,7 @@ impl Relay<'_> {
                 End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))
             })?;
         let stream = &mut self.client.stream;
-        guarded!(enforcer, stream.write_all(ubuf))?.map_err(End::ClientIo)?;
+        guarded!(enforcer, write_flush(stream, ubuf))?.map_err(End::ClientIo)?;
         ubuf.clear();
         if ubuf.capacity() > 4 * 1024 * 1024 {
             // Give back memory after a large result.
@@ -227,7 +238,7 @@ impl Relay<'_> {
                 &mut out,
             );
             let stream = &mut self.client.stream;
-            guarded!(enforcer, stream.write_all(&out))?.map_err(End::ClientIo)?;
+            guarded!(enforcer, write_flush(stream, &out))?.map_err(End::ClientIo)?;
             if quit_now {
                 return Err(End::ClientQuit { clean: true });
             }
@@ -267,7 +278,7 @@ impl Relay<'_> {
             return self.refuse_batch(enforcer, frames, e).await;
         }
         let upstream = &mut *self.upstream;
-        guarded!(enforcer, upstream.write_all(&chunk))?.map_err(End::UpstreamIo)?;
+        guarded!(enforcer, write_flush(upstream, &chunk))?.map_err(End::UpstreamIo)?;
         if quit {
             return Err(End::ClientQuit { clean: true });
         }
@@ -295,7 +306,7 @@ impl Relay<'_> {
             &mut out,
         );
         let stream = &mut self.client.stream;
-        guarded!(enforcer, stream.write_all(&out))?.map_err(End::ClientIo)?;
+        guarded!(enforcer, write_flush(stream, &out))?.map_err(End::ClientIo)?;
         if quit {
             return Err(End::ClientQuit { clean: true });
         }
