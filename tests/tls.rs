@@ -363,7 +363,10 @@ async fn assert_upstream_refused(env: &TlsEnv, expect_in_detail: &str) -> tokio_
         "the audit log says why ({expect_in_detail}): {reasons:?}"
     );
     // Refused by verification, not by the proxy's 10 s upstream connect timeout.
-    assert!(reasons.iter().all(|r| !r.contains("timed out")), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| !r.contains("timed out")),
+        "{reasons:?}"
+    );
     assert!(took < Duration::from_secs(10), "refusal took {took:?}");
     assert!(env.server().registry.list().is_empty());
     assert!(session_start_tls(env).is_empty());
