@@ -85,7 +85,9 @@ async fn a_full_audit_disk_refuses_statements_and_recovers() {
     let filler = fs.fill();
     // The log's last page may still take a few lines; then statements are refused.
     let (ran, err) = until_refused(&client, "INSERT INTO t VALUES (1)").await;
-    let db = err.as_db_error().expect("an ErrorResponse");
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("an ErrorResponse, got: {err:?}"));
     assert_eq!(db.code(), &SqlState::SYSTEM_ERROR);
     assert!(
         db.message().contains("audit log is unavailable"),

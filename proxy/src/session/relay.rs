@@ -167,7 +167,11 @@ impl Relay<'_> {
         }
         for body in results.drain(..) {
             let event = self.meta.event(body);
-            guarded!(enforcer, self.audit.write(event))?.map_err(End::Audit)?;
+            // The query itself is in the log already; if its outcome cannot be written
+            // the next statement will be refused, so the session need not end here.
+            if let Err(e) = guarded!(enforcer, self.audit.write(event))? {
+                tracing::error!(error = %e, "could not audit the outcome of a query");
+            }
         }
         Ok(())
     }
