@@ -60,6 +60,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sessions(cmd) => cli::admin::sessions(&config_path, cmd).await,
         Command::Audit(AuditCmd::Tail(cmd)) => cli::audit::tail(&config_path, cmd).await,
         Command::Audit(AuditCmd::Replay(cmd)) => cli::audit::replay(&config_path, cmd),
+        Command::Audit(AuditCmd::Sessions(cmd)) => cli::audit_query::sessions(&config_path, cmd),
+        Command::Audit(AuditCmd::Search(cmd)) => cli::audit_query::search(&config_path, cmd),
+        Command::Audit(AuditCmd::Export(cmd)) => cli::audit_query::export(&config_path, cmd),
+        Command::Audit(AuditCmd::Verify(cmd)) => cli::audit_verify::verify(&config_path, cmd),
+        Command::Audit(AuditCmd::Keygen(cmd)) => cli::audit_verify::keygen(cmd),
     }
 }
 

@@ -31,7 +31,7 @@ pub struct Server {
     shutdown: CancellationToken,
     proxy_task: JoinHandle<std::io::Result<()>>,
     admin_task: JoinHandle<std::io::Result<()>>,
-    audit_guard: WriterGuard,
+    audit_guard: Option<WriterGuard>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -49,13 +49,24 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
 
 /// Opens the store and the audit log, binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Server, Error> {
+    let (audit, audit_guard) = AuditWriter::start(config.audit.clone())?;
+    start_with_audit(config, audit, Some(audit_guard)).await
+}
+
+/// Like [`start`], but with an audit writer the caller made (`audit_guard` is its thread,
+/// closed by [`Server::stop`]; `None` for [`AuditWriter::disabled`]). Exists for the
+/// benchmark's audit-off mode (`P0`); the `jitgate` binary always goes through [`start`].
+pub async fn start_with_audit(
+    config: Config,
+    audit: AuditWriter,
+    audit_guard: Option<WriterGuard>,
+) -> Result<Server, Error> {
     let store = SqliteStore::open(&config.store_path)?;
     let engine = Engine::new(
         Arc::new(store),
         Arc::new(SystemClock),
         config.catalog.clone(),
     );
-    let (audit, audit_guard) = AuditWriter::start(config.audit.clone())?;
     let registry = SessionRegistry::new();
 
     let proxy_listener = bind("proxy", config.proxy.listen).await?;
@@ -78,7 +89,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         token: config.admin.token.clone(),
     };
     let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
-    tracing::info!(%proxy_addr, %admin_addr, audit = %config.audit.path.display(), "jitgate is serving");
+    tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");
     Ok(Server {
         proxy_addr,
         admin_addr,
@@ -110,7 +121,9 @@ impl Server {
         let proxy = joined(self.proxy_task.await, "proxy listener");
         let admin = joined(self.admin_task.await, "admin API");
         drop(self.audit);
-        self.audit_guard.close().await?;
+        if let Some(guard) = self.audit_guard {
+            guard.close().await?;
+        }
         tracing::info!("jitgate stopped; audit log flushed");
         proxy.and(admin)
     }

@@ -4,6 +4,8 @@
 //! again. Inside an open transaction the session is ended instead (the upstream rolls
 //! back), so no partial transaction can be committed behind the client's back.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 mod harness;
 

@@ -35,8 +35,10 @@ pub enum AuditError {
     Stalled(Duration),
 
     /// A line of an audit log is not a valid audit event.
-    #[error("audit log line {line}: not a valid audit event: {source}")]
+    #[error("audit log {} line {line}: not a valid audit event: {source}", path.display())]
     Parse {
+        /// The file of the log set the line is in.
+        path: PathBuf,
         /// 1-based physical line number in the file.
         line: u64,
         /// What serde_json found wrong with the line.
@@ -46,8 +48,10 @@ pub enum AuditError {
 
     /// A line was written by a newer jitgate with a schema this reader does not know;
     /// reading it as if it were the old schema could misrepresent what happened.
-    #[error("audit log line {line}: schema version {version} is newer than supported version {supported}")]
+    #[error("audit log {} line {line}: schema version {version} is newer than supported version {supported}", path.display())]
     UnsupportedVersion {
+        /// The file of the log set the line is in.
+        path: PathBuf,
         /// 1-based physical line number in the file.
         line: u64,
         /// The `v` found on the line.
@@ -56,8 +60,28 @@ pub enum AuditError {
         supported: u32,
     },
 
+    /// A checkpoint signing key or public key could not be read, parsed or written.
+    /// Never contains key material.
+    #[error("audit signing key{}: {reason}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Key {
+        /// The key file, when the problem is about one.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A recorded parameter value is not in the documented encoding (hand-edited or
     /// corrupted log), so its original bytes cannot be recovered.
     #[error("invalid parameter value in audit event: {0}")]
     InvalidParam(&'static str),
+
+    /// A redaction pattern in the configuration is not a valid regular expression.
+    #[error("invalid redaction pattern {pattern:?}: {source}")]
+    InvalidPattern {
+        /// The pattern as configured.
+        pattern: String,
+        /// What the regex parser found wrong.
+        #[source]
+        source: regex::Error,
+    },
 }

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::chain::LineHash;
 pub use crate::param::{Param, ParamFormat};
 
 /// Version of the line format. Bumped when a field changes meaning, type or name or is
@@ -23,6 +24,10 @@ pub struct Event {
     /// Position in the log, assigned by the writer: 1, 2, 3… strictly increasing, no gaps
     /// for acknowledged events. Callers leave it 0.
     pub seq: u64,
+    /// SHA-256 of the previous line of the log set (hash chain, see [`crate::chain`]),
+    /// set by the writer. Callers leave it `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<LineHash>,
     /// When the event happened (taken by the caller), µs RFC 3339 UTC.
     #[serde(with = "crate::time::micros")]
     pub ts: Timestamp,
@@ -53,6 +58,7 @@ impl Event {
         Event {
             v: SCHEMA_VERSION,
             seq: 0,
+            prev: None,
             ts: crate::time::now_micros(),
             session_id: None,
             identity: None,
@@ -132,8 +138,28 @@ pub enum EventBody {
         query_id: u64,
         /// Which protocol flow carried it.
         protocol: Protocol,
-        /// The SQL text (for function calls, a description of the call).
+        /// The SQL text as sent, losslessly escaped (invalid UTF-8 and NUL bytes as
+        /// `\0hh`, see [`crate::escape_bytes`]); only its head when `truncated`. Empty for
+        /// function calls.
         sql: String,
+        /// The SQL was longer than the configured `audit.max_sql_bytes`: `sql` holds its
+        /// head (cut at a character boundary), `sql_len` and `sql_sha256` describe the
+        /// whole text. Written only when true.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+        /// Length in bytes of the whole SQL text as the client sent it (only when
+        /// `truncated`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sql_len: Option<u64>,
+        /// SHA-256 of the whole SQL text as the client sent it, lowercase hex (only when
+        /// `truncated`), so the full statement can be matched against another record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sql_sha256: Option<String>,
+        /// The statement tries to change the session's role, authorization or search_path
+        /// (`SET ROLE`, `SET SESSION AUTHORIZATION`, `SET search_path`, `set_config(…)`,
+        /// `RESET …`, `DISCARD ALL`); see [`SettingChange`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        setting_change: Option<SettingChange>,
         /// Prepared statement name (extended protocol; `""` is the unnamed statement).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         statement: Option<String>,
@@ -165,6 +191,11 @@ pub enum EventBody {
         message: Option<String>,
         /// From forwarding the query to its completion, in microseconds.
         duration_us: u64,
+        /// Bytes of result data the server returned for this query: the message lengths
+        /// (body, without the 5-byte header) of its DataRow and CopyData (COPY TO)
+        /// messages. Omitted when 0 (nothing returned, or a log older than this field).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        bytes: u64,
     },
     /// Data moved by a COPY that belongs to `query_id`.
     Copy {
@@ -267,6 +298,48 @@ impl Protocol {
             Protocol::Simple => "simple",
             Protocol::Extended => "extended",
             Protocol::FunctionCall => "function_call",
+        }
+    }
+}
+
+/// `skip_serializing_if` helper: counters that are 0 are left out of the line.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Which session setting a statement tries to change (the `setting_change` of a `query`).
+///
+/// Detection is lexical and cheap: keywords at the start of each statement of the SQL
+/// (after whitespace and comments) and `set_config(` calls anywhere outside quotes. A
+/// change made inside a function body or dynamic SQL is not seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingChange {
+    /// `SET [SESSION | LOCAL] ROLE …`, `RESET ROLE`, `set_config('role', …)`.
+    Role,
+    /// `SET [SESSION | LOCAL] SESSION AUTHORIZATION …`, `RESET SESSION AUTHORIZATION`,
+    /// `set_config('session_authorization', …)`.
+    SessionAuthorization,
+    /// `SET [SESSION | LOCAL] search_path …`, `RESET search_path`,
+    /// `set_config('search_path', …)`.
+    SearchPath,
+    /// `RESET ALL`, `DISCARD ALL`: every setting back to its default (search_path
+    /// included; DISCARD ALL also resets the session authorization).
+    All,
+    /// `set_config(…)` whose setting name is not a literal (a parameter or expression):
+    /// it may change any of the above.
+    Unknown,
+}
+
+impl SettingChange {
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingChange::Role => "role",
+            SettingChange::SessionAuthorization => "session_authorization",
+            SettingChange::SearchPath => "search_path",
+            SettingChange::All => "all",
+            SettingChange::Unknown => "unknown",
         }
     }
 }

@@ -9,30 +9,58 @@
 //! # Layout
 //!
 //! - [`event`]: [`Event`], [`EventBody`] and the small enums — the schema.
-//! - `param`: [`Param`], lossless encoding of bind parameter values.
+//! - `param`: [`Param`], lossless encoding of bind parameter values and SQL text
+//!   ([`escape_bytes`], [`unescape_bytes`]).
+//! - `sqltext`: SQL truncation with length and SHA-256 ([`record_sql`]).
+//! - `setting`: spotting role/authorization/search_path changes ([`setting_change`]).
+//! - `content`: [`ContentRules`] and [`Redaction`], what a session records of a statement.
+//! - [`query`]: fast filtered scans for `audit sessions/search/export/replay`.
 //! - `time`: µs RFC 3339 timestamps (`#[serde(with = "…")]` helper).
-//! - [`writer`]: [`AuditWriter`] handle + the batching writer thread (group commit).
+//! - [`chain`]: [`LineHash`], the hash chain linking every line to the one before.
+//! - [`writer`]: [`AuditWriter`] handle + the batching writer thread (group commit),
+//!   rotation, checkpoints, compression and retention.
 //! - `logfile`: opening the log and finding where a previous run stopped.
-//! - [`reader`]: [`read_events`] and [`tail`].
+//! - [`fileset`]: the files of one log (live, closed, compressed, checkpoints).
+//! - [`reader`]: [`read_events`] and [`tail`] over the whole file set.
+//! - [`keys`]: Ed25519 key pairs ([`SigningKey`], [`PublicKey`]) for checkpoints.
+//! - [`checkpoint`]: the signed checkpoint line format.
+//! - [`verify`]: [`verify()`](verify::verify), checking chains and checkpoints.
 //! - [`replay`]: [`transcript`] and [`format_event_line`].
 //! - [`error`]: the crate error type, [`AuditError`].
 
+pub mod chain;
+pub mod checkpoint;
+mod content;
 pub mod error;
 pub mod event;
+pub mod fileset;
+pub mod keys;
 mod logfile;
 mod param;
+pub mod query;
 pub mod reader;
 mod render;
 pub mod replay;
+mod setting;
+mod sqltext;
 mod summary;
 pub mod time;
+pub mod verify;
 pub mod writer;
 
+pub use chain::LineHash;
+pub use content::{ContentRules, Redaction};
 pub use error::AuditError;
 pub use event::{
-    CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SCHEMA_VERSION,
+    CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SettingChange,
+    SCHEMA_VERSION,
 };
-pub use param::BYTE_ESCAPE;
+pub use fileset::{checkpoints_path, log_files, LogFile};
+pub use keys::{write_key_pair, KeyPairFiles, PublicKey, SigningKey};
+pub use param::{escape_bytes, unescape_bytes, BYTE_ESCAPE};
 pub use reader::{read_events, tail, Events};
 pub use replay::{format_event_line, transcript};
-pub use writer::{AuditConfig, AuditWriter, Durability, WriterGuard};
+pub use setting::setting_change;
+pub use sqltext::{record_sql, sha256_hex, RecordedSql, DEFAULT_MAX_SQL_BYTES};
+pub use verify::{verify, Problem, ProblemKind, VerifyReport};
+pub use writer::{AuditConfig, AuditWriter, Durability, Retain, WriterGuard};

@@ -1,15 +1,20 @@
 //! Opening the log file for appending, and finding where a previous run left off.
 //!
 //! On open the writer must continue the `seq` numbering after the last event already in
-//! the file, and must not glue its first line onto a torn fragment (a line a crash or a
-//! full disk cut short, recognisable by the missing trailing newline). Only the end of
-//! the file is read, backwards in chunks, so opening a large log stays cheap.
+//! the file, chain its first line to the last line there (its hash), and must not glue
+//! its first line onto a torn fragment (a line a crash or a full disk cut short,
+//! recognisable by the missing trailing newline). Only the end of the file is read,
+//! backwards in chunks, so opening a large log stays cheap.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::SystemTime;
 
+use jiff::Timestamp;
 use serde::Deserialize;
+
+use crate::chain::LineHash;
 
 /// How far back each read goes while looking for line boundaries.
 const CHUNK: u64 = 64 * 1024;
@@ -19,6 +24,9 @@ const CHUNK: u64 = 64 * 1024;
 pub(crate) struct LogEnd {
     /// `seq` of the last complete line that parses as an event (`None`: no such line).
     pub last_seq: Option<u64>,
+    /// Hash of the last complete line, whatever it holds (`None`: no complete line);
+    /// the next line written chains to it.
+    pub last_hash: Option<LineHash>,
     /// The file is non-empty and does not end with `\n`: the next write must start a
     /// new line first.
     pub torn: bool,
@@ -83,6 +91,7 @@ pub(crate) fn scan_end(file: &File) -> io::Result<LogEnd> {
     if !meta.is_file() || len == 0 {
         return Ok(LogEnd {
             last_seq: None,
+            last_hash: None,
             torn: false,
             complete_len: 0,
         });
@@ -95,6 +104,7 @@ pub(crate) fn scan_end(file: &File) -> io::Result<LogEnd> {
     let Some(last_nl) = rfind_newline(&mut reader, len)? else {
         return Ok(LogEnd {
             last_seq: None,
+            last_hash: None,
             torn,
             complete_len: 0,
         });
@@ -102,12 +112,16 @@ pub(crate) fn scan_end(file: &File) -> io::Result<LogEnd> {
     let complete_len = last_nl + 1;
     let mut line_end = last_nl;
     let mut skipped = 0u64;
+    let mut last_hash = None;
     let last_seq = loop {
         let prev_nl = rfind_newline(&mut reader, line_end)?;
         let line_start = prev_nl.map_or(0, |p| p + 1);
-        if line_end > line_start {
-            let mut line = vec![0u8; usize::try_from(line_end - line_start).unwrap_or(0)];
-            read_exact_at(&mut reader, line_start, &mut line)?;
+        let mut line = vec![0u8; usize::try_from(line_end - line_start).unwrap_or(0)];
+        read_exact_at(&mut reader, line_start, &mut line)?;
+        if last_hash.is_none() {
+            last_hash = Some(LineHash::of_line(&line));
+        }
+        if !line.is_empty() {
             match serde_json::from_slice::<SeqOnly>(&line) {
                 Ok(s) => break Some(s.seq),
                 Err(_) => skipped += 1,
@@ -126,9 +140,99 @@ pub(crate) fn scan_end(file: &File) -> io::Result<LogEnd> {
     }
     Ok(LogEnd {
         last_seq,
+        last_hash,
         torn,
         complete_len,
     })
+}
+
+/// Cuts a torn fragment off the end of the file (it never was an acknowledged event:
+/// events are acknowledged only after their whole batch was written). Returns how many
+/// bytes were removed.
+pub(crate) fn cut_torn_tail(file: &File, end: &LogEnd) -> io::Result<u64> {
+    if !end.torn {
+        return Ok(0);
+    }
+    let len = file.metadata()?.len();
+    file.set_len(end.complete_len)?;
+    Ok(len.saturating_sub(end.complete_len))
+}
+
+/// What the first line of a log file says: where it starts and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FileStart {
+    /// `seq` of the first line, if it parses.
+    pub first_seq: Option<u64>,
+    /// `ts` of the first line, if it parses.
+    pub started: Option<SystemTime>,
+}
+
+/// Reads the first line of `file` (from its start, whatever the current position).
+pub(crate) fn file_start(file: &File) -> io::Result<FileStart> {
+    #[derive(Deserialize)]
+    struct First {
+        seq: u64,
+        #[serde(with = "crate::time::micros")]
+        ts: Timestamp,
+    }
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    BufReader::new(reader).read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Ok(FileStart::default());
+    }
+    Ok(
+        match serde_json::from_slice::<First>(line.trim_ascii_end()) {
+            Ok(first) => FileStart {
+                first_seq: Some(first.seq),
+                started: Some(SystemTime::from(first.ts)),
+            },
+            Err(_) => FileStart::default(),
+        },
+    )
+}
+
+/// The end of a log read as a stream (a compressed closed file): the hash and `seq` of
+/// its last complete line. Reads everything.
+pub(crate) fn stream_end(mut reader: impl BufRead) -> io::Result<LogEnd> {
+    let mut line = Vec::new();
+    let mut end = LogEnd {
+        last_seq: None,
+        last_hash: None,
+        torn: false,
+        complete_len: 0,
+    };
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        if line.last() != Some(&b'\n') {
+            end.torn = true;
+            return Ok(end);
+        }
+        end.complete_len += n as u64;
+        let content = &line[..line.len() - 1];
+        end.last_hash = Some(LineHash::of_line(content));
+        if let Ok(s) = serde_json::from_slice::<SeqOnly>(content) {
+            end.last_seq = Some(s.seq);
+        }
+    }
+}
+
+/// The last complete line of the file (without its `\n`), if any.
+pub(crate) fn last_line(file: &File) -> io::Result<Option<Vec<u8>>> {
+    let len = file.metadata()?.len();
+    let mut reader = file;
+    let Some(end) = rfind_newline(&mut reader, len)? else {
+        return Ok(None);
+    };
+    let start = rfind_newline(&mut reader, end)?.map_or(0, |p| p + 1);
+    let mut line = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+    read_exact_at(&mut reader, start, &mut line)?;
+    Ok(Some(line))
 }
 
 /// Offset just past the last `\n` of the file, i.e. where the next complete line starts.
@@ -189,6 +293,7 @@ mod tests {
             scan_end(&file).unwrap(),
             LogEnd {
                 last_seq: None,
+                last_hash: None,
                 torn: false,
                 complete_len: 0
             }
@@ -210,6 +315,7 @@ mod tests {
             e,
             LogEnd {
                 last_seq: Some(2),
+                last_hash: Some(LineHash::of_line(b"{\"seq\":2,\"x\":[1]}")),
                 torn: true,
                 complete_len: 28
             }
@@ -219,6 +325,7 @@ mod tests {
             e,
             LogEnd {
                 last_seq: Some(2),
+                last_hash: Some(LineHash::of_line(b"{\"seq\":2}")),
                 torn: false,
                 complete_len: 20
             }
@@ -228,6 +335,7 @@ mod tests {
             e,
             LogEnd {
                 last_seq: None,
+                last_hash: None,
                 torn: true,
                 complete_len: 0
             }
@@ -238,7 +346,32 @@ mod tests {
     fn skips_garbage_and_blank_lines_at_the_end() {
         let e = end_of(b"{\"seq\":4}\ngarbage\n\n{\"seq\":5,\"tor\n");
         assert_eq!(e.last_seq, Some(4));
+        // The chain continues from the last line, whatever it holds.
+        assert_eq!(e.last_hash, Some(LineHash::of_line(b"{\"seq\":5,\"tor")));
         assert!(!e.torn);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_ends_are_found_in_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(
+            &path,
+            b"{\"seq\":1,\"ts\":\"2026-11-27T23:38:17Z\"}\n{\"seq\":2}\n{\"seq\":3,",
+        )
+        .unwrap();
+        let (file, _) = open_append(&path).unwrap();
+        let end = scan_end(&file).unwrap();
+        assert_eq!(cut_torn_tail(&file, &end).unwrap(), 9);
+        assert_eq!(std::fs::read(&path).unwrap().last(), Some(&b'\n'));
+        assert_eq!(last_line(&file).unwrap().unwrap(), b"{\"seq\":2}");
+        let start = file_start(&file).unwrap();
+        assert_eq!(start.first_seq, Some(1));
+        assert!(start.started.is_some());
+        let streamed =
+            stream_end(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+        assert_eq!(streamed.last_seq, Some(2));
+        assert_eq!(streamed.last_hash, scan_end(&file).unwrap().last_hash);
     }
 
     #[test]

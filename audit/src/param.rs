@@ -1,11 +1,13 @@
-//! Bind parameters as recorded in `query` events, and their lossless text encoding.
+//! Bind parameters as recorded in `query` events, and the lossless text encoding shared
+//! by parameter values and SQL text.
 //!
 //! Text-format values are stored as the UTF-8 string the client sent. Bytes that are not
 //! valid UTF-8 (and NUL bytes) are escaped as U+0000 followed by two lowercase hex digits
 //! (`"\u0000ff"` in JSON). PostgreSQL text can never contain NUL, so a NUL in a stored
 //! value always starts an escape and the encoding is reversible for any byte string
-//! ([`Param::wire_bytes`] undoes it). Binary-format values are standard base64 (with
-//! padding). A missing value (`null`) is SQL NULL.
+//! ([`unescape_bytes`] undoes [`escape_bytes`]). Binary-format values are standard base64
+//! (with padding). A missing value (`null`) is SQL NULL — unless `redacted` is true: then
+//! the value was withheld by a redaction rule and nothing about it is recorded.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -34,10 +36,16 @@ pub struct Param {
     /// `None`-equivalent by the proxy: the server infers the type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub type_oid: Option<u32>,
-    /// `None` = SQL NULL. Text: UTF-8 with `\0hh` escapes; binary: base64. Always written
-    /// (as `null` for NULL) so a reader never mistakes NULL for a missing field.
+    /// `None` = SQL NULL (or withheld, see `redacted`). Text: UTF-8 with `\0hh` escapes;
+    /// binary: base64. Always written (as `null` for NULL) so a reader never mistakes NULL
+    /// for a missing field.
     #[serde(default)]
     pub value: Option<String>,
+    /// A redaction rule withheld the value: `value` is `null` whatever the client sent
+    /// (even SQL NULL), so a redacted log says nothing about the value but that it was
+    /// there. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl Param {
@@ -45,24 +53,40 @@ impl Param {
     /// message (`raw` is `None` for length -1, i.e. NULL). Never fails: any bytes encode.
     pub fn from_wire(format: ParamFormat, type_oid: Option<u32>, raw: Option<&[u8]>) -> Param {
         let value = raw.map(|bytes| match format {
-            ParamFormat::Text => encode_text(bytes),
+            ParamFormat::Text => escape_bytes(bytes),
             ParamFormat::Binary => base64::engine::general_purpose::STANDARD.encode(bytes),
         });
         Param {
             format,
             type_oid,
             value,
+            redacted: false,
+        }
+    }
+
+    /// A parameter whose value a redaction rule withholds: only its format and type are
+    /// recorded.
+    pub fn redacted(format: ParamFormat, type_oid: Option<u32>) -> Param {
+        Param {
+            format,
+            type_oid,
+            value: None,
+            redacted: true,
         }
     }
 
     /// The exact bytes the client sent (`None` for NULL): undoes the text escapes or the
-    /// base64. Errs only for values that were not produced by [`Param::from_wire`].
+    /// base64. Errs for redacted values (they were never recorded) and for values that
+    /// were not produced by [`Param::from_wire`].
     pub fn wire_bytes(&self) -> Result<Option<Vec<u8>>, AuditError> {
+        if self.redacted {
+            return Err(AuditError::InvalidParam("the value was redacted"));
+        }
         let Some(value) = &self.value else {
             return Ok(None);
         };
         match self.format {
-            ParamFormat::Text => decode_text(value).map(Some),
+            ParamFormat::Text => unescape_bytes(value).map(Some),
             ParamFormat::Binary => base64::engine::general_purpose::STANDARD
                 .decode(value)
                 .map(Some)
@@ -81,7 +105,10 @@ impl Param {
     }
 }
 
-fn encode_text(bytes: &[u8]) -> String {
+/// Encodes any bytes as a string, losslessly: valid UTF-8 other than NUL is kept as is,
+/// every other byte becomes `\0hh` (U+0000 and two lowercase hex digits). Used for text
+/// parameter values and for SQL text, which the client may send in any encoding.
+pub fn escape_bytes(bytes: &[u8]) -> String {
     // Fast path: plain UTF-8 without NUL is stored verbatim (one copy).
     if !bytes.contains(&0) {
         if let Ok(s) = std::str::from_utf8(bytes) {
@@ -111,7 +138,9 @@ fn push_escape(out: &mut String, b: u8) {
     out.push(char::from(HEX[usize::from(b & 0x0f)]));
 }
 
-fn decode_text(value: &str) -> Result<Vec<u8>, AuditError> {
+/// Undoes [`escape_bytes`]: the exact original bytes. Errs on a malformed escape (a NUL
+/// not followed by two hex digits), which `escape_bytes` never produces.
+pub fn unescape_bytes(value: &str) -> Result<Vec<u8>, AuditError> {
     let mut out = Vec::with_capacity(value.len());
     let mut rest = value;
     while let Some(pos) = rest.find(BYTE_ESCAPE) {
@@ -188,6 +217,7 @@ mod tests {
                 format: ParamFormat::Text,
                 type_oid: None,
                 value: Some(bad.into()),
+                redacted: false,
             };
             assert!(p.wire_bytes().is_err(), "{bad:?}");
         }
@@ -195,7 +225,34 @@ mod tests {
             format: ParamFormat::Binary,
             type_oid: None,
             value: Some("!!".into()),
+            redacted: false,
         };
         assert!(p.wire_bytes().is_err());
+    }
+
+    #[test]
+    fn redacted_values_are_absent_and_marked() {
+        let p = Param::redacted(ParamFormat::Text, Some(25));
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            json,
+            r#"{"format":"text","type_oid":25,"value":null,"redacted":true}"#
+        );
+        assert!(p.wire_bytes().is_err());
+        let back: Param = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        // An ordinary value does not carry the flag at all.
+        let plain = serde_json::to_string(&Param::from_wire(ParamFormat::Text, None, Some(b"x")));
+        assert_eq!(plain.unwrap(), r#"{"format":"text","value":"x"}"#);
+    }
+
+    #[test]
+    fn escape_bytes_roundtrips_sql_like_text() {
+        let raw = b"select '\xff' -- \xe2\x82\x00";
+        assert_eq!(unescape_bytes(&escape_bytes(raw)).unwrap(), raw);
+        let odd = b"select '\xff\x00\xc3(' as x";
+        let escaped = escape_bytes(odd);
+        assert_eq!(escaped, "select '\u{0}ff\u{0}00\u{0}c3(' as x");
+        assert_eq!(unescape_bytes(&escaped).unwrap(), odd);
     }
 }

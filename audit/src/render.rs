@@ -39,8 +39,11 @@ pub(crate) fn one_line(s: &str, max: usize) -> String {
 }
 
 /// `'text'` with quotes doubled, or `E'…'` with `\xNN` for escaped (non-UTF-8/NUL)
-/// bytes, `NULL`, or the base64 of a binary value — as `$n = <this>`.
+/// bytes, `NULL`, `<redacted>`, or the base64 of a binary value — as `$n = <this>`.
 pub(crate) fn param_value(p: &Param) -> String {
+    if p.redacted {
+        return "<redacted>".to_owned();
+    }
     let Some(value) = &p.value else {
         return "NULL".to_owned();
     };
@@ -70,6 +73,8 @@ pub(crate) fn param_value(p: &Param) -> String {
 /// `(text, oid 23)`, `(binary base64, oid 17)`.
 pub(crate) fn param_note(p: &Param) -> String {
     let format = match p.format {
+        ParamFormat::Text if p.redacted => "text, redacted",
+        ParamFormat::Binary if p.redacted => "binary, redacted",
         ParamFormat::Text if p.has_escapes() => "text, not valid UTF-8",
         ParamFormat::Text => "text",
         ParamFormat::Binary => "binary base64",
@@ -131,6 +136,9 @@ mod tests {
             param_value(&Param::from_wire(ParamFormat::Text, None, None)),
             "NULL"
         );
+        let hidden = Param::redacted(ParamFormat::Text, Some(25));
+        assert_eq!(param_value(&hidden), "<redacted>");
+        assert_eq!(param_note(&hidden), "(text, redacted, oid 25)");
     }
 
     #[test]

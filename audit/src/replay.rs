@@ -122,6 +122,10 @@ fn body(out: &mut String, e: &Event) {
             portal,
             params,
             function_oid,
+            truncated,
+            sql_len,
+            sql_sha256,
+            setting_change,
         } => {
             let _ = write!(out, "\n{ts}  query #{query_id} ({}", protocol.as_str());
             if let Some(statement) = statement {
@@ -137,6 +141,17 @@ fn body(out: &mut String, e: &Event) {
             for line in clean(sql, true).lines() {
                 let _ = writeln!(out, "    {line}");
             }
+            if *truncated {
+                let _ = writeln!(
+                    out,
+                    "    -- [truncated: {} bytes in all, sha256 {}]",
+                    sql_len.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                    clean(sql_sha256.as_deref().unwrap_or("?"), false)
+                );
+            }
+            if let Some(change) = setting_change {
+                let _ = writeln!(out, "    -- [changes the session's {}]", change.as_str());
+            }
             for (i, p) in params.iter().enumerate() {
                 let _ = writeln!(out, "    ${} = {} {}", i + 1, param_value(p), param_note(p));
             }
@@ -148,6 +163,7 @@ fn body(out: &mut String, e: &Event) {
             sqlstate,
             message,
             duration_us,
+            bytes,
         } => {
             let _ = write!(out, "{ts}  result #{query_id}: ");
             if let Some(state) = sqlstate {
@@ -163,6 +179,9 @@ fn body(out: &mut String, e: &Event) {
                 if let Some(n) = n {
                     let _ = write!(out, " ({})", rows(*n));
                 }
+            }
+            if *bytes > 0 {
+                let _ = write!(out, ", {bytes} bytes returned");
             }
             let _ = writeln!(out, " in {}", micros_as_ms(*duration_us));
         }

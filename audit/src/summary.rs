@@ -67,6 +67,8 @@ fn details(body: &EventBody) -> String {
             protocol,
             sql,
             params,
+            truncated,
+            setting_change,
             ..
         } => {
             let mut s = format!(
@@ -77,6 +79,12 @@ fn details(body: &EventBody) -> String {
             if !params.is_empty() {
                 let _ = write!(s, " ({} params)", params.len());
             }
+            if *truncated {
+                s.push_str(" [truncated]");
+            }
+            if let Some(change) = setting_change {
+                let _ = write!(s, " [changes {}]", change.as_str());
+            }
             s
         }
         EventBody::QueryResult {
@@ -86,6 +94,7 @@ fn details(body: &EventBody) -> String {
             sqlstate,
             message,
             duration_us,
+            bytes,
         } => {
             let mut s = format!("q{query_id}");
             if let Some(state) = sqlstate {
@@ -98,6 +107,9 @@ fn details(body: &EventBody) -> String {
             }
             if let Some(rows) = rows {
                 let _ = write!(s, " rows={rows}");
+            }
+            if *bytes > 0 {
+                let _ = write!(s, " bytes={bytes}");
             }
             let _ = write!(s, " {}", micros_as_ms(*duration_us));
             s

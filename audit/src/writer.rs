@@ -5,7 +5,15 @@
 //! mode, i.e. group commit); see the `worker` module. `write` resolves only once the event is in
 //! the log, so a session that awaits it before forwarding a query fails closed: if the
 //! log cannot be written, the query is not run.
+//!
+//! The writer thread also chains every line to the previous one (`live`), rotates the
+//! live file by size and age (`live`), signs checkpoints (`checkpointer`), and hands
+//! closed files to a housekeeping thread that compresses them and applies retention
+//! (`housekeeping`), so neither ever delays an event.
 
+mod checkpointer;
+mod housekeeping;
+mod live;
 mod worker;
 
 use std::fmt;
@@ -19,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AuditError;
 use crate::event::Event;
-use crate::logfile;
+use crate::keys::SigningKey;
 
 /// How far an event must have travelled before `write` reports success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,6 +54,34 @@ pub struct AuditConfig {
     /// How long `write` waits for queue space plus the acknowledgement before giving up
     /// with [`AuditError::Stalled`]. Default 5 s.
     pub stall_timeout: Duration,
+    /// Close the live file once it holds this many bytes (`None`: never by size).
+    /// Default 256 MiB.
+    pub rotate_size: Option<u64>,
+    /// Close the live file once its first event is this old (`None`: never by age).
+    pub rotate_age: Option<Duration>,
+    /// Which closed files to keep. Default: all.
+    pub retain: Retain,
+    /// Compress closed files with zstd (`.zst`), off the writer thread.
+    pub compress: bool,
+    /// Signs checkpoints; `None`: no checkpoints are written.
+    pub signing_key: Option<SigningKey>,
+    /// A checkpoint after this many events. Default 1000.
+    pub checkpoint_every: u64,
+    /// A checkpoint when this much time passed since the last one and events are not
+    /// yet covered. Default 10 s.
+    pub checkpoint_interval: Duration,
+}
+
+/// Retention of closed log files, applied each time a file is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Retain {
+    /// Keep every file (the default: deleting audit data is the operator's decision).
+    #[default]
+    All,
+    /// Keep the newest N closed files (the live file is not counted).
+    Files(usize),
+    /// Delete closed files last written longer ago than this.
+    Age(Duration),
 }
 
 impl AuditConfig {
@@ -54,6 +90,12 @@ impl AuditConfig {
     /// Default stall timeout: long enough for a slow disk, short enough that a hung
     /// disk refuses queries visibly instead of freezing sessions.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `rotate_size`: files small enough to copy and compress comfortably.
+    pub const DEFAULT_ROTATE_SIZE: u64 = 256 * 1024 * 1024;
+    /// Default `checkpoint_every`.
+    pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+    /// Default `checkpoint_interval`.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
     /// A config for `path` with the defaults above and [`Durability::Write`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -62,6 +104,13 @@ impl AuditConfig {
             durability: Durability::default(),
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
+            rotate_size: Some(Self::DEFAULT_ROTATE_SIZE),
+            rotate_age: None,
+            retain: Retain::All,
+            compress: false,
+            signing_key: None,
+            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -94,20 +143,17 @@ struct Shared {
 
 impl AuditWriter {
     /// Opens (creating parent dir + file, append mode, 0600) the log, continues `seq`
-    /// after its last event, and starts the writer on a dedicated OS thread. Fails if
-    /// the file cannot be opened, so a misconfigured path stops startup.
+    /// and the hash chain after its last event (in the live file, or the newest closed
+    /// file of the set), opens the checkpoints file when a signing key is set, and starts
+    /// the writer on a dedicated OS thread. Fails if a file cannot be opened, so a
+    /// misconfigured path stops startup.
     pub fn start(cfg: AuditConfig) -> Result<(AuditWriter, WriterGuard), AuditError> {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let worker = worker::Worker::open(&cfg)?;
         let io_err = |source| AuditError::Io {
             path: cfg.path.clone(),
             source,
         };
-        let (file, created) = logfile::open_append(&cfg.path).map_err(io_err)?;
-        if created && cfg.durability == Durability::Fsync {
-            sync_parent_dir(&cfg.path).map_err(io_err)?;
-        }
-        let end = logfile::scan_end(&file).map_err(io_err)?;
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
-        let worker = worker::Worker::new(cfg.path.clone(), cfg.durability, file, end);
         let thread = std::thread::Builder::new()
             .name("jitgate-audit".into())
             .spawn(move || worker.run(rx))
@@ -222,9 +268,9 @@ impl fmt::Debug for WriterGuard {
     }
 }
 
-/// Makes a newly created file's directory entry durable (needed for `Fsync` to mean
-/// that the file itself survives a power loss).
-fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+/// Makes a newly created or renamed file's directory entry durable (needed for `Fsync`
+/// to mean that the file itself survives a power loss).
+pub(crate) fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;

@@ -50,23 +50,27 @@ fn read_events_names_the_bad_line_and_continues() {
     std::fs::write(&path, content).unwrap();
 
     let items: Vec<_> = read_events(&path).unwrap().collect();
-    assert_eq!(items.len(), 6, "{items:?}");
+    // The torn last line of the live file is not an event (yet) and is not reported.
+    assert_eq!(items.len(), 5, "{items:?}");
     assert_eq!(items[0].as_ref().unwrap().seq, 1);
     assert_eq!(items[1].as_ref().unwrap().seq, 2);
     let err = items[2].as_ref().unwrap_err();
     assert!(matches!(err, AuditError::Parse { line: 3, .. }), "{err:?}");
-    assert!(err.to_string().starts_with("audit log line 3: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("audit log {} line 3: ", path.display())),
+        "{err}"
+    );
     assert_eq!(items[3].as_ref().unwrap().seq, 5);
     assert!(matches!(
         items[4],
         Err(AuditError::UnsupportedVersion {
             line: 6,
             version: 99,
-            supported: 1
+            supported: 1,
+            ..
         })
     ));
-    // The torn last line is reported too.
-    assert!(matches!(items[5], Err(AuditError::Parse { line: 7, .. })));
 
     let missing = read_events(&dir.path().join("nope.jsonl")).unwrap_err();
     assert!(matches!(missing, AuditError::Io { .. }), "{missing:?}");
@@ -98,7 +102,7 @@ async fn tail_without_follow() {
     assert!(seen[2]
         .as_ref()
         .unwrap_err()
-        .starts_with("audit log line 3:"));
+        .ends_with("line 3: not a valid audit event: expected value at line 1 column 1"));
 
     let mut from_end = 0;
     tail(&path, false, false, |_| {

@@ -82,6 +82,10 @@ fn transcript_multiline_sql_and_hostile_text() {
             Some(b"o'k\xff"),
         )],
         function_oid: None,
+        truncated: false,
+        sql_len: None,
+        sql_sha256: None,
+        setting_change: None,
     };
     let text = transcript(
         [common::ctx(body, "2026-11-27T23:38:18Z")],

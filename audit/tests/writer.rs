@@ -18,6 +18,10 @@ fn query(task: u64, i: u64) -> Event {
         portal: None,
         params: vec![],
         function_oid: None,
+        truncated: false,
+        sql_len: None,
+        sql_sha256: None,
+        setting_change: None,
     })
     .with_identity(format!("task{task}"))
 }
@@ -108,38 +112,29 @@ async fn reopening_continues_seq() {
 }
 
 #[tokio::test]
-async fn torn_last_line_is_closed_off_and_not_glued_to() {
+async fn torn_last_line_is_cut_off_and_not_glued_to() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
     write_n(&writer, 0, 2).await;
     guard.close().await.unwrap();
+    let intact = std::fs::read(&path).unwrap();
     // A crash in the middle of a line.
-    let mut content = std::fs::read(&path).unwrap();
+    let mut content = intact.clone();
     content.extend_from_slice(br#"{"v":1,"seq":3,"ts":"2026-11-27T2"#);
     std::fs::write(&path, &content).unwrap();
 
     let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    // The fragment was never acknowledged: it is gone, the file is as it was.
+    assert_eq!(std::fs::read(&path).unwrap(), intact);
     assert_eq!(write_n(&writer, 1, 2).await, vec![3, 4]);
     guard.close().await.unwrap();
 
-    let items: Vec<_> = read_events(&path).unwrap().collect();
-    assert_eq!(items.len(), 5);
-    assert!(
-        matches!(items[2], Err(AuditError::Parse { line: 3, .. })),
-        "{:?}",
-        items[2]
-    );
-    let good: Vec<u64> = items
-        .iter()
-        .filter_map(|i| i.as_ref().ok())
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(good, vec![1, 2, 3, 4]);
-    assert_eq!(
-        items[3].as_ref().unwrap().identity.as_deref(),
-        Some("task1")
-    );
+    let events = read_all(&path);
+    assert_seqs(&events, 1..=4);
+    assert_eq!(events[2].identity.as_deref(), Some("task1"));
+    let report = verify(&path, None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
 
 #[tokio::test]
@@ -218,7 +213,12 @@ async fn close_flushes_queued_events_then_refuses_new_ones() {
             tokio::spawn(async move { writer.write(query(0, i)).await })
         })
         .collect();
-    tokio::task::yield_now().await;
+    // Let every spawned write send its event. The current-thread scheduler polls at most
+    // 61 tasks (its event interval) before it comes back to this task, and a task
+    // woken by its ack is polled again, so a few yields are needed, not one.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     guard.close().await.unwrap();
     let mut written = 0;
     for p in pending {
@@ -228,8 +228,8 @@ async fn close_flushes_queued_events_then_refuses_new_ones() {
             Err(e) => panic!("{e:?}"),
         }
     }
-    // The spawned writes were queued before Close (current-thread runtime: they ran at
-    // the yield), so all were written; everything acknowledged is in the file.
+    // The spawned writes were queued before Close (current-thread runtime: they ran
+    // during the yields), so all were written; everything acknowledged is in the file.
     assert_eq!(written, 100);
     assert_seqs(&read_all(&path), 1..=100);
     assert!(matches!(

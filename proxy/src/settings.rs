@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jitgate_audit::ContentRules;
+
 use crate::auth::ScramVerifier;
 
 /// Everything a running proxy needs to know, resolved and validated.
@@ -54,6 +56,27 @@ pub struct TargetSettings {
     pub tls: UpstreamTls,
     /// Role name (as grants spell it) → the upstream credentials jitgate brokers for it.
     pub roles: HashMap<String, RoleCredentials>,
+    /// What sessions on this target record of their statements (SQL size limit,
+    /// parameter redaction), per role.
+    pub audit: TargetAuditSettings,
+}
+
+/// Audit content rules of one target: the rules for any role, and the rules of roles
+/// that add their own redaction (already merged with the target's, so a role's rules
+/// can only hide more).
+#[derive(Clone, Debug, Default)]
+pub struct TargetAuditSettings {
+    /// Rules of sessions whose role has no rules of its own.
+    pub default: Arc<ContentRules>,
+    /// Role name → rules (the target's plus the role's).
+    pub roles: HashMap<String, Arc<ContentRules>>,
+}
+
+impl TargetAuditSettings {
+    /// The rules a session under `role` records its statements with.
+    pub fn rules_for(&self, role: &str) -> Arc<ContentRules> {
+        Arc::clone(self.roles.get(role).unwrap_or(&self.default))
+    }
 }
 
 /// How jitgate talks TLS to an upstream.

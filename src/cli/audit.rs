@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use jitgate::config;
-use jitgate_audit::{AuditError, Event};
+use jitgate_audit::AuditError;
 
 use super::{AuditFile, AuditReplayCmd, AuditTailCmd, ReplayFormat};
 
-fn log_path(config_path: &Path, file: AuditFile) -> Result<PathBuf> {
+pub(super) fn log_path(config_path: &Path, file: AuditFile) -> Result<PathBuf> {
     match file.file {
         Some(path) => Ok(path),
         None => config::load_audit_path(config_path)
@@ -79,16 +79,11 @@ pub fn replay(config_path: &Path, cmd: AuditReplayCmd) -> Result<()> {
     let path = log_path(config_path, cmd.file)?;
     let mut bad = BadLines::default();
     let session = cmd.session;
-    let events: Vec<Event> = jitgate_audit::read_events(&path)?
-        .filter_map(|item| match item {
-            Ok(event) => Some(event),
-            Err(err) => {
-                bad.report(&err);
-                None
-            }
-        })
-        .filter(|e| e.session_id == Some(session))
-        .collect();
+    // The fast scan parses only the lines of this session (see jitgate_audit::query).
+    let (events, stats) = jitgate_audit::query::session_events(&path, session)?;
+    for err in &stats.problems {
+        bad.report(err);
+    }
     let out = match cmd.format {
         ReplayFormat::Text => jitgate_audit::transcript(events, session),
         ReplayFormat::Json if events.is_empty() => None,

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_query;
+pub mod audit_verify;
 pub mod check;
 pub mod hash;
 pub mod table;
@@ -148,6 +150,122 @@ pub enum AuditCmd {
     Tail(AuditTailCmd),
     /// Replay one session: its statements in order, with their results.
     Replay(AuditReplayCmd),
+    /// List sessions: who, where, under which grant, when, how they ended, queries and
+    /// errors.
+    Sessions(AuditSessionsCmd),
+    /// Find query events (by SQL regex, errors, identity, …) with their outcomes.
+    Search(AuditSearchCmd),
+    /// Write matching events as JSON Lines or CSV.
+    Export(AuditExportCmd),
+    /// Check the log's hash chain and signed checkpoints; exits 1 on any tampering.
+    Verify(AuditVerifyCmd),
+    /// Make an Ed25519 key pair for signing checkpoints (audit.signing_key_file).
+    Keygen(AuditKeygenCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyCmd {
+    /// Public key (PEM) to check checkpoint signatures with (default: derived from the
+    /// config's audit.signing_key_file).
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub file: AuditFile,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditKeygenCmd {
+    /// Directory for audit-signing.key (0600) and audit-signing.pub; never overwrites.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Filters shared by `audit sessions`, `search` and `export`.
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Only this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this grant.
+    #[arg(long, value_name = "GRANT_ID")]
+    pub grant: Option<Uuid>,
+    /// Only this session.
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: Option<Uuid>,
+    /// From this time: RFC 3339, a date (UTC midnight), or a duration ago (`2h`, `7d`).
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub since: Option<Timestamp>,
+    /// Before this time (same forms as --since).
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSessionsCmd {
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+    /// Only sessions with at least one failed query.
+    #[arg(long)]
+    pub errors: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub file: AuditFile,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSearchCmd {
+    /// Regular expression the SQL must match (Rust regex syntax; `(?i)` ignores case).
+    #[arg(long, value_name = "REGEX")]
+    pub text: Option<String>,
+    /// Only queries that failed.
+    #[arg(long)]
+    pub errors: bool,
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+    /// Stop after this many matches.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Print JSON Lines (`{"query": …, "result": …}`) instead of one summary per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub file: AuditFile,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportCmd {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Jsonl)]
+    pub format: ExportFormatArg,
+    /// Only query events whose SQL matches (each followed by its result).
+    #[arg(long, value_name = "REGEX")]
+    pub text: Option<String>,
+    /// Only failed query events (each followed by its result).
+    #[arg(long)]
+    pub errors: bool,
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub file: AuditFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// The log's own JSON lines.
+    Jsonl,
+    /// A header row, then one row per event (RFC 4180).
+    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +320,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--since`/`--until`: an RFC 3339 time, a date (`2026-01-31`, UTC midnight), or a
+/// duration before now (`90m`, `2h`, `7d`).
+fn parse_since(text: &str) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        return date
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|e| format!("{text:?}: {e}"));
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = jiff::SignedDuration::try_from(ago).map_err(|e| format!("{text:?}: {e}"))?;
+        return Timestamp::now()
+            .checked_sub(ago)
+            .map_err(|e| format!("{text:?}: {e}"));
+    }
+    Err(format!(
+        "{text:?} is not a time: use RFC 3339 (2026-01-31T14:00:00Z), a date (2026-01-31) \
+         or a duration ago (2h, 7d)"
+    ))
+}
+
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     text.trim().parse().map_err(|e| {
         format!("{text:?} is not an RFC 3339 time ({e}); example: 2026-01-31T14:00:00Z")
@@ -217,6 +360,26 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn since_accepts_times_dates_and_durations() {
+        assert_eq!(
+            parse_since("2026-01-31T14:00:00Z").unwrap().to_string(),
+            "2026-01-31T14:00:00Z"
+        );
+        assert_eq!(
+            parse_since("2026-01-31").unwrap().to_string(),
+            "2026-01-31T00:00:00Z"
+        );
+        let ago = parse_since("2h").unwrap();
+        let d = Timestamp::now().duration_since(ago);
+        assert!(
+            d >= jiff::SignedDuration::from_secs(7199) && d < jiff::SignedDuration::from_secs(7300)
+        );
+        assert!(parse_since("yesterday-ish")
+            .unwrap_err()
+            .contains("not a time"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub const MIN_MAX_MESSAGE_LEN: u64 = 8 * 1024;
 pub const MAX_MAX_MESSAGE_LEN: u64 = 1024 * 1024 * 1024;
 /// Shortest accepted admin token: the token is the only thing protecting grant issuance.
 pub const MIN_TOKEN_LEN: usize = 16;
+/// Smallest accepted `audit.max_sql_bytes`: below this even ordinary statements would be
+/// cut, and the head would say too little to be useful.
+pub const MIN_MAX_SQL_BYTES: u64 = 64;
 
 /// The whole configuration, resolved and validated; what `jitgate serve` runs from.
 #[derive(Debug)]
@@ -95,6 +98,17 @@ pub fn load_admin(path: &Path) -> Result<AdminSettings, ConfigError> {
 pub fn load_audit_path(path: &Path) -> Result<PathBuf, ConfigError> {
     let (ctx, raw) = read(path)?;
     ctx.path_field("audit.path", &raw.audit.path)
+}
+
+/// Resolves the `audit:` settings that do not depend on the rest of the config (path,
+/// durability, rotation, retention, compression, checkpoint signing): what `jitgate audit
+/// verify` needs. Reads the signing key when one is configured.
+pub fn load_audit(path: &Path) -> Result<AuditConfig, ConfigError> {
+    let (ctx, raw) = read(path)?;
+    let mut audit = AuditConfig::new(ctx.path_field("audit.path", &raw.audit.path)?);
+    audit.durability = raw.audit.durability;
+    audit_integrity(&ctx, &raw.audit, &mut audit)?;
+    Ok(audit)
 }
 
 /// Reads and parses the file into the raw structs.
@@ -150,13 +164,30 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             "at least one target is needed (a database jitgate may connect to)",
         ));
     }
+    let max_sql_bytes = match raw.audit.max_sql_bytes {
+        None => jitgate_audit::DEFAULT_MAX_SQL_BYTES,
+        Some(n) if (MIN_MAX_SQL_BYTES..=MAX_MAX_MESSAGE_LEN).contains(&n) => {
+            usize::try_from(n).map_err(|_| ctx.err("audit.max_sql_bytes", "too large"))?
+        }
+        Some(n) => {
+            return Err(ctx.err(
+                "audit.max_sql_bytes",
+                format!(
+                    "{n} bytes is out of range ({MIN_MAX_SQL_BYTES}..={MAX_MAX_MESSAGE_LEN}; \
+                     the default is {}, i.e. 64 KiB)",
+                    jitgate_audit::DEFAULT_MAX_SQL_BYTES
+                ),
+            ))
+        }
+    };
     let identities = proxy::identities(ctx, &raw.identities)?;
-    let targets = proxy::targets(ctx, &raw.targets)?;
+    let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes)?;
     let catalog = proxy::catalog(&identities, &targets);
 
     let store_path = ctx.path_field("store.sqlite", &raw.store.sqlite)?;
     let mut audit = AuditConfig::new(ctx.path_field("audit.path", &raw.audit.path)?);
     audit.durability = raw.audit.durability;
+    audit_integrity(ctx, &raw.audit, &mut audit)?;
     let admin = admin(ctx, &raw.admin)?;
     if admin.listen == listen && listen.port() != 0 {
         return Err(ctx.err(
@@ -208,4 +239,200 @@ fn admin(ctx: &Ctx, raw: &RawAdmin) -> Result<AdminSettings, ConfigError> {
         ));
     }
     Ok(AdminSettings { listen, token })
+}
+
+/// Smallest accepted `audit.rotate_size`: smaller files would make a directory of crumbs.
+pub const MIN_ROTATE_SIZE: u64 = 4096;
+/// Shortest accepted `audit.rotate_age` and age form of `audit.retain`.
+pub const MIN_AUDIT_AGE: Duration = Duration::from_secs(60);
+/// Largest accepted `audit.checkpoint_every`.
+pub const MAX_CHECKPOINT_EVERY: u64 = 10_000_000;
+
+/// `audit.rotate_*`, `retain`, `compress`, `signing_key_file`, `checkpoint_*`.
+fn audit_integrity(
+    ctx: &Ctx,
+    raw: &raw::RawAudit,
+    audit: &mut AuditConfig,
+) -> Result<(), ConfigError> {
+    if let Some(size) = &raw.rotate_size {
+        audit.rotate_size = match size.0.trim() {
+            "off" => None,
+            text => {
+                let n = parse_size(text).map_err(|e| ctx.err("audit.rotate_size", e))?;
+                if n < MIN_ROTATE_SIZE {
+                    return Err(ctx.err(
+                        "audit.rotate_size",
+                        format!("{n} bytes is too small (at least {MIN_ROTATE_SIZE} bytes; e.g. 256MiB, or off)"),
+                    ));
+                }
+                Some(n)
+            }
+        };
+    }
+    if let Some(age) = &raw.rotate_age {
+        audit.rotate_age = match age.0.trim() {
+            "off" => None,
+            text => Some(audit_age(ctx, "audit.rotate_age", text)?),
+        };
+    }
+    if let Some(retain) = &raw.retain {
+        let text = retain.0.trim();
+        audit.retain = if text == "all" {
+            jitgate_audit::Retain::All
+        } else if text.bytes().all(|b| b.is_ascii_digit()) {
+            match text.parse::<usize>() {
+                Ok(n) if n >= 1 => jitgate_audit::Retain::Files(n),
+                _ => {
+                    return Err(ctx.err(
+                        "audit.retain",
+                        format!("{text:?}: keep at least 1 closed file (or give an age such as 90d, or all)"),
+                    ))
+                }
+            }
+        } else {
+            jitgate_audit::Retain::Age(audit_age(ctx, "audit.retain", text)?)
+        };
+    }
+    audit.compress = raw.compress;
+    if let Some(file) = &raw.signing_key_file {
+        let path = ctx.path_field("audit.signing_key_file", file)?;
+        check_key_permissions(ctx, &path)?;
+        let key = jitgate_audit::SigningKey::load(&path)
+            .map_err(|e| ctx.err("audit.signing_key_file", e.to_string()))?;
+        audit.signing_key = Some(key);
+    } else if raw.checkpoint_every.is_some() || raw.checkpoint_interval.is_some() {
+        let field = if raw.checkpoint_every.is_some() {
+            "audit.checkpoint_every"
+        } else {
+            "audit.checkpoint_interval"
+        };
+        return Err(ctx.err(
+            field,
+            "checkpoints need audit.signing_key_file (make a key pair with `jitgate audit keygen --out DIR`)",
+        ));
+    }
+    if let Some(n) = raw.checkpoint_every {
+        if !(1..=MAX_CHECKPOINT_EVERY).contains(&n) {
+            return Err(ctx.err(
+                "audit.checkpoint_every",
+                format!("{n} is out of range (1..={MAX_CHECKPOINT_EVERY} events)"),
+            ));
+        }
+        audit.checkpoint_every = n;
+    }
+    if let Some(interval) = &raw.checkpoint_interval {
+        audit.checkpoint_interval = ctx.duration("audit.checkpoint_interval", &interval.0)?;
+    }
+    Ok(())
+}
+
+fn audit_age(ctx: &Ctx, field: &str, text: &str) -> Result<Duration, ConfigError> {
+    let age = ctx.duration(field, text)?;
+    if age < MIN_AUDIT_AGE {
+        return Err(ctx.err(field, format!("{text:?} is shorter than 1 minute")));
+    }
+    Ok(age)
+}
+
+/// A signing key anyone else can read lets them forge checkpoints.
+fn check_key_permissions(ctx: &Ctx, path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ctx.err(
+                    "audit.signing_key_file",
+                    format!(
+                        "{} is accessible by group/others (mode {mode:o}); anyone who can read it \
+                         can forge checkpoints: chmod 600 it",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (ctx, path);
+    Ok(())
+}
+
+/// A byte size: a plain number of bytes, or a number with a unit — `KiB`, `MiB`, `GiB`
+/// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000); case-insensitive.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} (examples: 256MiB, 1GiB, 500MB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500mb"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_sql_bytes_is_range_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jitgate.yaml");
+        let yaml = |n: u64| {
+            format!(
+                "listen: 127.0.0.1:0\nidentities:\n  a: {{ scram_verifier: x }}\n\
+                 targets:\n  t: {{ host: h, tls: {{ mode: disable }}, roles: {{ r: {{ user: u, password_env: P }} }} }}\n\
+                 store: {{ sqlite: g.db }}\naudit: {{ path: a.jsonl, max_sql_bytes: {n} }}\n\
+                 admin: {{ listen: 127.0.0.1:0, token_env: T }}\n"
+            )
+        };
+        std::fs::write(&path, yaml(10)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("audit.max_sql_bytes") && err.contains("out of range"),
+            "{err}"
+        );
+        // In range: loading goes on (and fails later, on the fake verifier).
+        std::fs::write(&path, yaml(100)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(!err.contains("max_sql_bytes"), "{err}");
+    }
 }

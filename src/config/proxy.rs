@@ -1,14 +1,17 @@
-//! `identities:` and `targets:` → the proxy's identities and upstream targets, and the
-//! policy engine's catalog of what grants may name.
+//! `identities:` and `targets:` → the proxy's identities and upstream targets (with
+//! each target's audit content rules), and the policy engine's catalog of what grants
+//! may name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
+use jitgate_audit::{ContentRules, Redaction};
 use jitgate_policy::Catalog;
 use jitgate_proxy::auth::ScramVerifier;
-use jitgate_proxy::settings::{RoleCredentials, TargetSettings};
+use jitgate_proxy::settings::{RoleCredentials, TargetAuditSettings, TargetSettings};
 
 use super::ctx::Ctx;
-use super::raw::{RawIdentity, RawTarget};
+use super::raw::{RawIdentity, RawRedact, RawTarget, RawTargetAudit};
 use super::tls;
 use crate::error::ConfigError;
 
@@ -55,10 +58,12 @@ pub(crate) fn identities(
     Ok(out)
 }
 
-/// `targets:` → target name → upstream settings (credentials resolved).
+/// `targets:` → target name → upstream settings (credentials resolved); SQL longer than
+/// `max_sql_bytes` (`audit.max_sql_bytes`) is recorded truncated on every target.
 pub(crate) fn targets(
     ctx: &Ctx,
     raw: &BTreeMap<String, RawTarget>,
+    max_sql_bytes: usize,
 ) -> Result<HashMap<String, TargetSettings>, ConfigError> {
     let mut out = HashMap::with_capacity(raw.len());
     for (name, target) in raw {
@@ -111,11 +116,74 @@ pub(crate) fn targets(
                 port,
                 database,
                 tls: upstream_tls,
+                audit: target_audit(ctx, &field, target, max_sql_bytes)?,
                 roles,
             },
         );
     }
     Ok(out)
+}
+
+/// `targets.<name>.audit:` → the content rules of each role (target rules plus role rules).
+fn target_audit(
+    ctx: &Ctx,
+    field: &str,
+    target: &RawTarget,
+    max_sql_bytes: usize,
+) -> Result<TargetAuditSettings, ConfigError> {
+    let empty = RawTargetAudit::default();
+    let raw = target.audit.as_ref().unwrap_or(&empty);
+    let field = format!("{field}.audit");
+    let base = match &raw.redact {
+        Some(r) => redaction(ctx, &format!("{field}.redact"), r)?,
+        None => Redaction::none(),
+    };
+    let mut roles = HashMap::with_capacity(raw.roles.len());
+    for (role, role_audit) in &raw.roles {
+        let role_field = format!("{field}.roles.{role}");
+        if !target.roles.contains_key(role) {
+            return Err(ctx.err(
+                role_field,
+                format!("no role {role:?} is defined in this target's roles"),
+            ));
+        }
+        let own = redaction(ctx, &format!("{role_field}.redact"), &role_audit.redact)?;
+        let merged = base
+            .union(&own)
+            .map_err(|e| ctx.err(format!("{role_field}.redact"), e.to_string()))?;
+        roles.insert(
+            role.clone(),
+            Arc::new(ContentRules {
+                max_sql_bytes,
+                redaction: merged,
+            }),
+        );
+    }
+    Ok(TargetAuditSettings {
+        default: Arc::new(ContentRules {
+            max_sql_bytes,
+            redaction: base,
+        }),
+        roles,
+    })
+}
+
+/// `…redact:` → compiled rules; a bad regex is reported with its field.
+fn redaction(ctx: &Ctx, field: &str, raw: &RawRedact) -> Result<Redaction, ConfigError> {
+    for (i, pattern) in raw.params_matching.iter().enumerate() {
+        if pattern.is_empty() {
+            return Err(ctx.err(
+                format!("{field}.params_matching[{i}]"),
+                "an empty pattern would match every value (use all_params: true)",
+            ));
+        }
+    }
+    for (i, pattern) in raw.params_matching.iter().enumerate() {
+        Redaction::new(false, std::slice::from_ref(pattern))
+            .map_err(|e| ctx.err(format!("{field}.params_matching[{i}]"), e.to_string()))?;
+    }
+    Redaction::new(raw.all_params, &raw.params_matching)
+        .map_err(|e| ctx.err(format!("{field}.params_matching"), e.to_string()))
 }
 
 /// The names grants may refer to, from the resolved identities and targets.
@@ -129,5 +197,72 @@ pub(crate) fn catalog(
             .iter()
             .map(|(name, t)| (name.clone(), t.roles.keys().cloned().collect()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn target(yaml: &str) -> RawTarget {
+        let base = "host: db\ntls: { mode: disable }\nroles:\n  ro: { user: u, password_env: X }\n  rw: { user: w, password_env: Y }\n";
+        serde_yaml::from_str(&format!("{base}{yaml}")).unwrap()
+    }
+
+    fn audit(yaml: &str) -> Result<TargetAuditSettings, ConfigError> {
+        let ctx = Ctx::new(Path::new("/etc/jitgate.yaml"));
+        target_audit(&ctx, "targets.prod", &target(yaml), 1000)
+    }
+
+    #[test]
+    fn no_audit_section_means_no_redaction() {
+        let a = audit("").unwrap();
+        let rules = a.rules_for("ro");
+        assert_eq!(rules.max_sql_bytes, 1000);
+        assert!(rules.redaction.is_empty());
+    }
+
+    #[test]
+    fn role_rules_add_to_the_target_rules() {
+        let a = audit(
+            "audit:\n  redact:\n    params_matching: ['^4[0-9]{15}$']\n  roles:\n    rw:\n      redact: { all_params: true }\n",
+        )
+        .unwrap();
+        let ro = a.rules_for("ro");
+        assert!(ro.redaction.hides(Some(b"4111111111111111")));
+        assert!(!ro.redaction.hides(Some(b"hello")));
+        let rw = a.rules_for("rw");
+        assert!(rw.redaction.all_params());
+        assert_eq!(rw.redaction.patterns(), ["^4[0-9]{15}$"]);
+    }
+
+    #[test]
+    fn mistakes_name_their_field() {
+        let err = audit("audit:\n  redact:\n    params_matching: ['ok', '(unclosed']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("targets.prod.audit.redact.params_matching[1]")
+                && err.contains("(unclosed"),
+            "{err}"
+        );
+        let err = audit("audit:\n  roles:\n    admin:\n      redact: { all_params: true }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("targets.prod.audit.roles.admin") && err.contains("no role"),
+            "{err}"
+        );
+        let err = audit("audit:\n  redact:\n    params_matching: ['']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("params_matching[0]"), "{err}");
+        let typo = serde_yaml::from_str::<RawTarget>(
+            "host: db\ntls: { mode: disable }\nroles: {}\naudit:\n  redact:\n    all_param: true\n",
+        );
+        assert!(typo.unwrap_err().to_string().contains("all_param"));
     }
 }

@@ -67,6 +67,40 @@ pub(crate) struct RawTarget {
     /// operator makes explicitly, never a default.
     pub tls: RawUpstreamTls,
     pub roles: BTreeMap<String, RawRole>,
+    /// What sessions on this target record of their statements.
+    #[serde(default)]
+    pub audit: Option<RawTargetAudit>,
+}
+
+/// `targets.<name>.audit:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTargetAudit {
+    /// Redaction for every session on the target.
+    #[serde(default)]
+    pub redact: Option<RawRedact>,
+    /// Extra redaction for sessions under one role (added to the target's).
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawRoleAudit>,
+}
+
+/// `targets.<name>.audit.roles.<role>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoleAudit {
+    pub redact: RawRedact,
+}
+
+/// `…redact:` — which parameter values the audit log withholds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedact {
+    /// Withhold every parameter value.
+    #[serde(default)]
+    pub all_params: bool,
+    /// Withhold values matching any of these regular expressions.
+    #[serde(default)]
+    pub params_matching: Vec<String>,
 }
 
 /// `targets.<name>.tls:`
@@ -111,9 +145,33 @@ pub(crate) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
     pub path: String,
+    /// SQL longer than this many bytes is recorded as its head, length and SHA-256.
+    #[serde(default)]
+    pub max_sql_bytes: Option<u64>,
     /// `write` (default) or `fsync`.
     #[serde(default)]
     pub durability: jitgate_audit::Durability,
+    /// Close the live file at this size (`256MiB`, `1GB`, bytes, or `off`).
+    #[serde(default)]
+    pub rotate_size: Option<Scalar>,
+    /// Close the live file at this age (`24h`).
+    #[serde(default)]
+    pub rotate_age: Option<Scalar>,
+    /// Closed files to keep: a count (`30`) or an age (`90d`); default all.
+    #[serde(default)]
+    pub retain: Option<Scalar>,
+    /// zstd-compress closed files.
+    #[serde(default)]
+    pub compress: bool,
+    /// Ed25519 private key (PEM) that signs checkpoints; none: no checkpoints.
+    #[serde(default)]
+    pub signing_key_file: Option<String>,
+    /// A checkpoint after this many events.
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// A checkpoint after this long with events not yet covered.
+    #[serde(default)]
+    pub checkpoint_interval: Option<Scalar>,
 }
 
 /// `admin:`

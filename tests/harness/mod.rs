@@ -42,6 +42,11 @@ pub struct Env {
     pub upstream_user: String,
 }
 
+/// `yaml` with every line indented by `by` spaces (and ending in a newline).
+fn indent(yaml: &str, by: usize) -> String {
+    yaml.lines().map(|l| format!("{:by$}{l}\n", "")).collect()
+}
+
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).expect("write test file");
 }
@@ -49,6 +54,13 @@ fn write(path: &Path, contents: &str) {
 impl Env {
     /// Creates a database and role for `prefix`, writes a config and starts jitgate.
     pub async fn start(prefix: &str) -> Env {
+        Env::start_with(prefix, "", "").await
+    }
+
+    /// Like [`Env::start`], with extra YAML (unindented, one key per line) added to the
+    /// target's section (`extra_target`, e.g. `audit:` redaction rules) and to the
+    /// `audit:` section (`extra_audit`, e.g. `max_sql_bytes: 100`).
+    pub async fn start_with(prefix: &str, extra_target: &str, extra_audit: &str) -> Env {
         let target = common::unique_name(prefix);
         let upstream_user = format!("{target}_rw");
         let upstream_password = format!("pw-{target}");
@@ -75,13 +87,15 @@ impl Env {
              login_timeout: 10s\n\
              drain_timeout: 2s\n\
              identities:\n  {ALICE}:\n    scram_verifier: \"{alice}\"\n  {BOB}:\n    scram_verifier: \"{bob}\"\n\
-             targets:\n  {target}:\n    host: 127.0.0.1\n    port: {port}\n    database: {target}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {upstream_user}\n        password_file: role.password\n\
+             targets:\n  {target}:\n    host: 127.0.0.1\n    port: {port}\n    database: {target}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {upstream_user}\n        password_file: role.password\n{extra_target}\
              store:\n  sqlite: grants.db\n\
-             audit:\n  path: audit.jsonl\n\
+             audit:\n  path: audit.jsonl\n{extra_audit}\
              admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n",
             alice = ScramVerifier::from_password(ALICE_PASSWORD),
             bob = ScramVerifier::from_password(BOB_PASSWORD),
             port = cluster.port(),
+            extra_target = indent(extra_target, 4),
+            extra_audit = indent(extra_audit, 2),
         );
         let config_path = dir.path().join("jitgate.yaml");
         write(&config_path, &yaml);

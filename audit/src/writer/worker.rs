@@ -1,23 +1,31 @@
 //! The writer thread: batches queued events into one write (and one fsync), assigns
-//! `seq`, acknowledges, and recovers from write errors by itself.
+//! `seq` and the chain hash `prev`, acknowledges, rotates, checkpoints, and recovers
+//! from write errors by itself.
 //!
-//! Loop: block for one message, drain whatever else is queued (up to a cap), serialize
-//! the batch into one reused buffer, `write_all` it, `sync_data` in fsync mode, then ack
-//! every event of the batch. When a write fails the whole batch is acknowledged with
+//! Loop: wait for one message (or for the next time-based duty: an interval checkpoint,
+//! an age rotation), drain whatever else is queued (up to a cap), serialize the batch
+//! into one reused buffer — hashing each line as it is serialized, so each line's `prev`
+//! is the hash of the line before it — `write_all` it, `sync_data` in fsync mode, then
+//! ack every event of the batch. When a write fails the whole batch is acknowledged with
 //! [`AuditError::Unavailable`], the file is dropped, and the next batch reopens it and
-//! re-reads its end, so numbering continues without duplicates and a torn fragment is
-//! closed off with a newline before new lines are appended.
+//! re-reads its end, so numbering and the chain continue from what is really in the
+//! file, without duplicates.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Ack, Durability, Msg};
+use super::checkpointer::Checkpointer;
+use super::housekeeping::{Housekeeper, Job};
+use super::live::{ChainEnd, LiveFile};
+use super::{Ack, AuditConfig, Durability, Msg, Retain};
+use crate::chain::LineHash;
+use crate::checkpoint::CheckpointReason;
 use crate::error::AuditError;
 use crate::event::Event;
-use crate::logfile::{self, LogEnd};
+use crate::fileset::{self, Naming};
 
 /// Most events written by one `write_all`; bounds ack latency of the first event.
 const MAX_BATCH_EVENTS: usize = 1024;
@@ -25,45 +33,141 @@ const MAX_BATCH_EVENTS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Buffer capacity kept between batches; larger ones are shrunk back after use.
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;
+/// After a failed rotation, the next attempt waits this long (the live file keeps
+/// growing meanwhile; nothing is lost).
+const ROTATION_RETRY: Duration = Duration::from_secs(60);
+
+/// What waiting for the queue produced.
+// Short-lived, on the stack: boxing the message would cost an allocation per batch.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Msg(Msg),
+    /// A time-based duty may be due.
+    Tick,
+    /// Every sender is gone, or the queue was closed and drained.
+    Closed,
+}
 
 pub(super) struct Worker {
-    path: PathBuf,
+    naming: Naming,
     durability: Durability,
+    rotate_size: Option<u64>,
+    rotate_age: Option<Duration>,
+    retain: Retain,
+    compress: bool,
     /// `None` after a failure: reopened before the next batch.
-    file: Option<File>,
+    live: Option<LiveFile>,
     /// `seq` of the next event that will be written.
     next_seq: u64,
-    /// The file ends in a torn line; the next write starts with `\n`.
-    needs_newline: bool,
+    /// Hash of the last line known to be in the set.
+    chain: LineHash,
+    /// Hash of the last line serialized into the current batch.
+    batch_hash: LineHash,
+    /// The oldest `seq` the set is meant to hold (checkpoints record it).
+    set_first_seq: Option<u64>,
+    /// No rotation attempt before this (after a failed one).
+    rotation_retry: Option<SystemTime>,
     /// Why the last batch failed; cleared by the next successful one.
     last_error: Option<String>,
     buf: Vec<u8>,
     acks: Vec<(Ack, u64)>,
     closers: Vec<oneshot::Sender<Result<(), AuditError>>>,
+    checkpoints: Option<Checkpointer>,
+    housekeeper: Option<Housekeeper>,
 }
 
 impl Worker {
-    pub(super) fn new(path: PathBuf, durability: Durability, file: File, end: LogEnd) -> Worker {
+    /// Opens the live file (and the checkpoints file), resuming where the set ends.
+    pub(super) fn open(cfg: &AuditConfig) -> Result<Worker, AuditError> {
+        let naming = Naming::new(&cfg.path);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError::Io { path, source }
+        };
+        let (live, end) = LiveFile::open(&naming, cfg.durability).map_err(io_err(&cfg.path))?;
+        let checkpoints = match &cfg.signing_key {
+            Some(key) => {
+                let path = naming.checkpoints();
+                Some(
+                    Checkpointer::open(
+                        path.clone(),
+                        key.clone(),
+                        cfg.durability,
+                        cfg.checkpoint_every,
+                        cfg.checkpoint_interval,
+                    )
+                    .map_err(io_err(&path))?,
+                )
+            }
+            None => None,
+        };
+        let oldest_closed = naming
+            .closed_files()
+            .map_err(io_err(&naming.dir))?
+            .first()
+            .and_then(|f| f.first_seq);
+        let set_first_seq = checkpoints
+            .as_ref()
+            .and_then(Checkpointer::first_seq)
+            .or(oldest_closed)
+            .or(live.first_seq);
+        let housekeeper = if cfg.compress || cfg.retain != Retain::All {
+            Some(Housekeeper::start(naming.clone(), cfg.compress).map_err(io_err(&naming.dir))?)
+        } else {
+            None
+        };
         let mut worker = Worker {
-            path,
-            durability,
-            file: Some(file),
+            naming,
+            durability: cfg.durability,
+            rotate_size: cfg.rotate_size,
+            rotate_age: cfg.rotate_age,
+            retain: cfg.retain,
+            compress: cfg.compress,
+            live: Some(live),
             next_seq: 1,
-            needs_newline: false,
+            chain: LineHash::GENESIS,
+            batch_hash: LineHash::GENESIS,
+            set_first_seq,
+            rotation_retry: None,
             last_error: None,
             buf: Vec::with_capacity(64 * 1024),
             acks: Vec::with_capacity(MAX_BATCH_EVENTS),
             closers: Vec::new(),
+            checkpoints,
+            housekeeper,
         };
         worker.resume_after(end);
-        worker
+        Ok(worker)
     }
 
-    /// Runs until the channel is closed (by `Close`) or every sender is gone, then syncs
-    /// and answers the closers.
+    /// Runs until the channel is closed (by `Close`) or every sender is gone, then syncs,
+    /// writes the shutdown checkpoint and answers the closers.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        while let Some(first) = rx.blocking_recv() {
-            let opened = self.ensure_open();
+        // Time-based duties need a timer while waiting for the queue.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit writer has no timer: interval checkpoints and age rotation happen only when events arrive");
+            })
+            .ok();
+        loop {
+            let first = match self.next(&mut rx, timer.as_ref()) {
+                Next::Msg(msg) => msg,
+                Next::Tick => {
+                    self.maybe_rotate();
+                    self.maybe_checkpoint();
+                    continue;
+                }
+                Next::Closed => break,
+            };
+            let mut opened = self.ensure_open();
+            // A batch of events goes into a new file when the live one is full; a
+            // lone `Close` does not rotate.
+            if opened.is_ok() && matches!(first, Msg::Event(..)) {
+                self.maybe_rotate();
+                opened = self.ensure_open();
+            }
             self.take(first, &mut rx);
             while self.acks.len() < MAX_BATCH_EVENTS && self.buf.len() < MAX_BATCH_BYTES {
                 match rx.try_recv() {
@@ -72,6 +176,7 @@ impl Worker {
                 }
             }
             self.flush(opened);
+            self.maybe_checkpoint();
         }
         let result = self.finish();
         for closer in self.closers.drain(..) {
@@ -79,25 +184,73 @@ impl Worker {
         }
     }
 
-    /// Continues numbering after what is in the file and terminates a torn tail.
-    fn resume_after(&mut self, end: LogEnd) {
+    /// The next message, or a tick when a time-based duty comes due first.
+    fn next(&self, rx: &mut mpsc::Receiver<Msg>, timer: Option<&tokio::runtime::Runtime>) -> Next {
+        match rx.try_recv() {
+            Ok(msg) => return Next::Msg(msg),
+            Err(TryRecvError::Disconnected) => return Next::Closed,
+            Err(TryRecvError::Empty) => {}
+        }
+        match (self.deadline(), timer) {
+            (Some(at), Some(timer)) => timer.block_on(async {
+                match tokio::time::timeout_at(at.into(), rx.recv()).await {
+                    Ok(Some(msg)) => Next::Msg(msg),
+                    Ok(None) => Next::Closed,
+                    Err(_) => Next::Tick,
+                }
+            }),
+            _ => rx.blocking_recv().map_or(Next::Closed, Next::Msg),
+        }
+    }
+
+    /// The earliest time-based duty: an interval checkpoint or an age rotation.
+    fn deadline(&self) -> Option<Instant> {
+        let checkpoint = match (&self.checkpoints, self.last_seq()) {
+            (Some(cp), Some(last)) => cp.deadline(last),
+            _ => None,
+        };
+        let rotation = self
+            .live
+            .as_ref()
+            .and_then(|l| l.age_deadline(self.rotate_age))
+            .map(|at| self.rotation_retry.map_or(at, |retry| at.max(retry)))
+            .map(|at| {
+                let wait = at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                Instant::now() + wait
+            });
+        match (checkpoint, rotation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `seq` of the last event in the log.
+    fn last_seq(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1).filter(|&s| s > 0)
+    }
+
+    /// Continues numbering and the chain after what is in the set.
+    fn resume_after(&mut self, end: ChainEnd) {
         if let Some(last) = end.last_seq {
             self.next_seq = self.next_seq.max(last.saturating_add(1));
         }
-        self.needs_newline = end.torn;
+        if let Some(hash) = end.last_hash {
+            self.chain = hash;
+        }
+        self.batch_hash = self.chain;
     }
 
-    /// Reopens the file after a failure (it may have been replaced, or the disk
+    /// Reopens the live file after a failure (it may have been replaced, or the disk
     /// remounted). The error text is what every event of the batch is refused with.
     fn ensure_open(&mut self) -> Result<(), String> {
-        if self.file.is_some() {
+        if self.live.is_some() {
             return Ok(());
         }
-        let reopened = logfile::open_append(&self.path)
-            .and_then(|(file, _)| logfile::scan_end(&file).map(|end| (file, end)));
-        match reopened {
-            Ok((file, end)) => {
-                self.file = Some(file);
+        match LiveFile::open(&self.naming, self.durability) {
+            Ok((live, end)) => {
+                self.live = Some(live);
                 self.resume_after(end);
                 Ok(())
             }
@@ -118,13 +271,12 @@ impl Worker {
     }
 
     fn serialize(&mut self, mut event: Event, ack: Ack) {
-        if self.buf.is_empty() && self.needs_newline {
-            self.buf.push(b'\n');
-        }
         let start = self.buf.len();
         event.seq = self.next_seq + self.acks.len() as u64;
+        event.prev = Some(self.batch_hash);
         match serde_json::to_writer(&mut self.buf, &event) {
             Ok(()) => {
+                self.batch_hash = LineHash::of_line(&self.buf[start..]);
                 self.buf.push(b'\n');
                 self.acks.push((ack, event.seq));
             }
@@ -147,10 +299,21 @@ impl Worker {
         }
         match opened.and_then(|()| self.write_batch()) {
             Ok(()) => {
+                let first = self.next_seq;
                 self.next_seq += self.acks.len() as u64;
-                self.needs_newline = false;
+                self.chain = self.batch_hash;
+                if self.set_first_seq.is_none() {
+                    self.set_first_seq = Some(first);
+                }
+                if let Some(live) = self.live.as_mut() {
+                    live.len += self.buf.len() as u64;
+                    if live.first_seq.is_none() {
+                        live.first_seq = Some(first);
+                        live.started = Some(SystemTime::now());
+                    }
+                }
                 if self.last_error.take().is_some() {
-                    tracing::info!(path = %self.path.display(), "audit log writable again");
+                    tracing::info!(path = %self.naming.live.display(), "audit log writable again");
                 }
                 for (ack, seq) in self.acks.drain(..) {
                     let _ = ack.send(Ok(seq));
@@ -158,13 +321,14 @@ impl Worker {
             }
             Err(reason) => {
                 tracing::error!(
-                    path = %self.path.display(),
+                    path = %self.naming.live.display(),
                     events = self.acks.len(),
                     %reason,
                     "audit log not writable; refusing the batch"
                 );
                 // Forget the handle: the next batch reopens and re-reads the file end.
-                self.file = None;
+                self.live = None;
+                self.batch_hash = self.chain;
                 for (ack, _) in self.acks.drain(..) {
                     let _ = ack.send(Err(AuditError::Unavailable(reason.clone())));
                 }
@@ -178,9 +342,11 @@ impl Worker {
     }
 
     fn write_batch(&mut self) -> Result<(), String> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(format!("{} is not open", self.path.display()));
+        use std::io::Write;
+        let Some(live) = self.live.as_mut() else {
+            return Err(format!("{} is not open", self.naming.live.display()));
         };
+        let file = &mut live.file;
         let written = file
             .write_all(&self.buf)
             .and_then(|()| match self.durability {
@@ -190,25 +356,168 @@ impl Worker {
         written.map_err(|e| self.describe("writing", &e))
     }
 
-    /// Final sync on close; reports a failure the closers should know about.
+    /// Closes the live file when it is big or old enough.
+    fn maybe_rotate(&mut self) {
+        let now = SystemTime::now();
+        if self.rotation_retry.is_some_and(|t| now < t) {
+            return;
+        }
+        let due = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.rotation_due(self.rotate_size, self.rotate_age, now));
+        if !due {
+            return;
+        }
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        match live.rotate(&self.naming) {
+            Ok((closed, reopened)) => {
+                self.rotation_retry = None;
+                tracing::info!(closed = %closed.display(), "rotated the audit log");
+                match reopened {
+                    Ok(live) => self.live = Some(live),
+                    Err(e) => tracing::error!(
+                        path = %self.naming.live.display(),
+                        error = %e,
+                        "could not create the new live audit log after rotating; retrying with the next event"
+                    ),
+                }
+                self.after_rotation(&closed);
+            }
+            Err((live, e)) => {
+                self.live = Some(live);
+                self.rotation_retry = Some(now + ROTATION_RETRY);
+                tracing::error!(
+                    path = %self.naming.live.display(),
+                    error = %e,
+                    "could not rotate the audit log; it keeps growing, next attempt in {ROTATION_RETRY:?}"
+                );
+            }
+        }
+    }
+
+    /// Checkpoint, compression and retention for a just-closed file.
+    fn after_rotation(&mut self, closed: &Path) {
+        let keep_from = self.retention_cut();
+        if let Some(keep_from) = keep_from {
+            self.set_first_seq = Some(self.set_first_seq.map_or(keep_from, |s| s.max(keep_from)));
+        }
+        // Written before anything is deleted: the checkpoint says where the set now
+        // starts, so files missing beyond that are reported by verify.
+        if let Some(last) = self.last_seq() {
+            self.write_checkpoint(CheckpointReason::Rotation, fileset::file_name(closed), last);
+        }
+        if let Some(hk) = &self.housekeeper {
+            if self.compress {
+                hk.send(Job::Compress(closed.to_path_buf()));
+            }
+            if let Some(keep_from) = keep_from {
+                hk.send(Job::DeleteBefore(keep_from));
+            }
+        }
+    }
+
+    /// The first `seq` of the oldest closed file retention keeps, when older files are
+    /// to be deleted.
+    fn retention_cut(&self) -> Option<u64> {
+        let files = match self.naming.closed_files() {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list audit log files; retention skipped");
+                return None;
+            }
+        };
+        let live_first = self
+            .live
+            .as_ref()
+            .and_then(|l| l.first_seq)
+            .unwrap_or(self.next_seq);
+        let first_of = |i: usize| files.get(i).and_then(|f| f.first_seq).unwrap_or(live_first);
+        let cut = match self.retain {
+            Retain::All => return None,
+            Retain::Files(keep) if files.len() <= keep => return None,
+            Retain::Files(keep) => files.len() - keep,
+            Retain::Age(age) => {
+                let now = SystemTime::now();
+                let old = |f: &fileset::LogFile| {
+                    std::fs::metadata(&f.path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
+                };
+                let cut = files.iter().take_while(|f| old(f)).count();
+                if cut == 0 {
+                    return None;
+                }
+                cut
+            }
+        };
+        Some(first_of(cut))
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let (Some(cp), Some(last)) = (&self.checkpoints, self.last_seq()) else {
+            return;
+        };
+        if let Some(reason) = cp.due(last, Instant::now()) {
+            let file = fileset::file_name(&self.naming.live);
+            self.write_checkpoint(reason, file, last);
+        }
+    }
+
+    fn write_checkpoint(&mut self, reason: CheckpointReason, file: String, last_seq: u64) {
+        let first_seq = self.set_first_seq.unwrap_or(1);
+        let chain = self.chain;
+        if let Some(cp) = self.checkpoints.as_mut() {
+            cp.write(reason, file, first_seq, last_seq, chain);
+        }
+    }
+
+    /// Final sync and shutdown checkpoint on close; reports a failure the closers
+    /// should know about. Waits for the housekeeping thread's queued work.
     fn finish(&mut self) -> Result<(), String> {
-        match self.file.as_ref() {
+        let result = match self.live.as_ref() {
             // Pipes and devices cannot be synced (EINVAL); there is nothing to make durable.
-            Some(file) if !file.metadata().is_ok_and(|m| m.is_file()) => Ok(()),
-            Some(file) => file.sync_all().map_err(|e| self.describe("syncing", &e)),
+            Some(live) if !live.regular => Ok(()),
+            Some(live) => live
+                .file
+                .sync_all()
+                .map_err(|e| self.describe("syncing", &e)),
             None => Err(self.last_error.clone().unwrap_or_else(|| {
                 format!(
                     "{} was not writable when the writer closed",
-                    self.path.display()
+                    self.naming.live.display()
                 )
             })),
+        };
+        if result.is_ok() {
+            if let Some(last) = self.last_seq() {
+                if self
+                    .checkpoints
+                    .as_ref()
+                    .is_some_and(|cp| cp.has_pending(last))
+                {
+                    let file = fileset::file_name(&self.naming.live);
+                    self.write_checkpoint(CheckpointReason::Shutdown, file, last);
+                }
+            }
         }
+        if let Some(cp) = self.checkpoints.as_mut() {
+            if let Err(e) = cp.sync() {
+                tracing::error!(path = %cp.path().display(), error = %e, "could not sync the audit checkpoints file");
+            }
+        }
+        if let Some(hk) = self.housekeeper.take() {
+            hk.finish();
+        }
+        result
     }
 
     fn describe(&self, action: &str, e: &std::io::Error) -> String {
         format!(
             "{action} {} failed: {e} ({:?}); queries are refused until it can be written",
-            self.path.display(),
+            self.naming.live.display(),
             e.kind()
         )
     }

@@ -215,7 +215,7 @@ async fn live(
     tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, "session started");
 
     let started = Instant::now();
-    let mut tracker = Tracker::default();
+    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role));
     let end = {
         let mut enforcer = Enforcer::new(handle.control().clone(), ctx.terminate.clone());
         let mut relay = Relay {

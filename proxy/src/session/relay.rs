@@ -153,7 +153,7 @@ impl Relay<'_> {
                     }
                     tracker.on_server(m.tag, body, results)
                 }
-                None => tracker.on_server_copy_data(m.len),
+                None => tracker.on_server_data(m.len),
             })
             .map_err(|bad| {
                 End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))

@@ -3,7 +3,7 @@
 //!
 //! Only the 5-byte header of each message is looked at; the body is captured only for the
 //! few message types that close a query (small messages), and only their length for
-//! CopyData.
+//! DataRow and CopyData (the bytes a query returned).
 
 use crate::protocol::tags;
 
@@ -55,7 +55,7 @@ impl BackendScanner {
     }
 
     /// Feeds the next chunk; `on` is called for every message of an interesting type
-    /// (with its body) and for CopyData (length only).
+    /// (with its body) and for DataRow and CopyData (length only, `body: None`).
     pub fn feed(
         &mut self,
         mut data: &[u8],
@@ -101,7 +101,7 @@ impl BackendScanner {
                 .ok()
                 .and_then(|l| l.checked_sub(4))
                 .ok_or(BadLength(raw))?;
-            if tag == tags::COPY_DATA {
+            if tag == tags::COPY_DATA || tag == tags::DATA_ROW {
                 on(ServerMessage {
                     tag,
                     len: body_len,
@@ -188,6 +188,9 @@ mod tests {
         assert_eq!(
             expected,
             vec![
+                (b'D', 300, None),
+                (b'D', 300, None),
+                (b'D', 300, None),
                 (b'C', 9, Some(b"SELECT 3\0".to_vec())),
                 (b'd', 10, None),
                 (b'Z', 1, Some(b"I".to_vec())),

@@ -5,12 +5,22 @@
 //! they close a query (CommandComplete, EmptyQueryResponse, PortalSuspended,
 //! ErrorResponse, FunctionCallResponse, ReadyForQuery) or move COPY along. Responses come
 //! back in the order requests were sent, so a FIFO of pending requests pairs them up.
+//!
+//! What is recorded of each statement follows the session's [`ContentRules`]: SQL above
+//! the size limit is cut to its head with its length and hash, text is escaped
+//! losslessly, parameter values may be redacted, and statements that change the role,
+//! session authorization or search_path are flagged. Result data (DataRow and CopyData
+//! bodies) is counted by length only, O(1) per message, into the query's `bytes`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use jitgate_audit::{CopyDirection, EventBody, Param, ParamFormat, Protocol};
+use jitgate_audit::{
+    setting_change, ContentRules, CopyDirection, EventBody, Param, ParamFormat, Protocol,
+    SettingChange,
+};
 
 use crate::error::ProtocolError;
 use crate::protocol::{backend, frontend, tags};
@@ -20,6 +30,8 @@ use crate::protocol::{backend, frontend, tags};
 struct Statement {
     sql: Bytes,
     param_types: Vec<u32>,
+    /// Looked up once at Parse: a statement may be executed many times.
+    setting: Option<SettingChange>,
 }
 
 /// A bound portal: its statement and parameters, ready for Execute.
@@ -27,6 +39,7 @@ struct Statement {
 struct Portal {
     statement: String,
     sql: Bytes,
+    setting: Option<SettingChange>,
     params: Vec<Param>,
 }
 
@@ -47,6 +60,8 @@ struct Pending {
     rows: Option<u64>,
     sqlstate: Option<String>,
     message: Option<String>,
+    /// Result data bytes attributed to this request so far.
+    bytes: u64,
     done: bool,
 }
 
@@ -60,16 +75,42 @@ struct Copy {
 /// Per-session protocol state for auditing.
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// How statements are recorded (SQL limit, redaction); `Default` = no redaction and
+    /// the default SQL limit.
+    rules: Arc<ContentRules>,
     next_query_id: u64,
     statements: HashMap<String, Statement>,
     portals: HashMap<String, Portal>,
     pending: VecDeque<Pending>,
     copy: Option<Copy>,
+    /// DataRow/CopyData bytes since the last message that closed a request; added to the
+    /// request that message closes (keeps counting O(1) per data message).
+    data_bytes: u64,
     saw_fatal: bool,
 }
 
-fn lossy(sql: &[u8]) -> String {
-    String::from_utf8_lossy(sql).into_owned()
+/// The `query` event of a statement, its SQL recorded under `rules`.
+fn query_event(
+    rules: &ContentRules,
+    query_id: u64,
+    protocol: Protocol,
+    sql: &[u8],
+    setting: Option<SettingChange>,
+) -> EventBody {
+    let recorded = rules.sql(sql);
+    EventBody::Query {
+        query_id,
+        protocol,
+        sql: recorded.sql,
+        truncated: recorded.truncated,
+        sql_len: recorded.sql_len,
+        sql_sha256: recorded.sql_sha256,
+        setting_change: setting,
+        statement: None,
+        portal: None,
+        params: Vec::new(),
+        function_oid: None,
+    }
 }
 
 fn format_of(code: i16) -> ParamFormat {
@@ -81,6 +122,14 @@ fn format_of(code: i16) -> ParamFormat {
 }
 
 impl Tracker {
+    /// A tracker recording statements under `rules` (the session's target and role).
+    pub fn new(rules: Arc<ContentRules>) -> Tracker {
+        Tracker {
+            rules,
+            ..Tracker::default()
+        }
+    }
+
     /// Queries audited so far.
     pub fn queries(&self) -> u64 {
         self.next_query_id
@@ -123,6 +172,7 @@ impl Tracker {
             rows: None,
             sqlstate: None,
             message: None,
+            bytes: 0,
             done: false,
         });
         query_id
@@ -138,40 +188,42 @@ impl Tracker {
                 self.statements.remove("");
                 self.portals.remove("");
                 let query_id = self.push(Kind::Simple);
-                Ok(Some(EventBody::Query {
+                let setting = setting_change(&q.sql);
+                Ok(Some(query_event(
+                    &self.rules,
                     query_id,
-                    protocol: Protocol::Simple,
-                    sql: lossy(&q.sql),
-                    statement: None,
-                    portal: None,
-                    params: Vec::new(),
-                    function_oid: None,
-                }))
+                    Protocol::Simple,
+                    &q.sql,
+                    setting,
+                )))
             }
             tags::PARSE => {
                 let p = frontend::parse_parse(body)?;
+                let setting = setting_change(&p.sql);
                 self.statements.insert(
                     p.statement,
                     Statement {
                         sql: p.sql,
                         param_types: p.param_types,
+                        setting,
                     },
                 );
                 Ok(None)
             }
             tags::BIND => {
                 let b = frontend::parse_bind(body)?;
-                let (sql, types) = match self.statements.get(&b.statement) {
-                    Some(s) => (s.sql.clone(), s.param_types.as_slice()),
-                    None => (Bytes::new(), &[][..]),
+                let (sql, types, setting) = match self.statements.get(&b.statement) {
+                    Some(s) => (s.sql.clone(), s.param_types.as_slice(), s.setting),
+                    None => (Bytes::new(), &[][..], None),
                 };
+                let rules = &self.rules;
                 let params = b
                     .params
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
                         let oid = types.get(i).copied().filter(|o| *o != 0);
-                        Param::from_wire(format_of(b.param_format(i)), oid, v.as_deref())
+                        rules.param(format_of(b.param_format(i)), oid, v.as_deref())
                     })
                     .collect();
                 self.portals.insert(
@@ -179,6 +231,7 @@ impl Tracker {
                     Portal {
                         statement: b.statement,
                         sql,
+                        setting,
                         params,
                     },
                 );
@@ -188,23 +241,29 @@ impl Tracker {
                 let e = frontend::parse_execute(body)?;
                 let portal = self.portals.get(&e.portal).cloned();
                 let query_id = self.push(Kind::Execute);
-                let (statement, sql, params) = match portal {
-                    Some(p) => (Some(p.statement), lossy(&p.sql), p.params),
+                let (statement, sql, setting, portal_params) = match portal {
+                    Some(p) => (Some(p.statement), p.sql, p.setting, p.params),
                     // Unknown portal: the server will refuse it; audit the attempt anyway.
-                    None => (None, String::new(), Vec::new()),
+                    None => (None, Bytes::new(), None, Vec::new()),
                 };
-                Ok(Some(EventBody::Query {
-                    query_id,
-                    protocol: Protocol::Extended,
-                    sql,
-                    statement,
-                    portal: Some(e.portal),
+                let mut event =
+                    query_event(&self.rules, query_id, Protocol::Extended, &sql, setting);
+                if let EventBody::Query {
+                    statement: s,
+                    portal: p,
                     params,
-                    function_oid: None,
-                }))
+                    ..
+                } = &mut event
+                {
+                    *s = statement;
+                    *p = Some(e.portal);
+                    *params = portal_params;
+                }
+                Ok(Some(event))
             }
             tags::FUNCTION_CALL => {
                 let f = frontend::parse_function_call(body)?;
+                let rules = &self.rules;
                 let params = f
                     .args
                     .iter()
@@ -215,19 +274,22 @@ impl Tracker {
                             1 => f.arg_formats[0],
                             _ => f.arg_formats.get(i).copied().unwrap_or(0),
                         };
-                        Param::from_wire(format_of(code), None, v.as_deref())
+                        rules.param(format_of(code), None, v.as_deref())
                     })
-                    .collect();
+                    .collect::<Vec<Param>>();
                 let query_id = self.push(Kind::Function);
-                Ok(Some(EventBody::Query {
-                    query_id,
-                    protocol: Protocol::FunctionCall,
-                    sql: String::new(),
-                    statement: None,
-                    portal: None,
-                    params,
-                    function_oid: Some(f.oid),
-                }))
+                let mut event =
+                    query_event(&self.rules, query_id, Protocol::FunctionCall, b"", None);
+                if let EventBody::Query {
+                    params: p,
+                    function_oid,
+                    ..
+                } = &mut event
+                {
+                    *p = params;
+                    *function_oid = Some(f.oid);
+                }
+                Ok(Some(event))
             }
             tags::CLOSE => {
                 let c = frontend::parse_close(body)?;
@@ -269,16 +331,29 @@ impl Tracker {
             sqlstate: p.sqlstate.clone(),
             message: p.message.clone(),
             duration_us: u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            bytes: p.bytes,
         }
     }
 
-    /// Bytes of a server CopyData message (counted without decoding it).
-    pub fn on_server_copy_data(&mut self, len: usize) {
+    /// Body length of a server DataRow or CopyData message (counted without decoding
+    /// it): result bytes of the running query, and COPY TO volume.
+    pub fn on_server_data(&mut self, len: usize) {
+        self.data_bytes += len as u64;
         if let Some(copy) = self.copy.as_mut() {
+            // DataRow never comes during COPY OUT, so this is CopyData.
             if copy.direction == CopyDirection::Out {
                 copy.bytes += len as u64;
             }
         }
+    }
+
+    /// The first unanswered request, which gets the data bytes counted since the last
+    /// request was closed.
+    fn current_with_data(&mut self) -> Option<&mut Pending> {
+        let bytes = std::mem::take(&mut self.data_bytes);
+        let p = self.current(true)?;
+        p.bytes += bytes;
+        Some(p)
     }
 
     /// Looks at one server message that may close a query; appends the events it
@@ -295,7 +370,7 @@ impl Tracker {
                         rows: parsed.as_ref().and_then(|t| t.rows),
                     });
                 }
-                if let Some(p) = self.current(true) {
+                if let Some(p) = self.current_with_data() {
                     if let Some(t) = parsed {
                         p.tag = Some(t.tag);
                         p.rows = t.rows;
@@ -307,7 +382,7 @@ impl Tracker {
                 }
             }
             tags::EMPTY_QUERY | tags::PORTAL_SUSPENDED => {
-                if let Some(p) = self.current(true) {
+                if let Some(p) = self.current_with_data() {
                     if p.kind == Kind::Execute {
                         p.done = true;
                         if tag == tags::PORTAL_SUSPENDED {
@@ -329,7 +404,7 @@ impl Tracker {
                 let fields = backend::parse_error_fields(body);
                 self.saw_fatal |= matches!(fields.severity.as_deref(), Some("FATAL" | "PANIC"));
                 self.copy = None;
-                if let Some(p) = self.current(true) {
+                if let Some(p) = self.current_with_data() {
                     p.sqlstate = fields.code;
                     p.message = fields.message;
                     if matches!(p.kind, Kind::Execute | Kind::Function) {
@@ -358,7 +433,9 @@ impl Tracker {
     /// ReadyForQuery ends a simple query, or a Sync with everything before it; Executes
     /// that never ran (an earlier message failed) are recorded as not executed.
     fn on_ready(&mut self, out: &mut Vec<EventBody>) {
+        let mut leftover = std::mem::take(&mut self.data_bytes);
         while let Some(mut p) = self.pending.pop_front() {
+            p.bytes += std::mem::take(&mut leftover);
             match p.kind {
                 Kind::Sync => return,
                 Kind::Simple => {
@@ -382,3 +459,8 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "tracker_tests.rs"]
+mod tests;

@@ -1,0 +1,136 @@
+//! jitgate as the benchmark runs it: `P` is the real `jitgate serve` binary (audit on,
+//! default durability), `P0` the `p0-proxy` binary (audit off) on an identical config.
+//! Both are separate processes, like PgBouncer and the relay.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use jitgate::api::{AdminClient, IssueBody};
+use jitgate_proxy::auth::ScramVerifier;
+use jitgate_proxy::settings::Secret;
+
+use crate::procs::{self, Proc};
+use crate::tls::CertFiles;
+
+/// The target name clients put in `dbname`, and the role grants name.
+pub const TARGET: &str = "bench";
+pub const ROLE: &str = "rw";
+
+/// One identity in the config.
+pub struct Identity {
+    pub name: String,
+    pub verifier: String,
+}
+
+impl Identity {
+    /// A fresh verifier (random salt, 4096 iterations, like Postgres's default).
+    pub fn new(name: &str, password: &str) -> Identity {
+        Identity {
+            name: name.to_owned(),
+            verifier: ScramVerifier::from_password(password).to_string(),
+        }
+    }
+}
+
+/// What a jitgate config needs from the rest of the run.
+pub struct JitgateSpec<'a> {
+    pub pg_port: u16,
+    pub database: &'a str,
+    pub upstream_user: &'a str,
+    pub upstream_password: &'a str,
+    pub identities: &'a [Identity],
+    pub certs: &'a CertFiles,
+}
+
+/// A running jitgate process and the way to its admin API.
+pub struct Jitgate {
+    pub proc: Proc,
+    pub port: u16,
+    pub admin: AdminClient,
+}
+
+/// Writes `dir/jitgate.yaml` (+ secrets) and starts `program` (`jitgate` or `p0-proxy`)
+/// with it; waits until both the proxy and the admin API answer.
+pub async fn start(
+    label: &str,
+    program: &Path,
+    dir: &Path,
+    spec: &JitgateSpec<'_>,
+) -> Result<Jitgate> {
+    fs::create_dir_all(dir)?;
+    let port = procs::free_port()?;
+    let admin_port = procs::free_port()?;
+    let token = format!("bench-admin-token-{}", rand::random::<u64>());
+    fs::write(dir.join("admin.token"), &token)?;
+    fs::write(dir.join("upstream.password"), spec.upstream_password)?;
+    let mut yaml = format!(
+        "# Written by jitgate-bench ({label}).\n\
+         listen: 127.0.0.1:{port}\n\
+         tls: {{ cert_file: {cert}, key_file: {key} }}\n\
+         login_timeout: 60s\n\
+         drain_timeout: 1s\n\
+         identities:\n",
+        cert = spec.certs.cert.display(),
+        key = spec.certs.key.display(),
+    );
+    for id in spec.identities {
+        let _ = writeln!(
+            yaml,
+            "  {}: {{ scram_verifier: \"{}\" }}",
+            id.name, id.verifier
+        );
+    }
+    let _ = write!(
+        yaml,
+        "targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {db}\n    \
+         tls: {{ mode: disable }}\n    roles:\n      {ROLE}: {{ user: {user}, password_file: upstream.password }}\n\
+         store: {{ sqlite: grants.db }}\n\
+         audit: {{ path: audit.jsonl }}\n\
+         admin: {{ listen: 127.0.0.1:{admin_port}, token_file: admin.token }}\n",
+        pg_port = spec.pg_port,
+        db = spec.database,
+        user = spec.upstream_user,
+    );
+    let config = dir.join("jitgate.yaml");
+    fs::write(&config, yaml)?;
+    let mut cmd = Command::new(program);
+    if label == "P" {
+        cmd.arg("--config").arg(&config).arg("serve");
+    } else {
+        cmd.arg("--config").arg(&config);
+    }
+    cmd.current_dir(dir).env_remove("RUST_LOG");
+    let log = dir.join("jitgate.log");
+    let mut proc = Proc::spawn(label, cmd, &log)?;
+    proc.wait_listening(procs::loopback(port), &log)?;
+    proc.wait_listening(procs::loopback(admin_port), &log)?;
+    let admin = AdminClient::new(format!("http://127.0.0.1:{admin_port}"), Secret::new(token))?;
+    admin.health().await.context("admin API health")?;
+    Ok(Jitgate { proc, port, admin })
+}
+
+/// Issues a grant starting at `not_before` (now if `None`) lasting `duration_ms`; returns
+/// its `expires_at`.
+pub async fn grant(
+    admin: &AdminClient,
+    identity: &str,
+    not_before: Option<jiff::Timestamp>,
+    duration_ms: i64,
+) -> Result<jiff::Timestamp> {
+    let view = admin
+        .issue(&IssueBody {
+            identity: identity.to_owned(),
+            target: TARGET.to_owned(),
+            role: ROLE.to_owned(),
+            duration: format!("{duration_ms}ms"),
+            reason: "jitgate-bench".to_owned(),
+            not_before: not_before.map(|t| t.to_string()),
+            issued_by: Some("jitgate-bench".to_owned()),
+        })
+        .await
+        .with_context(|| format!("issuing a grant for {identity}"))?;
+    Ok(view.grant.expires_at)
+}

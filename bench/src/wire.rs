@@ -1,0 +1,122 @@
+//! A bare PostgreSQL login over TCP (startup, SCRAM-SHA-256, wait for ReadyForQuery),
+//! keeping the raw socket: the idle-session and enforcement measurements need to hold
+//! hundreds of sessions cheaply and to see the exact moment a socket is closed.
+
+use std::net::SocketAddr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A logged-in session: the socket, and the backend pid the server announced (for jitgate
+/// and the relay, the upstream backend's real pid).
+pub struct Session {
+    pub stream: TcpStream,
+    pub pid: i32,
+}
+
+/// Who logs in where.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub addr: SocketAddr,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub application_name: String,
+}
+
+async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Message> {
+    loop {
+        if let Some(msg) = Message::parse(buf)? {
+            return Ok(msg);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            bail!("server closed the connection during login");
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
+}
+
+/// Logs in and returns once the server said ReadyForQuery.
+pub async fn login(login: &Login) -> Result<Session> {
+    let mut stream = TcpStream::connect(login.addr)
+        .await
+        .with_context(|| format!("connecting to {}", login.addr))?;
+    stream.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    frontend::startup_message(
+        [
+            ("user", login.user.as_str()),
+            ("database", login.database.as_str()),
+            ("application_name", login.application_name.as_str()),
+        ],
+        &mut out,
+    )?;
+    send(&mut stream, &mut out).await?;
+    let mut scram: Option<ScramSha256> = None;
+    let mut pid = 0;
+    loop {
+        match read_message(&mut stream, &mut buf).await? {
+            Message::AuthenticationSasl(_) => {
+                let s = ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                send(&mut stream, &mut out).await?;
+                scram = Some(s);
+            }
+            Message::AuthenticationSaslContinue(body) => {
+                let mut s = scram
+                    .take()
+                    .ok_or_else(|| anyhow!("SASL continue out of order"))?;
+                let data = body.data().to_vec();
+                // PBKDF2 (4096 rounds) is CPU work: keep it off the async workers.
+                let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s)).await??;
+                frontend::sasl_response(s.message(), &mut out)?;
+                send(&mut stream, &mut out).await?;
+                scram = Some(s);
+            }
+            Message::AuthenticationSaslFinal(body) => {
+                let mut s = scram
+                    .take()
+                    .ok_or_else(|| anyhow!("SASL final out of order"))?;
+                s.finish(body.data())?;
+            }
+            Message::AuthenticationOk | Message::ParameterStatus(_) => {}
+            Message::BackendKeyData(key) => pid = key.process_id(),
+            Message::ReadyForQuery(_) => return Ok(Session { stream, pid }),
+            Message::ErrorResponse(body) => {
+                let mut fields = body.fields();
+                let mut text = String::new();
+                while let Some(f) = fields.next()? {
+                    if f.type_() == b'M' {
+                        text = String::from_utf8_lossy(f.value_bytes()).into_owned();
+                    }
+                }
+                bail!("login refused: {text}");
+            }
+            Message::NoticeResponse(_) => {}
+            _ => bail!("unexpected message during login"),
+        }
+    }
+}
+
+/// Reads (and discards) until the peer closes the socket; resolves at that moment.
+pub async fn wait_closed(stream: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

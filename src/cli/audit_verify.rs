@@ -1,0 +1,230 @@
+//! `jitgate audit verify` and `jitgate audit keygen`: checking that the audit log is
+//! exactly what jitgate wrote, and making the key pair that signs its checkpoints.
+//!
+//! `verify` reads the log directly (no server needed). The public key comes from
+//! `--public-key`, else it is derived from the config's `audit.signing_key_file`. The
+//! report goes to stdout; any problem makes the command exit 1 with the first bad `seq`
+//! and file on stderr.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use jitgate::config;
+use jitgate_audit::{PublicKey, VerifyReport};
+
+use super::{AuditKeygenCmd, AuditVerifyCmd};
+
+/// `jitgate audit verify`.
+pub fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
+    let (path, key, key_source) = resolve(config_path, &cmd)?;
+    let report = jitgate_audit::verify(&path, key.as_ref())
+        .with_context(|| format!("cannot verify the audit log {}", path.display()))?;
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&as_json(&report))?);
+    } else {
+        print!("{}", render(&report, key_source.as_deref()));
+    }
+    match report.problems.first() {
+        None => Ok(()),
+        Some(first) => bail!("audit log verification FAILED: {first}"),
+    }
+}
+
+/// The log to verify and the key to check signatures with (and where it came from).
+/// With `--public-key` only `audit.path` is read from the config (the private key may be
+/// unreadable for whoever verifies); otherwise the key is derived from the config's
+/// `audit.signing_key_file`.
+fn resolve(
+    config_path: &Path,
+    cmd: &AuditVerifyCmd,
+) -> Result<(PathBuf, Option<PublicKey>, Option<String>)> {
+    const NO_LOG: &str = "cannot find the audit log (name it with --file PATH)";
+    if let Some(file) = &cmd.public_key {
+        let key = PublicKey::load(file)?;
+        let path = match &cmd.file.file {
+            Some(path) => path.clone(),
+            None => config::load_audit_path(config_path)
+                .map_err(anyhow::Error::from)
+                .context(NO_LOG)?,
+        };
+        return Ok((
+            path,
+            Some(key),
+            Some(format!("public key {}", file.display())),
+        ));
+    }
+    let audit = match &cmd.file.file {
+        None => Some(
+            config::load_audit(config_path)
+                .map_err(anyhow::Error::from)
+                .context(
+                    "cannot read the audit settings (to verify without the private key, pass \
+                     --public-key FILE)",
+                )?,
+        ),
+        Some(_) if config_path.exists() => match config::load_audit(config_path) {
+            Ok(audit) => Some(audit),
+            Err(e) => {
+                eprintln!("note: no key from {}: {e}", config_path.display());
+                None
+            }
+        },
+        Some(_) => None,
+    };
+    let path = match (&cmd.file.file, &audit) {
+        (Some(file), _) => file.clone(),
+        (None, Some(audit)) => audit.path.clone(),
+        (None, None) => bail!(NO_LOG),
+    };
+    let key = audit
+        .as_ref()
+        .and_then(|a| a.signing_key.as_ref())
+        .map(|k| k.public());
+    let source = key.map(|_| {
+        "the public half of audit.signing_key_file; for an independent check pass --public-key"
+            .to_owned()
+    });
+    Ok((path, key, source))
+}
+
+fn render(report: &VerifyReport, key_source: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let compressed = report.files.iter().filter(|f| f.compressed).count();
+    let _ = writeln!(
+        out,
+        "audit log {}: {} file(s) read, {compressed} compressed",
+        report.live.display(),
+        report.files.len()
+    );
+    for file in &report.files {
+        let seqs = file
+            .seqs
+            .map_or_else(|| "no events".to_owned(), |(a, b)| format!("seq {a}..{b}"));
+        let _ = writeln!(out, "  {}  {seqs}", file.path.display());
+    }
+    match report.seqs {
+        Some((first, last)) => {
+            let start = if report.from_genesis {
+                "chained from the first event (genesis)".to_owned()
+            } else {
+                format!("chained from seq {first} (earlier files are not present)")
+            };
+            let _ = writeln!(
+                out,
+                "events:      {} checked, seq {first}..{last}, {start}",
+                report.events
+            );
+        }
+        None => {
+            let _ = writeln!(out, "events:      none");
+        }
+    }
+    if report.checkpoints > 0 {
+        let signed = match (&report.key, key_source) {
+            (Some(key), Some(source)) => format!(
+                "{} signature(s) valid with key {key} ({source})",
+                report.checkpoints_signed
+            ),
+            (Some(key), None) => format!(
+                "{} signature(s) valid with key {key}",
+                report.checkpoints_signed
+            ),
+            (None, _) => "signatures NOT checked (no public key)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "checkpoints: {} in {}; {signed}; {} matched the log, {} cover deleted files",
+            report.checkpoints,
+            jitgate_audit::checkpoints_path(&report.live).display(),
+            report.checkpoints_matched,
+            report.checkpoints_retired,
+        );
+        if let (Some(covered), Some((_, last))) = (report.last_checkpointed, report.seqs) {
+            if last > covered {
+                let _ = writeln!(
+                    out,
+                    "             the last checkpoint covers seq {covered}; the {} event(s) after \
+                     it are protected by the hash chain only",
+                    last - covered
+                );
+            }
+        }
+    }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    if report.is_ok() {
+        let _ = writeln!(out, "OK: the audit log is intact");
+    } else {
+        for problem in &report.problems {
+            let _ = writeln!(out, "FAILED: {problem}");
+        }
+    }
+    out
+}
+
+fn as_json(report: &VerifyReport) -> serde_json::Value {
+    let problems: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "kind": format!("{:?}", p.kind),
+                "file": p.file,
+                "line": p.line,
+                "seq": p.seq,
+                "detail": p.detail,
+            })
+        })
+        .collect();
+    let files: Vec<_> = report
+        .files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path,
+                "first_seq": f.seqs.map(|s| s.0),
+                "last_seq": f.seqs.map(|s| s.1),
+                "compressed": f.compressed,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ok": report.is_ok(),
+        "live": report.live,
+        "files": files,
+        "events": report.events,
+        "first_seq": report.seqs.map(|s| s.0),
+        "last_seq": report.seqs.map(|s| s.1),
+        "from_genesis": report.from_genesis,
+        "checkpoints": report.checkpoints,
+        "checkpoints_signed": report.checkpoints_signed,
+        "checkpoints_matched": report.checkpoints_matched,
+        "checkpoints_retired": report.checkpoints_retired,
+        "last_checkpointed": report.last_checkpointed,
+        "public_key": report.key.map(|k| k.to_hex()),
+        "warnings": report.warnings,
+        "problems": problems,
+    })
+}
+
+/// `jitgate audit keygen`.
+pub fn keygen(cmd: AuditKeygenCmd) -> Result<()> {
+    let made = jitgate_audit::write_key_pair(&cmd.out)?;
+    println!(
+        "private key: {} (mode 0600: readable only by the user jitgate runs as)",
+        made.private.display()
+    );
+    println!("public key:  {}", made.public.display());
+    println!("key:         {}", made.key);
+    println!();
+    println!("To sign checkpoints, add to the audit: section of jitgate.yaml:");
+    println!("  signing_key_file: {}", made.private.display());
+    println!("Give the public key to whoever verifies the log:");
+    println!(
+        "  jitgate audit verify --public-key {}",
+        made.public.display()
+    );
+    Ok(())
+}
