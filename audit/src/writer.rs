@@ -1,8 +1,11 @@
 //! The audit writer handle: sessions hand it events and wait for the acknowledgement.
 //!
-//! Events travel over a bounded channel (back-pressure, never dropped) to one dedicated OS
+//! In [`Durability::Write`] mode a caller appends its event itself when the log is free
+//! (one `write(2)` under the log's lock, no thread hand-off: the fast path). Otherwise
+//! events travel over a bounded channel (back-pressure, never dropped) to one dedicated OS
 //! thread that batches them into a single write (and one fsync in [`Durability::Fsync`]
-//! mode, i.e. group commit); see the `worker` module. `write` resolves only once the event is in
+//! mode, i.e. group commit); see the `worker` module. Both paths share one log state,
+//! so `seq` and the hash chain stay a single sequence. `write` resolves only once the event is in
 //! the log, so a session that awaits it before forwarding a query fails closed: if the
 //! log cannot be written, the query is not run.
 //!
@@ -18,7 +21,8 @@ mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -115,8 +119,21 @@ impl AuditConfig {
     }
 }
 
-/// Acknowledgement channel of one event: the assigned `seq` or why it was not written.
-type Ack = oneshot::Sender<Result<u64, AuditError>>;
+/// How the writer answers one event: over its channel (queued events), or not at all
+/// (an event written inline by its caller, who reads the outcome from the worker).
+enum Ack {
+    Channel(oneshot::Sender<Result<u64, AuditError>>),
+    Inline,
+}
+
+impl Ack {
+    fn send(self, result: Result<u64, AuditError>) {
+        if let Ack::Channel(tx) = self {
+            // The caller may have given up (stall timeout); nothing else to tell.
+            let _ = tx.send(result);
+        }
+    }
+}
 
 /// What travels to the writer thread.
 // Nearly every message is an `Event`; boxing it would cost an allocation per event.
@@ -139,7 +156,18 @@ struct Shared {
     tx: mpsc::Sender<Msg>,
     path: PathBuf,
     stall_timeout: Duration,
+    /// The log state, shared by the writer thread and inline writers.
+    worker: Arc<Mutex<worker::Worker>>,
+    /// `Write` durability to a regular file: callers write their event themselves when
+    /// the log is free (no thread hand-off); `Fsync` always goes through the thread
+    /// (group commit), and so does a log that is a pipe or device.
+    inline: bool,
+    /// Set by `WriterGuard::close`: later writes fail with `WriterGone`.
+    closed: Arc<AtomicBool>,
 }
+
+/// Attempts at taking the log for an inline write before queueing the event instead.
+const INLINE_ATTEMPTS: usize = 3;
 
 impl AuditWriter {
     /// Opens (creating parent dir + file, append mode, 0600) the log, continues `seq`
@@ -150,24 +178,35 @@ impl AuditWriter {
     pub fn start(cfg: AuditConfig) -> Result<(AuditWriter, WriterGuard), AuditError> {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let worker = worker::Worker::open(&cfg)?;
+        // Inline writes only to a regular file: a write(2) there returns promptly. A
+        // pipe or device may block indefinitely, and then only the thread path's stall
+        // timeout turns that into refusals instead of a frozen caller.
+        let inline = cfg.durability == Durability::Write && worker.writes_to_regular_file();
+        let worker = Arc::new(Mutex::new(worker));
+        let thread_worker = Arc::clone(&worker);
+        let closed = Arc::new(AtomicBool::new(false));
         let io_err = |source| AuditError::Io {
             path: cfg.path.clone(),
             source,
         };
         let thread = std::thread::Builder::new()
             .name("jitgate-audit".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || worker::run(&thread_worker, rx))
             .map_err(io_err)?;
         let writer = AuditWriter {
             inner: Some(Arc::new(Shared {
                 tx: tx.clone(),
                 path: cfg.path,
                 stall_timeout: cfg.stall_timeout,
+                worker,
+                inline,
+                closed: Arc::clone(&closed),
             })),
         };
         let guard = WriterGuard {
             tx: Some(tx),
             thread: Some(thread),
+            closed,
         };
         Ok((writer, guard))
     }
@@ -184,11 +223,39 @@ impl AuditWriter {
         let Some(shared) = &self.inner else {
             return Ok(0);
         };
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(AuditError::WriterGone);
+        }
+        // Inline: when the log is free, append the event here and now — one write(2)
+        // on this thread instead of two cross-thread wake-ups. The lock is only tried,
+        // never waited for, so a stuck disk holds at most the one caller that is inside
+        // write(2); everyone else queues and meets the stall timeout.
+        let mut pending = Some(event);
+        if shared.inline {
+            for attempt in 0..INLINE_ATTEMPTS {
+                let written = match shared.worker.try_lock() {
+                    Ok(mut worker) => pending.take().map(|e| worker.write_inline(e)),
+                    Err(TryLockError::Poisoned(poisoned)) => pending
+                        .take()
+                        .map(|e| poisoned.into_inner().write_inline(e)),
+                    Err(TryLockError::WouldBlock) => None,
+                };
+                if let Some(result) = written {
+                    return result;
+                }
+                if attempt + 1 < INLINE_ATTEMPTS {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        let Some(event) = pending else {
+            return Err(AuditError::WriterGone);
+        };
         let (ack, acked) = oneshot::channel();
         let send_and_wait = async {
             shared
                 .tx
-                .send(Msg::Event(event, ack))
+                .send(Msg::Event(event, Ack::Channel(ack)))
                 .await
                 .map_err(|_| AuditError::WriterGone)?;
             acked.await.map_err(|_| AuditError::WriterGone)?
@@ -229,6 +296,7 @@ impl fmt::Debug for AuditWriter {
 pub struct WriterGuard {
     tx: Option<mpsc::Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
+    closed: Arc<AtomicBool>,
 }
 
 impl WriterGuard {
@@ -236,6 +304,7 @@ impl WriterGuard {
     /// everything already queued, and joins the thread. Errs if the final flush/sync
     /// failed or the thread died. Wrap in a timeout if the disk may hang.
     pub async fn close(mut self) -> Result<(), AuditError> {
+        self.closed.store(true, Ordering::Release);
         let (done, result) = oneshot::channel();
         let result = match self.tx.take() {
             Some(tx) if tx.send(Msg::Close(Some(done))).await.is_ok() => {
@@ -255,6 +324,7 @@ impl WriterGuard {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
         if let Some(tx) = self.tx.take() {
             // Best effort: if the queue is full the thread stops once every handle is gone.
             let _ = tx.try_send(Msg::Close(None));

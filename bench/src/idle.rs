@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::matrix::Target;
 use crate::procs;
 use crate::wire::{self, Login, Session};
 
@@ -56,6 +57,49 @@ pub async fn measure(
     drop(sessions);
     tokio::time::sleep(SETTLE).await;
     Ok(RssRow { label, points })
+}
+
+/// Session counts at which RSS is read.
+pub const COUNTS: [usize; 3] = [0, 100, 500];
+
+/// Measures the proxies among `targets` (R, B, P: fresh processes, before any load) with
+/// logins as `user`; returns the rows, and a note for each proxy that could not be measured.
+pub async fn measure_proxies(
+    targets: &[Target],
+    user: &str,
+    password: &str,
+    database: &str,
+) -> (Vec<RssRow>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for t in targets
+        .iter()
+        .filter(|t| matches!(t.label, "R" | "B" | "P"))
+    {
+        let Some(pid) = t.pid else { continue };
+        let login = Login {
+            addr: procs::loopback(t.port),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            database: database.to_owned(),
+            application_name: "bench-idle".into(),
+        };
+        match measure(t.label, pid, &login, &COUNTS).await {
+            Ok(row) => {
+                let slope = row.slope().unwrap_or(f64::NAN);
+                eprintln!("  {}: {:?} → {slope:.1} KiB/session", t.label, row.points);
+                rows.push(row);
+            }
+            Err(e) => {
+                eprintln!("  {}: {e:#}", t.label);
+                notes.push(format!(
+                    "Idle-session memory of {} was not measured: {e:#}",
+                    t.label
+                ));
+            }
+        }
+    }
+    (rows, notes)
 }
 
 #[cfg(test)]

@@ -306,8 +306,10 @@ async fn bench(args: Args) -> Result<()> {
 
     let cells = matrix::cells(args.quick, &large_script);
     let runs = rounds * cells.len() * targets.len();
+    // Measured: a run takes its duration plus ~0.3 s; setup, memory and warm-up ~2 min;
+    // enforcement its lead time (10 s + 15 ms per session) plus ~15 s.
     let estimate_min =
-        (runs as f64 * (f64::from(seconds) + 1.5) + 60.0 + n_enforce as f64 * 0.06) / 60.0;
+        (runs as f64 * (f64::from(seconds) + 0.3) + 120.0 + 25.0 + n_enforce as f64 * 0.015) / 60.0;
     eprintln!(
         "jitgate-bench: {} cells × {} targets × {rounds} round(s) × {seconds} s = {runs} runs; \
          about {estimate_min:.0} min in all",
@@ -316,38 +318,8 @@ async fn bench(args: Args) -> Result<()> {
     );
 
     eprintln!("jitgate-bench: memory per idle session (0/100/500 sessions)…");
-    let mut rss = Vec::new();
-    for t in targets
-        .iter()
-        .filter(|t| matches!(t.label, "R" | "B" | "P"))
-    {
-        let Some(pid) = t.pid else { continue };
-        let login = wire::Login {
-            addr: procs::loopback(t.port),
-            user: ROLE.into(),
-            password: password.clone(),
-            database: DATABASE.into(),
-            application_name: "bench-idle".into(),
-        };
-        match idle::measure(t.label, pid, &login, &[0, 100, 500]).await {
-            Ok(row) => {
-                eprintln!(
-                    "  {}: {:?} → {:.1} KiB/session",
-                    t.label,
-                    row.points,
-                    row.slope().unwrap_or(f64::NAN)
-                );
-                rss.push(row);
-            }
-            Err(e) => {
-                eprintln!("  {}: {e:#}", t.label);
-                notes.push(format!(
-                    "Idle-session memory of {} was not measured: {e:#}",
-                    t.label
-                ));
-            }
-        }
-    }
+    let (rss, rss_notes) = idle::measure_proxies(&targets, ROLE, &password, DATABASE).await;
+    notes.extend(rss_notes);
 
     let logs = dir.join("pgbench");
     std::fs::create_dir_all(&logs)?;

@@ -12,6 +12,7 @@
 //! file, without duplicates.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -74,6 +75,8 @@ pub(super) struct Worker {
     closers: Vec<oneshot::Sender<Result<(), AuditError>>>,
     checkpoints: Option<Checkpointer>,
     housekeeper: Option<Housekeeper>,
+    /// The writer was closed: nothing more is written.
+    finished: bool,
 }
 
 impl Worker {
@@ -135,71 +138,39 @@ impl Worker {
             closers: Vec::new(),
             checkpoints,
             housekeeper,
+            finished: false,
         };
         worker.resume_after(end);
         Ok(worker)
     }
 
-    /// Runs until the channel is closed (by `Close`) or every sender is gone, then syncs,
-    /// writes the shutdown checkpoint and answers the closers.
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        // Time-based duties need a timer while waiting for the queue.
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit writer has no timer: interval checkpoints and age rotation happen only when events arrive");
-            })
-            .ok();
-        loop {
-            let first = match self.next(&mut rx, timer.as_ref()) {
-                Next::Msg(msg) => msg,
-                Next::Tick => {
-                    self.maybe_rotate();
-                    self.maybe_checkpoint();
-                    continue;
-                }
-                Next::Closed => break,
-            };
-            let mut opened = self.ensure_open();
-            // A batch of events goes into a new file when the live one is full; a
-            // lone `Close` does not rotate.
-            if opened.is_ok() && matches!(first, Msg::Event(..)) {
-                self.maybe_rotate();
-                opened = self.ensure_open();
-            }
-            self.take(first, &mut rx);
-            while self.acks.len() < MAX_BATCH_EVENTS && self.buf.len() < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(msg) => self.take(msg, &mut rx),
-                    Err(_) => break,
-                }
-            }
-            self.flush(opened);
-            self.maybe_checkpoint();
-        }
-        let result = self.finish();
-        for closer in self.closers.drain(..) {
-            let _ = closer.send(result.clone().map_err(AuditError::Unavailable));
-        }
+    /// Whether the live file is a regular file (not a pipe or device).
+    pub(super) fn writes_to_regular_file(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.regular)
     }
 
-    /// The next message, or a tick when a time-based duty comes due first.
-    fn next(&self, rx: &mut mpsc::Receiver<Msg>, timer: Option<&tokio::runtime::Runtime>) -> Next {
-        match rx.try_recv() {
-            Ok(msg) => return Next::Msg(msg),
-            Err(TryRecvError::Disconnected) => return Next::Closed,
-            Err(TryRecvError::Empty) => {}
+    /// Appends one event on the caller's thread (the inline fast path) and says whether
+    /// it is in the log, exactly as an acknowledgement from the thread would.
+    pub(super) fn write_inline(&mut self, event: Event) -> Result<u64, AuditError> {
+        if self.finished {
+            return Err(AuditError::WriterGone);
         }
-        match (self.deadline(), timer) {
-            (Some(at), Some(timer)) => timer.block_on(async {
-                match tokio::time::timeout_at(at.into(), rx.recv()).await {
-                    Ok(Some(msg)) => Next::Msg(msg),
-                    Ok(None) => Next::Closed,
-                    Err(_) => Next::Tick,
-                }
-            }),
-            _ => rx.blocking_recv().map_or(Next::Closed, Next::Msg),
+        let mut opened = self.ensure_open();
+        if opened.is_ok() {
+            self.maybe_rotate();
+            opened = self.ensure_open();
+        }
+        self.serialize(event, Ack::Inline);
+        let Some(&(_, seq)) = self.acks.first() else {
+            return Err(AuditError::Unavailable(
+                "an audit event could not be serialized".into(),
+            ));
+        };
+        self.flush(opened);
+        self.maybe_checkpoint();
+        match &self.last_error {
+            None => Ok(seq),
+            Some(reason) => Err(AuditError::Unavailable(reason.clone())),
         }
     }
 
@@ -283,7 +254,7 @@ impl Worker {
             Err(e) => {
                 self.buf.truncate(start);
                 tracing::error!(error = %e, kind = event.kind(), "audit event could not be serialized");
-                let _ = ack.send(Err(AuditError::Unavailable(format!(
+                ack.send(Err(AuditError::Unavailable(format!(
                     "a {} event could not be serialized: {e}",
                     event.kind()
                 ))));
@@ -316,7 +287,7 @@ impl Worker {
                     tracing::info!(path = %self.naming.live.display(), "audit log writable again");
                 }
                 for (ack, seq) in self.acks.drain(..) {
-                    let _ = ack.send(Ok(seq));
+                    ack.send(Ok(seq));
                 }
             }
             Err(reason) => {
@@ -330,7 +301,7 @@ impl Worker {
                 self.live = None;
                 self.batch_hash = self.chain;
                 for (ack, _) in self.acks.drain(..) {
-                    let _ = ack.send(Err(AuditError::Unavailable(reason.clone())));
+                    ack.send(Err(AuditError::Unavailable(reason.clone())));
                 }
                 self.last_error = Some(reason);
             }
@@ -520,5 +491,90 @@ impl Worker {
             self.naming.live.display(),
             e.kind()
         )
+    }
+}
+
+fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
+    // A panic while holding the lock leaves the state as consistent as any failed
+    // batch: the next batch re-opens and re-reads the file end.
+    worker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer thread: runs until the channel is closed (by `Close`) or every sender is
+/// gone, then syncs, writes the shutdown checkpoint and answers the closers. The log's
+/// lock is held while a batch is written, never while waiting for the queue.
+pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
+    // Time-based duties need a timer while waiting for the queue.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit writer has no timer: interval checkpoints and age rotation happen only when events arrive");
+        })
+        .ok();
+    loop {
+        let deadline = lock(worker).deadline();
+        let first = match next(&mut rx, deadline, timer.as_ref()) {
+            Next::Msg(msg) => msg,
+            Next::Tick => {
+                let mut w = lock(worker);
+                w.maybe_rotate();
+                w.maybe_checkpoint();
+                continue;
+            }
+            Next::Closed => break,
+        };
+        let mut w = lock(worker);
+        let mut opened = w.ensure_open();
+        // A batch of events goes into a new file when the live one is full; a
+        // lone `Close` does not rotate.
+        if opened.is_ok() && matches!(first, Msg::Event(..)) {
+            w.maybe_rotate();
+            opened = w.ensure_open();
+        }
+        w.take(first, &mut rx);
+        while w.acks.len() < MAX_BATCH_EVENTS && w.buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(msg) => w.take(msg, &mut rx),
+                Err(_) => break,
+            }
+        }
+        w.flush(opened);
+        w.maybe_checkpoint();
+    }
+    let mut w = lock(worker);
+    let result = w.finish();
+    // Inline writers still hold the state: release the files now (a reader waiting for
+    // the end of a pipe sees it) and refuse anything later.
+    w.live = None;
+    w.checkpoints = None;
+    w.finished = true;
+    for closer in w.closers.drain(..) {
+        let _ = closer.send(result.clone().map_err(AuditError::Unavailable));
+    }
+}
+
+/// The next message, or a tick when a time-based duty comes due first.
+fn next(
+    rx: &mut mpsc::Receiver<Msg>,
+    deadline: Option<Instant>,
+    timer: Option<&tokio::runtime::Runtime>,
+) -> Next {
+    match rx.try_recv() {
+        Ok(msg) => return Next::Msg(msg),
+        Err(TryRecvError::Disconnected) => return Next::Closed,
+        Err(TryRecvError::Empty) => {}
+    }
+    match (deadline, timer) {
+        (Some(at), Some(timer)) => timer.block_on(async {
+            match tokio::time::timeout_at(at.into(), rx.recv()).await {
+                Ok(Some(msg)) => Next::Msg(msg),
+                Ok(None) => Next::Closed,
+                Err(_) => Next::Tick,
+            }
+        }),
+        _ => rx.blocking_recv().map_or(Next::Closed, Next::Msg),
     }
 }
