@@ -103,6 +103,14 @@ async fn a_full_audit_disk_refuses_statements_and_recovers() {
         .expect_err("refused");
     assert_eq!(err.code(), Some(&SqlState::SYSTEM_ERROR));
     assert!(!client.is_closed());
+    // Operators see it: health says degraded, the metric counts the refusals.
+    assert_eq!(health(&env).await, "degraded");
+    let metrics = metrics(&env).await;
+    assert!(metrics.contains("jitgate_audit_healthy 0"), "{metrics}");
+    assert!(
+        !metrics.contains("jitgate_audit_failed_writes_total 0\n"),
+        "{metrics}"
+    );
     // Nothing refused ran upstream.
     assert_eq!(env.superuser_sql("SELECT count(*) FROM t"), ran.to_string());
 
@@ -121,6 +129,7 @@ async fn a_full_audit_disk_refuses_statements_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(resumed, "service resumed after space was freed");
+    assert_eq!(health(&env).await, "ok");
     let n: i64 = client
         .query_one("SELECT count(*) FROM t", &[])
         .await
@@ -172,6 +181,28 @@ async fn inside_a_transaction_the_session_ends_and_rolls_back() {
     );
     std::fs::remove_file(&filler).unwrap();
     env.stop().await;
+}
+
+async fn health(env: &Env) -> String {
+    let body: serde_json::Value = reqwest::get(format!("{}/v1/health", env.admin_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["status"].as_str().unwrap().to_owned()
+}
+
+async fn metrics(env: &Env) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", env.admin_url()))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Runs `sql` until it is refused; returns how many times it ran first, and the error.

@@ -63,4 +63,4 @@ pub use replay::{format_event_line, transcript};
 pub use setting::setting_change;
 pub use sqltext::{record_sql, sha256_hex, RecordedSql, DEFAULT_MAX_SQL_BYTES};
 pub use verify::{verify, Problem, ProblemKind, VerifyReport};
-pub use writer::{AuditConfig, AuditWriter, Durability, Retain, WriterGuard};
+pub use writer::{AuditConfig, AuditHealth, AuditWriter, Durability, Retain, WriterGuard};

@@ -21,7 +21,7 @@ mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -164,6 +164,21 @@ struct Shared {
     inline: bool,
     /// Set by `WriterGuard::close`: later writes fail with `WriterGone`.
     closed: Arc<AtomicBool>,
+    /// Writes that failed since start (a metric for operators).
+    failed_writes: AtomicU64,
+    /// Whether the last write succeeded.
+    healthy: AtomicBool,
+}
+
+/// What operators and health probes learn about the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHealth {
+    /// Events are being recorded (false only for the benchmark-only disabled writer).
+    pub enabled: bool,
+    /// The last write succeeded: queries are being forwarded.
+    pub healthy: bool,
+    /// Writes refused since start (each one a statement that was not run).
+    pub failed_writes: u64,
 }
 
 /// Attempts at taking the log for an inline write before queueing the event instead.
@@ -201,6 +216,8 @@ impl AuditWriter {
                 worker,
                 inline,
                 closed: Arc::clone(&closed),
+                failed_writes: AtomicU64::new(0),
+                healthy: AtomicBool::new(true),
             })),
         };
         let guard = WriterGuard {
@@ -223,6 +240,34 @@ impl AuditWriter {
         let Some(shared) = &self.inner else {
             return Ok(0);
         };
+        let result = Self::write_to(shared, event).await;
+        let ok = result.is_ok();
+        if !ok {
+            shared.failed_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        if shared.healthy.load(Ordering::Relaxed) != ok {
+            shared.healthy.store(ok, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Health of the log for probes and metrics.
+    pub fn health(&self) -> AuditHealth {
+        match &self.inner {
+            None => AuditHealth {
+                enabled: false,
+                healthy: true,
+                failed_writes: 0,
+            },
+            Some(shared) => AuditHealth {
+                enabled: true,
+                healthy: shared.healthy.load(Ordering::Relaxed),
+                failed_writes: shared.failed_writes.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    async fn write_to(shared: &Shared, event: Event) -> Result<u64, AuditError> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::WriterGone);
         }

@@ -11,8 +11,10 @@
 //! - `POST /v1/grants/{id}/revoke` — revoke, drop its live sessions at once, write
 //!   `grant_revoked`; 409 when the grant is not revocable (already revoked or expired).
 //! - `GET /v1/sessions` — live sessions of this process.
-//! - `GET /v1/health` — `{"status":"ok"}`, **unauthenticated** so probes need no secret; it
-//!   reveals nothing but liveness.
+//! - `GET /v1/health` — `{"status":"ok"|"degraded","audit":"ok"|"unavailable"}`,
+//!   **unauthenticated** so probes need no secret; it reveals nothing but liveness and
+//!   whether the audit log takes events (statements are refused while it does not).
+//! - `GET /metrics` — Prometheus text: live sessions, audit health, failed audit writes.
 //!
 //! Grants are shown with their *effective* `state` at answer time and `remaining_s`.
 //! Errors are `{"error": "…"}` with 400 (invalid request), 401 (token), 404 (no such grant
@@ -65,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/grants/{id}", get(grants::get))
         .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/v1/sessions", get(sessions))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_token,
@@ -95,10 +98,38 @@ pub async fn serve(
 }
 
 /// `GET /v1/health`.
-async fn health() -> Json<Health> {
+async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
+    let audit = state.audit.health();
     Json(Health {
-        status: "ok".to_owned(),
+        status: if audit.healthy { "ok" } else { "degraded" }.to_owned(),
+        audit: if audit.healthy { "ok" } else { "unavailable" }.to_owned(),
     })
+}
+
+/// `GET /metrics`: Prometheus text format, for the operator's monitoring.
+async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::IntoResponse {
+    let audit = state.audit.health();
+    let body = format!(
+        "# HELP jitgate_sessions_live Sessions currently relayed by this process.\n\
+         # TYPE jitgate_sessions_live gauge\n\
+         jitgate_sessions_live {}\n\
+         # HELP jitgate_audit_healthy 1 while the audit log takes events; 0 while statements are refused.\n\
+         # TYPE jitgate_audit_healthy gauge\n\
+         jitgate_audit_healthy {}\n\
+         # HELP jitgate_audit_failed_writes_total Audit writes that failed (each a statement that was not run).\n\
+         # TYPE jitgate_audit_failed_writes_total counter\n\
+         jitgate_audit_failed_writes_total {}\n",
+        state.registry.len(),
+        u8::from(audit.healthy),
+        audit.failed_writes,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 /// `GET /v1/sessions`.

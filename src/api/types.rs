@@ -129,7 +129,12 @@ pub struct SessionList {
 /// `GET /v1/health` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Health {
+    /// `ok`, or `degraded` while the audit log cannot be written (statements are then
+    /// refused: a probe should take this instance out of rotation).
     pub status: String,
+    /// `ok` or `unavailable` (no details: this route needs no token).
+    #[serde(default)]
+    pub audit: String,
 }
 
 /// Every error answer: `{"error": "…"}`.
