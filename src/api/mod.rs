@@ -135,11 +135,6 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
 /// `GET /v1/sessions`.
 async fn sessions(State(state): State<Arc<ApiState>>) -> Json<SessionList> {
     Json(SessionList {
-        sessions: state
-            .registry
-            .list()
-            .into_iter()
-            .map(SessionView::from)
-            .collect(),
+        sessions: state.registry.list(),
     })
 }

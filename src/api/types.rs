@@ -4,7 +4,6 @@
 use jiff::Timestamp;
 use jitgate_policy::{Grant, GrantState};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// `POST /v1/grants` body.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -87,38 +86,8 @@ pub struct RevokeView {
     pub sessions_dropped: usize,
 }
 
-/// One live session (mirrors the proxy's `SessionInfo`, which is serialize-only).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SessionView {
-    pub session_id: Uuid,
-    pub identity: String,
-    pub target: String,
-    pub role: String,
-    pub grant_id: Uuid,
-    pub client_addr: String,
-    pub tls: bool,
-    pub started_at: Timestamp,
-    /// The grant's absolute expiry: the session is dropped at this instant.
-    pub deadline: Timestamp,
-    pub upstream_pid: Option<i32>,
-}
-
-impl From<jitgate_proxy::registry::SessionInfo> for SessionView {
-    fn from(s: jitgate_proxy::registry::SessionInfo) -> Self {
-        SessionView {
-            session_id: s.session_id,
-            identity: s.identity,
-            target: s.target,
-            role: s.role,
-            grant_id: s.grant_id,
-            client_addr: s.client_addr,
-            tls: s.tls,
-            started_at: s.started_at,
-            deadline: s.deadline,
-            upstream_pid: s.upstream_pid,
-        }
-    }
-}
+/// One live session, exactly as the proxy's registry lists it.
+pub type SessionView = jitgate_proxy::registry::SessionInfo;
 
 /// `GET /v1/sessions` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
