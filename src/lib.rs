@@ -4,6 +4,7 @@
 //! - `config`: the YAML config file → typed settings of each crate, with field-named errors.
 //! - `api`: the admin HTTP API (server) and its client used by the CLI.
 //! - `serve`: runs the proxy, the admin API and the audit writer together.
+//! - `logging`: the server log subscriber.
 //! - `demo`: `jitgate demo` — a throwaway Postgres, a config, a grant, a psql line.
 //! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
 //! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
@@ -12,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod logging;
 pub mod pgcluster;
 pub mod serve;
 

@@ -4,13 +4,11 @@
 
 mod cli;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 use jitgate::config::{self, LogFormat};
-use tracing_subscriber::EnvFilter;
 
 use cli::{AuditCmd, Cli, Command};
 
@@ -40,11 +38,11 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => {
             let config = config::load(&config_path)?;
-            init_tracing(config.log_format);
+            jitgate::logging::init(config.log_format);
             Ok(jitgate::serve::run(config).await?)
         }
         Command::Demo(cmd) => {
-            init_tracing(LogFormat::Text);
+            jitgate::logging::init(LogFormat::Text);
             Ok(jitgate::demo::run(jitgate::demo::DemoArgs {
                 listen: cmd.listen,
                 grant_for: cmd.grant_for,
@@ -66,18 +64,4 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(AuditCmd::Verify(cmd)) => cli::audit_verify::verify(&config_path, cmd),
         Command::Audit(AuditCmd::Keygen(cmd)) => cli::audit_verify::keygen(cmd),
     }
-}
-
-/// Logs of `serve` and `demo` go to stderr (colored only on a terminal); `RUST_LOG`
-/// overrides the default `info` level.
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
