@@ -637,6 +637,9 @@ async fn age_rotation_and_interval_checkpoints_happen_without_new_events() {
     cfg.checkpoint_every = 1000;
     cfg.checkpoint_interval = Duration::from_millis(200);
     let (writer, guard) = AuditWriter::start(cfg).unwrap();
+    // Let the writer thread go idle first (no duty due yet): the inline writes below
+    // must wake it, or its timers never start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..3 {
         writer.write(event(i)).await.unwrap();
     }

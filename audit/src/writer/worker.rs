@@ -12,11 +12,11 @@
 //! file, without duplicates.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::checkpointer::Checkpointer;
 use super::housekeeping::{Housekeeper, Job};
@@ -77,6 +77,11 @@ pub(super) struct Worker {
     housekeeper: Option<Housekeeper>,
     /// The writer was closed: nothing more is written.
     finished: bool,
+    /// The time-based duty the writer thread is sleeping until (`None`: it waits for
+    /// the queue only). An inline write that makes an earlier duty due wakes it.
+    armed: Option<Instant>,
+    /// Wakes the writer thread without a queued message.
+    wake: Arc<Notify>,
 }
 
 impl Worker {
@@ -139,6 +144,8 @@ impl Worker {
             checkpoints,
             housekeeper,
             finished: false,
+            armed: None,
+            wake: Arc::new(Notify::new()),
         };
         worker.resume_after(end);
         Ok(worker)
@@ -168,9 +175,24 @@ impl Worker {
         };
         self.flush(opened);
         self.maybe_checkpoint();
+        self.rearm();
         match &self.last_error {
             None => Ok(seq),
             Some(reason) => Err(AuditError::Unavailable(reason.clone())),
+        }
+    }
+
+    /// Wakes the writer thread when an inline write made a time-based duty due earlier
+    /// than the one it sleeps until (the thread never sees inline writes otherwise).
+    fn rearm(&mut self) {
+        if self.checkpoints.is_none() && self.rotate_age.is_none() {
+            return;
+        }
+        if let Some(due) = self.deadline() {
+            if self.armed.is_none_or(|armed| due < armed) {
+                self.armed = Some(due);
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -506,6 +528,7 @@ fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
 /// gone, then syncs, writes the shutdown checkpoint and answers the closers. The log's
 /// lock is held while a batch is written, never while waiting for the queue.
 pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
+    let wake = Arc::clone(&lock(worker).wake);
     // Time-based duties need a timer while waiting for the queue.
     let timer = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -515,8 +538,12 @@ pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
         })
         .ok();
     loop {
-        let deadline = lock(worker).deadline();
-        let first = match next(&mut rx, deadline, timer.as_ref()) {
+        let deadline = {
+            let mut w = lock(worker);
+            w.armed = w.deadline();
+            w.armed
+        };
+        let first = match next(&mut rx, deadline, timer.as_ref(), &wake) {
             Next::Msg(msg) => msg,
             Next::Tick => {
                 let mut w = lock(worker);
@@ -561,20 +588,28 @@ fn next(
     rx: &mut mpsc::Receiver<Msg>,
     deadline: Option<Instant>,
     timer: Option<&tokio::runtime::Runtime>,
+    wake: &Notify,
 ) -> Next {
     match rx.try_recv() {
         Ok(msg) => return Next::Msg(msg),
         Err(TryRecvError::Disconnected) => return Next::Closed,
         Err(TryRecvError::Empty) => {}
     }
-    match (deadline, timer) {
-        (Some(at), Some(timer)) => timer.block_on(async {
-            match tokio::time::timeout_at(at.into(), rx.recv()).await {
-                Ok(Some(msg)) => Next::Msg(msg),
-                Ok(None) => Next::Closed,
-                Err(_) => Next::Tick,
+    let Some(timer) = timer else {
+        return rx.blocking_recv().map_or(Next::Closed, Next::Msg);
+    };
+    timer.block_on(async {
+        let due = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
             }
-        }),
-        _ => rx.blocking_recv().map_or(Next::Closed, Next::Msg),
-    }
+        };
+        tokio::select! {
+            msg = rx.recv() => msg.map_or(Next::Closed, Next::Msg),
+            () = due => Next::Tick,
+            // An inline write armed an earlier duty: recompute the deadline.
+            () = wake.notified() => Next::Tick,
+        }
+    })
 }
