@@ -83,6 +83,13 @@ struct Args {
     /// Keep the work directory (logs, configs, audit log) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// Run only the cells whose name contains this text (repeatable; e.g. `--only "-C"`
+    /// for the connection storms, `--only "c16"`). For focused checks, not for reports.
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
+    /// Skip the memory-per-idle-session measurement.
+    #[arg(long)]
+    skip_memory: bool,
 }
 
 #[tokio::main]
@@ -304,7 +311,14 @@ async fn bench(args: Args) -> Result<()> {
     });
     let labels: Vec<&'static str> = targets.iter().map(|t| t.label).collect();
 
-    let cells = matrix::cells(args.quick, &large_script);
+    let mut cells = matrix::cells(args.quick, &large_script);
+    if !args.only.is_empty() {
+        cells.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
+        notes.push(format!(
+            "Only the cells matching {:?} were run (`--only`).",
+            args.only
+        ));
+    }
     let runs = rounds * cells.len() * targets.len();
     // Measured: a run takes its duration plus ~0.3 s; setup, memory and warm-up ~2 min;
     // enforcement its lead time (10 s + 15 ms per session) plus ~15 s.
@@ -317,9 +331,14 @@ async fn bench(args: Args) -> Result<()> {
         targets.len()
     );
 
-    eprintln!("jitgate-bench: memory per idle session (0/100/500 sessions)…");
-    let (rss, rss_notes) = idle::measure_proxies(&targets, ROLE, &password, DATABASE).await;
-    notes.extend(rss_notes);
+    let rss = if args.skip_memory {
+        Vec::new()
+    } else {
+        eprintln!("jitgate-bench: memory per idle session (0/100/500 sessions)…");
+        let (rss, rss_notes) = idle::measure_proxies(&targets, ROLE, &password, DATABASE).await;
+        notes.extend(rss_notes);
+        rss
+    };
 
     let logs = dir.join("pgbench");
     std::fs::create_dir_all(&logs)?;

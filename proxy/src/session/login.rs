@@ -196,7 +196,7 @@ pub async fn login<'a>(
         return None;
     };
 
-    let upstream = match upstream::connect(target, creds, &startup.forward).await {
+    let upstream = match upstream::connect(target, creds, &startup.forward, &ctx.scram_keys).await {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not open the upstream session");

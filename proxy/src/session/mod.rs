@@ -34,6 +34,7 @@ use self::enforce::Enforcer;
 use self::handshake::{handshake, Hello};
 use self::relay::Relay;
 use self::tracker::Tracker;
+use crate::auth::ScramKeyCache;
 use crate::cancel::{CancelMap, CancelTarget};
 use crate::protocol::{backend, sqlstate, PgError};
 use crate::registry::{SessionInfo, SessionRegistry};
@@ -53,6 +54,8 @@ pub struct ProxyContext {
     pub terminate: CancellationToken,
     /// Key for the mock verifiers of unknown identities (random per process).
     pub mock_secret: [u8; 32],
+    /// Upstream SCRAM keys per (credential, salt, iterations): PBKDF2 once per role.
+    pub scram_keys: ScramKeyCache,
 }
 
 impl ProxyContext {
@@ -71,6 +74,7 @@ impl ProxyContext {
             draining: CancellationToken::new(),
             terminate: CancellationToken::new(),
             mock_secret: rand::random(),
+            scram_keys: ScramKeyCache::default(),
         })
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::either::Either;
 
 use super::error::UpstreamError;
 use super::stream::UpstreamStream;
+use crate::auth::{ScramClient, ScramKeyCache};
 use crate::cancel::CancelTarget;
 use crate::settings::{RoleCredentials, TargetSettings, UpstreamTls};
 
@@ -68,20 +69,30 @@ async fn connect_stream(
 }
 
 /// Connects to `target` as `creds`, forwarding the allow-listed startup `params`.
+/// SCRAM keys come from `keys` (PBKDF2 runs only on a miss, on a blocking thread).
 pub async fn connect(
     target: &TargetSettings,
     creds: &RoleCredentials,
     params: &[(String, String)],
+    keys: &ScramKeyCache,
 ) -> Result<Upstream, UpstreamError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(target, creds, params))
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(target, creds, params, keys))
         .await
         .map_err(|_| UpstreamError::Timeout(CONNECT_TIMEOUT))?
+}
+
+fn scram_error(e: crate::auth::client::ScramClientError) -> UpstreamError {
+    UpstreamError::Protocol(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        e.to_string(),
+    ))
 }
 
 async fn connect_inner(
     target: &TargetSettings,
     creds: &RoleCredentials,
     params: &[(String, String)],
+    keys: &ScramKeyCache,
 ) -> Result<Upstream, UpstreamError> {
     let mut stream = connect_stream(&target.host, target.port, &target.tls).await?;
     let mut out = BytesMut::with_capacity(256);
@@ -98,7 +109,7 @@ async fn connect_inner(
 
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut greeting = BytesMut::new();
-    let mut scram: Option<sasl::ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     let mut key: Option<(i32, i32)> = None;
     loop {
         let frame_start = inbuf.clone();
@@ -117,7 +128,12 @@ async fn connect_inner(
         };
         let consumed = frame_start.len() - inbuf.len();
         match message {
-            backend::Message::AuthenticationOk => {}
+            backend::Message::AuthenticationOk => {
+                // Once SCRAM has started, the server must have proved itself first.
+                if scram.as_ref().is_some_and(|c| !c.is_done()) {
+                    return Err(UpstreamError::ServerSignature);
+                }
+            }
             backend::Message::AuthenticationCleartextPassword => {
                 frontend::password_message(creds.password.expose().as_bytes(), &mut out)
                     .map_err(UpstreamError::Encode)?;
@@ -140,31 +156,41 @@ async fn connect_inner(
                 if !has_scram {
                     return Err(UpstreamError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                 }
-                let client = sasl::ScramSha256::new(
-                    creds.password.expose().as_bytes(),
-                    sasl::ChannelBinding::unsupported(),
-                );
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, client.message(), &mut out)
-                    .map_err(UpstreamError::Encode)?;
+                // No channel binding, as with postgres-protocol's `unsupported()` before.
+                let client = ScramClient::new();
+                frontend::sasl_initial_response(
+                    sasl::SCRAM_SHA_256,
+                    &client.client_first(),
+                    &mut out,
+                )
+                .map_err(UpstreamError::Encode)?;
                 scram = Some(client);
             }
             backend::Message::AuthenticationSaslContinue(body) => {
                 let client = scram
                     .as_mut()
                     .ok_or(UpstreamError::Unexpected("SASLContinue"))?;
-                // PBKDF2 runs here; it is a few ms of CPU once per upstream connection.
-                client
-                    .update(body.data())
-                    .map_err(UpstreamError::Protocol)?;
-                frontend::sasl_response(client.message(), &mut out)
-                    .map_err(UpstreamError::Encode)?;
+                let first = client
+                    .handle_server_first(body.data())
+                    .map_err(scram_error)?;
+                // PBKDF2 only on a cache miss, and then on a blocking thread.
+                let derived = keys
+                    .keys(
+                        creds.password.expose().as_bytes(),
+                        &first.salt,
+                        first.iterations,
+                    )
+                    .await
+                    .map_err(UpstreamError::Io)?;
+                let message = client.client_final(&derived).map_err(scram_error)?;
+                frontend::sasl_response(&message, &mut out).map_err(UpstreamError::Encode)?;
             }
             backend::Message::AuthenticationSaslFinal(body) => {
                 let client = scram
                     .as_mut()
                     .ok_or(UpstreamError::Unexpected("SASLFinal"))?;
                 client
-                    .finish(body.data())
+                    .verify_server_final(body.data())
                     .map_err(|_| UpstreamError::ServerSignature)?;
             }
             backend::Message::AuthenticationKerberosV5
