@@ -259,6 +259,77 @@ pub enum EventBody {
         /// Why, if given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Its state before (`approved`, `pending`); absent in logs from before v0.2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// The policy rule it was granted under, if it came from a request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    /// A step of the request/approval workflow: requested, approval recorded, approved,
+    /// denied, cancelled, activated, extension requested, extended, expiring soon,
+    /// expired, break-glass, reviewed. The envelope's `grant_id` is the record the step
+    /// is about (an extension request's own id for its decisions; the extended grant's id
+    /// for `extended`).
+    GrantTransition {
+        /// What happened (snake_case, e.g. `approved`).
+        action: String,
+        /// Who did it: an identity, an administrator, `policy:<rule>`, or `jitgate`.
+        actor: String,
+        /// The policy rule involved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// The actor's reason or comment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// State before (absent when the record was created by this step).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// State after.
+        to: String,
+        /// The window after the step.
+        #[serde(with = "crate::time::micros")]
+        not_before: Timestamp,
+        /// End of the window after the step.
+        #[serde(with = "crate::time::micros")]
+        expires_at: Timestamp,
+        /// For `extended`: the end before.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::time::micros_opt"
+        )]
+        previous_expires_at: Option<Timestamp>,
+        /// The ticket named by the requester.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
+        /// For an extension request: the grant it extends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extends: Option<uuid::Uuid>,
+        /// Break-glass access.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        break_glass: bool,
+    },
+    /// One attempt at delivering a lifecycle webhook. The envelope's `grant_id` (and
+    /// identity, target, role) are those of the grant the notification is about.
+    WebhookDelivery {
+        /// The configured webhook's name (never its URL's credentials or its secret).
+        webhook: String,
+        /// The webhook event name, e.g. `grant.revoked`.
+        event: String,
+        /// The delivery id (uuid v7), the same across retries of one notification and
+        /// sent to the receiver as `X-Jitgate-Delivery`.
+        delivery_id: Uuid,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// `delivered` (2xx), `retrying` (another attempt follows) or `failed` (given up).
+        outcome: String,
+        /// HTTP status the receiver answered, if it answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Why the attempt did not succeed (timeout, connection refused, redirect, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
 }
 
@@ -275,6 +346,8 @@ impl EventBody {
             EventBody::AccessDenied { .. } => "access_denied",
             EventBody::GrantIssued { .. } => "grant_issued",
             EventBody::GrantRevoked { .. } => "grant_revoked",
+            EventBody::GrantTransition { .. } => "grant_transition",
+            EventBody::WebhookDelivery { .. } => "webhook_delivery",
         }
     }
 }

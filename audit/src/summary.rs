@@ -170,12 +170,61 @@ fn details(body: &EventBody) -> String {
             clean(issued_by, false),
             one_line(reason, SQL_EXCERPT_CHARS)
         ),
-        EventBody::GrantRevoked { revoked_by, reason } => {
+        EventBody::GrantRevoked {
+            revoked_by, reason, ..
+        } => {
             let mut s = format!("by {}", clean(revoked_by, false));
             if let Some(reason) = reason {
                 let _ = write!(s, ": {}", one_line(reason, SQL_EXCERPT_CHARS));
             }
             s
         }
+        EventBody::GrantTransition {
+            action,
+            actor,
+            rule,
+            comment,
+            from,
+            to,
+            expires_at,
+            ..
+        } => {
+            let mut s = format!(
+                "{} by {}: {} -> {} (until {})",
+                clean(action, false),
+                clean(actor, false),
+                from.as_deref().map_or("new", |f| f),
+                clean(to, false),
+                display_micros(expires_at)
+            );
+            if let Some(rule) = rule {
+                let _ = write!(s, " rule {}", clean(rule, false));
+            }
+            if let Some(comment) = comment {
+                let _ = write!(s, ": {}", one_line(comment, SQL_EXCERPT_CHARS));
+            }
+            s
+        }
+        EventBody::WebhookDelivery {
+            webhook,
+            event,
+            delivery_id,
+            attempt,
+            outcome,
+            status,
+            error,
+        } => format!(
+            "{} to {} delivery={delivery_id} attempt={attempt} {}{}{}",
+            clean(event, false),
+            clean(webhook, false),
+            clean(outcome, false),
+            status
+                .map(|code| format!(" status={code}"))
+                .unwrap_or_default(),
+            error
+                .as_deref()
+                .map(|e| format!(": {}", one_line(e, SQL_EXCERPT_CHARS)))
+                .unwrap_or_default()
+        ),
     }
 }

@@ -65,3 +65,25 @@ pub mod micros {
         }
     }
 }
+
+/// `#[serde(with = "crate::time::micros_opt")]` for `Option<jiff::Timestamp>` fields
+/// (pair it with `default` and `skip_serializing_if = "Option::is_none"`).
+pub mod micros_opt {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some` as a µs RFC 3339 string (and `None` as null).
+    pub fn serialize<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => s.collect_str(&super::display_micros(ts)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Parses an RFC 3339 string or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse::<Timestamp>().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

@@ -52,6 +52,8 @@ fn timestamps_have_exactly_six_fraction_digits_in_utc() {
     let now = Event::new(EventBody::GrantRevoked {
         revoked_by: "x".into(),
         reason: None,
+        from: None,
+        rule: None,
     });
     let v = serde_json::to_value(&now).unwrap();
     let s = v["ts"].as_str().unwrap();

@@ -108,6 +108,31 @@ pub enum PolicyError {
         state: GrantState,
     },
 
+    /// The policy rules do not allow this actor to do this (request this target/role, approve
+    /// this request, approve their own request, …); the text says which rule and why.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+
+    /// The request or grant is in a state that does not allow this step (approving
+    /// something denied, cancelled or expired; extending a revoked grant, …).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A compare-and-swap update lost against a concurrent change of the same grant (its
+    /// `version` moved on). The engine re-reads and retries; callers rarely see it.
+    #[error("grant {0} was changed by someone else at the same moment; read it again and retry")]
+    StaleUpdate(Uuid),
+
+    /// The `policy:` section of the config (groups and approval rules) is invalid; `field`
+    /// is the path below `policy.` (e.g. `rules[2].ticket`) and `message` says what to fix.
+    #[error("policy.{field}: {message}")]
+    InvalidPolicy {
+        /// Where in the `policy:` section, e.g. `rules[0].approvals.from[1]`.
+        field: String,
+        /// What is wrong and what to do about it.
+        message: String,
+    },
+
     /// The grant store failed, so no decision can be made; access is denied (fail closed).
     #[error(
         "grant store error: {0}; jitgate cannot check grants, so access is denied until the \
@@ -139,7 +164,10 @@ impl PolicyError {
             | PolicyError::AmbiguousRole { .. } => "42501",
             PolicyError::InvalidRequest(_) => "22023",
             PolicyError::NotFound(_) => "42704",
-            PolicyError::NotRevocable { .. } => "55000",
+            PolicyError::NotRevocable { .. } | PolicyError::Conflict(_) => "55000",
+            PolicyError::Forbidden(_) => "42501",
+            PolicyError::StaleUpdate(_) => "40001",
+            PolicyError::InvalidPolicy { .. } => "F0000",
             PolicyError::Store(_) => "58000",
         }
     }

@@ -19,12 +19,15 @@ use uuid::Uuid;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantState {
-    /// Requested, waiting for approval; grants no access yet.
+    /// Requested, waiting for approval; grants no access yet. Lapses (effective state
+    /// `Expired`) when nobody decides before `pending_until`.
     Pending,
     /// Approved; grants access inside `[not_before, expires_at)`.
     Approved,
     /// A request that an approver turned down.
     Denied,
+    /// A request its requester (or an administrator) withdrew before a decision.
+    Cancelled,
     /// Withdrawn before it expired; sessions under it are dropped.
     Revoked,
     /// Past its `expires_at`.
@@ -33,10 +36,11 @@ pub enum GrantState {
 
 impl GrantState {
     /// Every state, in lifecycle order (for tests and for listing choices to users).
-    pub const ALL: [GrantState; 5] = [
+    pub const ALL: [GrantState; 6] = [
         GrantState::Pending,
         GrantState::Approved,
         GrantState::Denied,
+        GrantState::Cancelled,
         GrantState::Revoked,
         GrantState::Expired,
     ];
@@ -47,6 +51,7 @@ impl GrantState {
             GrantState::Pending => "pending",
             GrantState::Approved => "approved",
             GrantState::Denied => "denied",
+            GrantState::Cancelled => "cancelled",
             GrantState::Revoked => "revoked",
             GrantState::Expired => "expired",
         }
@@ -69,22 +74,27 @@ impl FromStr for GrantState {
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown grant state {s:?}; expected one of pending, approved, denied, revoked, expired"
+                    "unknown grant state {s:?}; expected one of pending, approved, denied, cancelled, revoked, expired"
                 )
             })
     }
 }
 
-/// One approver's sign-off on a grant, kept for the audit trail.
+/// One person's decision on a grant (an approval, a denial, a cancellation, a review),
+/// kept for the audit trail.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Approval {
-    /// Who approved (an identity or administrator name).
+pub struct Decision {
+    /// Who decided (an identity, an administrator name, or `policy:<rule>` for automatic
+    /// approvals).
     pub by: String,
-    /// When they approved.
+    /// When.
     pub at: Timestamp,
-    /// Optional note from the approver.
+    /// Why, in their words (required for denials).
     pub comment: Option<String>,
 }
+
+/// An approver's sign-off; the same record as any other [`Decision`].
+pub type Approval = Decision;
 
 /// Time-limited access of one identity to one target as one role.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,23 +127,80 @@ pub struct Grant {
     pub revoked_at: Option<Timestamp>,
     /// Why the grant was revoked, if a reason was given.
     pub revoke_reason: Option<String>,
+    /// The policy rule the request was decided under (`None`: issued by an administrator).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The ticket the requester named (incident, change), if any.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// Length of the window asked for. A request approved late still gets all of it:
+    /// approval sets `not_before = max(not_before, approval time)` and
+    /// `expires_at = not_before + duration`. For an extension: the time added.
+    pub duration: SignedDuration,
+    /// A pending request lapses (effective state `Expired`) at this instant.
+    #[serde(default)]
+    pub pending_until: Option<Timestamp>,
+    /// Who denied the request and why.
+    #[serde(default)]
+    pub denial: Option<Decision>,
+    /// Who withdrew the request.
+    #[serde(default)]
+    pub cancellation: Option<Decision>,
+    /// Break-glass access: approved at once without approvers, flagged, to be reviewed.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The after-the-fact review of a break-glass grant.
+    #[serde(default)]
+    pub review: Option<Decision>,
+    /// Set on an extension request: the grant whose window it extends. Such a record
+    /// never admits sessions itself; approving it moves the extended grant's `expires_at`.
+    #[serde(default)]
+    pub extends: Option<Uuid>,
+    /// Time-based notifications already sent for this grant (`activated`,
+    /// `expiring_soon`, `expired`), so each goes out once across all replicas.
+    #[serde(default)]
+    pub notified: Vec<String>,
+    /// Client-chosen key that makes creating this request idempotent (per requester).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Bumped by every stored change; updates compare it to detect concurrent changes.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Grant {
     /// Whether the grant admits sessions at `now`:
     /// `state == Approved ∧ not_before ≤ now < expires_at`.
+    /// An extension request never admits sessions itself.
     pub fn is_active(&self, now: Timestamp) -> bool {
-        self.state == GrantState::Approved && self.not_before <= now && now < self.expires_at
+        self.state == GrantState::Approved
+            && self.extends.is_none()
+            && self.not_before <= now
+            && now < self.expires_at
     }
 
     /// The state as users should see it at `now`: an `Approved` grant whose window has
-    /// ended is `Expired` even though the store still says `Approved`.
+    /// ended, and a `Pending` request past `pending_until`, are `Expired` even though the
+    /// store may still say otherwise.
     pub fn effective_state(&self, now: Timestamp) -> GrantState {
-        if self.state == GrantState::Approved && now >= self.expires_at {
-            GrantState::Expired
-        } else {
-            self.state
+        match self.state {
+            GrantState::Approved if now >= self.expires_at => GrantState::Expired,
+            GrantState::Pending if self.pending_until.is_some_and(|until| now >= until) => {
+                GrantState::Expired
+            }
+            state => state,
         }
+    }
+
+    /// Whether this record is an extension request of another grant.
+    pub fn is_extension(&self) -> bool {
+        self.extends.is_some()
+    }
+
+    /// Whether a time-based notification (`activated`, `expiring_soon`, `expired`) was
+    /// already sent for this grant.
+    pub fn was_notified(&self, what: &str) -> bool {
+        self.notified.iter().any(|n| n == what)
     }
 
     /// Time left until `expires_at`, or `None` when the grant is not active at `now`

@@ -24,15 +24,19 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod grant;
+pub mod rules;
 pub mod store;
 
 pub use jiff::{SignedDuration, Timestamp};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Admission, Catalog, Engine, IssueRequest, MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD,
+    AccessRequest, Action, Actor, Admission, Catalog, Engine, ExtensionRequest, IssueRequest,
+    Outcome, Transition, MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD,
 };
 pub use error::PolicyError;
-pub use grant::{Approval, Grant, GrantState};
+pub use grant::{Approval, Decision, Grant, GrantState};
+pub use rules::{Explanation, RequestFacts, Rule, Rules, RulesSpec, Verdict};
+pub use store::postgres::{PostgresStore, PostgresStoreOptions};
 pub use store::sqlite::SqliteStore;
 pub use store::{GrantFilter, GrantStore};

@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use common::{at_min, grant, t0};
 use jitgate_policy::{
-    Catalog, Engine, Grant, GrantFilter, GrantState, GrantStore, IssueRequest, ManualClock,
+    Actor, Catalog, Engine, Grant, GrantFilter, GrantState, GrantStore, IssueRequest, ManualClock,
     PolicyError, SignedDuration, SqliteStore, Timestamp, MAX_GRANT_DURATION,
 };
+
+fn admin(name: &str) -> Actor {
+    Actor::Admin(name.into())
+}
 use uuid::Uuid;
 
 fn catalog() -> Catalog {
@@ -248,7 +252,7 @@ async fn admit_chooses_the_latest_expiry_and_expires_exactly_at_it() {
     );
 
     engine
-        .revoke(long.id, "root", Some("not needed"))
+        .revoke(long.id, &admin("root"), Some("not needed"))
         .await
         .unwrap();
     assert_eq!(
@@ -349,22 +353,39 @@ async fn revoke_and_get_through_the_engine() {
         .await
         .unwrap();
     clock.advance(SignedDuration::from_mins(5));
-    let r = engine.revoke(g.id, " root ", Some("   ")).await.unwrap();
+    let outcome = engine
+        .revoke(g.id, &admin(" root "), Some("   "))
+        .await
+        .unwrap();
+    assert_eq!(outcome.transitions.len(), 1);
+    let r = outcome.grant;
     assert_eq!(
         (r.revoked_by.as_deref(), r.revoked_at, r.revoke_reason),
         (Some("root"), Some(at_min(5)), None)
     );
-    assert!(matches!(
-        engine.revoke(g.id, "root", None).await,
-        Err(PolicyError::NotRevocable {
-            state: GrantState::Revoked,
-            ..
-        })
-    ));
+    // Revoking again is idempotent: the same record, no new step.
+    let again = engine.revoke(g.id, &admin("root"), None).await.unwrap();
+    assert!(again.transitions.is_empty());
+    assert_eq!(again.grant.revoked_at, Some(at_min(5)));
     invalid(
-        engine.revoke(g.id, "  ", None).await.unwrap_err(),
+        engine.revoke(g.id, &admin("  "), None).await.unwrap_err(),
         "revoked_by",
     );
+    // An identity may give back its own grant, not someone else's.
+    let other = engine
+        .issue(req("alice", "prod", "readonly", 30))
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine
+            .revoke(other.id, &Actor::Identity("bob".into()), None)
+            .await,
+        Err(PolicyError::Forbidden(_))
+    ));
+    engine
+        .revoke(other.id, &Actor::Identity("alice".into()), None)
+        .await
+        .unwrap();
     let missing = Uuid::now_v7();
     assert_eq!(
         engine.get(missing).await.unwrap_err(),
@@ -378,7 +399,7 @@ async fn revoke_and_get_through_the_engine() {
         .unwrap();
     clock.advance(SignedDuration::from_mins(10));
     assert_eq!(
-        engine.revoke(e.id, "root", None).await.unwrap_err(),
+        engine.revoke(e.id, &admin("root"), None).await.unwrap_err(),
         PolicyError::NotRevocable {
             id: e.id,
             state: GrantState::Expired
@@ -403,7 +424,7 @@ async fn list_state_means_effective_state_now() {
         .issue(req("bob", "prod", "readonly", 60))
         .await
         .unwrap();
-    engine.revoke(gone.id, "root", None).await.unwrap();
+    engine.revoke(gone.id, &admin("root"), None).await.unwrap();
     clock.set(at_min(30));
 
     let by_state = |state| {
@@ -470,13 +491,10 @@ impl GrantStore for BrokenStore {
     async fn list(&self, _: &GrantFilter) -> Result<Vec<Grant>, PolicyError> {
         Err(PolicyError::Store("disk I/O error".into()))
     }
-    async fn revoke(
-        &self,
-        _: Uuid,
-        _: &str,
-        _: Option<&str>,
-        _: Timestamp,
-    ) -> Result<Grant, PolicyError> {
+    async fn update(&self, _: &[Grant]) -> Result<Vec<Grant>, PolicyError> {
+        Err(PolicyError::Store("disk I/O error".into()))
+    }
+    async fn ping(&self) -> Result<(), PolicyError> {
         Err(PolicyError::Store("disk I/O error".into()))
     }
     async fn active_for(&self, _: &str, _: &str, _: Timestamp) -> Result<Vec<Grant>, PolicyError> {
@@ -499,14 +517,13 @@ impl GrantStore for CarelessStore {
     async fn list(&self, _: &GrantFilter) -> Result<Vec<Grant>, PolicyError> {
         Ok(self.0.clone())
     }
-    async fn revoke(
-        &self,
-        id: Uuid,
-        _: &str,
-        _: Option<&str>,
-        _: Timestamp,
-    ) -> Result<Grant, PolicyError> {
-        Err(PolicyError::NotFound(id))
+    async fn update(&self, grants: &[Grant]) -> Result<Vec<Grant>, PolicyError> {
+        Err(PolicyError::NotFound(
+            grants.first().map_or_else(Uuid::nil, |g| g.id),
+        ))
+    }
+    async fn ping(&self) -> Result<(), PolicyError> {
+        Ok(())
     }
     async fn active_for(&self, _: &str, _: &str, _: Timestamp) -> Result<Vec<Grant>, PolicyError> {
         Ok(self.0.clone())

@@ -193,6 +193,8 @@ pub fn every_kind() -> Vec<Event> {
         Event::new(EventBody::GrantRevoked {
             revoked_by: "carol".into(),
             reason: None,
+            from: Some("approved".into()),
+            rule: None,
         })
         .with_grant(grant_id())
         .with_ts(ts("2026-11-28T00:00:00Z")),

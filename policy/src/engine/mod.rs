@@ -1,11 +1,29 @@
-//! Admission decisions and grant administration.
+//! Admission decisions, grant administration and the request/approval workflow.
 //!
-//! The [`Engine`] checks requests against the [`Catalog`] (what the configuration defines),
-//! issues and revokes grants in the [`GrantStore`], and decides at connect time which
-//! grant, if any, a session runs under. Time comes from an injected [`Clock`].
+//! The [`Engine`] checks requests against the [`Catalog`] (what the configuration defines)
+//! and the approval [`Rules`], stores grants in the [`GrantStore`], and decides at connect
+//! time which grant, if any, a session runs under. Time comes from an injected [`Clock`].
+//!
+//! - [`request`](Engine::request), [`extend`](Engine::extend): new requests (`workflow`);
+//! - [`approve`](Engine::approve), [`deny`](Engine::deny), [`cancel`](Engine::cancel),
+//!   [`review`](Engine::review), [`revoke`](Engine::revoke): decisions (`decide`);
+//! - [`sweep`](Engine::sweep): time-based steps — lapsed requests, activation, expiring
+//!   soon, expiry (`sweep`).
+//!
+//! Every change is a read–check–compare-and-swap on the grant's `version`, retried when a
+//! concurrent change won (`cas`), so concurrent approvers and several replicas sharing a
+//! store cannot lose or double-count a decision. Each call returns an [`Outcome`] with
+//! the [`Transition`]s it made; repeating a call that was already done returns the record
+//! with no transitions (idempotent).
+
+mod cas;
+mod decide;
+mod sweep;
+mod transition;
+mod workflow;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
@@ -13,7 +31,30 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Grant, GrantState};
+use crate::rules::Rules;
 use crate::store::{GrantFilter, GrantStore};
+
+pub use transition::{Action, Outcome, Transition};
+pub use workflow::{AccessRequest, ExtensionRequest};
+
+/// Who is acting, as far as the workflow's permissions go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// An authenticated identity, authorised by the rules.
+    Identity(String),
+    /// An administrator (admin token): may cancel and revoke anything, decides nothing
+    /// the rules reserve for approvers.
+    Admin(String),
+}
+
+impl Actor {
+    /// The name recorded in decisions and audit events.
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Identity(name) | Actor::Admin(name) => name,
+        }
+    }
+}
 
 /// Longest grant an administrator can issue in one go: access is meant to be short-lived.
 pub const MAX_GRANT_DURATION: SignedDuration = SignedDuration::from_hours(7 * 24);
@@ -31,7 +72,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    fn check_identity(&self, identity: &str) -> Result<(), PolicyError> {
+    pub(crate) fn check_identity(&self, identity: &str) -> Result<(), PolicyError> {
         if self.identities.contains(identity) {
             Ok(())
         } else {
@@ -46,7 +87,7 @@ impl Catalog {
     }
 
     /// Checks identity, target and (if given) role, in that order.
-    fn check(
+    pub(crate) fn check(
         &self,
         identity: &str,
         target: &str,
@@ -90,22 +131,48 @@ pub struct Admission {
     pub grant: Grant,
 }
 
-/// Issues, revokes and lists grants, and admits sessions.
+/// Issues, revokes and lists grants, runs the request/approval workflow, and admits
+/// sessions. Clones share the store, the clock and the (reloadable) rules.
 #[derive(Clone, Debug)]
 pub struct Engine {
     store: Arc<dyn GrantStore>,
     clock: Arc<dyn Clock>,
     catalog: Arc<Catalog>,
+    rules: Arc<RwLock<Arc<Rules>>>,
 }
 
 impl Engine {
-    /// An engine over `store`, deciding with `clock` against what `catalog` defines.
+    /// An engine over `store`, deciding with `clock` against what `catalog` defines, with
+    /// no approval rules (only administrators issue grants) until [`Engine::set_rules`].
     pub fn new(store: Arc<dyn GrantStore>, clock: Arc<dyn Clock>, catalog: Catalog) -> Self {
         Engine {
             store,
             clock,
             catalog: Arc::new(catalog),
+            rules: Arc::new(RwLock::new(Arc::new(Rules::default()))),
         }
+    }
+
+    /// The same engine with these approval rules.
+    pub fn with_rules(self, rules: Rules) -> Self {
+        self.set_rules(rules);
+        self
+    }
+
+    /// Replaces the approval rules (config reload). Requests already made keep their
+    /// rule's name; decisions on them use the rule as it is now.
+    pub fn set_rules(&self, rules: Rules) {
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+    }
+
+    /// The approval rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The grant store (health checks, change notifications).
+    pub fn store(&self) -> &Arc<dyn GrantStore> {
+        &self.store
     }
 
     /// The clock decisions are made with (sessions use it to compute their deadline).
@@ -193,6 +260,23 @@ impl Engine {
             revoked_by: None,
             revoked_at: None,
             revoke_reason: None,
+            rule: None,
+            ticket: None,
+            duration: expires_at.duration_since(not_before),
+            pending_until: None,
+            denial: None,
+            cancellation: None,
+            break_glass: false,
+            review: None,
+            extends: None,
+            // An administrator's grant starting now needs no separate activation notice.
+            notified: if not_before <= now {
+                vec![sweep::ACTIVATED.to_owned()]
+            } else {
+                Vec::new()
+            },
+            idempotency_key: None,
+            version: 0,
         };
         self.store.insert(&grant).await?;
         tracing::info!(
@@ -206,57 +290,38 @@ impl Engine {
         Ok(grant)
     }
 
-    /// Revokes a pending or approved, unexpired grant; a blank reason is stored as none.
-    pub async fn revoke(
-        &self,
-        id: Uuid,
-        by: &str,
-        reason: Option<&str>,
-    ) -> Result<Grant, PolicyError> {
-        let by = by.trim();
-        if by.is_empty() {
-            return Err(PolicyError::InvalidRequest(
-                "revoked_by must not be empty".into(),
-            ));
-        }
-        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        let grant = self.store.revoke(id, by, reason, self.now()).await?;
-        tracing::info!(grant_id = %id, revoked_by = %by, "grant revoked");
-        Ok(grant)
-    }
-
     /// The grant with this id; [`PolicyError::NotFound`] when there is none.
     pub async fn get(&self, id: Uuid) -> Result<Grant, PolicyError> {
         self.store.get(id).await?.ok_or(PolicyError::NotFound(id))
     }
 
     /// Grants matching `filter`, newest first. Unlike the store, `state` here means the
-    /// effective state now: `Approved` excludes grants past expiry, `Expired` includes them.
+    /// effective state now: `Approved` excludes grants past expiry, `Pending` excludes
+    /// lapsed requests, `Expired` includes both.
     pub async fn list(&self, filter: &GrantFilter) -> Result<Vec<Grant>, PolicyError> {
         let now = self.now();
-        let with_state = |state| GrantFilter {
-            state: Some(state),
-            ..filter.clone()
+        let Some(wanted) = filter.state else {
+            return self.store.list(filter).await;
         };
-        match filter.state {
-            Some(GrantState::Approved) => {
-                let mut grants = self.store.list(filter).await?;
-                grants.retain(|g| g.effective_state(now) == GrantState::Approved);
-                Ok(grants)
-            }
-            Some(GrantState::Expired) => {
-                let mut grants = self.store.list(&with_state(GrantState::Expired)).await?;
-                let approved = self.store.list(&with_state(GrantState::Approved)).await?;
-                grants.extend(
-                    approved
-                        .into_iter()
-                        .filter(|g| g.effective_state(now) == GrantState::Expired),
-                );
-                grants.sort_by_key(|g| std::cmp::Reverse((g.created_at, g.id)));
-                Ok(grants)
-            }
-            _ => self.store.list(filter).await,
+        let stored: &[GrantState] = match wanted {
+            GrantState::Expired => &[
+                GrantState::Expired,
+                GrantState::Approved,
+                GrantState::Pending,
+            ],
+            other => &[other],
+        };
+        let mut grants = Vec::new();
+        for state in stored {
+            let part = GrantFilter {
+                state: Some(*state),
+                ..filter.clone()
+            };
+            grants.extend(self.store.list(&part).await?);
         }
+        grants.retain(|g| g.effective_state(now) == wanted);
+        grants.sort_by_key(|g| std::cmp::Reverse((g.created_at, g.id)));
+        Ok(grants)
     }
 
     /// Admission at connect time. `role`: the role the client asked for (None = pick the

@@ -9,11 +9,17 @@
 //! - timestamps are kept to the microsecond (like PostgreSQL `timestamptz`); `insert`
 //!   rejects finer ones with [`PolicyError::InvalidRequest`] so a grant always reads back
 //!   equal, and query instants are rounded down (which gives the same answers);
+//! - every change is a compare-and-swap on [`Grant::version`] ([`GrantStore::update`]), so
+//!   the engine's read–check–write steps (approve, deny, revoke, extend) stay correct with
+//!   several writers — other tasks, other processes, other proxy replicas — and two
+//!   approvers approving at the same moment both count;
 //! - backend failures are [`PolicyError::Store`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use jiff::Timestamp;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::error::PolicyError;
@@ -31,12 +37,19 @@ pub struct GrantFilter {
     pub state: Option<GrantState>,
     /// Only grants active at this instant (approved and inside their window).
     pub active_at: Option<Timestamp>,
+    /// Only records created by this requester or administrator (`issued_by`).
+    pub issued_by: Option<String>,
+    /// Only extension requests of this grant.
+    pub extends: Option<Uuid>,
+    /// Only the record created with this idempotency key (combine with `issued_by`).
+    pub idempotency_key: Option<String>,
 }
 
 /// Persistent storage of grants.
 #[async_trait::async_trait]
 pub trait GrantStore: Send + Sync + std::fmt::Debug {
-    /// Stores a new grant; an existing id is an error.
+    /// Stores a new grant (its `version` as given, normally 0). An existing id, or an
+    /// existing `(issued_by, idempotency_key)` pair, is [`PolicyError::Conflict`].
     async fn insert(&self, grant: &Grant) -> Result<(), PolicyError>;
 
     /// The grant with this id, if any.
@@ -45,23 +58,40 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug {
     /// Grants matching `filter`, newest first (by `created_at`, then id).
     async fn list(&self, filter: &GrantFilter) -> Result<Vec<Grant>, PolicyError>;
 
-    /// Atomically: Approved|Pending → Revoked with who/when/why. Anything else →
-    /// [`PolicyError::NotRevocable`] (an approved grant already past `expires_at` at `at`
-    /// counts as expired); no grant → [`PolicyError::NotFound`]. Of concurrent revocations
-    /// of one grant exactly one succeeds.
-    async fn revoke(
-        &self,
-        id: Uuid,
-        by: &str,
-        reason: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Grant, PolicyError>;
+    /// Replaces each grant's stored record with the given one, all or nothing, if and
+    /// only if every stored `version` still equals the given `version`; the stored
+    /// versions become `version + 1` (and the returned grants carry them). A version that
+    /// moved on → [`PolicyError::StaleUpdate`] and nothing changes; a missing id →
+    /// [`PolicyError::NotFound`]. `id`, `created_at` and `issued_by` never change.
+    async fn update(&self, grants: &[Grant]) -> Result<Vec<Grant>, PolicyError>;
 
-    /// Grants of (identity, target) active at `at`, latest `expires_at` first.
+    /// Grants of (identity, target) active at `at`, latest `expires_at` first. Extension
+    /// requests are never returned (they admit nobody).
     async fn active_for(
         &self,
         identity: &str,
         target: &str,
         at: Timestamp,
     ) -> Result<Vec<Grant>, PolicyError>;
+
+    /// Whether the store answers right now (health checks; a replica that cannot reach
+    /// its store admits nobody).
+    async fn ping(&self) -> Result<(), PolicyError>;
+
+    /// Ids of grants changed by *any* process sharing this store (for a shared store:
+    /// every replica, pushed as they happen, each only once its change committed). `None`
+    /// for a store only this process writes: the engine announces its own changes.
+    ///
+    /// The stream is a hint, not a log: news sent while a store could not listen (its
+    /// connection to a shared store was lost) is gone. So a receiver must treat two
+    /// things as "you may have missed changes: reconcile everything" — re-read every
+    /// grant it holds state for (e.g. the sessions it enforces):
+    /// - [`Uuid::nil()`], which a store sends after it listens again following a lost
+    ///   connection (and, for a store that connected lazily, when it first listens);
+    /// - [`broadcast::error::RecvError::Lagged`]: the receiver fell too far behind.
+    ///
+    /// A periodic reconcile stays the safety net either way.
+    fn changes(&self) -> Option<broadcast::Receiver<Uuid>> {
+        None
+    }
 }

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use uuid::Uuid;
 
 use crate::error::PolicyError;
-use crate::grant::{Grant, GrantState};
+use crate::grant::Grant;
 use crate::store::{GrantFilter, GrantStore};
 
 pub use schema::SCHEMA_VERSION;
@@ -175,8 +175,21 @@ fn query_grants(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<Gr
     Ok(out)
 }
 
-/// `WHERE` condition for "approved and active at `at`"; binds `at` twice (µs).
-const ACTIVE_AT: &str = "state = 'approved' AND not_before <= ? AND expires_at > ?";
+/// `WHERE` condition for "approved and active at `at`"; binds `at` twice (µs). Extension
+/// requests admit nobody.
+const ACTIVE_AT: &str =
+    "state = 'approved' AND extends IS NULL AND not_before <= ? AND expires_at > ?";
+
+/// `identity = ?, target = ?, …` for every column but the id, in [`row::COLUMNS`] order.
+fn set_clause() -> String {
+    row::COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = ?"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[async_trait::async_trait]
 impl GrantStore for SqliteStore {
@@ -185,16 +198,18 @@ impl GrantStore for SqliteStore {
         let id = grant.id;
         self.call(move |conn| {
             let sql = format!(
-                "INSERT INTO grants ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row::COLUMNS
+                "INSERT INTO grants ({}) VALUES ({})",
+                row::COLUMNS,
+                row::PLACEHOLDERS
             );
             match conn.execute(&sql, rusqlite::params_from_iter(values)) {
                 Ok(_) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == ErrorCode::ConstraintViolation =>
                 {
-                    Err(PolicyError::InvalidRequest(format!(
-                        "a grant with id {id} already exists"
+                    Err(PolicyError::Conflict(format!(
+                        "a grant with id {id} (or a request with the same idempotency key \
+                         from the same requester) already exists"
                     )))
                 }
                 Err(e) => Err(PolicyError::store("insert grant", e)),
@@ -228,52 +243,62 @@ impl GrantStore for SqliteStore {
             let at = row::query_micros(at);
             args.extend([Value::Integer(at), Value::Integer(at)]);
         }
+        if let Some(by) = &filter.issued_by {
+            sql.push_str(" AND issued_by = ?");
+            args.push(Value::Text(by.clone()));
+        }
+        if let Some(extends) = filter.extends {
+            sql.push_str(" AND extends = ?");
+            args.push(Value::Text(extends.hyphenated().to_string()));
+        }
+        if let Some(key) = &filter.idempotency_key {
+            sql.push_str(" AND idempotency_key = ?");
+            args.push(Value::Text(key.clone()));
+        }
         sql.push_str(" ORDER BY created_at DESC, id DESC");
         self.call(move |conn| query_grants(conn, &sql, args)).await
     }
 
-    async fn revoke(
-        &self,
-        id: Uuid,
-        by: &str,
-        reason: Option<&str>,
-        at: Timestamp,
-    ) -> Result<Grant, PolicyError> {
-        let by = by.to_owned();
-        let reason = reason.map(str::to_owned);
-        let at_micros = row::query_micros(at);
+    async fn update(&self, grants: &[Grant]) -> Result<Vec<Grant>, PolicyError> {
+        let mut updated = Vec::with_capacity(grants.len());
+        let mut rows = Vec::with_capacity(grants.len());
+        for grant in grants {
+            let mut next = grant.clone();
+            next.version = grant.version + 1;
+            let mut values = row::encode(&next)?;
+            // SET every column but the id; WHERE id = ? AND version = ?.
+            let id = values.remove(0);
+            let old = i64::try_from(grant.version)
+                .map_err(|_| PolicyError::store("encode version", grant.version))?;
+            values.extend([id, Value::Integer(old)]);
+            rows.push((grant.id, values));
+            updated.push(next);
+        }
         self.call(move |conn| {
-            let err = |e: rusqlite::Error| PolicyError::store("revoke grant", e);
-            // IMMEDIATE takes the write lock up front, so the check and the update below
-            // see the same row even with other processes on the file.
+            let err = |e: rusqlite::Error| PolicyError::store("update grant", e);
+            // IMMEDIATE takes the write lock up front: the version checks and the writes
+            // see the same rows even with other processes on the file.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let mut grant = get_in(&tx, id)?.ok_or(PolicyError::NotFound(id))?;
-            let at = Timestamp::from_microsecond(at_micros)
-                .map_err(|e| PolicyError::store("revoke time", e))?;
-            let state = grant.effective_state(at);
-            if !matches!(state, GrantState::Approved | GrantState::Pending) {
-                return Err(PolicyError::NotRevocable { id, state });
-            }
-            let changed = tx
-                .execute(
-                    "UPDATE grants SET state = 'revoked', revoked_by = ?1, revoked_at = ?2, \
-                     revoke_reason = ?3 WHERE id = ?4 AND state IN ('approved', 'pending')",
-                    params![by, at_micros, reason, id.hyphenated().to_string()],
-                )
-                .map_err(err)?;
-            if changed != 1 {
-                return Err(PolicyError::Store(format!(
-                    "revoke grant {id}: expected to update 1 row, updated {changed}"
-                )));
+            let sql = format!(
+                "UPDATE grants SET {} WHERE id = ? AND version = ?",
+                set_clause()
+            );
+            for (id, values) in rows {
+                let changed = tx
+                    .execute(&sql, rusqlite::params_from_iter(values))
+                    .map_err(err)?;
+                if changed != 1 {
+                    // Dropping the transaction rolls back the rows already written.
+                    return Err(match get_in(&tx, id)? {
+                        Some(_) => PolicyError::StaleUpdate(id),
+                        None => PolicyError::NotFound(id),
+                    });
+                }
             }
             tx.commit().map_err(err)?;
-            grant.state = GrantState::Revoked;
-            grant.revoked_by = Some(by);
-            grant.revoked_at = Some(at);
-            grant.revoke_reason = reason;
-            Ok(grant)
+            Ok(updated)
         })
         .await
     }
@@ -297,5 +322,13 @@ impl GrantStore for SqliteStore {
             Value::Integer(at),
         ];
         self.call(move |conn| query_grants(conn, &sql, args)).await
+    }
+
+    async fn ping(&self) -> Result<(), PolicyError> {
+        self.call(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| PolicyError::store("ping", e))
+        })
+        .await
     }
 }

@@ -31,6 +31,18 @@ pub fn grant(identity: &str, target: &str, role: &str, nb: Timestamp, exp: Times
         revoked_by: None,
         revoked_at: None,
         revoke_reason: None,
+        rule: None,
+        ticket: None,
+        duration: exp.duration_since(nb),
+        pending_until: None,
+        denial: None,
+        cancellation: None,
+        break_glass: false,
+        review: None,
+        extends: None,
+        notified: Vec::new(),
+        idempotency_key: None,
+        version: 0,
     }
 }
 
@@ -63,5 +75,25 @@ pub fn full_grant() -> Grant {
         revoked_by: Some("erin".into()),
         revoked_at: Some("2030-01-01T00:10:00.5Z".parse().unwrap()),
         revoke_reason: Some("done early".into()),
+        rule: Some("prod-write".into()),
+        ticket: Some("INC-42".into()),
+        duration: SignedDuration::from_mins(30),
+        pending_until: Some("2030-01-01T01:00:00.000001Z".parse().unwrap()),
+        denial: Some(Approval {
+            by: "frank".into(),
+            at: "2030-01-01T00:05:00Z".parse().unwrap(),
+            comment: Some("not during the freeze".into()),
+        }),
+        cancellation: None,
+        break_glass: true,
+        review: Some(Approval {
+            by: "grace".into(),
+            at: "2030-01-02T00:00:00Z".parse().unwrap(),
+            comment: None,
+        }),
+        extends: Some(Uuid::now_v7()),
+        notified: vec!["activated".into(), "expiring_soon".into()],
+        idempotency_key: Some("retry-key-1".into()),
+        version: 3,
     }
 }

@@ -1,21 +1,55 @@
 //! Conversions between [`Grant`] and SQLite rows and values.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::Row;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::PolicyError;
-use crate::grant::{is_whole_micros, Approval, Grant, GrantState};
+use crate::grant::{is_whole_micros, Decision, Grant, GrantState};
 
 /// Column list in the order [`decode`] reads it.
 pub(super) const COLUMNS: &str = "id, identity, target, role, not_before, expires_at, reason, \
-     issued_by, created_at, state, approvals, revoked_by, revoked_at, revoke_reason";
+     issued_by, created_at, state, approvals, revoked_by, revoked_at, revoke_reason, rule, \
+     ticket, duration_us, pending_until, extends, idempotency_key, details, version";
+
+/// Placeholders for every column of [`COLUMNS`].
+pub(super) const PLACEHOLDERS: &str =
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+
+/// The `details` JSON column: what no query filters on.
+#[derive(Default, Serialize, Deserialize)]
+struct Details {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    denial: Option<Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cancellation: Option<Decision>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    break_glass: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    review: Option<Decision>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    notified: Vec<String>,
+}
 
 /// The values to bind, in [`COLUMNS`] order, for inserting `grant`.
 pub(super) fn encode(grant: &Grant) -> Result<Vec<Value>, PolicyError> {
     let approvals = serde_json::to_string(&grant.approvals)
         .map_err(|e| PolicyError::store("encode approvals", e))?;
+    let details = serde_json::to_string(&Details {
+        denial: grant.denial.clone(),
+        cancellation: grant.cancellation.clone(),
+        break_glass: grant.break_glass,
+        review: grant.review.clone(),
+        notified: grant.notified.clone(),
+    })
+    .map_err(|e| PolicyError::store("encode details", e))?;
+    let duration_us = i64::try_from(grant.duration.as_micros()).map_err(|_| {
+        PolicyError::InvalidRequest(format!("duration {:#} is out of range", grant.duration))
+    })?;
+    let version = i64::try_from(grant.version)
+        .map_err(|_| PolicyError::store("encode version", grant.version))?;
     Ok(vec![
         Value::Text(grant.id.hyphenated().to_string()),
         Value::Text(grant.identity.clone()),
@@ -34,6 +68,19 @@ pub(super) fn encode(grant: &Grant) -> Result<Vec<Value>, PolicyError> {
             None => Value::Null,
         },
         opt_text(grant.revoke_reason.as_deref()),
+        opt_text(grant.rule.as_deref()),
+        opt_text(grant.ticket.as_deref()),
+        Value::Integer(duration_us),
+        match grant.pending_until {
+            Some(t) => Value::Integer(stored_micros("pending_until", t)?),
+            None => Value::Null,
+        },
+        grant
+            .extends
+            .map_or(Value::Null, |id| Value::Text(id.hyphenated().to_string())),
+        opt_text(grant.idempotency_key.as_deref()),
+        Value::Text(details),
+        Value::Integer(version),
     ])
 }
 
@@ -49,18 +96,28 @@ pub(super) fn decode(row: &Row<'_>) -> Result<Grant, PolicyError> {
     let state_text: String = row.get(9).map_err(err)?;
     let state: GrantState = state_text.parse().map_err(|e| corrupt("state", &e))?;
     let approvals_text: String = row.get(10).map_err(err)?;
-    let approvals: Vec<Approval> =
+    let approvals: Vec<Decision> =
         serde_json::from_str(&approvals_text).map_err(|e| corrupt("approvals", &e))?;
+    let details_text: String = row.get(20).map_err(err)?;
+    let details: Details =
+        serde_json::from_str(&details_text).map_err(|e| corrupt("details", &e))?;
     let ts = |idx: usize, what: &str| -> Result<Timestamp, PolicyError> {
         let micros: i64 = row.get(idx).map_err(err)?;
         Timestamp::from_microsecond(micros).map_err(|e| corrupt(what, &e))
     };
-    let revoked_at = match row.get::<_, Option<i64>>(12).map_err(err)? {
-        Some(micros) => {
-            Some(Timestamp::from_microsecond(micros).map_err(|e| corrupt("revoked_at", &e))?)
+    let opt_ts = |idx: usize, what: &str| -> Result<Option<Timestamp>, PolicyError> {
+        match row.get::<_, Option<i64>>(idx).map_err(err)? {
+            Some(micros) => Ok(Some(
+                Timestamp::from_microsecond(micros).map_err(|e| corrupt(what, &e))?,
+            )),
+            None => Ok(None),
         }
+    };
+    let extends = match row.get::<_, Option<String>>(18).map_err(err)? {
+        Some(text) => Some(Uuid::parse_str(&text).map_err(|e| corrupt("extends", &e))?),
         None => None,
     };
+    let version: i64 = row.get(21).map_err(err)?;
     Ok(Grant {
         id,
         identity: row.get(1).map_err(err)?,
@@ -74,8 +131,20 @@ pub(super) fn decode(row: &Row<'_>) -> Result<Grant, PolicyError> {
         state,
         approvals,
         revoked_by: row.get(11).map_err(err)?,
-        revoked_at,
+        revoked_at: opt_ts(12, "revoked_at")?,
         revoke_reason: row.get(13).map_err(err)?,
+        rule: row.get(14).map_err(err)?,
+        ticket: row.get(15).map_err(err)?,
+        duration: SignedDuration::from_micros(row.get(16).map_err(err)?),
+        pending_until: opt_ts(17, "pending_until")?,
+        denial: details.denial,
+        cancellation: details.cancellation,
+        break_glass: details.break_glass,
+        review: details.review,
+        extends,
+        notified: details.notified,
+        idempotency_key: row.get(19).map_err(err)?,
+        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
     })
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::PolicyError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Timestamps are integer microseconds since the Unix epoch (UTC), so comparisons in the
 /// index are plain integer comparisons and the round trip is exact. `approvals` is a JSON
@@ -36,8 +36,56 @@ CREATE INDEX grants_identity_target_expires ON grants (identity, target, expires
 CREATE INDEX grants_created ON grants (created_at);
 ";
 
+/// Version 2: the request/approval workflow. The table is rebuilt because SQLite cannot
+/// change a CHECK constraint (`cancelled` is a new state). New columns: the rule, ticket
+/// and requested duration (µs), when a pending request lapses, the extended grant, the
+/// idempotency key (unique per requester), the compare-and-swap `version`, and `details`
+/// — a JSON object with the decisions (denial, cancellation, review), the break-glass
+/// flag and the notifications already sent. Existing grants get `duration_us =
+/// expires_at - not_before`.
+const V2: &str = "
+CREATE TABLE grants_v2 (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    identity        TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    role            TEXT    NOT NULL,
+    not_before      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    reason          TEXT    NOT NULL,
+    issued_by       TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    state           TEXT    NOT NULL
+        CHECK (state IN ('pending', 'approved', 'denied', 'cancelled', 'revoked', 'expired')),
+    approvals       TEXT    NOT NULL DEFAULT '[]',
+    revoked_by      TEXT,
+    revoked_at      INTEGER,
+    revoke_reason   TEXT,
+    rule            TEXT,
+    ticket          TEXT,
+    duration_us     INTEGER NOT NULL,
+    pending_until   INTEGER,
+    extends         TEXT,
+    idempotency_key TEXT,
+    details         TEXT    NOT NULL DEFAULT '{}',
+    version         INTEGER NOT NULL DEFAULT 0
+) STRICT;
+INSERT INTO grants_v2 (id, identity, target, role, not_before, expires_at, reason, issued_by,
+    created_at, state, approvals, revoked_by, revoked_at, revoke_reason, duration_us)
+SELECT id, identity, target, role, not_before, expires_at, reason, issued_by,
+    created_at, state, approvals, revoked_by, revoked_at, revoke_reason, expires_at - not_before
+FROM grants;
+DROP TABLE grants;
+ALTER TABLE grants_v2 RENAME TO grants;
+CREATE INDEX grants_identity_target_expires ON grants (identity, target, expires_at);
+CREATE INDEX grants_created ON grants (created_at);
+CREATE INDEX grants_state ON grants (state);
+CREATE INDEX grants_extends ON grants (extends) WHERE extends IS NOT NULL;
+CREATE UNIQUE INDEX grants_idempotency ON grants (issued_by, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+";
+
 /// Every migration in order; `MIGRATIONS.len()` must equal [`SCHEMA_VERSION`].
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// Brings the database to [`SCHEMA_VERSION`]; refuses a database from a newer jitgate.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), PolicyError> {
