@@ -2,8 +2,13 @@
 //! psql line to paste — the whole product in one command.
 //!
 //! Everything lives in a state directory (a temp dir removed at exit, or `--dir`, kept
-//! and reused): `jitgate.yaml`, `secrets/` (upstream role password, admin token),
-//! `grants.db`, `audit.jsonl`, and the cluster's `pgdata/`.
+//! and reused): `jitgate.yaml`, `secrets/` (upstream role password, admin token, the two
+//! identities' passwords), `grants.db`, `audit.jsonl`, and the cluster's `pgdata/`.
+//!
+//! Two identities: `alice` (a DBA who asks for access; she gets a ready grant so the psql
+//! line works at once) and `bob` (in group `dbas`, who approves). The policy has one rule,
+//! `demo-write`: alice may request `readwrite` on `demo` for up to 2h with a reason, and
+//! one approval from `dbas` is needed; break-glass for 15 minutes, reviewed by `dbas`.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -33,6 +38,10 @@ pub struct DemoArgs {
 
 /// The demo's names, used in the config and the printed tour.
 pub const IDENTITY: &str = "alice";
+/// The demo's approver.
+pub const APPROVER: &str = "bob";
+/// The demo's approval rule.
+pub const RULE: &str = "demo-write";
 pub const TARGET: &str = "demo";
 pub const ROLE: &str = "readwrite";
 const UPSTREAM_USER: &str = "demo_rw";
@@ -113,17 +122,25 @@ fn prepare_database(cluster: &PgCluster, password: &str) -> Result<(), Error> {
 }
 
 /// The demo's config file text.
-fn config_yaml(args: &DemoArgs, cluster: &PgCluster, verifier: &str, admin_port: u16) -> String {
+fn config_yaml(
+    args: &DemoArgs,
+    cluster: &PgCluster,
+    verifiers: (&str, &str),
+    admin_port: u16,
+) -> String {
+    let (verifier, approver_verifier) = verifiers;
     format!(
         "# Written by `jitgate demo`. See examples/ for a commented configuration.\n\
          listen: {listen}\n\
          login_timeout: 30s\n\
          drain_timeout: 5s\n\
-         identities:\n  {IDENTITY}:\n    scram_verifier: \"{verifier}\"\n\
+         identities:\n  {IDENTITY}:\n    scram_verifier: \"{verifier}\"\n  {APPROVER}:\n    scram_verifier: \"{approver_verifier}\"\n\
          targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {DATABASE}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {UPSTREAM_USER}\n        password_file: secrets/{UPSTREAM_USER}.password\n\
          store:\n  sqlite: grants.db\n\
          audit:\n  path: audit.jsonl\n  durability: write\n\
-         admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: secrets/admin.token\n",
+         admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: secrets/admin.token\n\
+         policy:\n  groups:\n    dbas: [{APPROVER}]\n  rules:\n    - name: {RULE}\n      requesters: {{ identities: [{IDENTITY}] }}\n      targets: [{TARGET}]\n      roles: [{ROLE}]\n      max_duration: 2h\n      reason: required\n      approvals: {{ count: 1, from: [dbas] }}\n      pending_timeout: 30m\n      break_glass: {{ max_duration: 15m, review_by: [dbas] }}\n\
+         notifications:\n  expiring_soon: 2m\n",
         listen = args.listen,
         pg_port = cluster.port(),
     )
@@ -149,6 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     std::fs::create_dir_all(&secrets).map_err(io("creating the secrets dir"))?;
     let role_password = secret_file(&secrets.join(format!("{UPSTREAM_USER}.password")))?;
     let identity_password = secret_file(&secrets.join(format!("{IDENTITY}.password")))?;
+    let approver_password = secret_file(&secrets.join(format!("{APPROVER}.password")))?;
     secret_file(&secrets.join("admin.token"))?;
 
     eprintln!("jitgate demo: starting a throwaway PostgreSQL…");
@@ -170,8 +188,14 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     prepare_database(&cluster, &role_password)?;
 
     let verifier = ScramVerifier::from_password(&identity_password).to_string();
+    let approver_verifier = ScramVerifier::from_password(&approver_password).to_string();
     let config_path = state_dir.join("jitgate.yaml");
-    let yaml = config_yaml(&args, &cluster, &verifier, free_port()?);
+    let yaml = config_yaml(
+        &args,
+        &cluster,
+        (&verifier, &approver_verifier),
+        free_port()?,
+    );
     write_private(&config_path, &yaml)?;
     let config = config::load(&config_path)?;
     let audit_path = config.audit.path.clone();
@@ -215,7 +239,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             &cluster,
             &config_path,
             &audit_path,
-            &identity_password,
+            (&identity_password, &approver_password),
             &grant
         )
     );
@@ -238,9 +262,10 @@ fn tour(
     cluster: &PgCluster,
     config_path: &Path,
     audit_path: &Path,
-    password: &str,
+    passwords: (&str, &str),
     grant: &jitgate_policy::Grant,
 ) -> String {
+    let (password, approver_password) = passwords;
     let cfg = config_path.display();
     let exe = std::env::current_exe()
         .ok()
@@ -290,6 +315,45 @@ fn tour(
     let _ = writeln!(
         s,
         "  {jg} audit replay --session <session_id from audit tail>"
+    );
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let server_url = format!("http://{}", server.admin_addr);
+    let as_alice = format!(
+        "JITGATE_CREDENTIALS={}/alice.credentials {exe}",
+        dir.display()
+    );
+    let as_bob = format!(
+        "JITGATE_CREDENTIALS={}/bob.credentials {exe}",
+        dir.display()
+    );
+    let _ = writeln!(
+        s,
+        "\nThe request/approval workflow ({IDENTITY} asks, {APPROVER} approves; rule {RULE}):"
+    );
+    let _ = writeln!(
+        s,
+        "  echo '{password}' | {as_alice} login --server {server_url} --identity {IDENTITY}"
+    );
+    let _ = writeln!(
+        s,
+        "  echo '{approver_password}' | {as_bob} login --server {server_url} --identity {APPROVER}"
+    );
+    let _ = writeln!(
+        s,
+        "  {as_alice} request --target {TARGET} --role {ROLE} --for 30m --reason \"INC-1 fix a row\""
+    );
+    let _ = writeln!(
+        s,
+        "  {as_bob} requests --pending           # what waits for bob"
+    );
+    let _ = writeln!(s, "  {as_bob} approve <request id> --comment \"ok\"");
+    let _ = writeln!(
+        s,
+        "  {as_alice} extend <grant id> --for 15m --reason \"need more time\"   # bob approves again; psql keeps running"
+    );
+    let _ = writeln!(
+        s,
+        "  {jg} policy explain --identity {IDENTITY} --target {TARGET} --role {ROLE}"
     );
     let _ = writeln!(s, "\nCtrl-C stops the proxy and PostgreSQL.");
     s

@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Parser;
 use jitgate::config::{self, LogFormat};
 
-use cli::{AuditCmd, Cli, Command};
+use cli::{AuditCmd, Cli, Command, PolicyCmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,6 +56,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Revoke(cmd) => cli::admin::revoke(&config_path, cmd).await,
         Command::Grants(cmd) => cli::admin::grants(&config_path, cmd).await,
         Command::Sessions(cmd) => cli::admin::sessions(&config_path, cmd).await,
+        Command::Login(cmd) => cli::workflow::login(&config_path, cmd).await,
+        Command::Logout => cli::workflow::logout(),
+        Command::Whoami(cmd) => cli::workflow::whoami(cmd).await,
+        Command::Request(cmd) => cli::workflow::request(cmd).await,
+        Command::Requests(cmd) => cli::workflow::requests(cmd).await,
+        Command::Approve(cmd) => cli::workflow::approve(cmd).await,
+        Command::Deny(cmd) => cli::workflow::deny(cmd).await,
+        Command::Cancel(cmd) => cli::workflow::cancel(&config_path, cmd).await,
+        Command::Extend(cmd) => cli::workflow::extend(cmd).await,
+        Command::Review(cmd) => cli::workflow::review(cmd).await,
+        Command::Policy(PolicyCmd::Explain(cmd)) => cli::workflow::explain(&config_path, cmd).await,
         Command::Audit(AuditCmd::Tail(cmd)) => cli::audit::tail(&config_path, cmd).await,
         Command::Audit(AuditCmd::Replay(cmd)) => cli::audit::replay(&config_path, cmd),
         Command::Audit(AuditCmd::Sessions(cmd)) => cli::audit_query::sessions(&config_path, cmd),

@@ -1,23 +1,33 @@
-//! `jitgate serve`: the proxy, the admin API and the audit writer, wired together.
+//! `jitgate serve`: the proxy, the admin API, the audit writer, the webhook notifier and
+//! the grant lifecycle tasks, wired together.
 //!
 //! [`start`] binds both listeners and returns a [`Server`] handle (tests and the demo use
 //! it in-process); [`run`] adds signal handling: SIGINT/SIGTERM stop accepting, drain
-//! sessions up to `drain_timeout`, end the rest, and flush the audit log.
+//! sessions up to `drain_timeout`, end the rest, and flush the audit log; SIGHUP reloads
+//! the approval rules (`policy:`) from the config file without touching live sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jitgate_audit::{AuditWriter, WriterGuard};
-use jitgate_policy::{Engine, SqliteStore, SystemClock};
+use jitgate_policy::{
+    Engine, GrantStore, PostgresStore, PostgresStoreOptions, SignedDuration, SqliteStore,
+    SystemClock,
+};
 use jitgate_proxy::registry::SessionRegistry;
 use jitgate_proxy::{listener, ProxyContext};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::api::{self, ApiState, TokenKeys};
+use crate::config::{Config, StoreConfig, StoreSettings};
 use crate::error::Error;
+use crate::lifecycle::{sync, Lifecycle};
+use crate::notify::{Notifier, NotifierGuard};
+
+/// How long shutdown waits for queued webhook deliveries.
+const NOTIFY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A running jitgate: proxy listener, admin API, audit writer.
 pub struct Server {
@@ -28,10 +38,33 @@ pub struct Server {
     pub registry: Arc<SessionRegistry>,
     pub engine: Engine,
     pub audit: AuditWriter,
+    /// Engine, registry, audit and notifier together (what grant changes go through).
+    pub lifecycle: Lifecycle,
     shutdown: CancellationToken,
     proxy_task: JoinHandle<std::io::Result<()>>,
     admin_task: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    notifier_guard: NotifierGuard,
     audit_guard: Option<WriterGuard>,
+}
+
+/// Opens the configured grant store.
+pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn GrantStore>, Error> {
+    Ok(match &cfg.backend {
+        StoreSettings::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreSettings::Postgres {
+            conninfo,
+            connect_timeout,
+            pool_size,
+        } => {
+            let options = PostgresStoreOptions {
+                connect_timeout: *connect_timeout,
+                pool_size: usize::try_from(*pool_size).unwrap_or(4),
+                ..PostgresStoreOptions::default()
+            };
+            Arc::new(PostgresStore::connect(conninfo.expose(), options).await?)
+        }
+    })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -61,13 +94,23 @@ pub async fn start_with_audit(
     audit: AuditWriter,
     audit_guard: Option<WriterGuard>,
 ) -> Result<Server, Error> {
-    let store = SqliteStore::open(&config.store_path)?;
-    let engine = Engine::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        config.catalog.clone(),
-    );
+    let store = open_store(&config.store).await?;
+    let engine = Engine::new(store, Arc::new(SystemClock), config.catalog.clone())
+        .with_rules(config.rules.clone());
     let registry = SessionRegistry::new();
+    let (notifier, notifier_guard) =
+        Notifier::start(config.notifications.webhooks.clone(), audit.clone());
+    let lifecycle = Lifecycle {
+        engine: engine.clone(),
+        registry: Arc::clone(&registry),
+        audit: audit.clone(),
+        notifier,
+    };
+    let login_keys = match &config.user_sessions.key {
+        Some(key) => TokenKeys::new(key.expose().as_bytes(), config.user_sessions.ttl),
+        None => TokenKeys::random(config.user_sessions.ttl),
+    };
+    let identities = Arc::new(config.proxy.identities.clone());
 
     let proxy_listener = bind("proxy", config.proxy.listen).await?;
     let admin_listener = bind("admin API", config.admin.listen).await?;
@@ -75,6 +118,20 @@ pub async fn start_with_audit(
     let admin_addr = local_addr(&admin_listener)?;
 
     let shutdown = CancellationToken::new();
+    let expiring_lead = SignedDuration::try_from(config.notifications.expiring_soon)
+        .unwrap_or(SignedDuration::from_mins(10));
+    let background = vec![
+        tokio::spawn(sync::run_sweeper(
+            lifecycle.clone(),
+            expiring_lead,
+            shutdown.clone(),
+        )),
+        tokio::spawn(sync::run_sync(
+            lifecycle.clone(),
+            config.store.reconcile_interval,
+            shutdown.clone(),
+        )),
+    ];
     let ctx = ProxyContext::new(
         Arc::new(config.proxy),
         engine.clone(),
@@ -83,10 +140,11 @@ pub async fn start_with_audit(
     );
     let proxy_task = tokio::spawn(listener::serve(proxy_listener, ctx, shutdown.clone()));
     let state = ApiState {
-        engine: engine.clone(),
-        registry: Arc::clone(&registry),
-        audit: audit.clone(),
+        lifecycle: lifecycle.clone(),
         token: config.admin.token.clone(),
+        login_keys,
+        identities,
+        mock_secret: rand::random(),
     };
     let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
     tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");
@@ -96,9 +154,12 @@ pub async fn start_with_audit(
         registry,
         engine,
         audit,
+        lifecycle,
         shutdown,
         proxy_task,
         admin_task,
+        background,
+        notifier_guard,
         audit_guard,
     })
 }
@@ -120,6 +181,11 @@ impl Server {
         };
         let proxy = joined(self.proxy_task.await, "proxy listener");
         let admin = joined(self.admin_task.await, "admin API");
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.notifier_guard.close(NOTIFY_DRAIN).await;
+        drop(self.lifecycle);
         drop(self.audit);
         if let Some(guard) = self.audit_guard {
             guard.close().await?;
@@ -152,10 +218,51 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves until SIGINT/SIGTERM, then shuts down gracefully.
+/// Serves until SIGINT/SIGTERM, then shuts down gracefully. SIGHUP reloads the rules.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let path = config.path.clone();
     let server = start(config).await?;
+    let reloader = tokio::spawn(reload_on_sighup(path, server.engine.clone()));
     shutdown_signal().await;
+    reloader.abort();
     tracing::info!("shutting down: no new connections; draining sessions");
     server.stop().await
+}
+
+/// Re-reads the config file on every SIGHUP and swaps in its approval rules. A file that
+/// does not load keeps the old rules (and says why); live sessions are never touched.
+async fn reload_on_sighup(path: std::path::PathBuf, engine: Engine) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; restart to change the rules");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reload(&path, &engine);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, engine);
+    }
+}
+
+/// One reload: the `policy:` section takes effect; other sections need a restart.
+pub fn reload(path: &std::path::Path, engine: &Engine) -> bool {
+    match crate::config::load(path) {
+        Ok(config) => {
+            let rules = config.rules.len();
+            engine.set_rules(config.rules);
+            tracing::info!(path = %path.display(), rules,
+                "config reloaded: approval rules (policy:) updated; other sections take effect at restart");
+            true
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e,
+                "config reload failed; keeping the rules in force");
+            false
+        }
+    }
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use jitgate::api::{self, AdminClient, ApiState, IssueBody, ListQuery, RevokeBody};
+use jitgate::api::{self, AdminClient, ApiState, IssueBody, ListQuery, RevokeBody, TokenKeys};
 use jitgate::config::AdminSettings;
+use jitgate::lifecycle::Lifecycle;
+use jitgate::notify::Notifier;
 use jitgate::Error;
 use jitgate_audit::{AuditConfig, AuditWriter, Event, EventBody, WriterGuard};
 use jitgate_policy::{Catalog, Engine, GrantState, SqliteStore, SystemClock};
@@ -53,10 +55,16 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let state = ApiState {
-            engine,
-            registry: Arc::clone(&registry),
-            audit,
+            lifecycle: Lifecycle {
+                engine,
+                registry: Arc::clone(&registry),
+                audit,
+                notifier: Notifier::disabled(),
+            },
             token: Secret::new(TOKEN),
+            login_keys: TokenKeys::random(Duration::from_secs(3600)),
+            identities: Arc::new(std::collections::HashMap::new()),
+            mock_secret: [7; 32],
         };
         let task = tokio::spawn(api::serve(listener, state, shutdown.clone()));
         let client = AdminClient::from_settings(&AdminSettings {
@@ -218,9 +226,11 @@ async fn issue_list_get_revoke_with_audit_trail() {
     assert_eq!(revoked.grant.grant.revoked_by.as_deref(), Some("dba-dave"));
     assert_eq!(revoked.grant.remaining_s, None);
 
-    let (status, message) = status_of(client.revoke(id, &RevokeBody::default()).await);
-    assert_eq!(status, 409);
-    assert!(message.contains("cannot be revoked"), "{message}");
+    // Revoking again is idempotent: the same revoked grant, nothing dropped or recorded.
+    let again = client.revoke(id, &RevokeBody::default()).await.unwrap();
+    assert_eq!(again.grant.grant.state, GrantState::Revoked);
+    assert_eq!(again.grant.grant.revoked_by.as_deref(), Some("dba-dave"));
+    assert_eq!(again.sessions_dropped, 0);
 
     let revoked_list = client
         .list(&ListQuery {
@@ -261,13 +271,15 @@ async fn issue_list_get_revoke_with_audit_trail() {
         revoked_event.body,
         EventBody::GrantRevoked {
             revoked_by: "dba-dave".into(),
-            reason: Some("done".into())
+            reason: Some("done".into()),
+            from: Some("approved".into()),
+            rule: None,
         }
     );
     assert!(events
         .iter()
         .any(|e| e.grant_id == Some(other.grant.id) && e.kind() == "grant_issued"));
-    assert_eq!(events.len(), 3, "one failed revoke writes nothing");
+    assert_eq!(events.len(), 3, "a repeated revoke writes nothing");
     server.stop().await;
 }
 
@@ -683,11 +695,12 @@ async fn cli_grant_grants_revoke_against_live_server() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
 
     // A refused request: exit 1 with the server's explanation.
-    let out = run(args(&format!("revoke {id}"))).await;
+    let missing = Uuid::now_v7();
+    let out = run(args(&format!("revoke {missing}"))).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("error: grant") && stderr.contains("cannot be revoked"),
+        stderr.starts_with("error:") && stderr.contains(&format!("no grant with id {missing}")),
         "{stderr}"
     );
 

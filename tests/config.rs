@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jitgate::config::{self, LogFormat};
+use jitgate::config::{self, LogFormat, StoreSettings};
 use jitgate::ConfigError;
 use jitgate_audit::Durability;
 use jitgate_proxy::settings::UpstreamTls;
@@ -86,7 +86,10 @@ fn base_config_is_valid() {
     set_example_env();
     let (dir, path) = write_config(&base_yaml());
     let config = config::load(&path).unwrap();
-    assert_eq!(config.store_path, dir.path().join("grants.db"));
+    assert!(matches!(
+        &config.store.backend,
+        StoreSettings::Sqlite(p) if *p == dir.path().join("grants.db")
+    ));
     assert_eq!(config.audit.path, dir.path().join("audit.jsonl"));
     assert_eq!(config.admin.token.expose(), ADMIN_TOKEN);
 }
@@ -128,7 +131,10 @@ fn reference_example_loads() {
         ["readonly", "readwrite"]
     );
     assert!(config.catalog.identities.contains("bob"));
-    assert_eq!(config.store_path, examples().join("grants.db"));
+    assert!(matches!(
+        &config.store.backend,
+        StoreSettings::Sqlite(p) if *p == examples().join("grants.db")
+    ));
     assert_eq!(config.audit.path, examples().join("audit.jsonl"));
     assert_eq!(config.audit.durability, Durability::Write);
     assert_eq!(config.admin.listen, "127.0.0.1:6433".parse().unwrap());

@@ -91,7 +91,7 @@ async fn an_idle_session_in_an_open_transaction_is_dropped_and_rolled_back() {
     for g in long {
         env.server()
             .engine
-            .revoke(g.id, "tests", None)
+            .revoke(g.id, &jitgate_policy::Actor::Admin("tests".into()), None)
             .await
             .unwrap();
     }

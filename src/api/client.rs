@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::types::{
-    ErrorBody, GrantList, GrantView, Health, IssueBody, ListQuery, RevokeBody, RevokeView,
-    SessionList, SessionView,
+    DecisionBody, ErrorBody, ExplainQuery, ExplainView, ExtendBody, GrantList, GrantView, Health,
+    IssueBody, ListQuery, LoginBody, LoginView, OutcomeView, RequestBody, RequestList,
+    RequestsQuery, RevokeBody, RevokeView, SessionList, SessionView, WhoAmI,
 };
 use crate::config::AdminSettings;
 use crate::error::Error;
@@ -22,6 +23,15 @@ use crate::error::Error;
 /// audit log hangs, and then the CLI should say so rather than wait forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A decision on a request or grant, for [`AdminClient::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+    Cancel,
+    Review,
+}
 
 /// A client of one jitgate server's admin API.
 #[derive(Debug, Clone)]
@@ -104,6 +114,83 @@ impl AdminClient {
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<Health, Error> {
         self.send(self.request(Method::GET, "/v1/health")).await
+    }
+
+    /// `POST /v1/login` (needs no token).
+    pub async fn login(&self, body: &LoginBody) -> Result<LoginView, Error> {
+        self.send(self.http.post(format!("{}/v1/login", self.base)).json(body))
+            .await
+    }
+
+    /// `GET /v1/whoami`.
+    pub async fn whoami(&self) -> Result<WhoAmI, Error> {
+        self.send(self.request(Method::GET, "/v1/whoami")).await
+    }
+
+    /// `POST /v1/requests`, with an optional `Idempotency-Key`.
+    pub async fn request_access(
+        &self,
+        body: &RequestBody,
+        idempotency_key: Option<&str>,
+    ) -> Result<OutcomeView, Error> {
+        let mut request = self.request(Method::POST, "/v1/requests").json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header(super::IDEMPOTENCY_KEY, key);
+        }
+        self.send(request).await
+    }
+
+    /// `GET /v1/requests`.
+    pub async fn requests(&self, query: &RequestsQuery) -> Result<Vec<GrantView>, Error> {
+        let list: RequestList = self
+            .send(self.request(Method::GET, "/v1/requests").query(query))
+            .await?;
+        Ok(list.requests)
+    }
+
+    /// `GET /v1/requests/{id}`.
+    pub async fn get_request(&self, id: Uuid) -> Result<GrantView, Error> {
+        self.send(self.request(Method::GET, &format!("/v1/requests/{id}")))
+            .await
+    }
+
+    /// `POST /v1/requests/{id}/{approve|deny|cancel}` or `/v1/grants/{id}/review`.
+    pub async fn decide(
+        &self,
+        id: Uuid,
+        decision: Decision,
+        body: &DecisionBody,
+    ) -> Result<OutcomeView, Error> {
+        let path = match decision {
+            Decision::Approve => format!("/v1/requests/{id}/approve"),
+            Decision::Deny => format!("/v1/requests/{id}/deny"),
+            Decision::Cancel => format!("/v1/requests/{id}/cancel"),
+            Decision::Review => format!("/v1/grants/{id}/review"),
+        };
+        self.send(self.request(Method::POST, &path).json(body))
+            .await
+    }
+
+    /// `POST /v1/grants/{id}/extend`, with an optional `Idempotency-Key`.
+    pub async fn extend(
+        &self,
+        id: Uuid,
+        body: &ExtendBody,
+        idempotency_key: Option<&str>,
+    ) -> Result<OutcomeView, Error> {
+        let mut request = self
+            .request(Method::POST, &format!("/v1/grants/{id}/extend"))
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header(super::IDEMPOTENCY_KEY, key);
+        }
+        self.send(request).await
+    }
+
+    /// `GET /v1/policy/explain`.
+    pub async fn explain(&self, query: &ExplainQuery) -> Result<ExplainView, Error> {
+        self.send(self.request(Method::GET, "/v1/policy/explain").query(query))
+            .await
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {

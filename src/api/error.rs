@@ -42,13 +42,20 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
 }
 
 impl From<PolicyError> for ApiError {
     fn from(err: PolicyError) -> Self {
         let status = match &err {
             PolicyError::NotFound(_) => StatusCode::NOT_FOUND,
-            PolicyError::NotRevocable { .. } => StatusCode::CONFLICT,
+            PolicyError::NotRevocable { .. }
+            | PolicyError::Conflict(_)
+            | PolicyError::StaleUpdate(_) => StatusCode::CONFLICT,
+            PolicyError::Forbidden(_) => StatusCode::FORBIDDEN,
             PolicyError::Store(_) => {
                 tracing::error!(error = %err, "admin API: grant store failed");
                 StatusCode::SERVICE_UNAVAILABLE

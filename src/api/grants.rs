@@ -14,20 +14,22 @@ use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use jiff::{SignedDuration, Timestamp};
 use jitgate_audit::{Event, EventBody};
-use jitgate_policy::{Grant, GrantFilter, GrantState, IssueRequest};
+use jitgate_policy::{Actor, Grant, GrantFilter, GrantState, IssueRequest};
 use jitgate_proxy::registry::Revocation;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::types::{GrantList, GrantView, IssueBody, RevokeBody, RevokeView};
 use super::ApiState;
 
 /// Who a change is attributed to when the request does not say.
-const DEFAULT_ACTOR: &str = "admin";
+pub(crate) const DEFAULT_ACTOR: &str = "admin";
 /// Who the automatic revocation after a failed audit write is attributed to.
 const SYSTEM_ACTOR: &str = "jitgate";
 
@@ -42,7 +44,7 @@ pub(crate) fn parse_duration(field: &str, text: &str) -> Result<SignedDuration, 
         .map_err(|_| ApiError::bad_request(format!("{field}: duration {text:?} is too long")))
 }
 
-fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+pub(crate) fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     text.trim().parse().map_err(|e| {
         ApiError::bad_request(format!(
             "{field}: {text:?} is not an RFC 3339 timestamp ({e}); example: 2026-01-31T14:00:00Z"
@@ -51,7 +53,7 @@ fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {
 }
 
 /// `Some(trimmed)` unless blank.
-fn non_blank(value: Option<String>) -> Option<String> {
+pub(crate) fn non_blank(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
@@ -78,6 +80,7 @@ pub(crate) async fn issue(
         .transpose()?;
     let issued_by = non_blank(body.issued_by).unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
     let grant = state
+        .lifecycle
         .engine
         .issue(IssueRequest {
             identity: body.identity,
@@ -99,30 +102,35 @@ pub(crate) async fn issue(
         },
         &grant,
     );
-    if let Err(err) = state.audit.write(event).await {
+    if let Err(err) = state.lifecycle.audit.write(event).await {
         tracing::error!(grant_id = %grant.id, error = %err,
             "audit log unavailable: revoking the grant just issued");
         return Err(undo_issue(&state, &grant, &err.to_string()).await);
     }
-    let now = state.engine.now();
+    let now = state.lifecycle.engine.now();
     Ok((StatusCode::CREATED, Json(GrantView::at(grant, now))))
 }
 
 /// Takes back a grant whose `grant_issued` event could not be recorded.
 async fn undo_issue(state: &ApiState, grant: &Grant, audit_error: &str) -> ApiError {
     let reason = "audit log unavailable when the grant was issued";
+    let actor = Actor::Admin(SYSTEM_ACTOR.to_owned());
     match state
+        .lifecycle
         .engine
-        .revoke(grant.id, SYSTEM_ACTOR, Some(reason))
+        .revoke(grant.id, &actor, Some(reason))
         .await
     {
-        Ok(revoked) => {
-            state.registry.revoke_grant(
+        Ok(outcome) => {
+            let revoked = outcome.grant;
+            state.lifecycle.registry.revoke_grant(
                 grant.id,
                 Revocation {
                     by: SYSTEM_ACTOR.to_owned(),
                     reason: Some(reason.to_owned()),
-                    at: revoked.revoked_at.unwrap_or_else(|| state.engine.now()),
+                    at: revoked
+                        .revoked_at
+                        .unwrap_or_else(|| state.lifecycle.engine.now()),
                 },
             );
             ApiError::unavailable(format!(
@@ -180,20 +188,21 @@ pub(crate) async fn list(
         Some(text) => parse_bool("active", &text)?,
         None => false,
     };
-    let now = state.engine.now();
+    let now = state.lifecycle.engine.now();
     let filter = GrantFilter {
         identity: non_blank(query.identity),
         target: non_blank(query.target),
         state: grant_state,
         active_at: active.then_some(now),
+        ..GrantFilter::default()
     };
-    let grants = state.engine.list(&filter).await?;
+    let grants = state.lifecycle.engine.list(&filter).await?;
     Ok(Json(GrantList {
         grants: grants.into_iter().map(|g| GrantView::at(g, now)).collect(),
     }))
 }
 
-fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(crate) fn grant_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     let Path(text) = path?;
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a grant id (a UUID)")))
@@ -205,15 +214,20 @@ pub(crate) async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GrantView>, ApiError> {
     let id = grant_id(path)?;
-    let grant = state.engine.get(id).await?;
-    let now = state.engine.now();
+    let grant = state.lifecycle.engine.get(id).await?;
+    let now = state.lifecycle.engine.now();
     Ok(Json(GrantView::at(grant, now)))
 }
 
 /// `POST /v1/grants/{id}/revoke` → the revoked grant and how many sessions were dropped.
-/// The body is optional (no body, or `{}`, revokes as `admin` without a reason).
+/// The body is optional (no body, or `{}`, revokes as `admin` without a reason). The
+/// administrator may revoke any grant; a logged-in identity only its own (giving access
+/// back early). Revoking a revoked grant again answers with it and drops nothing.
+/// Removing access never waits on the disk: sessions are dropped before the audit event
+/// is written; if that write fails the answer is 503 saying the grant *is* revoked.
 pub(crate) async fn revoke(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<RevokeView>, ApiError> {
@@ -224,37 +238,31 @@ pub(crate) async fn revoke(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid revoke request body: {e}")))?
     };
-    let by = non_blank(body.revoked_by).unwrap_or_else(|| DEFAULT_ACTOR.to_owned());
+    let actor = match &caller {
+        Caller::Admin => {
+            Actor::Admin(non_blank(body.revoked_by).unwrap_or_else(|| DEFAULT_ACTOR.to_owned()))
+        }
+        Caller::Identity { name, .. } => Actor::Identity(name.clone()),
+    };
     let reason = non_blank(body.reason);
-
-    let grant = state.engine.revoke(id, &by, reason.as_deref()).await?;
-    let dropped = state.registry.revoke_grant(
-        grant.id,
-        Revocation {
-            by: by.clone(),
-            reason: reason.clone(),
-            at: grant.revoked_at.unwrap_or_else(|| state.engine.now()),
-        },
-    );
-    let event = grant_event(
-        EventBody::GrantRevoked {
-            revoked_by: by,
-            reason,
-        },
-        &grant,
-    );
-    if let Err(err) = state.audit.write(event).await {
-        tracing::error!(grant_id = %grant.id, error = %err,
-            "grant revoked but its audit event could not be written");
-        return Err(ApiError::unavailable(format!(
-            "grant {} is revoked and {dropped} live session(s) were dropped, but the audit log \
-             could not record it: {err}",
-            grant.id
-        )));
-    }
-    let now = state.engine.now();
+    let outcome = state
+        .lifecycle
+        .engine
+        .revoke(id, &actor, reason.as_deref())
+        .await?;
+    let dropped = state
+        .lifecycle
+        .record(&outcome.transitions)
+        .await
+        .map_err(|err| {
+            ApiError::unavailable(format!(
+                "grant {id} is revoked and its live sessions were dropped, but the audit log \
+                 could not record it: {err}"
+            ))
+        })?;
+    let now = state.lifecycle.engine.now();
     Ok(Json(RevokeView {
-        grant: GrantView::at(grant, now),
+        grant: GrantView::at(outcome.grant, now),
         sessions_dropped: dropped,
     }))
 }

@@ -3,22 +3,36 @@
 //! Every change to a grant goes through the running server, so the process that enforces
 //! grants learns of a revocation at once and drops the affected sessions.
 //!
-//! # Routes (JSON; all but health need `Authorization: Bearer <admin token>`)
+//! The full reference, with every body and answer, is `docs/openapi.yaml`.
+//!
+//! # Routes (JSON)
+//! No token: `GET /v1/health`, `POST /v1/login`.
+//!
+//! Admin token (`Authorization: Bearer <admin token>`):
 //! - `POST /v1/grants` — issue; 201 with the grant. Writes `grant_issued` to the audit log
 //!   first; if that fails the grant is revoked again and the answer is 503 (fail closed).
 //! - `GET /v1/grants?identity=&target=&state=&active=true` — list, newest first.
 //! - `GET /v1/grants/{id}` — one grant.
-//! - `POST /v1/grants/{id}/revoke` — revoke, drop its live sessions at once, write
-//!   `grant_revoked`; 409 when the grant is not revocable (already revoked or expired).
 //! - `GET /v1/sessions` — live sessions of this process.
+//!
+//! Admin token or a `jitgate login` token (the rules decide what an identity may do):
+//! - `GET /v1/whoami`;
+//! - `POST /v1/requests` (identity; `Idempotency-Key` honoured), `GET /v1/requests?pending=&mine=`,
+//!   `GET /v1/requests/{id}`, `POST /v1/requests/{id}/approve|deny|cancel`;
+//! - `POST /v1/grants/{id}/extend` (the holder; `Idempotency-Key` honoured),
+//!   `POST /v1/grants/{id}/review` (break-glass), `POST /v1/grants/{id}/revoke` (admin:
+//!   any grant; identity: its own) — drops live sessions at once;
+//! - `GET /v1/policy/explain?identity=&target=&role=`.
 //! - `GET /v1/health` — `{"status":"ok"|"degraded","audit":"ok"|"unavailable"}`,
 //!   **unauthenticated** so probes need no secret; it reveals nothing but liveness and
 //!   whether the audit log takes events (statements are refused while it does not).
 //! - `GET /metrics` — Prometheus text: live sessions, audit health, failed audit writes.
 //!
 //! Grants are shown with their *effective* `state` at answer time and `remaining_s`.
-//! Errors are `{"error": "…"}` with 400 (invalid request), 401 (token), 404 (no such grant
-//! or route), 409 (not revocable), 503 (grant store or audit log unavailable).
+//! Errors are `{"error": "…"}` with 400 (invalid request), 401 (token), 403 (the rules or
+//! the caller's kind do not allow it), 404 (no such grant or route), 409 (the record's
+//! state does not allow it: already denied, expired, not revocable…), 503 (grant store or
+//! audit log unavailable).
 //!
 //! The API is plain HTTP meant for localhost (or a private admin network): bind it to a
 //! loopback address.
@@ -27,54 +41,91 @@ mod auth;
 mod client;
 mod error;
 mod grants;
+mod login;
+mod requests;
+pub mod token;
 pub mod types;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use jitgate_audit::AuditWriter;
-use jitgate_policy::Engine;
-use jitgate_proxy::registry::SessionRegistry;
+use jitgate_proxy::auth::ScramVerifier;
 use jitgate_proxy::settings::Secret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use client::AdminClient;
+pub use auth::Caller;
+pub use client::{AdminClient, Decision};
 pub use error::ApiError;
+pub use requests::IDEMPOTENCY_KEY;
+pub use token::TokenKeys;
 pub use types::{
-    ErrorBody, GrantList, GrantView, Health, IssueBody, ListQuery, RevokeBody, RevokeView,
-    SessionList, SessionView,
+    DecisionBody, ErrorBody, ExplainQuery, ExplainView, ExtendBody, GrantList, GrantView, Health,
+    IssueBody, ListQuery, LoginBody, LoginView, OutcomeView, RequestBody, RequestList,
+    RequestsQuery, RevokeBody, RevokeView, SessionList, SessionView, StepView, WhoAmI,
 };
 
-/// What the admin API works on: the same engine, session registry and audit writer as the
-/// proxy, so changes take effect in the enforcing process.
-#[derive(Debug)]
+use crate::lifecycle::Lifecycle;
+
+/// What the API works on: the same engine, session registry, audit writer and notifier
+/// as the proxy, so changes take effect in the enforcing process.
 pub struct ApiState {
-    pub engine: Engine,
-    pub registry: Arc<SessionRegistry>,
-    pub audit: AuditWriter,
-    /// The bearer token every request (except health) must present.
+    pub lifecycle: Lifecycle,
+    /// The administrator's bearer token.
     pub token: Secret,
+    /// Signs and checks `jitgate login` tokens.
+    pub login_keys: TokenKeys,
+    /// Identities' password verifiers (the proxy's), for `POST /v1/login`.
+    pub identities: Arc<HashMap<String, ScramVerifier>>,
+    /// Stand-in verifiers for unknown identities derive from this.
+    pub mock_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("lifecycle", &self.lifecycle)
+            .field("identities", &self.identities.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The admin API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
-    let protected = Router::new()
+    let admin = Router::new()
         .route("/v1/grants", post(grants::issue).get(grants::list))
         .route("/v1/grants/{id}", get(grants::get))
-        .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/v1/sessions", get(sessions))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            auth::require_token,
+            auth::require_admin,
+        ));
+    let callers = Router::new()
+        .route("/v1/whoami", get(login::whoami))
+        .route("/v1/requests", post(requests::create).get(requests::list))
+        .route("/v1/requests/{id}", get(requests::get))
+        .route("/v1/requests/{id}/approve", post(requests::approve))
+        .route("/v1/requests/{id}/deny", post(requests::deny))
+        .route("/v1/requests/{id}/cancel", post(requests::cancel))
+        .route("/v1/grants/{id}/extend", post(requests::extend))
+        .route("/v1/grants/{id}/review", post(requests::review))
+        .route("/v1/grants/{id}/revoke", post(grants::revoke))
+        .route("/v1/policy/explain", get(requests::explain))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_caller,
         ));
     Router::new()
         .route("/v1/health", get(health))
-        .merge(protected)
+        .route("/v1/login", post(login::login))
+        .merge(admin)
+        .merge(callers)
         .fallback(|| async { ApiError::not_found("no such admin API route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -92,23 +143,39 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
-/// `GET /v1/health`.
+/// `GET /v1/health`: `degraded` while the audit log refuses events or the grant store
+/// does not answer (then no session is admitted and statements are refused).
 async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
-    let audit = state.audit.health();
+    let audit = state.lifecycle.audit.health();
+    let store_ok = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.lifecycle.engine.store().ping(),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
     Json(Health {
-        status: if audit.healthy { "ok" } else { "degraded" }.to_owned(),
+        status: if audit.healthy && store_ok {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .to_owned(),
         audit: if audit.healthy { "ok" } else { "unavailable" }.to_owned(),
+        store: if store_ok { "ok" } else { "unavailable" }.to_owned(),
     })
 }
 
 /// `GET /metrics`: Prometheus text format, for the operator's monitoring.
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::IntoResponse {
-    let audit = state.audit.health();
+    let audit = state.lifecycle.audit.health();
     let body = format!(
         "# HELP jitgate_sessions_live Sessions currently relayed by this process.\n\
          # TYPE jitgate_sessions_live gauge\n\
@@ -119,7 +186,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
          # HELP jitgate_audit_failed_writes_total Audit writes that failed (each a statement that was not run).\n\
          # TYPE jitgate_audit_failed_writes_total counter\n\
          jitgate_audit_failed_writes_total {}\n",
-        state.registry.len(),
+        state.lifecycle.registry.len(),
         u8::from(audit.healthy),
         audit.failed_writes,
     );
@@ -135,6 +202,6 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
 /// `GET /v1/sessions`.
 async fn sessions(State(state): State<Arc<ApiState>>) -> Json<SessionList> {
     Json(SessionList {
-        sessions: state.registry.list(),
+        sessions: state.lifecycle.registry.list(),
     })
 }

@@ -104,10 +104,159 @@ pub struct Health {
     /// `ok` or `unavailable` (no details: this route needs no token).
     #[serde(default)]
     pub audit: String,
+    /// `ok` or `unavailable`: whether the grant store answers (while it does not, no new
+    /// session is admitted).
+    #[serde(default)]
+    pub store: String,
 }
 
 /// Every error answer: `{"error": "…"}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// `POST /v1/login` body.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub identity: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginBody")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/login` answer.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoginView {
+    pub identity: String,
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for LoginView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginView")
+            .field("identity", &self.identity)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/whoami` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WhoAmI {
+    /// `identity` or `admin`.
+    pub kind: String,
+    /// The logged-in identity (`null` for the administrator).
+    pub identity: Option<String>,
+    /// Its groups in the policy.
+    pub groups: Vec<String>,
+    /// When the login token ends.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// `POST /v1/requests` body. The caller (a logged-in identity) is the requester.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    pub target: String,
+    pub role: String,
+    /// How long access lasts once it starts (humantime, e.g. `1h`).
+    pub duration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Start later (RFC 3339); default: as soon as approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// Break-glass: immediate access without approvers, flagged for review.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+}
+
+/// `POST /v1/grants/{id}/extend` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// Time to add to the grant's current end (humantime).
+    pub duration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+/// Body of approve / deny / cancel / review (deny needs the comment).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One lifecycle step as the API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepView {
+    pub action: String,
+    pub actor: String,
+    pub grant_id: uuid::Uuid,
+    pub from: Option<GrantState>,
+    pub to: GrantState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Answer of every workflow call: the record after the call and the steps it made
+/// (empty when the call repeated one already done).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutcomeView {
+    #[serde(flatten)]
+    pub grant: GrantView,
+    pub steps: Vec<StepView>,
+    /// Live sessions dropped by this call (revocations).
+    #[serde(default)]
+    pub sessions_dropped: usize,
+}
+
+/// `GET /v1/requests` query.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsQuery {
+    /// Only requests still waiting for a decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
+    /// Only the caller's own requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mine: Option<bool>,
+}
+
+/// `GET /v1/requests` answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestList {
+    pub requests: Vec<GrantView>,
+}
+
+/// `GET /v1/policy/explain` query.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    pub identity: String,
+    pub target: String,
+    pub role: String,
+}
+
+/// `GET /v1/policy/explain` answer: the structured explanation and the same as text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExplainView {
+    pub explanation: serde_json::Value,
+    pub text: String,
 }

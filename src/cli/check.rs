@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use jitgate::config::{self, Config};
+use jitgate::config::{self, Config, StoreSettings};
 use jitgate_audit::Durability;
 use jitgate_proxy::settings::UpstreamTls;
 
@@ -49,7 +49,46 @@ pub fn summary(config: &Config) -> String {
             let _ = writeln!(out, "    role {name} → user {}", creds.user);
         }
     }
-    let _ = writeln!(out, "store:      sqlite {}", config.store_path.display());
+    match &config.store.backend {
+        StoreSettings::Sqlite(path) => {
+            let _ = writeln!(out, "store:      sqlite {}", path.display());
+        }
+        StoreSettings::Postgres { pool_size, .. } => {
+            let _ = writeln!(
+                out,
+                "store:      postgres (shared by replicas; pool of {pool_size})"
+            );
+        }
+    }
+    let rules = &config.rules;
+    if rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "policy:     no approval rules (only administrators issue grants)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "policy:     {} rule(s): {}",
+            rules.len(),
+            rules.names().join(", ")
+        );
+    }
+    let hooks: Vec<&str> = config
+        .notifications
+        .webhooks
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "webhooks:   {}",
+        if hooks.is_empty() {
+            "none".to_owned()
+        } else {
+            hooks.join(", ")
+        }
+    );
     let _ = writeln!(
         out,
         "audit:      {} (durability: {})",

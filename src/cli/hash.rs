@@ -33,7 +33,9 @@ pub fn run(cmd: HashPasswordCmd) -> Result<()> {
     Ok(())
 }
 
-fn read_password() -> Result<String> {
+/// One password: the first line of stdin when it is not a terminal, else typed once at a
+/// prompt (`jitgate login`).
+pub(super) fn read_password_once() -> Result<Option<String>> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
@@ -41,7 +43,14 @@ fn read_password() -> Result<String> {
             .lock()
             .read_line(&mut line)
             .context("cannot read the password from stdin")?;
-        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+        return Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    Ok(None)
+}
+
+fn read_password() -> Result<String> {
+    if let Some(piped) = read_password_once()? {
+        return Ok(piped);
     }
     let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
     let second =

@@ -5,8 +5,10 @@ pub mod audit;
 pub mod audit_query;
 pub mod audit_verify;
 pub mod check;
+pub mod credentials;
 pub mod hash;
 pub mod table;
+pub mod workflow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +61,30 @@ pub enum Command {
     Grants(GrantsCmd),
     /// List live sessions.
     Sessions(SessionsCmd),
+    /// Log in to the jitgate API as an identity (same password as for psql); stores a
+    /// short-lived token for request/approve/deny/extend/cancel/review.
+    Login(LoginCmd),
+    /// Forget the stored login token.
+    Logout,
+    /// Show who you are logged in as, your groups, and until when.
+    Whoami(JsonFlag),
+    /// Ask for access to a target as a role; the policy rules say who must approve.
+    Request(RequestCmd),
+    /// List requests you made or can decide on.
+    Requests(RequestsCmd),
+    /// Approve a pending request (counts once per approver).
+    Approve(ApproveCmd),
+    /// Turn down a pending request, saying why.
+    Deny(DenyCmd),
+    /// Withdraw a pending request (the requester, or with the admin token).
+    Cancel(CancelCmd),
+    /// Ask for more time on a grant you hold; live sessions keep running once approved.
+    Extend(ExtendCmd),
+    /// Mark a break-glass grant reviewed.
+    Review(ApproveCmd),
+    /// Inspect the approval policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -133,6 +159,147 @@ pub struct GrantsCmd {
     #[arg(long)]
     pub target: Option<String>,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginCmd {
+    /// The jitgate API, e.g. http://127.0.0.1:6433 (default: the config's admin.listen).
+    #[arg(long, env = "JITGATE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Your identity (prompted for when omitted).
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestCmd {
+    /// Which target database.
+    #[arg(long)]
+    pub target: String,
+    /// As which of the target's roles.
+    #[arg(long)]
+    pub role: String,
+    /// How long access lasts once it starts, e.g. 30m, 1h.
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Why access is needed.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// A ticket (incident, change), e.g. INC-1234.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Start later, at this RFC 3339 time.
+    #[arg(long, value_parser = parse_timestamp, value_name = "RFC3339")]
+    pub start_at: Option<Timestamp>,
+    /// Break-glass: immediate access without approvers, flagged and reviewed afterwards.
+    #[arg(long)]
+    pub break_glass: bool,
+    /// Makes retries safe: the same key returns the first request instead of a second.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestsCmd {
+    /// Only requests waiting for a decision.
+    #[arg(long)]
+    pub pending: bool,
+    /// Only your own requests.
+    #[arg(long)]
+    pub mine: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveCmd {
+    /// The request's (or grant's) id.
+    pub id: Uuid,
+    /// A note recorded with your decision.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyCmd {
+    /// The request's id.
+    pub id: Uuid,
+    /// Why (required; the requester sees it).
+    #[arg(long)]
+    pub comment: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelCmd {
+    /// The request's id.
+    pub id: Uuid,
+    /// Why.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Cancel with the admin token from the config instead of your login.
+    #[arg(long)]
+    pub admin: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtendCmd {
+    /// The grant's id.
+    pub grant_id: Uuid,
+    /// Time to add to the grant's end, e.g. 30m.
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Why more time is needed.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// A ticket the rule may require.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Makes retries safe (see `request --idempotency-key`).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Which rule applies to an identity, target and role; who can approve; how long at
+    /// most — or why not.
+    Explain(ExplainCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainCmd {
+    #[arg(long)]
+    pub identity: String,
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub role: String,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -16,6 +16,7 @@ mod ctx;
 mod proxy;
 mod raw;
 mod tls;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use crate::error::ConfigError;
 pub use ctx::validate_name;
 use ctx::Ctx;
 use raw::{RawAdmin, RawConfig};
+pub use workflow::{Notifications, StoreConfig, StoreSettings, UserSessions};
 
 /// Default for `login_timeout`: generous for a human typing a password into psql, short
 /// enough that idle half-open connections do not pile up.
@@ -54,12 +56,18 @@ pub struct Config {
     /// The file it was loaded from (absolute).
     pub path: PathBuf,
     pub proxy: ProxySettings,
-    /// The SQLite grant store.
-    pub store_path: PathBuf,
+    /// The grant store.
+    pub store: StoreConfig,
     pub audit: AuditConfig,
     pub admin: AdminSettings,
     /// Identities and targets/roles that grants may name.
     pub catalog: Catalog,
+    /// Approval rules (`policy:`); empty: only administrators issue grants.
+    pub rules: jitgate_policy::Rules,
+    /// Webhooks and the "expiring soon" lead time.
+    pub notifications: Notifications,
+    /// `jitgate login` tokens.
+    pub user_sessions: UserSessions,
     pub log_format: LogFormat,
 }
 
@@ -92,6 +100,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_admin(path: &Path) -> Result<AdminSettings, ConfigError> {
     let (ctx, raw) = read(path)?;
     admin(&ctx, &raw.admin)
+}
+
+/// Resolves only `admin.listen`: where `jitgate login` finds the server when no
+/// `--server` is given (needs neither the admin token nor any password).
+pub fn load_admin_listen(path: &Path) -> Result<SocketAddr, ConfigError> {
+    let (ctx, raw) = read(path)?;
+    ctx.socket_addr("admin.listen", &raw.admin.listen)
 }
 
 /// Resolves only `audit.path` (the CLI's audit commands).
@@ -184,7 +199,10 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
     let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes)?;
     let catalog = proxy::catalog(&identities, &targets);
 
-    let store_path = ctx.path_field("store.sqlite", &raw.store.sqlite)?;
+    let store = workflow::store(ctx, &raw.store)?;
+    let rules = workflow::rules(ctx, raw.policy.as_ref(), &catalog)?;
+    let notifications = workflow::notifications(ctx, raw.notifications.as_ref())?;
+    let user_sessions = workflow::user_sessions(ctx, &raw.admin)?;
     let mut audit = AuditConfig::new(ctx.path_field("audit.path", &raw.audit.path)?);
     audit.durability = raw.audit.durability;
     audit_integrity(ctx, &raw.audit, &mut audit)?;
@@ -208,10 +226,13 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             identities,
             targets,
         },
-        store_path,
+        store,
         audit,
         admin,
         catalog,
+        rules,
+        notifications,
+        user_sessions,
         log_format,
     })
 }

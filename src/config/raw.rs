@@ -34,6 +34,41 @@ pub(crate) struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub log: Option<RawLog>,
+    /// Approval rules: who may request what, who approves (validated by the policy crate).
+    #[serde(default)]
+    pub policy: Option<jitgate_policy::RulesSpec>,
+    #[serde(default)]
+    pub notifications: Option<RawNotifications>,
+}
+
+/// `notifications:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotifications {
+    /// How long before a grant ends `grant.expiring_soon` is sent (default 10m).
+    #[serde(default)]
+    pub expiring_soon: Option<Scalar>,
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// `notifications.webhooks[i]:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// Event names to send; absent = all.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<Scalar>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// `tls:` — the client-facing certificate.
@@ -133,11 +168,33 @@ pub(crate) struct RawRole {
     pub password_file: Option<String>,
 }
 
-/// `store:` — one backend key (room for `postgres:` later).
+/// `store:` — exactly one backend: `sqlite:` (one process) or `postgres:` (replicas).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
-    pub sqlite: String,
+    #[serde(default)]
+    pub sqlite: Option<String>,
+    #[serde(default)]
+    pub postgres: Option<RawPostgresStore>,
+    /// How often live sessions' grants are re-read as a safety net (default 10s).
+    #[serde(default)]
+    pub reconcile_interval: Option<Scalar>,
+}
+
+/// `store.postgres:` — a shared grant store for several jitgate replicas.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgresStore {
+    /// Environment variable holding the libpq connection string (it contains a password).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// File holding the connection string.
+    #[serde(default)]
+    pub url_file: Option<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<Scalar>,
+    #[serde(default)]
+    pub pool_size: Option<u32>,
 }
 
 /// `audit:`
@@ -183,6 +240,15 @@ pub(crate) struct RawAdmin {
     pub token_env: Option<String>,
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Key that signs `jitgate login` tokens; share it between replicas. Absent: a random
+    /// key per process (tokens end at restart and work on this replica only).
+    #[serde(default)]
+    pub session_key_env: Option<String>,
+    #[serde(default)]
+    pub session_key_file: Option<String>,
+    /// How long a `jitgate login` token lasts (default 8h).
+    #[serde(default)]
+    pub session_ttl: Option<Scalar>,
 }
 
 /// `log:`

@@ -20,6 +20,9 @@ pub const ALICE: &str = "alice";
 pub const ALICE_PASSWORD: &str = "alice-secret-pw";
 pub const BOB: &str = "bob";
 pub const BOB_PASSWORD: &str = "bob-secret-pw";
+/// A third identity (an approver in the workflow tests).
+pub const CAROL: &str = "carol";
+pub const CAROL_PASSWORD: &str = "carol-secret-pw";
 /// The role grants name; upstream it is a role owning the test database.
 pub const ROLE: &str = "rw";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -30,6 +33,19 @@ pub fn refused<T>(result: Result<T, tokio_postgres::Error>, what: &str) -> tokio
         Ok(_) => panic!("expected the connection to be refused: {what}"),
         Err(e) => e,
     }
+}
+
+/// Extra configuration for [`Env::start_config`]; every piece is YAML without indent.
+#[derive(Default, Clone, Copy)]
+pub struct EnvConfig<'a> {
+    /// Added to the target's section (e.g. `audit:` redaction).
+    pub extra_target: &'a str,
+    /// Added to the `audit:` section.
+    pub extra_audit: &'a str,
+    /// Added at the top level (e.g. `policy:`, `notifications:`).
+    pub extra_top: &'a str,
+    /// Replaces the `store:` section's body (default `sqlite: grants.db`).
+    pub store: Option<&'a str>,
 }
 
 /// One test's jitgate + database.
@@ -61,6 +77,25 @@ impl Env {
     /// target's section (`extra_target`, e.g. `audit:` redaction rules) and to the
     /// `audit:` section (`extra_audit`, e.g. `max_sql_bytes: 100`).
     pub async fn start_with(prefix: &str, extra_target: &str, extra_audit: &str) -> Env {
+        Env::start_config(
+            prefix,
+            EnvConfig {
+                extra_target,
+                extra_audit,
+                ..EnvConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// The most general start: see [`EnvConfig`].
+    pub async fn start_config(prefix: &str, cfg: EnvConfig<'_>) -> Env {
+        let EnvConfig {
+            extra_target,
+            extra_audit,
+            extra_top,
+            store,
+        } = cfg;
         let target = common::unique_name(prefix);
         let upstream_user = format!("{target}_rw");
         let upstream_password = format!("pw-{target}");
@@ -86,16 +121,18 @@ impl Env {
             "listen: 127.0.0.1:0\n\
              login_timeout: 10s\n\
              drain_timeout: 2s\n\
-             identities:\n  {ALICE}:\n    scram_verifier: \"{alice}\"\n  {BOB}:\n    scram_verifier: \"{bob}\"\n\
+             identities:\n  {ALICE}:\n    scram_verifier: \"{alice}\"\n  {BOB}:\n    scram_verifier: \"{bob}\"\n  {CAROL}:\n    scram_verifier: \"{carol}\"\n\
              targets:\n  {target}:\n    host: 127.0.0.1\n    port: {port}\n    database: {target}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {upstream_user}\n        password_file: role.password\n{extra_target}\
-             store:\n  sqlite: grants.db\n\
+             store:\n{store}\
              audit:\n  path: audit.jsonl\n{extra_audit}\
-             admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n",
+             admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n{extra_top}",
             alice = ScramVerifier::from_password(ALICE_PASSWORD),
             bob = ScramVerifier::from_password(BOB_PASSWORD),
+            carol = ScramVerifier::from_password(CAROL_PASSWORD),
             port = cluster.port(),
             extra_target = indent(extra_target, 4),
             extra_audit = indent(extra_audit, 2),
+            store = indent(store.unwrap_or("sqlite: grants.db"), 2),
         );
         let config_path = dir.path().join("jitgate.yaml");
         write(&config_path, &yaml);
