@@ -141,6 +141,12 @@ fn reference_example_loads() {
     assert_eq!(config.admin.token.expose(), ADMIN_TOKEN);
     assert_eq!(config.log_format, LogFormat::Text);
     assert!(config.path.is_absolute());
+    assert_eq!(config.rules.names(), ["prod-read", "prod-write"]);
+    assert_eq!(config.rules.groups_of("bob"), ["dbas"]);
+    assert_eq!(
+        config.notifications.expiring_soon,
+        std::time::Duration::from_secs(600)
+    );
 }
 
 #[test]

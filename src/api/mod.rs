@@ -26,7 +26,8 @@
 //! - `GET /v1/health` — `{"status":"ok"|"degraded","audit":"ok"|"unavailable"}`,
 //!   **unauthenticated** so probes need no secret; it reveals nothing but liveness and
 //!   whether the audit log takes events (statements are refused while it does not).
-//! - `GET /metrics` — Prometheus text: live sessions, audit health, failed audit writes.
+//! - `GET /metrics` (admin token) — Prometheus text: live sessions, audit health, failed
+//!   audit writes, webhook deliveries.
 //!
 //! Grants are shown with their *effective* `state` at answer time and `remaining_s`.
 //! Errors are `{"error": "…"}` with 400 (invalid request), 401 (token), 403 (the rules or
@@ -176,6 +177,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
 /// `GET /metrics`: Prometheus text format, for the operator's monitoring.
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::IntoResponse {
     let audit = state.lifecycle.audit.health();
+    let hooks = state.lifecycle.notifier.stats();
     let body = format!(
         "# HELP jitgate_sessions_live Sessions currently relayed by this process.\n\
          # TYPE jitgate_sessions_live gauge\n\
@@ -185,10 +187,22 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
          jitgate_audit_healthy {}\n\
          # HELP jitgate_audit_failed_writes_total Audit writes that failed (each a statement that was not run).\n\
          # TYPE jitgate_audit_failed_writes_total counter\n\
-         jitgate_audit_failed_writes_total {}\n",
+         jitgate_audit_failed_writes_total {}\n\
+         # HELP jitgate_webhook_deliveries_total Webhook deliveries by final outcome.\n\
+         # TYPE jitgate_webhook_deliveries_total counter\n\
+         jitgate_webhook_deliveries_total{{outcome=\"delivered\"}} {}\n\
+         jitgate_webhook_deliveries_total{{outcome=\"failed\"}} {}\n\
+         jitgate_webhook_deliveries_total{{outcome=\"dropped\"}} {}\n\
+         # HELP jitgate_webhook_pending Webhook deliveries queued or being retried.\n\
+         # TYPE jitgate_webhook_pending gauge\n\
+         jitgate_webhook_pending {}\n",
         state.lifecycle.registry.len(),
         u8::from(audit.healthy),
         audit.failed_writes,
+        hooks.delivered,
+        hooks.failed,
+        hooks.dropped,
+        hooks.pending,
     );
     (
         [(
