@@ -335,3 +335,65 @@ fn client_loaders_need_only_their_section() {
     let (_dir, path) = write_config(&base_yaml().replace("    port: 5432", "    prot: 5432"));
     assert!(config::load_admin(&path).is_err());
 }
+
+#[test]
+fn workflow_sections_name_the_field_that_is_wrong() {
+    // Store: exactly one backend.
+    let both = base_yaml().replace(
+        "store: { sqlite: grants.db }",
+        "store: { sqlite: grants.db, postgres: { url_env: CFGTEST_STORE_URL } }",
+    );
+    assert_names(&load_err(&both), "store", "not both");
+    let neither = base_yaml().replace("store: { sqlite: grants.db }", "store: {}");
+    assert_names(&load_err(&neither), "store", "missing grant store");
+    let unset = base_yaml().replace(
+        "store: { sqlite: grants.db }",
+        "store: { postgres: { url_env: CFGTEST_UNSET_STORE_URL } }",
+    );
+    assert_names(
+        &load_err(&unset),
+        "store.postgres.url_env",
+        "CFGTEST_UNSET_STORE_URL",
+    );
+
+    // Policy: validated against what the config defines, with the rule's path.
+    let unknown_role = format!(
+        "{}policy:\n  rules:\n    - name: r\n      requesters: {{ identities: [alice] }}\n      targets: [prod]\n      roles: [superuser]\n      max_duration: 1h\n",
+        base_yaml()
+    );
+    let err = load_err(&unknown_role);
+    let field = err.field_path().unwrap_or_default().to_owned();
+    assert!(field.starts_with("policy.rules[0].roles"), "{err}");
+    let bad_regex = format!(
+        "{}policy:\n  rules:\n    - name: r\n      requesters: {{ identities: [alice] }}\n      targets: [prod]\n      roles: [readonly]\n      max_duration: 1h\n      ticket: '(INC'\n",
+        base_yaml()
+    );
+    assert_names(&load_err(&bad_regex), "policy.rules[0].ticket", "");
+
+    // Webhooks: known events, a real secret, an http(s) URL.
+    let hook = |body: &str| {
+        format!(
+            "{}notifications:\n  webhooks:\n    - name: chat\n{body}",
+            base_yaml()
+        )
+    };
+    let bad_url = hook("      url: ftp://x\n      secret_env: CFGTEST_ADMIN_TOKEN\n");
+    assert_names(&load_err(&bad_url), "notifications.webhooks[0].url", "http");
+    let bad_event = hook(
+        "      url: https://x.example/h\n      secret_env: CFGTEST_ADMIN_TOKEN\n      events: [grant.exploded]\n",
+    );
+    assert_names(
+        &load_err(&bad_event),
+        "notifications.webhooks[0].events[0]",
+        "unknown event",
+    );
+    let ok = hook("      url: https://x.example/h\n      secret_env: CFGTEST_ADMIN_TOKEN\n");
+    set_example_env();
+    let (_dir, path) = write_config(&ok);
+    let config = config::load(&path).unwrap();
+    assert_eq!(config.notifications.webhooks.len(), 1);
+    assert!(
+        !format!("{config:?}").contains(ADMIN_TOKEN),
+        "the webhook secret is not in Debug output"
+    );
+}

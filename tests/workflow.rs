@@ -441,3 +441,110 @@ async fn sighup_reload_swaps_the_rules_and_keeps_sessions() {
     client.simple_query("SELECT 1").await.unwrap();
     env.stop().await;
 }
+
+/// What the test's webhook receiver got: (event header, timestamp header, signature
+/// header, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Vec<u8>)>>>;
+
+async fn webhook_receiver() -> (String, Received) {
+    use axum::http::HeaderMap;
+    let got: Received = Default::default();
+    let sink = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                let h = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                sink.lock().unwrap().push((
+                    h("x-jitgate-event"),
+                    h("x-jitgate-timestamp"),
+                    h("x-jitgate-signature"),
+                    body.to_vec(),
+                ));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_steps_reach_a_configured_webhook_signed() {
+    const SECRET: &str = "webhook-secret-0123456789";
+    let (url, got) = webhook_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let top = policy("\"*\"").replace(
+        "notifications:\n",
+        &format!(
+            "notifications:\n  webhooks:\n    - name: chatops\n      url: {url}\n      secret_file: {}\n      events: [request.created, request.approved, grant.revoked]\n",
+            secret_file.display()
+        ),
+    );
+    let env = Env::start_config(
+        "wf_hook",
+        EnvConfig {
+            extra_top: &top,
+            ..EnvConfig::default()
+        },
+    )
+    .await;
+    let alice = login(&env, ALICE, ALICE_PASSWORD).await;
+    let bob = login(&env, BOB, BOB_PASSWORD).await;
+    let id = alice
+        .request_access(&write_request(&env, "INC-5"), None)
+        .await
+        .unwrap()
+        .grant
+        .grant
+        .id;
+    bob.decide(id, Decision::Approve, &DecisionBody::default())
+        .await
+        .unwrap();
+    admin(&env)
+        .revoke(id, &RevokeBody::default())
+        .await
+        .unwrap();
+    env.eventually("three deliveries", Duration::from_secs(20), || {
+        got.lock().unwrap().len() >= 3
+    })
+    .await;
+    let got = got.lock().unwrap().clone();
+    let events: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    // `grant.activated` is filtered out by the webhook's event list.
+    assert_eq!(
+        events,
+        ["request.created", "request.approved", "grant.revoked"]
+    );
+    for (_, ts, sig, body) in &got {
+        assert!(jitgate::notify::verify_signature(
+            SECRET.as_bytes(),
+            ts,
+            body,
+            sig
+        ));
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["grant"]["id"], id.to_string());
+        assert!(!String::from_utf8_lossy(body).contains(SECRET));
+    }
+    env.eventually("deliveries audited", Duration::from_secs(10), || {
+        env.audit_events()
+            .iter()
+            .filter(|e| matches!(&e.body, EventBody::WebhookDelivery { outcome, .. } if outcome == "delivered"))
+            .count()
+            == 3
+    })
+    .await;
+    env.stop().await;
+}
