@@ -284,6 +284,7 @@ contract!(
     update_is_a_compare_and_swap_on_version,
     multi_record_update_is_all_or_nothing,
     concurrent_updates_each_land_exactly_once,
+    update_keeps_issued_by_and_created_at,
     ping_answers,
 );
 
@@ -791,11 +792,8 @@ async fn postgres_replicas_starting_together_migrate_once() {
     }
 }
 
-/// PostgreSQL keeps `issued_by` and `created_at` as the contract says they are: an
-/// update that tries to change them is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_update_keeps_issued_by_and_created_at() {
-    let f = Fixture::new(Backend::Postgres).await;
+/// `issued_by` and `created_at` never change: an update that tries is refused.
+async fn update_keeps_issued_by_and_created_at(f: Fixture) {
     let g = grant("alice", "prod", "ro", at_min(0), at_min(30));
     f.store.insert(&g).await.unwrap();
     for change in [

@@ -180,15 +180,36 @@ fn query_grants(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<Gr
 const ACTIVE_AT: &str =
     "state = 'approved' AND extends IS NULL AND not_before <= ? AND expires_at > ?";
 
-/// `identity = ?, target = ?, …` for every column but the id, in [`row::COLUMNS`] order.
-fn set_clause() -> String {
-    row::COLUMNS
-        .split(',')
-        .map(str::trim)
-        .filter(|c| *c != "id")
-        .map(|c| format!("{c} = ?"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Columns an update never writes: a record's id, who created it and when.
+const IMMUTABLE: [&str; 3] = ["id", "issued_by", "created_at"];
+
+/// The `UPDATE` of one record, and which of `values` (in [`row::COLUMNS`] order) it
+/// binds: the mutable columns in SET, then `id`, `version`, `issued_by`, `created_at` in
+/// WHERE — so a record whose creator or creation time differs is not touched.
+fn update_statement(values: Vec<Value>, old_version: i64) -> (String, Vec<Value>) {
+    let mut set = Vec::new();
+    let mut binds = Vec::new();
+    let mut fixed = std::collections::HashMap::new();
+    for (column, value) in row::COLUMNS.split(',').map(str::trim).zip(values) {
+        if IMMUTABLE.contains(&column) {
+            fixed.insert(column, value);
+        } else {
+            set.push(format!("{column} = ?"));
+            binds.push(value);
+        }
+    }
+    for column in ["id", "version", "issued_by", "created_at"] {
+        let value = match column {
+            "version" => Value::Integer(old_version),
+            other => fixed.remove(other).unwrap_or(Value::Null),
+        };
+        binds.push(value);
+    }
+    let sql = format!(
+        "UPDATE grants SET {} WHERE id = ? AND version = ? AND issued_by = ? AND created_at = ?",
+        set.join(", ")
+    );
+    (sql, binds)
 }
 
 #[async_trait::async_trait]
@@ -265,13 +286,10 @@ impl GrantStore for SqliteStore {
         for grant in grants {
             let mut next = grant.clone();
             next.version = grant.version + 1;
-            let mut values = row::encode(&next)?;
-            // SET every column but the id; WHERE id = ? AND version = ?.
-            let id = values.remove(0);
             let old = i64::try_from(grant.version)
                 .map_err(|_| PolicyError::store("encode version", grant.version))?;
-            values.extend([id, Value::Integer(old)]);
-            rows.push((grant.id, values));
+            let (sql, values) = update_statement(row::encode(&next)?, old);
+            rows.push((grant.id, grant.version, sql, values));
             updated.push(next);
         }
         self.call(move |conn| {
@@ -281,19 +299,18 @@ impl GrantStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let sql = format!(
-                "UPDATE grants SET {} WHERE id = ? AND version = ?",
-                set_clause()
-            );
-            for (id, values) in rows {
+            for (id, version, sql, values) in rows {
                 let changed = tx
                     .execute(&sql, rusqlite::params_from_iter(values))
                     .map_err(err)?;
                 if changed != 1 {
                     // Dropping the transaction rolls back the rows already written.
                     return Err(match get_in(&tx, id)? {
-                        Some(_) => PolicyError::StaleUpdate(id),
                         None => PolicyError::NotFound(id),
+                        Some(stored) if stored.version != version => PolicyError::StaleUpdate(id),
+                        Some(_) => PolicyError::InvalidRequest(format!(
+                            "grant {id}: issued_by and created_at never change"
+                        )),
                     });
                 }
             }
