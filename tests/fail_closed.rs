@@ -224,3 +224,110 @@ fn env_events(fs: &SmallFs) -> Vec<jitgate_audit::Event> {
         .filter_map(Result::ok)
         .collect()
 }
+
+/// Access approved while the audit log cannot record the approval is taken back: no
+/// usable grant without its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_the_audit_log_cannot_record_grants_nothing() {
+    use jitgate::api::{AdminClient, Decision, DecisionBody, LoginBody, RequestBody};
+    use jitgate_policy::GrantState;
+    use jitgate_proxy::settings::Secret;
+
+    let Some(fs) = SmallFs::mount(256) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let policy = format!(
+        "policy:\n  groups:\n    dbas: [{}]\n  rules:\n    - name: write\n      requesters: {{ identities: [{ALICE}] }}\n      targets: [\"*\"]\n      roles: [{}]\n      max_duration: 1h\n      approvals: {{ count: 1, from: [dbas] }}\n",
+        harness::BOB,
+        harness::ROLE
+    );
+    let mut env = Env::start_config(
+        "auditapprove",
+        harness::EnvConfig {
+            extra_top: &policy,
+            ..harness::EnvConfig::default()
+        },
+    )
+    .await;
+    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
+    let audit = fs.path().join("audit.jsonl");
+    std::fs::write(
+        &env.config_path,
+        yaml.replace(
+            "audit:\n  path: audit.jsonl\n",
+            &format!("audit:\n  path: {}\n", audit.display()),
+        ),
+    )
+    .unwrap();
+    env.restart().await;
+
+    let login = |identity: &'static str, password: &'static str| {
+        let url = env.admin_url();
+        async move {
+            let anon = AdminClient::new(url.clone(), Secret::new(String::new())).unwrap();
+            let view = anon
+                .login(&LoginBody {
+                    identity: identity.into(),
+                    password: password.into(),
+                })
+                .await
+                .unwrap();
+            AdminClient::new(url, Secret::new(view.token)).unwrap()
+        }
+    };
+    let alice = login(ALICE, harness::ALICE_PASSWORD).await;
+    let bob = login(harness::BOB, harness::BOB_PASSWORD).await;
+    let id = alice
+        .request_access(
+            &RequestBody {
+                target: env.target.clone(),
+                role: harness::ROLE.into(),
+                duration: "30m".into(),
+                reason: Some("INC-3".into()),
+                ticket: None,
+                start_at: None,
+                break_glass: false,
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .grant
+        .grant
+        .id;
+
+    let filler = fs.fill();
+    // The log's last page may still take a few lines: write until it refuses.
+    let mut refused = false;
+    for _ in 0..10_000 {
+        let probe = jitgate_audit::Event::new(jitgate_audit::EventBody::AuthFailure {
+            client_addr: "test".into(),
+            reason: "filling the audit log".into(),
+        });
+        if env.server().audit.write(probe).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the audit log never refused");
+    let err = bob
+        .decide(id, Decision::Approve, &DecisionBody::default())
+        .await
+        .expect_err("the approval cannot be recorded");
+    match err {
+        jitgate::Error::Admin { status, message } => {
+            assert_eq!(status, 503, "{message}");
+            assert!(message.contains("access was not granted"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let grant = env.server().engine.get(id).await.unwrap();
+    assert_eq!(grant.state, GrantState::Revoked);
+    assert!(
+        env.connect().await.is_err(),
+        "no session under an unrecorded approval"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    env.stop().await;
+}

@@ -45,6 +45,8 @@ enum Next {
     Msg(Msg),
     /// A time-based duty may be due.
     Tick,
+    /// An inline write armed an earlier duty: only the deadline needs recomputing.
+    Rearm,
     /// Every sender is gone, or the queue was closed and drained.
     Closed,
 }
@@ -551,6 +553,7 @@ pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
                 w.maybe_checkpoint();
                 continue;
             }
+            Next::Rearm => continue,
             Next::Closed => break,
         };
         let mut w = lock(worker);
@@ -609,7 +612,7 @@ fn next(
             msg = rx.recv() => msg.map_or(Next::Closed, Next::Msg),
             () = due => Next::Tick,
             // An inline write armed an earlier duty: recompute the deadline.
-            () = wake.notified() => Next::Tick,
+            () = wake.notified() => Next::Rearm,
         }
     })
 }
