@@ -48,7 +48,7 @@ async fn env_on_shared_store(prefix: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let (_, url_file) = store_database(dir.path()).await;
     let store = format!(
-        "postgres:\n  url_file: {}\n  connect_timeout: 2s\nreconcile_interval: 2s",
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s\nreconcile_interval: 60s",
         url_file.display()
     );
     let env = Env::start_config(
@@ -109,19 +109,15 @@ async fn a_revoke_through_replica_b_drops_the_session_on_replica_a() {
         revoked.sessions_dropped, 1,
         "B drops its own session at once"
     );
-    // A hears of it through the store's change feed, long before its 2 s reconcile.
+    // A hears of it through the store's change feed: its periodic reconcile runs only
+    // every 60 s, so arriving within the bound below means it was pushed.
     env.eventually(
         "replica A dropped its session",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || env.server().registry.is_empty(),
     )
     .await;
-    let took = started.elapsed();
-    println!("revocation reached replica A after {took:?}");
-    assert!(
-        took < Duration::from_millis(1500),
-        "pushed, not reconciled: {took:?}"
-    );
+    println!("revocation reached replica A after {:?}", started.elapsed());
     let err = on_a.simple_query("SELECT 2").await.unwrap_err();
     let code = err.as_db_error().map(|e| e.code().code().to_owned());
     assert!(
