@@ -26,6 +26,16 @@ pub(super) enum Step {
     },
 }
 
+impl Step {
+    /// Store one record and report one transition.
+    pub(super) fn one(grant: Grant, transition: Transition) -> Step {
+        Step::Write {
+            grants: vec![grant],
+            transitions: vec![transition],
+        }
+    }
+}
+
 impl Engine {
     /// Reads grant `id` (and the grant it extends, if any), asks `decide` what to do at
     /// `now`, and stores the result with compare-and-swap, retrying on conflicts.

@@ -160,10 +160,7 @@ impl Engine {
                     &next,
                     now,
                 );
-                return Ok(Step::Write {
-                    grants: vec![next],
-                    transitions: vec![t],
-                });
+                return Ok(Step::one(next, t));
             }
             next.state = GrantState::Approved;
             self.approved_step(next, parent, approver, comment.as_deref(), now)
@@ -299,10 +296,7 @@ impl Engine {
                 &next,
                 now,
             );
-            Ok(Step::Write {
-                grants: vec![next],
-                transitions: vec![t],
-            })
+            Ok(Step::one(next, t))
         })
         .await
     }
@@ -346,10 +340,7 @@ impl Engine {
                 &next,
                 now,
             );
-            Ok(Step::Write {
-                grants: vec![next],
-                transitions: vec![t],
-            })
+            Ok(Step::one(next, t))
         })
         .await
     }
@@ -395,10 +386,7 @@ impl Engine {
                 &next,
                 now,
             );
-            Ok(Step::Write {
-                grants: vec![next],
-                transitions: vec![t],
-            })
+            Ok(Step::one(next, t))
         })
         .await
     }
@@ -449,10 +437,7 @@ impl Engine {
                     &next,
                     now,
                 );
-                Ok(Step::Write {
-                    grants: vec![next],
-                    transitions: vec![t],
-                })
+                Ok(Step::one(next, t))
             })
             .await?;
         if !outcome.transitions.is_empty() {

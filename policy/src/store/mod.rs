@@ -15,6 +15,7 @@
 //!   approvers approving at the same moment both count;
 //! - backend failures are [`PolicyError::Store`].
 
+mod details;
 pub mod postgres;
 pub mod sqlite;
 

@@ -9,13 +9,13 @@ use std::error::Error;
 
 use bytes::BytesMut;
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, Json, ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::error::PolicyError;
 use crate::grant::{is_whole_micros, Decision, Grant, GrantState};
+use crate::store::details::Details;
 
 /// Column list in the order [`decode`] reads it and [`Encoded::params`] binds it.
 pub(super) const COLUMNS: [&str; 22] = [
@@ -140,21 +140,6 @@ impl<'a> FromSql<'a> for PgTimestamp {
     }
 }
 
-/// The `details` JSON column: what no query filters on (same shape as SQLite's).
-#[derive(Default, Serialize, Deserialize)]
-struct Details {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    denial: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cancellation: Option<Decision>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    break_glass: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    review: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    notified: Vec<String>,
-}
-
 /// A grant as query parameters, in [`COLUMNS`] order.
 pub(super) struct Encoded {
     id: Uuid,
@@ -216,14 +201,8 @@ impl Encoded {
 pub(super) fn encode(grant: &Grant) -> Result<Encoded, PolicyError> {
     let approvals = serde_json::to_value(&grant.approvals)
         .map_err(|e| PolicyError::store("encode approvals", e))?;
-    let details = serde_json::to_value(Details {
-        denial: grant.denial.clone(),
-        cancellation: grant.cancellation.clone(),
-        break_glass: grant.break_glass,
-        review: grant.review.clone(),
-        notified: grant.notified.clone(),
-    })
-    .map_err(|e| PolicyError::store("encode details", e))?;
+    let details = serde_json::to_value(Details::of(grant))
+        .map_err(|e| PolicyError::store("encode details", e))?;
     let duration_us = i64::try_from(grant.duration.as_micros()).map_err(|_| {
         PolicyError::InvalidRequest(format!("duration {:#} is out of range", grant.duration))
     })?;

@@ -3,11 +3,11 @@
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::Row;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::PolicyError;
 use crate::grant::{is_whole_micros, Decision, Grant, GrantState};
+use crate::store::details::Details;
 
 /// Column list in the order [`decode`] reads it.
 pub(super) const COLUMNS: &str = "id, identity, target, role, not_before, expires_at, reason, \
@@ -18,33 +18,12 @@ pub(super) const COLUMNS: &str = "id, identity, target, role, not_before, expire
 pub(super) const PLACEHOLDERS: &str =
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
-/// The `details` JSON column: what no query filters on.
-#[derive(Default, Serialize, Deserialize)]
-struct Details {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    denial: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cancellation: Option<Decision>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    break_glass: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    review: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    notified: Vec<String>,
-}
-
 /// The values to bind, in [`COLUMNS`] order, for inserting `grant`.
 pub(super) fn encode(grant: &Grant) -> Result<Vec<Value>, PolicyError> {
     let approvals = serde_json::to_string(&grant.approvals)
         .map_err(|e| PolicyError::store("encode approvals", e))?;
-    let details = serde_json::to_string(&Details {
-        denial: grant.denial.clone(),
-        cancellation: grant.cancellation.clone(),
-        break_glass: grant.break_glass,
-        review: grant.review.clone(),
-        notified: grant.notified.clone(),
-    })
-    .map_err(|e| PolicyError::store("encode details", e))?;
+    let details = serde_json::to_string(&Details::of(grant))
+        .map_err(|e| PolicyError::store("encode details", e))?;
     let duration_us = i64::try_from(grant.duration.as_micros()).map_err(|_| {
         PolicyError::InvalidRequest(format!("duration {:#} is out of range", grant.duration))
     })?;
