@@ -9,6 +9,12 @@
 //! the log, so a session that awaits it before forwarding a query fails closed: if the
 //! log cannot be written, the query is not run.
 //!
+//! [`AuditWriter::write_batch`] records several events of one caller together: they get
+//! consecutive `seq`s in their order and go into the file in one `write(2)` (inline), or
+//! travel as one message and land in one batch of the thread (queued), so they succeed or
+//! fail together. A session uses it to write the outcomes of its previous statements
+//! with the `query` events of its next one: one `write(2)` per transaction.
+//!
 //! The writer thread also chains every line to the previous one (`live`), rotates the
 //! live file by size and age (`live`), signs checkpoints (`checkpointer`), and hands
 //! closed files to a housekeeping thread that compresses them and applies retention
@@ -119,11 +125,12 @@ impl AuditConfig {
     }
 }
 
-/// How the writer answers one event: over its channel (queued events), or not at all
-/// (an event written inline by its caller, who reads the outcome from the worker).
+/// How the writer answers one event: over its channel (queued events), or not at all —
+/// an event written inline by its caller, who reads the outcome from the worker, or an
+/// event of a batch other than its last, whose ack answers for the whole batch.
 enum Ack {
     Channel(oneshot::Sender<Result<u64, AuditError>>),
-    Inline,
+    Silent,
 }
 
 impl Ack {
@@ -141,6 +148,9 @@ impl Ack {
 enum Msg {
     /// Write this event, then acknowledge.
     Event(Event, Ack),
+    /// Write these events in one batch, in this order with consecutive `seq`s, then
+    /// acknowledge with the `seq` of the last (all are written, or none is).
+    Batch(Vec<Event>, Ack),
     /// Stop accepting, write what is queued, sync, report.
     Close(Option<oneshot::Sender<Result<(), AuditError>>>),
 }
@@ -164,7 +174,7 @@ struct Shared {
     inline: bool,
     /// Set by `WriterGuard::close`: later writes fail with `WriterGone`.
     closed: Arc<AtomicBool>,
-    /// Writes that failed since start (a metric for operators).
+    /// Events refused since start (a metric for operators; see `AuditHealth`).
     failed_writes: AtomicU64,
     /// Whether the last write succeeded.
     healthy: AtomicBool,
@@ -177,12 +187,42 @@ pub struct AuditHealth {
     pub enabled: bool,
     /// The last write succeeded: queries are being forwarded.
     pub healthy: bool,
-    /// Writes refused since start (each one a statement that was not run).
+    /// Events refused since start: each refused `query` is a statement that was not
+    /// run; a refused batch of N events counts N.
     pub failed_writes: u64,
 }
 
 /// Attempts at taking the log for an inline write before queueing the event instead.
 const INLINE_ATTEMPTS: usize = 3;
+
+/// The events of one `write` (an event, without a `Vec`) or `write_batch` (the caller's
+/// vec, drained only at the moment it is handed over) call.
+trait Payload {
+    /// Appends the events on the caller's thread; see [`worker::Worker::write_inline`].
+    fn write_inline(self, worker: &mut worker::Worker) -> Result<u64, AuditError>;
+    /// The message that carries the events to the writer thread.
+    fn into_msg(self, ack: Ack) -> Msg;
+}
+
+impl Payload for Event {
+    fn write_inline(self, worker: &mut worker::Worker) -> Result<u64, AuditError> {
+        worker.write_inline(std::iter::once(self))
+    }
+
+    fn into_msg(self, ack: Ack) -> Msg {
+        Msg::Event(self, ack)
+    }
+}
+
+impl Payload for &mut Vec<Event> {
+    fn write_inline(self, worker: &mut worker::Worker) -> Result<u64, AuditError> {
+        worker.write_inline(self.drain(..))
+    }
+
+    fn into_msg(self, ack: Ack) -> Msg {
+        Msg::Batch(std::mem::take(self), ack)
+    }
+}
 
 impl AuditWriter {
     /// Opens (creating parent dir + file, append mode, 0600) the log, continues `seq`
@@ -237,13 +277,39 @@ impl AuditWriter {
     /// `Unavailable` error it may already be in the log (e.g. the disk filled up in the
     /// middle of a batch). An `Ok` event is always in the log.
     pub async fn write(&self, event: Event) -> Result<u64, AuditError> {
+        self.record(1, event).await
+    }
+
+    /// Writes all of `events` together, draining the vec: they get consecutive `seq`s in
+    /// their order, nothing else comes between them, and on the inline fast path they
+    /// cost one `write(2)`. Resolves like [`AuditWriter::write`], with the `seq` of the
+    /// last event; `Ok` means every one of them is in the log, an error that none of them
+    /// may be counted on (the same caveats as for `write`). An empty vec is `Ok(0)`,
+    /// without any I/O.
+    ///
+    /// `events` is empty when this resolves. If the future is dropped before the events
+    /// were handed over (written inline, or queued for the writer thread), they are still
+    /// in `events`; once handed over they are written (or refused) regardless.
+    pub async fn write_batch(&self, events: &mut Vec<Event>) -> Result<u64, AuditError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let result = self.record(count, &mut *events).await;
+        // Not handed over (writer gone, stall while queueing, disabled writer): dropped.
+        events.clear();
+        result
+    }
+
+    /// Writes `events` (`count` of them) and keeps the health accounting.
+    async fn record(&self, count: u64, events: impl Payload) -> Result<u64, AuditError> {
         let Some(shared) = &self.inner else {
             return Ok(0);
         };
-        let result = Self::write_to(shared, event).await;
+        let result = Self::write_to(shared, events).await;
         let ok = result.is_ok();
         if !ok {
-            shared.failed_writes.fetch_add(1, Ordering::Relaxed);
+            shared.failed_writes.fetch_add(count, Ordering::Relaxed);
         }
         if shared.healthy.load(Ordering::Relaxed) != ok {
             shared.healthy.store(ok, Ordering::Relaxed);
@@ -267,22 +333,22 @@ impl AuditWriter {
         }
     }
 
-    async fn write_to(shared: &Shared, event: Event) -> Result<u64, AuditError> {
+    async fn write_to(shared: &Shared, events: impl Payload) -> Result<u64, AuditError> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::WriterGone);
         }
-        // Inline: when the log is free, append the event here and now — one write(2)
+        // Inline: when the log is free, append the events here and now — one write(2)
         // on this thread instead of two cross-thread wake-ups. The lock is only tried,
         // never waited for, so a stuck disk holds at most the one caller that is inside
         // write(2); everyone else queues and meets the stall timeout.
-        let mut pending = Some(event);
+        let mut pending = Some(events);
         if shared.inline {
             for attempt in 0..INLINE_ATTEMPTS {
                 let written = match shared.worker.try_lock() {
-                    Ok(mut worker) => pending.take().map(|e| worker.write_inline(e)),
+                    Ok(mut worker) => pending.take().map(|e| e.write_inline(&mut worker)),
                     Err(TryLockError::Poisoned(poisoned)) => pending
                         .take()
-                        .map(|e| poisoned.into_inner().write_inline(e)),
+                        .map(|e| e.write_inline(&mut poisoned.into_inner())),
                     Err(TryLockError::WouldBlock) => None,
                 };
                 if let Some(result) = written {
@@ -293,16 +359,19 @@ impl AuditWriter {
                 }
             }
         }
-        let Some(event) = pending else {
+        let Some(events) = pending else {
             return Err(AuditError::WriterGone);
         };
         let (ack, acked) = oneshot::channel();
         let send_and_wait = async {
-            shared
+            // Space first, then the events: while waiting for space they stay with the
+            // caller (see `write_batch`).
+            let permit = shared
                 .tx
-                .send(Msg::Event(event, Ack::Channel(ack)))
+                .reserve()
                 .await
                 .map_err(|_| AuditError::WriterGone)?;
+            permit.send(events.into_msg(Ack::Channel(ack)));
             acked.await.map_err(|_| AuditError::WriterGone)?
         };
         tokio::time::timeout(shared.stall_timeout, send_and_wait)

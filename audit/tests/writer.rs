@@ -1,4 +1,5 @@
-//! The writer: concurrency, seq continuity, torn tails, write errors, fsync, close.
+//! The writer: concurrency, seq continuity, torn tails, write errors, fsync, close,
+//! batches.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -291,4 +292,212 @@ fn start_fails_when_the_log_cannot_be_opened() {
     let err = AuditWriter::start(AuditConfig::new(file.join("audit.jsonl"))).unwrap_err();
     assert!(matches!(err, AuditError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("plain"), "{err}");
+}
+
+/// `n` events of one caller's batch, told apart by `identity` and numbered by `query_id`.
+fn batch(task: u64, n: u64) -> Vec<Event> {
+    (0..n).map(|i| query(task, i)).collect()
+}
+
+/// Writes batches of 1..=7 events and returns (last seq, size) of each.
+async fn write_batches(writer: &AuditWriter, task: u64, batches: u64) -> Vec<(u64, u64)> {
+    let mut written = Vec::new();
+    for b in 0..batches {
+        let n = 1 + (task + b) % 7;
+        let mut events = batch(task, n);
+        let last = writer.write_batch(&mut events).await.unwrap();
+        assert!(events.is_empty(), "write_batch drains the vec");
+        written.push((last, n));
+    }
+    written
+}
+
+#[tokio::test]
+async fn a_batch_lands_as_consecutive_seqs_in_order_and_chains() {
+    for durability in [Durability::Write, Durability::Fsync] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.durability = durability;
+        let (writer, guard) = AuditWriter::start(cfg).unwrap();
+        assert_eq!(writer.write(query(0, 0)).await.unwrap(), 1);
+        let mut events = batch(1, 5);
+        assert_eq!(writer.write_batch(&mut events).await.unwrap(), 6);
+        assert!(events.is_empty());
+        assert_eq!(writer.write(query(2, 0)).await.unwrap(), 7);
+        guard.close().await.unwrap();
+
+        let events = read_all(&path);
+        assert_seqs(&events, 1..=7);
+        let batched: Vec<(Option<&str>, u64)> = events[1..6]
+            .iter()
+            .map(|e| match e.body {
+                EventBody::Query { query_id, .. } => (e.identity.as_deref(), query_id),
+                _ => panic!("{e:?}"),
+            })
+            .collect();
+        let expected: Vec<_> = (0..5).map(|i| (Some("task1"), i)).collect();
+        assert_eq!(batched, expected, "{durability:?}");
+        let report = verify(&path, None).unwrap();
+        assert!(report.is_ok(), "{durability:?}: {:?}", report.problems);
+        assert_eq!(writer.health().failed_writes, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_stay_contiguous() {
+    const TASKS: u64 = 20;
+    const BATCHES: u64 = 40;
+    // `Write` mixes inline writes and (when the log is busy) queued ones; `Fsync` queues all.
+    for durability in [Durability::Write, Durability::Fsync] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut cfg = AuditConfig::new(&path);
+        cfg.durability = durability;
+        cfg.queue_capacity = 8; // back-pressure too
+        let (writer, guard) = AuditWriter::start(cfg).unwrap();
+        let handles: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let writer = writer.clone();
+                tokio::spawn(async move { (task, write_batches(&writer, task, BATCHES).await) })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for h in handles {
+            acked.push(h.await.unwrap());
+        }
+        guard.close().await.unwrap();
+
+        let events = read_all(&path);
+        let total: u64 = acked.iter().flat_map(|(_, b)| b).map(|(_, n)| n).sum();
+        assert_seqs(&events, 1..=total);
+        for (task, batches) in acked {
+            for (last, n) in batches {
+                // The batch's events are the n lines ending at its seq, in order.
+                let end = usize::try_from(last).unwrap();
+                let lines = &events[end - usize::try_from(n).unwrap()..end];
+                for (i, e) in lines.iter().enumerate() {
+                    let EventBody::Query { query_id, .. } = e.body else {
+                        panic!("{e:?}")
+                    };
+                    let who = e.identity.clone();
+                    assert_eq!((who, query_id), (Some(format!("task{task}")), i as u64));
+                }
+            }
+        }
+        let report = verify(&path, None).unwrap();
+        assert!(report.is_ok(), "{durability:?}: {:?}", report.problems);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_batch_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    assert_eq!(writer.write(query(0, 0)).await.unwrap(), 1);
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(writer.write_batch(&mut Vec::new()).await.unwrap(), 0);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // No seq was used up.
+    assert_eq!(writer.write(query(0, 1)).await.unwrap(), 2);
+    guard.close().await.unwrap();
+    assert_seqs(&read_all(&path), 1..=2);
+
+    let disabled = AuditWriter::disabled();
+    let mut events = batch(0, 3);
+    assert_eq!(disabled.write_batch(&mut events).await.unwrap(), 0);
+    assert!(events.is_empty());
+}
+
+/// A batch the log cannot take: an error, the vec drained, every event counted.
+async fn assert_batch_refused(writer: &AuditWriter, events: &mut Vec<Event>) {
+    let failed_before = writer.health().failed_writes;
+    let n = events.len() as u64;
+    let err = writer.write_batch(events).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable(_)), "{err:?}");
+    assert!(events.is_empty());
+    let health = writer.health();
+    assert!(!health.healthy);
+    assert_eq!(health.failed_writes, failed_before + n);
+}
+
+#[tokio::test]
+async fn a_batch_on_a_broken_log_fails_whole_and_the_writer_recovers() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipping: no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    // A device: every event goes through the writer thread.
+    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    assert_batch_refused(&writer, &mut batch(0, 3)).await;
+
+    let good = dir.path().join("new.jsonl");
+    std::fs::write(&good, b"").unwrap();
+    std::fs::rename(&good, &path).unwrap();
+    assert_eq!(writer.write_batch(&mut batch(1, 2)).await.unwrap(), 2);
+    assert!(writer.health().healthy);
+    guard.close().await.unwrap();
+    assert_seqs(&read_all(&path), 1..=2);
+}
+
+/// Unmounts (lazily: the writer thread may still hold the file) on drop, also on panic.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_batch_on_a_full_disk_fails_inline_and_the_writer_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let path = dir.path().join("audit.jsonl");
+    // A regular file: `write_batch` appends inline, on this thread.
+    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    assert_eq!(writer.write_batch(&mut batch(0, 2)).await.unwrap(), 2);
+    let filler = dir.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 128 * 1024]);
+    // Larger than what is left of the log's last page.
+    let mut big = batch(1, 4);
+    for e in &mut big {
+        if let EventBody::Query { sql, .. } = &mut e.body {
+            *sql = "x".repeat(2048);
+        }
+    }
+    assert_batch_refused(&writer, &mut big).await;
+
+    std::fs::remove_file(&filler).unwrap();
+    let last = writer.write_batch(&mut batch(2, 3)).await.unwrap();
+    assert!(writer.health().healthy);
+    guard.close().await.unwrap();
+    // A part of the refused batch may have reached the file (never acknowledged);
+    // whatever is there, numbering and chain continue from it.
+    let events = read_all(&path);
+    assert_eq!(events.last().map(|e| e.seq), Some(last));
+    assert_seqs(&events, 1..=last);
+    let tail: Vec<_> = events[events.len() - 3..]
+        .iter()
+        .map(|e| e.identity.as_deref())
+        .collect();
+    assert_eq!(tail, [Some("task2"); 3]);
+    let report = verify(&path, None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }

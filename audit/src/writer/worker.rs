@@ -3,7 +3,8 @@
 //! from write errors by itself.
 //!
 //! Loop: wait for one message (or for the next time-based duty: an interval checkpoint,
-//! an age rotation), drain whatever else is queued (up to a cap), serialize the batch
+//! an age rotation), drain whatever else is queued (up to a cap; a caller's batch
+//! message is taken whole, so its events stay contiguous), serialize the batch
 //! into one reused buffer — hashing each line as it is serialized, so each line's `prev`
 //! is the hash of the line before it — `write_all` it, `sync_data` in fsync mode, then
 //! ack every event of the batch. When a write fails the whole batch is acknowledged with
@@ -158,9 +159,13 @@ impl Worker {
         self.live.as_ref().is_some_and(|l| l.regular)
     }
 
-    /// Appends one event on the caller's thread (the inline fast path) and says whether
-    /// it is in the log, exactly as an acknowledgement from the thread would.
-    pub(super) fn write_inline(&mut self, event: Event) -> Result<u64, AuditError> {
+    /// Appends events on the caller's thread (the inline fast path) — one event, or a
+    /// caller's batch, in one `write(2)` — and says whether they are in the log, with the
+    /// `seq` of the last, exactly as an acknowledgement from the thread would.
+    pub(super) fn write_inline(
+        &mut self,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Result<u64, AuditError> {
         if self.finished {
             return Err(AuditError::WriterGone);
         }
@@ -169,8 +174,7 @@ impl Worker {
             self.maybe_rotate();
             opened = self.ensure_open();
         }
-        self.serialize(event, Ack::Inline);
-        let Some(&(_, seq)) = self.acks.first() else {
+        let Some(seq) = self.serialize(events, Ack::Silent) else {
             return Err(AuditError::Unavailable(
                 "an audit event could not be serialized".into(),
             ));
@@ -256,7 +260,12 @@ impl Worker {
     /// Adds one message to the current batch.
     fn take(&mut self, msg: Msg, rx: &mut mpsc::Receiver<Msg>) {
         match msg {
-            Msg::Event(event, ack) => self.serialize(event, ack),
+            Msg::Event(event, ack) => {
+                self.serialize(std::iter::once(event), ack);
+            }
+            Msg::Batch(events, ack) => {
+                self.serialize(events, ack);
+            }
             Msg::Close(closer) => {
                 // Senders now fail fast; what is already queued is still drained.
                 rx.close();
@@ -265,23 +274,40 @@ impl Worker {
         }
     }
 
-    fn serialize(&mut self, mut event: Event, ack: Ack) {
-        let start = self.buf.len();
-        event.seq = self.next_seq + self.acks.len() as u64;
-        event.prev = Some(self.batch_hash);
-        match serde_json::to_writer(&mut self.buf, &event) {
-            Ok(()) => {
-                self.batch_hash = LineHash::of_line(&self.buf[start..]);
-                self.buf.push(b'\n');
-                self.acks.push((ack, event.seq));
-            }
-            Err(e) => {
-                self.buf.truncate(start);
+    /// Adds a caller's events to the current batch, all or none: when one cannot be
+    /// serialized, those before it are taken out again and `ack` is refused. `ack`
+    /// answers for the last event (one `write_all` writes them all, so they succeed or
+    /// fail together). Returns the `seq` the last one will have, `None` when refused.
+    /// No events: nothing is added, and `ack` gets `Ok(0)`.
+    fn serialize(&mut self, events: impl IntoIterator<Item = Event>, ack: Ack) -> Option<u64> {
+        let (buf_len, acks_len, hash) = (self.buf.len(), self.acks.len(), self.batch_hash);
+        for mut event in events {
+            let start = self.buf.len();
+            event.seq = self.next_seq + self.acks.len() as u64;
+            event.prev = Some(self.batch_hash);
+            if let Err(e) = serde_json::to_writer(&mut self.buf, &event) {
+                self.buf.truncate(buf_len);
+                self.acks.truncate(acks_len);
+                self.batch_hash = hash;
                 tracing::error!(error = %e, kind = event.kind(), "audit event could not be serialized");
                 ack.send(Err(AuditError::Unavailable(format!(
                     "a {} event could not be serialized: {e}",
                     event.kind()
                 ))));
+                return None;
+            }
+            self.batch_hash = LineHash::of_line(&self.buf[start..]);
+            self.buf.push(b'\n');
+            self.acks.push((Ack::Silent, event.seq));
+        }
+        match self.acks.get_mut(acks_len..).and_then(<[_]>::last_mut) {
+            Some((last, seq)) => {
+                *last = ack;
+                Some(*seq)
+            }
+            None => {
+                ack.send(Ok(0));
+                Some(0)
             }
         }
     }
@@ -560,7 +586,7 @@ pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
         let mut opened = w.ensure_open();
         // A batch of events goes into a new file when the live one is full; a
         // lone `Close` does not rotate.
-        if opened.is_ok() && matches!(first, Msg::Event(..)) {
+        if opened.is_ok() && !matches!(first, Msg::Close(..)) {
             w.maybe_rotate();
             opened = w.ensure_open();
         }
