@@ -1,6 +1,8 @@
 //! The audit log holds every query, written before the query ran: a pgbench run is
 //! counted query by query, with parameters for extended ones, each `query` before its
-//! `query_result`, and a session can be replayed from the log.
+//! `query_result`, and a session can be replayed from the log. Outcomes reach the log
+//! soon after the reply even when the client says nothing more, and `session_end` comes
+//! after all of them.
 
 mod common;
 mod harness;
@@ -9,7 +11,23 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use harness::{Env, ALICE};
-use jitgate_audit::{EventBody, Protocol};
+use jitgate_audit::{Event, EventBody, Protocol};
+
+/// Waits until `sessions` sessions ended after the first `before` events of the log: a
+/// session's `session_end` follows every outcome of its statements.
+async fn wait_sessions_ended(env: &Env, before: usize, sessions: usize) {
+    env.eventually("the sessions' session_end", Duration::from_secs(10), || {
+        let events = env.audit_events();
+        let ends = events
+            .get(before..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.kind() == "session_end")
+            .count();
+        ends >= sessions
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_of_a_pgbench_run_is_audited_in_order() {
@@ -45,6 +63,7 @@ async fn every_query_of_a_pgbench_run_is_audited_in_order() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    wait_sessions_ended(&env, before, clients).await;
     let events = env.audit_events();
     let new = &events[before..];
     let queries: Vec<_> = new
@@ -165,6 +184,7 @@ async fn function_calls_are_audited() {
     let file = env.dir.path().join("blob.bin");
     std::fs::write(&file, vec![7u8; 100_000]).unwrap();
     let import = format!("\\lo_import {}", file.display());
+    let before = env.audit_events().len();
     let out = env
         .run_client("psql", &["-X", "-v", "ON_ERROR_STOP=1", "-c", &import])
         .await;
@@ -173,6 +193,7 @@ async fn function_calls_are_audited() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    wait_sessions_ended(&env, before, 1).await;
     let calls: Vec<_> = env
         .audit_events()
         .into_iter()
@@ -198,5 +219,69 @@ async fn function_calls_are_audited() {
         .filter(|e| e.kind() == "query_result")
         .count();
     assert!(results >= calls.len());
+    env.stop().await;
+}
+
+/// The kinds and query ids of one session's events, in `seq` order.
+fn session_trail(events: &[Event], session: uuid::Uuid) -> Vec<(&'static str, Option<u64>)> {
+    let mut mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.session_id == Some(session))
+        .collect();
+    mine.sort_by_key(|e| e.seq);
+    mine.iter()
+        .map(|e| {
+            let id = match &e.body {
+                EventBody::Query { query_id, .. } | EventBody::QueryResult { query_id, .. } => {
+                    Some(*query_id)
+                }
+                _ => None,
+            };
+            (e.kind(), id)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_reach_the_log_without_further_traffic_and_before_session_end() {
+    let env = Env::start("outcomes").await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    // The client now stays idle: the outcome is written anyway, soon.
+    env.eventually(
+        "the idle client's query_result",
+        Duration::from_secs(5),
+        || {
+            env.audit_events()
+                .iter()
+                .any(|e| e.kind() == "query_result")
+        },
+    )
+    .await;
+
+    for i in 2..=5 {
+        client.batch_execute(&format!("SELECT {i}")).await.unwrap();
+    }
+    let _ = client.batch_execute("SELECT * FROM missing_table").await;
+    drop(client);
+    let _ = conn.await;
+    wait_sessions_ended(&env, 0, 1).await;
+
+    let events = env.audit_events();
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let session = events
+        .iter()
+        .find(|e| e.kind() == "session_start")
+        .and_then(|e| e.session_id)
+        .expect("session_start");
+    // Each query is followed by its own result before the next query; session_end last.
+    let mut expected = vec![("session_start", None)];
+    for id in 1..=6 {
+        expected.push(("query", Some(id)));
+        expected.push(("query_result", Some(id)));
+    }
+    expected.push(("session_end", None));
+    assert_eq!(session_trail(&events, session), expected);
     env.stop().await;
 }

@@ -156,19 +156,27 @@ async fn copy_in_and_out() {
     let out: Vec<u8> = chunks.concat();
     assert_eq!(out, data.as_bytes());
 
-    let copies: Vec<_> = env
-        .audit_events()
-        .into_iter()
-        .filter_map(|e| match e.body {
-            jitgate_audit::EventBody::Copy {
-                direction,
-                bytes,
-                rows,
-                ..
-            } => Some((direction, bytes, rows)),
-            _ => None,
-        })
-        .collect();
+    let copies = || -> Vec<_> {
+        env.audit_events()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                jitgate_audit::EventBody::Copy {
+                    direction,
+                    bytes,
+                    rows,
+                    ..
+                } => Some((direction, bytes, rows)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Outcomes reach the log shortly after the reply (with the next statement, or within
+    // jitgate's flush delay): wait for the second one.
+    env.eventually("both copy events logged", Duration::from_secs(5), || {
+        copies().len() >= 2
+    })
+    .await;
+    let copies = copies();
     assert_eq!(copies.len(), 2, "{copies:?}");
     assert_eq!(copies[0].0, jitgate_audit::CopyDirection::In);
     assert_eq!(copies[0].1, data.len() as u64);
@@ -199,18 +207,21 @@ async fn a_100_mb_result_streams_through() {
     }
     assert_eq!(rows, 100_000);
     assert_eq!(bytes, 100_000_000);
-    let results: Vec<_> = env
-        .audit_events()
-        .into_iter()
-        .filter_map(|e| match e.body {
-            jitgate_audit::EventBody::QueryResult { rows, tag, .. } => Some((tag, rows)),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        results.contains(&(Some("SELECT".into()), Some(100_000))),
-        "{results:?}"
-    );
+    let results = || -> Vec<_> {
+        env.audit_events()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                jitgate_audit::EventBody::QueryResult { rows, tag, .. } => Some((tag, rows)),
+                _ => None,
+            })
+            .collect()
+    };
+    let expected = (Some("SELECT".into()), Some(100_000));
+    // The outcome follows the reply within jitgate's flush delay.
+    env.eventually("the result logged", Duration::from_secs(5), || {
+        results().contains(&expected)
+    })
+    .await;
     env.stop().await;
 }
 

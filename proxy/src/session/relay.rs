@@ -1,16 +1,31 @@
 //! The relay loop of an admitted session, and the enforcement of its grant.
 //!
 //! One task per session `select!`s over: the shutdown token, the grant's control channel
-//! (revocation, moved deadline), a timer at the grant's absolute deadline, upstream input
-//! and client input. Every client batch is decoded just enough to audit it; its `query`
-//! events are acknowledged by the audit writer *before* the bytes go upstream. Server
-//! bytes are scanned header by header and forwarded in whole chunks, one write per read.
-//! Every write is itself raced against enforcement, so a slow peer cannot hold a session
-//! past its grant.
+//! (revocation, moved deadline), a timer at the grant's absolute deadline, the flush
+//! timer of deferred outcomes, upstream input and client input. Every client batch is
+//! decoded just enough to audit it; its `query` events are acknowledged by the audit
+//! writer *before* the bytes go upstream. Server bytes are scanned header by header and
+//! forwarded in whole chunks, one write per read. Every write is itself raced against
+//! enforcement, so a slow peer cannot hold a session past its grant.
+//!
+//! Outcomes (`query_result`, `copy`) are not written when the server's reply passes:
+//! they are kept, stamped with the time they were seen, and go to the log together with
+//! the `query` events of the client's next statement — one `write(2)` per transaction
+//! instead of two, results first so `seq` order is unchanged. They never wait long: a
+//! timer writes them on their own once they have waited [`RESULT_FLUSH_DELAY`], more
+//! than [`MAX_DEFERRED`] are written at once, and every way out of [`Relay::run`] writes
+//! them before returning, so the caller's `session_end` follows all of them. (The timer
+//! is served by the loop: while the session waits on a slow peer or a stalled audit log,
+//! they wait with it.) If the write that carries them fails, they are lost with the
+//! statement it refuses; the log is failing then, and that is logged.
+
+use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use jitgate_audit::{AuditError, AuditWriter, EventBody};
+use jitgate_audit::{AuditError, AuditWriter, Event, EventBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
 use super::client::ClientConn;
 use super::enforce::Enforcer;
@@ -92,16 +107,50 @@ pub struct Relay<'a> {
 /// reused across reads.
 const UPSTREAM_BUF: usize = 16 * 1024;
 
+/// Longest time an outcome waits for the next statement's write before it is written on
+/// its own. A client that sends its next statement within it (a busy application,
+/// pgbench) pays one audit `write(2)` per transaction instead of two; the log lags what
+/// clients saw by at most this much, which is also what a crash of jitgate may lose.
+const RESULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
+
+/// More deferred outcomes than this (a pipelined burst) are written at once, so the
+/// list and the one write that takes it stay small.
+const MAX_DEFERRED: usize = 64;
+
+/// Outcome events waiting to be written with the next statement's `query` events.
+struct Deferred<'t> {
+    events: Vec<Event>,
+    /// Due [`RESULT_FLUSH_DELAY`] after `events` last became non-empty; created once per
+    /// relay, reset only then, and polled only while `events` is not empty.
+    timer: Pin<&'t mut Sleep>,
+}
+
 impl Relay<'_> {
-    /// Relays until the session ends, and says why.
+    /// Relays until the session ends, and says why. Whatever the reason, the outcomes
+    /// seen so far are in the log (or their failure logged) when this returns.
     pub async fn run(&mut self, enforcer: &mut Enforcer) -> End {
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut deferred = Deferred {
+            events: Vec::new(),
+            timer,
+        };
+        let end = self.relay(enforcer, &mut deferred).await;
+        // Not raced against enforcement (it may have ended the session already); the
+        // writer's stall timeout bounds it.
+        self.write_deferred(&mut deferred.events).await;
+        end
+    }
+
+    /// The relay loop; every `return` passes through `run`'s final write.
+    async fn relay(&mut self, enforcer: &mut Enforcer, deferred: &mut Deferred<'_>) -> End {
         let mut ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
         let mut scanner = BackendScanner::default();
         let mut results: Vec<EventBody> = Vec::new();
         let mut events: Vec<EventBody> = Vec::new();
         // A client may pipeline queries right behind its startup packet.
         if !self.client.inbuf.is_empty() {
-            if let Err(end) = self.on_client_bytes(enforcer, &mut events).await {
+            if let Err(end) = self.on_client_bytes(enforcer, &mut events, deferred).await {
                 return end;
             }
         }
@@ -109,13 +158,18 @@ impl Relay<'_> {
             tokio::select! {
                 biased;
                 end = enforcer.wait() => return end,
+                () = deferred.timer.as_mut(), if !deferred.events.is_empty() => {
+                    if let Err(end) = self.flush_deferred(enforcer, deferred).await {
+                        return end;
+                    }
+                }
                 r = self.upstream.read_buf(&mut ubuf) => {
                     match r {
                         Ok(0) => return End::UpstreamClosed,
                         Ok(_) => {}
                         Err(e) => return End::UpstreamIo(e),
                     }
-                    if let Err(end) = self.on_upstream_bytes(enforcer, &mut scanner, &mut ubuf, &mut results).await {
+                    if let Err(end) = self.on_upstream(enforcer, &mut scanner, &mut ubuf, &mut results, deferred).await {
                         return end;
                     }
                 }
@@ -125,7 +179,7 @@ impl Relay<'_> {
                         Ok(_) => {}
                         Err(e) => return End::ClientIo(e),
                     }
-                    if let Err(end) = self.on_client_bytes(enforcer, &mut events).await {
+                    if let Err(end) = self.on_client_bytes(enforcer, &mut events, deferred).await {
                         return end;
                     }
                 }
@@ -133,7 +187,67 @@ impl Relay<'_> {
         }
     }
 
-    /// Server bytes: note what closes queries, forward the chunk, audit the outcomes.
+    /// Server bytes: forward them and keep the outcomes they carry — also when the
+    /// session ends while forwarding (the server did answer) — writing the outcomes at
+    /// once when too many wait.
+    async fn on_upstream(
+        &mut self,
+        enforcer: &mut Enforcer,
+        scanner: &mut BackendScanner,
+        ubuf: &mut BytesMut,
+        results: &mut Vec<EventBody>,
+        deferred: &mut Deferred<'_>,
+    ) -> Result<(), End> {
+        let forwarded = self
+            .on_upstream_bytes(enforcer, scanner, ubuf, results)
+            .await;
+        self.defer(results, deferred);
+        // After an `End` the enforcer must not be polled again: return before any write.
+        forwarded?;
+        if deferred.events.len() > MAX_DEFERRED {
+            self.flush_deferred(enforcer, deferred).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps outcomes for the next write, stamped now; arms the timer when they are the
+    /// first to wait.
+    fn defer(&self, results: &mut Vec<EventBody>, deferred: &mut Deferred<'_>) {
+        if results.is_empty() {
+            return;
+        }
+        if deferred.events.is_empty() {
+            deferred
+                .timer
+                .as_mut()
+                .reset(Instant::now() + RESULT_FLUSH_DELAY);
+        }
+        let meta = self.meta;
+        deferred
+            .events
+            .extend(results.drain(..).map(|body| meta.event(body)));
+    }
+
+    /// Writes the deferred outcomes on their own (timer, or too many), unless enforcement
+    /// ends the session first: then what was not handed to the writer stays for `run`.
+    async fn flush_deferred(
+        &mut self,
+        enforcer: &mut Enforcer,
+        deferred: &mut Deferred<'_>,
+    ) -> Result<(), End> {
+        guarded!(enforcer, self.write_deferred(&mut deferred.events))
+    }
+
+    /// Writes `events` (outcomes only). The queries are in the log already; if their
+    /// outcomes cannot be written the next statement will be refused, so the session
+    /// need not end here.
+    async fn write_deferred(&self, events: &mut Vec<Event>) {
+        if let Err(e) = self.audit.write_batch(events).await {
+            tracing::error!(error = %e, "could not audit the outcome of a query");
+        }
+    }
+
+    /// Server bytes: note what closes queries (into `results`), forward the chunk.
     async fn on_upstream_bytes(
         &mut self,
         enforcer: &mut Enforcer,
@@ -165,14 +279,6 @@ impl Relay<'_> {
             // Give back memory after a large result.
             *ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
         }
-        for body in results.drain(..) {
-            let event = self.meta.event(body);
-            // The query itself is in the log already; if its outcome cannot be written
-            // the next statement will be refused, so the session need not end here.
-            if let Err(e) = guarded!(enforcer, self.audit.write(event))? {
-                tracing::error!(error = %e, "could not audit the outcome of a query");
-            }
-        }
         Ok(())
     }
 
@@ -181,6 +287,7 @@ impl Relay<'_> {
         &mut self,
         enforcer: &mut Enforcer,
         events: &mut Vec<EventBody>,
+        deferred: &mut Deferred<'_>,
     ) -> Result<(), End> {
         let inbuf = &mut self.client.inbuf;
         let mut consumed = 0;
@@ -207,7 +314,7 @@ impl Relay<'_> {
             return Ok(());
         }
         let result = self
-            .on_client_frames(enforcer, events, &mut frames, consumed, quit)
+            .on_client_frames(enforcer, events, deferred, &mut frames, consumed, quit)
             .await;
         self.frames = frames;
         result
@@ -218,6 +325,7 @@ impl Relay<'_> {
         &mut self,
         enforcer: &mut Enforcer,
         events: &mut Vec<EventBody>,
+        deferred: &mut Deferred<'_>,
         frames: &mut Vec<(u8, usize, usize)>,
         consumed: usize,
         quit: bool,
@@ -267,26 +375,59 @@ impl Relay<'_> {
                 events.push(event);
             }
         }
-        let mut failure = None;
-        for body in events.drain(..) {
-            if failure.is_some() {
-                continue;
-            }
-            let event = self.meta.event(body);
-            if let Err(e) = guarded!(enforcer, self.audit.write(event))? {
-                failure = Some(e);
-            }
-        }
-        if let Some(e) = failure {
+        if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
             self.tracker.rollback(mark);
             return self.refuse_batch(enforcer, frames, e).await;
         }
-        let upstream = &mut *self.upstream;
-        guarded!(enforcer, write_flush(upstream, &chunk))?.map_err(End::UpstreamIo)?;
+        // The client's Terminate stays here: the session's end decides whether the
+        // upstream connection is closed (Terminate) or reset and parked for reuse.
+        let upto = match (quit, frames.last()) {
+            (true, Some(&(_, body_start, _))) => body_start - 5,
+            _ => chunk.len(),
+        };
+        if upto > 0 {
+            let upstream = &mut *self.upstream;
+            guarded!(enforcer, write_flush(upstream, &chunk[..upto]))?.map_err(End::UpstreamIo)?;
+        }
         if quit {
             return Err(End::ClientQuit { clean: true });
         }
         Ok(())
+    }
+
+    /// Writes the batch's events (its `query` events) behind the deferred outcomes, in one
+    /// write; the batch may be forwarded only when this is `Ok(Ok(()))`. A batch without
+    /// events leaves the outcomes waiting. The outcomes are gone either way (written, or
+    /// refused with the queries: the log is failing).
+    async fn write_queries(
+        &mut self,
+        enforcer: &mut Enforcer,
+        events: &mut Vec<EventBody>,
+        deferred: &mut Deferred<'_>,
+    ) -> Result<Result<(), AuditError>, End> {
+        if events.is_empty() {
+            return Ok(Ok(()));
+        }
+        let outcomes = deferred.events.len();
+        let meta = self.meta;
+        deferred
+            .events
+            .extend(events.drain(..).map(|body| meta.event(body)));
+        match guarded!(enforcer, self.audit.write_batch(&mut deferred.events)) {
+            Ok(Ok(_)) => Ok(Ok(())),
+            Ok(Err(e)) => {
+                if outcomes > 0 {
+                    tracing::error!(error = %e, outcomes, "could not audit the outcome of a query");
+                }
+                Ok(Err(e))
+            }
+            Err(end) => {
+                // Not handed to the writer: the statements will not run, so only the
+                // outcomes are left for `run` to write.
+                deferred.events.truncate(outcomes);
+                Err(end)
+            }
+        }
     }
 
     /// The audit log refused this batch: it is not forwarded; the client is told, or —
