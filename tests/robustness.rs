@@ -363,10 +363,11 @@ fn count_kind(env: &Env, kind: &str) -> usize {
         .count()
 }
 
-/// The `session_end` (reason, detail) of the session whose upstream pid is `pid`.
+/// The `session_end` (reason, detail) of the latest session whose upstream pid is `pid`
+/// (a backend parked after a clean end serves later sessions of the grant too).
 fn session_end_of(env: &Env, pid: i32) -> Option<(EndReason, Option<String>)> {
     let events = env.audit_events();
-    let session = events.iter().find_map(|e| match &e.body {
+    let session = events.iter().rev().find_map(|e| match &e.body {
         EventBody::SessionStart {
             upstream_pid: Some(p),
             ..
@@ -1063,20 +1064,25 @@ async fn terminate_is_a_clean_client_quit_and_a_dropped_socket_has_a_detail() {
         other => panic!("expected a clean close after Terminate, got {other:?}"),
     }
 
-    let (mut dropped, dropped_session) = Raw::login(&env).await;
-    assert_eq!(simple_query(&mut dropped, "SELECT 2").await, ["2"]);
-    drop(dropped);
-
     let (reason, detail) = wait_session_end(&env, clean_session.pid).await;
     assert_eq!(reason, EndReason::ClientQuit);
     assert_eq!(detail, None, "Terminate is a clean quit");
+
+    // The clean end parked the backend; the next session of the grant reuses it.
+    let (mut dropped, dropped_session) = Raw::login(&env).await;
+    assert_eq!(
+        dropped_session.pid, clean_session.pid,
+        "reused after a clean end"
+    );
+    assert_eq!(simple_query(&mut dropped, "SELECT 2").await, ["2"]);
+    drop(dropped);
     let (reason, detail) = wait_session_end(&env, dropped_session.pid).await;
     assert_eq!(reason, EndReason::ClientQuit);
     assert!(
         detail.as_deref().is_some_and(|d| !d.is_empty()),
         "a dropped socket says so: {detail:?}"
     );
-    assert_backend_gone(&env, clean_session.pid).await;
+    // A dropped socket is not a clean end: that backend is closed, not parked.
     assert_backend_gone(&env, dropped_session.pid).await;
     assert_registry_empties(&env).await;
     assert_still_serving(&env).await;

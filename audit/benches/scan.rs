@@ -140,6 +140,7 @@ impl Generator {
                 application_name: Some("psql".into()),
                 deadline,
                 upstream_pid: Some(pid),
+                upstream_reused: false,
             },
         );
         s
@@ -346,6 +347,7 @@ fn generate(path: &Path, target_bytes: u64) -> (u64, u64, Uuid) {
                     late_ms: None,
                     queries: s.next_query,
                     duration_ms,
+                    upstream_parked: false,
                 },
             );
             if g.sample.is_none() && g.written > target_bytes / 2 {

@@ -131,6 +131,10 @@ pub enum EventBody {
         /// Upstream backend process id (from BackendKeyData), to correlate with server logs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         upstream_pid: Option<i32>,
+        /// The upstream connection was parked by an earlier session of the same grant
+        /// (reset with `DISCARD ALL`) and reused, rather than opened for this session.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        upstream_reused: bool,
     },
     /// A statement, recorded before it is forwarded upstream.
     Query {
@@ -224,6 +228,10 @@ pub enum EventBody {
         queries: u64,
         /// Session length in milliseconds.
         duration_ms: u64,
+        /// The upstream connection was reset (`DISCARD ALL`) and parked for a later
+        /// session of the same grant instead of being closed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        upstream_parked: bool,
     },
     /// A client failed to authenticate (wrong password, unknown identity, bad SCRAM).
     AuthFailure {

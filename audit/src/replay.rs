@@ -74,18 +74,19 @@ fn header(out: &mut String, session: Uuid, events: &[Event]) {
             application_name,
             deadline,
             upstream_pid,
+            upstream_reused,
         } => Some((
             e,
             client_addr,
             tls,
             application_name,
             deadline,
-            upstream_pid,
+            (upstream_pid, upstream_reused),
         )),
         _ => None,
     });
     match start {
-        Some((e, client_addr, tls, app, deadline, pid)) => {
+        Some((e, client_addr, tls, app, deadline, (pid, reused))) => {
             let _ = write!(
                 out,
                 "-- client:   {} ({}",
@@ -98,7 +99,8 @@ fn header(out: &mut String, session: Uuid, events: &[Event]) {
             out.push_str(")\n");
             let _ = write!(out, "-- started:  {}", display_micros(&e.ts));
             if let Some(pid) = pid {
-                let _ = write!(out, " (upstream pid {pid})");
+                let how = if *reused { ", reused" } else { "" };
+                let _ = write!(out, " (upstream pid {pid}{how})");
             }
             out.push('\n');
             let _ = writeln!(out, "-- deadline: {}", display_micros(deadline));
@@ -207,6 +209,7 @@ fn body(out: &mut String, e: &Event) {
             late_ms,
             queries,
             duration_ms,
+            upstream_parked,
         } => {
             let _ = write!(out, "\n{ts}  session ended: {}", reason.as_str());
             if let Some(late) = late_ms {
@@ -216,6 +219,11 @@ fn body(out: &mut String, e: &Event) {
                 let _ = write!(out, " — {}", clean(detail, false));
             }
             let _ = writeln!(out, "\n-- {queries} queries in {}", millis(*duration_ms));
+            if *upstream_parked {
+                out.push_str(
+                    "-- upstream connection reset (DISCARD ALL) and kept for this grant\n",
+                );
+            }
         }
         // Other kinds rarely carry a session id; show them as their one-line summary.
         _ => {

@@ -47,6 +47,7 @@ fn details(body: &EventBody) -> String {
             application_name,
             deadline,
             upstream_pid,
+            upstream_reused,
         } => {
             let mut s = format!(
                 "from {}{} deadline={}",
@@ -59,6 +60,9 @@ fn details(body: &EventBody) -> String {
             }
             if let Some(pid) = upstream_pid {
                 let _ = write!(s, " upstream_pid={pid}");
+            }
+            if *upstream_reused {
+                s.push_str(" reused");
             }
             s
         }
@@ -132,12 +136,16 @@ fn details(body: &EventBody) -> String {
             late_ms,
             queries,
             duration_ms,
+            upstream_parked,
         } => {
             let mut s = format!(
                 "{} queries={queries} duration={}",
                 reason.as_str(),
                 millis(*duration_ms)
             );
+            if *upstream_parked {
+                s.push_str(" upstream=parked");
+            }
             if let Some(late) = late_ms {
                 let _ = write!(s, " late={late:.3} ms");
             }

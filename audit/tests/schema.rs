@@ -106,7 +106,8 @@ fn none_options_are_omitted_and_both_null_and_missing_are_accepted() {
             detail: None,
             late_ms: None,
             queries: 0,
-            duration_ms: 5
+            duration_ms: 5,
+            upstream_parked: false,
         }
     );
 }

@@ -7,6 +7,7 @@
 //! - [`registry`]: live sessions, and how grant changes reach them.
 //! - [`session`]: one client session: handshake, admission, upstream connect, relay,
 //!   enforcement, teardown.
+//! - [`reuse`]: upstream connections parked between sessions of one grant.
 //! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
 //! - [`listener`]: accept loop, shutdown/drain.
 //! - [`error`]: the crate's error enum.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod listener;
 pub mod protocol;
 pub mod registry;
+pub mod reuse;
 pub mod session;
 pub mod settings;
 

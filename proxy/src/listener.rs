@@ -3,7 +3,8 @@
 //! On shutdown the listener stops accepting at once; live sessions get
 //! `drain_timeout` to finish by themselves, then every remaining session is told jitgate
 //! is shutting down and is closed on both sides (its teardown still runs, so its
-//! `session_end` event is written).
+//! `session_end` event is written). Upstream connections parked for reuse are swept
+//! every second while serving and closed at shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,27 @@ use crate::session::{self, ProxyContext};
 /// Time sessions get for their teardown after they were told to end.
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How often parked upstream connections are checked against their limits.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes parked connections past their idle time, lifetime or grant deadline until
+/// `stop` is cancelled.
+async fn sweep_parked(ctx: Arc<ProxyContext>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let closed = ctx.registry.parked().sweep(&ctx.settings.reuse);
+                if closed > 0 {
+                    tracing::debug!(closed, "closed parked upstream connections past their limits");
+                }
+            }
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` is cancelled, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -24,6 +46,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let tracker = TaskTracker::new();
+    let stop_sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(sweep_parked(Arc::clone(&ctx), stop_sweeping.clone()));
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
@@ -70,5 +94,8 @@ pub async fn serve(
             tracing::warn!("some sessions did not finish their teardown in time");
         }
     }
+    stop_sweeping.cancel();
+    let _ = sweeper.await;
+    ctx.registry.parked().close_all().await;
     Ok(())
 }

@@ -5,13 +5,15 @@
 //! pushes changes into each session's `watch` channel; the session's task wakes at once
 //! and enforces them. Nothing here polls.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::reuse::ParkedUpstreams;
 
 /// What `jitgate sessions` shows about one live session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -50,16 +52,19 @@ struct Entry {
     control: watch::Sender<SessionControl>,
 }
 
-/// The set of live sessions of this proxy process.
+/// The set of live sessions of this proxy process, and the upstream connections parked
+/// between sessions (both are bound to grants, so grant changes reach both).
 #[derive(Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<Uuid, Entry>>,
+    parked: ParkedUpstreams,
 }
 
 impl std::fmt::Debug for SessionRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRegistry")
             .field("sessions", &self.len())
+            .field("parked", &self.parked.len())
             .finish()
     }
 }
@@ -103,35 +108,63 @@ impl SessionRegistry {
         self.lock().len()
     }
 
+    /// Every grant this process holds something for: a live session or a parked
+    /// upstream connection (what a change made elsewhere must be applied to).
+    pub fn grant_ids(&self) -> BTreeSet<Uuid> {
+        let mut ids: BTreeSet<Uuid> = self.lock().values().map(|e| e.info.grant_id).collect();
+        ids.extend(self.parked.grant_ids());
+        ids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Tells every session bound to `grant_id` to end now. Returns how many were told.
+    /// Upstream connections parked between sessions.
+    pub fn parked(&self) -> &ParkedUpstreams {
+        &self.parked
+    }
+
+    /// Tells every session bound to `grant_id` to end now, and closes the connections
+    /// parked under it. Returns how many sessions were told.
+    ///
+    /// Sessions are told first: a session that is parking its connection checks for a
+    /// revocation after parking it, so either it sees this one or its connection is
+    /// already parked when the parked ones are closed below.
     pub fn revoke_grant(&self, grant_id: Uuid, revocation: Revocation) -> usize {
-        let sessions = self.lock();
         let mut told = 0;
-        for entry in sessions.values().filter(|e| e.info.grant_id == grant_id) {
-            entry
-                .control
-                .send_modify(|c| c.revoked = Some(revocation.clone()));
-            told += 1;
+        {
+            let sessions = self.lock();
+            for entry in sessions.values().filter(|e| e.info.grant_id == grant_id) {
+                entry
+                    .control
+                    .send_modify(|c| c.revoked = Some(revocation.clone()));
+                told += 1;
+            }
+        }
+        let closed = self.parked.close_grant(grant_id);
+        if closed > 0 {
+            tracing::info!(grant = %grant_id, closed, "closed parked upstream connections of a revoked grant");
         }
         told
     }
 
     /// Moves the deadline of every session bound to `grant_id` (grant extended or shortened).
+    /// Parked connections of the grant follow it (after the sessions, as for revocation).
     pub fn set_grant_deadline(&self, grant_id: Uuid, deadline: Timestamp) -> usize {
-        let mut sessions = self.lock();
         let mut told = 0;
-        for entry in sessions
-            .values_mut()
-            .filter(|e| e.info.grant_id == grant_id)
         {
-            entry.info.deadline = deadline;
-            entry.control.send_modify(|c| c.deadline = deadline);
-            told += 1;
+            let mut sessions = self.lock();
+            for entry in sessions
+                .values_mut()
+                .filter(|e| e.info.grant_id == grant_id)
+            {
+                entry.info.deadline = deadline;
+                entry.control.send_modify(|c| c.deadline = deadline);
+                told += 1;
+            }
         }
+        self.parked.set_grant_deadline(grant_id, deadline);
         told
     }
 

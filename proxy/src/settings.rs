@@ -10,6 +10,7 @@ use std::time::Duration;
 use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
+pub use crate::reuse::ReuseSettings;
 
 /// Everything a running proxy needs to know, resolved and validated.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct ProxySettings {
     pub identities: HashMap<String, ScramVerifier>,
     /// Target name (what clients put in `dbname`) → upstream database.
     pub targets: HashMap<String, TargetSettings>,
+    /// Whether and how upstream connections are parked between sessions of one grant.
+    pub reuse: ReuseSettings,
 }
 
 impl fmt::Debug for ProxySettings {
@@ -40,6 +43,7 @@ impl fmt::Debug for ProxySettings {
             .field("drain_timeout", &self.drain_timeout)
             .field("identities", &self.identities.keys().collect::<Vec<_>>())
             .field("targets", &self.targets)
+            .field("reuse", &self.reuse)
             .finish()
     }
 }

@@ -225,6 +225,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             drain_timeout,
             identities,
             targets,
+            reuse: proxy::upstream_reuse(ctx, raw.upstream_reuse.as_ref())?,
         },
         store,
         audit,

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use jitgate_audit::{ContentRules, Redaction};
 use jitgate_policy::Catalog;
 use jitgate_proxy::auth::ScramVerifier;
-use jitgate_proxy::settings::{RoleCredentials, TargetAuditSettings, TargetSettings};
+use jitgate_proxy::settings::{
+    ReuseSettings, RoleCredentials, TargetAuditSettings, TargetSettings,
+};
 
 use super::ctx::Ctx;
-use super::raw::{RawIdentity, RawRedact, RawTarget, RawTargetAudit};
+use super::raw::{RawIdentity, RawRedact, RawTarget, RawTargetAudit, RawUpstreamReuse};
 use super::tls;
 use crate::error::ConfigError;
 
@@ -200,6 +202,36 @@ pub(crate) fn catalog(
     }
 }
 
+/// `upstream_reuse:` with its defaults (on; 60 s idle, 10 min life, 32 per grant).
+pub(crate) fn upstream_reuse(
+    ctx: &Ctx,
+    raw: Option<&RawUpstreamReuse>,
+) -> Result<ReuseSettings, ConfigError> {
+    let mut reuse = ReuseSettings::default();
+    let Some(raw) = raw else {
+        return Ok(reuse);
+    };
+    if let Some(enabled) = raw.enabled {
+        reuse.enabled = enabled;
+    }
+    if let Some(v) = &raw.idle_timeout {
+        reuse.idle_timeout = ctx.duration("upstream_reuse.idle_timeout", &v.0)?;
+    }
+    if let Some(v) = &raw.max_lifetime {
+        reuse.max_lifetime = ctx.duration("upstream_reuse.max_lifetime", &v.0)?;
+    }
+    if let Some(n) = raw.max_idle_per_grant {
+        if n > 10_000 {
+            return Err(ctx.err(
+                "upstream_reuse.max_idle_per_grant",
+                format!("{n} is out of range (0..=10000; 0 parks nothing, the default is 32)"),
+            ));
+        }
+        reuse.max_idle_per_grant = n;
+    }
+    Ok(reuse)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -264,5 +296,36 @@ mod tests {
             "host: db\ntls: { mode: disable }\nroles: {}\naudit:\n  redact:\n    all_param: true\n",
         );
         assert!(typo.unwrap_err().to_string().contains("all_param"));
+    }
+
+    fn reuse(yaml: &str) -> Result<ReuseSettings, ConfigError> {
+        let ctx = Ctx::new(Path::new("/etc/jitgate.yaml"));
+        let raw: RawUpstreamReuse = serde_yaml::from_str(yaml).unwrap();
+        upstream_reuse(&ctx, Some(&raw))
+    }
+
+    #[test]
+    fn upstream_reuse_defaults_overrides_and_mistakes() {
+        let ctx = Ctx::new(Path::new("/etc/jitgate.yaml"));
+        assert_eq!(
+            upstream_reuse(&ctx, None).unwrap(),
+            ReuseSettings::default()
+        );
+        assert!(ReuseSettings::default().enabled);
+        let r =
+            reuse("enabled: false\nidle_timeout: 5s\nmax_lifetime: 1h\nmax_idle_per_grant: 0\n")
+                .unwrap();
+        assert!(!r.enabled);
+        assert_eq!(r.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(r.max_lifetime, std::time::Duration::from_secs(3600));
+        assert_eq!(r.max_idle_per_grant, 0);
+        let err = reuse("idle_timeout: soon\n").unwrap_err().to_string();
+        assert!(err.contains("upstream_reuse.idle_timeout"), "{err}");
+        let err = reuse("max_idle_per_grant: 1000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream_reuse.max_idle_per_grant"), "{err}");
+        let typo = serde_yaml::from_str::<RawUpstreamReuse>("enable: true\n");
+        assert!(typo.unwrap_err().to_string().contains("enable"));
     }
 }

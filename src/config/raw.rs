@@ -39,6 +39,22 @@ pub(crate) struct RawConfig {
     pub policy: Option<jitgate_policy::RulesSpec>,
     #[serde(default)]
     pub notifications: Option<RawNotifications>,
+    #[serde(default)]
+    pub upstream_reuse: Option<RawUpstreamReuse>,
+}
+
+/// `upstream_reuse:` — parking upstream connections between sessions of one grant.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamReuse {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub idle_timeout: Option<Scalar>,
+    #[serde(default)]
+    pub max_lifetime: Option<Scalar>,
+    #[serde(default)]
+    pub max_idle_per_grant: Option<usize>,
 }
 
 /// `notifications:`

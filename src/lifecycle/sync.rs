@@ -10,7 +10,6 @@
 //!   for anything the feed missed. The nil id on the feed means "changes may have been
 //!   missed" (the listener reconnected): everything is reconciled at once.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jitgate_policy::SignedDuration;
@@ -85,7 +84,7 @@ pub async fn run_sync(
 
 /// Re-reads one changed grant and applies it to the sessions bound to it.
 async fn reconcile_one(lifecycle: &Lifecycle, id: Uuid) {
-    if !lifecycle.registry.list().iter().any(|s| s.grant_id == id) {
+    if !lifecycle.registry.grant_ids().contains(&id) {
         return;
     }
     match lifecycle.engine.get(id).await {
@@ -99,15 +98,9 @@ async fn reconcile_one(lifecycle: &Lifecycle, id: Uuid) {
     }
 }
 
-/// Re-reads the grant of every live session.
+/// Re-reads the grant of every live session and parked upstream connection.
 async fn reconcile_all(lifecycle: &Lifecycle) {
-    let grants: BTreeSet<Uuid> = lifecycle
-        .registry
-        .list()
-        .into_iter()
-        .map(|s| s.grant_id)
-        .collect();
-    for id in grants {
+    for id in lifecycle.registry.grant_ids() {
         reconcile_one(lifecycle, id).await;
     }
 }

@@ -58,6 +58,7 @@ fn start() -> EventBody {
         application_name: None,
         deadline: ts("2026-01-01T12:00:00Z"),
         upstream_pid: None,
+        upstream_reused: false,
     }
 }
 
@@ -156,6 +157,7 @@ fn log() -> Log {
                     late_ms: None,
                     queries: 2,
                     duration_ms: 8000,
+                    upstream_parked: false,
                 },
                 "2026-01-01T10:00:08Z",
             ),

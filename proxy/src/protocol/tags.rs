@@ -25,6 +25,8 @@ pub const DESCRIBE: u8 = b'D';
 pub const CLOSE: u8 = b'C';
 /// The client is leaving.
 pub const TERMINATE: u8 = b'X';
+/// A whole Terminate message (tag and length 4), as jitgate sends it upstream.
+pub const TERMINATE_MESSAGE: [u8; 5] = [TERMINATE, 0, 0, 0, 4];
 /// Fast-path function call.
 pub const FUNCTION_CALL: u8 = b'F';
 /// COPY FROM STDIN failed on the client side.

@@ -16,6 +16,7 @@ use super::params::{self, ClientStartup};
 use super::upstream::{self, Upstream};
 use super::ProxyContext;
 use crate::protocol::{sqlstate, PgError};
+use crate::reuse::ParkKey;
 use crate::settings::TargetSettings;
 
 /// A client that is authenticated, admitted under a grant, and has its upstream session.
@@ -25,6 +26,8 @@ pub struct LoggedIn<'a> {
     pub meta: SessionMeta,
     pub target: &'a TargetSettings,
     pub upstream: Upstream,
+    /// Where the upstream connection may be parked when the session ends cleanly.
+    pub park_key: ParkKey,
 }
 
 async fn audit_refusal(
@@ -196,7 +199,14 @@ pub async fn login<'a>(
         return None;
     };
 
-    let upstream = match upstream::connect(target, creds, &startup.forward, &ctx.scram_keys).await {
+    // A connection parked by an earlier session of this same grant, else a new one.
+    let park_key = ParkKey::new(grant.id, target, creds, &startup.forward);
+    let parked = ctx.registry.parked().take(&park_key, &settings.reuse);
+    let opened = match parked {
+        Some(u) => Ok(u),
+        None => upstream::connect(target, creds, &startup.forward, &ctx.scram_keys).await,
+    };
+    let upstream = match opened {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not open the upstream session");
@@ -237,5 +247,6 @@ pub async fn login<'a>(
         meta,
         target,
         upstream,
+        park_key,
     })
 }

@@ -12,6 +12,7 @@ mod meta;
 pub mod params;
 mod refuse;
 mod relay;
+mod release;
 mod scan;
 mod stream;
 mod teardown;
@@ -36,7 +37,7 @@ use self::relay::Relay;
 use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
 use crate::cancel::{CancelMap, CancelTarget};
-use crate::protocol::{backend, sqlstate, PgError};
+use crate::protocol::{backend, sqlstate, tags, PgError};
 use crate::registry::{SessionInfo, SessionRegistry};
 use crate::settings::ProxySettings;
 
@@ -164,6 +165,7 @@ async fn live(
         meta,
         target,
         mut upstream,
+        park_key,
     } = logged_in;
     let session_id = meta.session_id;
     let settings = &ctx.settings;
@@ -195,6 +197,7 @@ async fn live(
         application_name: startup.application_name.clone(),
         deadline: grant.expires_at,
         upstream_pid: Some(upstream.pid),
+        upstream_reused: upstream.reused,
     });
     if let Err(e) = ctx.audit.write(start_event).await {
         tracing::error!(error = %e, "audit log unavailable; refusing the session");
@@ -216,11 +219,11 @@ async fn live(
     if let Err(e) = conn.flush().await {
         tracing::info!(error = %e, "client left before the session started");
     }
-    tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, "session started");
+    tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
 
     let started = Instant::now();
     let mut tracker = Tracker::new(target.audit.rules_for(&grant.role));
-    let end = {
+    let (end, refusal) = {
         let mut enforcer = Enforcer::new(handle.control().clone(), ctx.terminate.clone());
         let mut relay = Relay {
             client: &mut conn,
@@ -232,7 +235,8 @@ async fn live(
             refusal: Default::default(),
             frames: Vec::with_capacity(16),
         };
-        relay.run(&mut enforcer).await
+        let end = relay.run(&mut enforcer).await;
+        (end, relay.refusal)
     };
     let deadline = handle.control().borrow().deadline;
     let outcome = teardown::teardown(
@@ -246,14 +250,29 @@ async fn live(
     )
     .await;
     drop(cancel_key);
+    let end_state = release::EndState {
+        upstream_open: outcome.upstream_open,
+        tx_idle: refusal.tx_status == tags::TX_IDLE,
+        busy: tracker.in_flight() || refusal.discarding,
+    };
+    let parked = release::release(
+        ctx,
+        upstream,
+        park_key,
+        grant.id,
+        end_state,
+        handle.control(),
+    )
+    .await;
     drop(handle);
-    tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, "session ended");
+    tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, parked, "session ended");
     let end_event = meta.event(EventBody::SessionEnd {
         reason: outcome.reason,
         detail: outcome.detail,
         late_ms: outcome.late_ms,
         queries: tracker.queries(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        upstream_parked: parked,
     });
     if outcome.reason != EndReason::AuditUnavailable {
         if let Err(e) = ctx.audit.write(end_event).await {

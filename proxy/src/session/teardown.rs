@@ -14,7 +14,7 @@ use super::stream::UpstreamStream;
 use super::tracker::Tracker;
 use super::upstream::send_cancel;
 use crate::cancel::CancelTarget;
-use crate::protocol::{sqlstate, PgError};
+use crate::protocol::{sqlstate, tags, PgError};
 
 /// How long teardown waits on a peer at each step (a stalled peer must not hold it).
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,21 +24,21 @@ pub struct Outcome {
     pub reason: EndReason,
     pub detail: Option<String>,
     pub late_ms: Option<f64>,
+    /// The upstream connection is still open and idle (the client quit cleanly): the
+    /// caller parks it for reuse or closes it.
+    pub upstream_open: bool,
 }
-
-/// Terminate message: 'X' with length 4.
-const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
 fn ms_since(t: Timestamp) -> f64 {
     let d = Timestamp::now().duration_since(t);
     d.as_secs_f64() * 1000.0
 }
 
-async fn close_upstream(upstream: &mut UpstreamStream, send_terminate: bool) {
+/// Ends the upstream session: Terminate (the relay never forwards the client's own),
+/// then wait for the backend to close its side.
+pub async fn close_upstream(upstream: &mut UpstreamStream) {
     let step = async {
-        if send_terminate {
-            let _ = upstream.write_all(&TERMINATE).await;
-        }
+        let _ = upstream.write_all(&tags::TERMINATE_MESSAGE).await;
         let _ = upstream.flush().await;
         let _ = upstream.shutdown().await;
         // Wait for the backend to close its side: then it has exited.
@@ -85,7 +85,7 @@ async fn drop_session(
         if let Some(task) = cancel_task {
             let _ = task.await;
         }
-        close_upstream(upstream, true).await;
+        close_upstream(upstream).await;
     });
 }
 
@@ -102,19 +102,24 @@ pub async fn teardown(
     match end {
         End::ClientQuit { clean } => {
             let _ = client.stream.shutdown().await;
-            close_upstream(upstream, !clean).await;
+            // After a clean Terminate the caller decides: park the connection or close it.
+            if !clean {
+                close_upstream(upstream).await;
+            }
             Outcome {
                 reason: EndReason::ClientQuit,
                 detail: (!clean).then(|| "client closed the connection without Terminate".into()),
                 late_ms: None,
+                upstream_open: clean,
             }
         }
         End::ClientIo(e) => {
-            close_upstream(upstream, true).await;
+            close_upstream(upstream).await;
             Outcome {
                 reason: EndReason::ClientQuit,
                 detail: Some(format!("client connection error: {e}")),
                 late_ms: None,
+                upstream_open: false,
             }
         }
         End::Expired => {
@@ -131,6 +136,7 @@ pub async fn teardown(
                 reason: EndReason::GrantExpired,
                 detail: Some(format!("grant expired at {deadline}")),
                 late_ms: Some(ms_since(deadline)),
+                upstream_open: false,
             }
         }
         End::Revoked(revocation) => {
@@ -150,6 +156,7 @@ pub async fn teardown(
                 reason: EndReason::GrantRevoked,
                 detail: Some(format!("revoked by {}{}", revocation.by, why)),
                 late_ms: Some(ms_since(revocation.at)),
+                upstream_open: false,
             }
         }
         End::Shutdown => {
@@ -163,6 +170,7 @@ pub async fn teardown(
                 reason: EndReason::Shutdown,
                 detail: None,
                 late_ms: None,
+                upstream_open: false,
             }
         }
         End::UpstreamClosed | End::UpstreamIo(_) | End::UpstreamProtocol(_) => {
@@ -189,16 +197,18 @@ pub async fn teardown(
                 reason: EndReason::UpstreamClosed,
                 detail: Some(detail),
                 late_ms: None,
+                upstream_open: false,
             }
         }
         End::ClientProtocol(e) => {
             let error = PgError::fatal(e.sqlstate(), e.to_string());
             tell_client(client, error).await;
-            close_upstream(upstream, true).await;
+            close_upstream(upstream).await;
             Outcome {
                 reason: EndReason::ProtocolError,
                 detail: Some(e.to_string()),
                 late_ms: None,
+                upstream_open: false,
             }
         }
         End::Audit(e) => {
@@ -209,11 +219,12 @@ pub async fn teardown(
             .with_detail(e.to_string())
             .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
             tell_client(client, error).await;
-            close_upstream(upstream, true).await;
+            close_upstream(upstream).await;
             Outcome {
                 reason: EndReason::AuditUnavailable,
                 detail: Some(e.to_string()),
                 late_ms: None,
+                upstream_open: false,
             }
         }
     }

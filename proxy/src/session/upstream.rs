@@ -3,7 +3,7 @@
 //! authentication, then ParameterStatus and BackendKeyData up to the first ReadyForQuery.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -29,8 +29,13 @@ pub struct Upstream {
     pub pid: i32,
     pub secret: i32,
     /// Raw ParameterStatus (and NoticeResponse) frames the server sent during startup,
-    /// forwarded to the client as they are.
+    /// forwarded to the client as they are (again, verbatim, to every later session
+    /// that reuses this connection: the reset returns the settings to these values).
     pub greeting: BytesMut,
+    /// When the connection was opened (bounds its life when it is reused).
+    pub opened_at: Instant,
+    /// Taken from the parked connections rather than opened for this session.
+    pub reused: bool,
 }
 
 async fn connect_stream(
@@ -231,6 +236,8 @@ async fn connect_inner(
                     pid,
                     secret,
                     greeting,
+                    opened_at: Instant::now(),
+                    reused: false,
                 });
             }
             _ => return Err(UpstreamError::Unexpected("message during startup")),
