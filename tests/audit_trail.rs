@@ -29,6 +29,16 @@ async fn wait_sessions_ended(env: &Env, before: usize, sessions: usize) {
     .await;
 }
 
+/// Waits until every session that started has ended (its outcomes are all in the log).
+async fn wait_all_ended(env: &Env) {
+    env.eventually("every session_end", Duration::from_secs(10), || {
+        let events = env.audit_events();
+        let count = |kind: &str| events.iter().filter(|e| e.kind() == kind).count();
+        count("session_start") == count("session_end")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_of_a_pgbench_run_is_audited_in_order() {
     let env = Env::start("bench").await;
@@ -40,6 +50,8 @@ async fn every_query_of_a_pgbench_run_is_audited_in_order() {
         String::from_utf8_lossy(&init.stderr)
     );
 
+    // pgbench -i's own outcomes may still be on their way: start counting after them.
+    wait_all_ended(&env).await;
     let before = env.audit_events().len();
     let transactions = 50;
     let clients = 4;

@@ -185,7 +185,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
          # HELP jitgate_audit_healthy 1 while the audit log takes events; 0 while statements are refused.\n\
          # TYPE jitgate_audit_healthy gauge\n\
          jitgate_audit_healthy {}\n\
-         # HELP jitgate_audit_failed_writes_total Audit writes that failed (each a statement that was not run).\n\
+         # HELP jitgate_audit_failed_writes_total Audit events the log refused (a refused query event is a statement that was not run).\n\
          # TYPE jitgate_audit_failed_writes_total counter\n\
          jitgate_audit_failed_writes_total {}\n\
          # HELP jitgate_webhook_deliveries_total Webhook deliveries by final outcome.\n\
