@@ -1,12 +1,14 @@
 //! Criterion microbenches of audit encoding: turning the events a session writes for every
-//! query (`query`, `query_result`) into a JSON line with serde_json, as the writer does
-//! for each event (the hash chain and the file write are not included).
+//! query (`query`, `query_result`, with their `prev` hash set as in the log) into a JSON
+//! line, with the serde derive (serde_json) and with the writer's encoder
+//! (`jitgate_audit::line`, which must produce the same bytes). The hash chain and the
+//! file write are not included.
 //!
 //! The events are built from JSON text so the bench keeps compiling as optional fields are
 //! added to the schema. Run: `cargo bench -p jitgate-audit --bench encode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use jitgate_audit::{Event, Param, ParamFormat};
+use jitgate_audit::{line, Event, LineHash, Param, ParamFormat};
 
 /// What pgbench `-M prepared -S` produces per transaction: a `query` event with one text
 /// parameter …
@@ -18,7 +20,10 @@ fn encode(c: &mut Criterion) {
     let events: Vec<(&str, Event)> = [("query", QUERY), ("query_result", RESULT)]
         .into_iter()
         .filter_map(|(name, json)| match serde_json::from_str::<Event>(json) {
-            Ok(e) => Some((name, e)),
+            Ok(mut e) => {
+                e.prev = Some(LineHash::of_line(b"the previous line"));
+                Some((name, e))
+            }
             Err(err) => {
                 eprintln!("encode bench: {name} event no longer matches the schema: {err}");
                 None
@@ -38,6 +43,17 @@ fn encode(c: &mut Criterion) {
                 (ok, line.len())
             })
         });
+        g.bench_function(
+            format!("{name} event → log line (writer's encoder)"),
+            |b| {
+                b.iter(|| {
+                    line.clear();
+                    let ok = line::encode(event, &mut line).is_ok();
+                    line.push(b'\n');
+                    (ok, line.len())
+                })
+            },
+        );
     }
     g.finish();
 

@@ -35,6 +35,7 @@ pub mod error;
 pub mod event;
 pub mod fileset;
 pub mod keys;
+pub mod line;
 mod logfile;
 mod param;
 pub mod query;

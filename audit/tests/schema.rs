@@ -37,6 +37,20 @@ fn every_kind_round_trips_with_its_kind_tag() {
 }
 
 #[test]
+fn the_writers_line_encoding_equals_serde_for_every_kind() {
+    for (i, mut event) in common::every_kind().into_iter().enumerate() {
+        event.seq = i as u64 + 1;
+        event.prev = Some(LineHash::of_line(format!("line {i}").as_bytes()));
+        let mut line = Vec::new();
+        line::encode(&event, &mut line).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            serde_json::to_string(&event).unwrap()
+        );
+    }
+}
+
+#[test]
 fn timestamps_have_exactly_six_fraction_digits_in_utc() {
     let events = common::every_kind();
     let start = serde_json::to_value(&events[0]).unwrap();

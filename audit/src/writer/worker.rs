@@ -285,7 +285,7 @@ impl Worker {
             let start = self.buf.len();
             event.seq = self.next_seq + self.acks.len() as u64;
             event.prev = Some(self.batch_hash);
-            if let Err(e) = serde_json::to_writer(&mut self.buf, &event) {
+            if let Err(e) = crate::line::encode(&event, &mut self.buf) {
                 self.buf.truncate(buf_len);
                 self.acks.truncate(acks_len);
                 self.batch_hash = hash;
