@@ -1,14 +1,18 @@
 //! Enforcement of a session's grant: one long-lived future per session that resolves
 //! when the session must end — shutdown, revocation, or the grant's absolute deadline.
 //!
-//! The future is created once and polled from every `select!` of the relay, so the
+//! The future is created once and waited on from every `select!` of the relay, so the
 //! timer and the wake-up registrations on the control channel and the shutdown token
-//! are made once, not on every message.
+//! are made once, not on every message. It sits in a one-element `FuturesUnordered`,
+//! which polls it only when one of its own wake-ups fired: the relay wakes for every
+//! socket read and write, and checking the enforcement state then (the token's lock, the
+//! channel, the timer) cost more instructions per transaction than the protocol tracker.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
@@ -29,20 +33,25 @@ pub fn instant_for(deadline: Timestamp) -> Instant {
 
 /// What a session waits on besides its sockets.
 pub struct Enforcer {
-    fut: Pin<Box<dyn Future<Output = End> + Send>>,
+    /// Holds the one enforcement future until it resolves, then nothing.
+    fut: FuturesUnordered<Pin<Box<dyn Future<Output = End> + Send>>>,
 }
 
 impl Enforcer {
     pub fn new(control: watch::Receiver<SessionControl>, terminate: CancellationToken) -> Self {
-        Enforcer {
-            fut: Box::pin(enforce(control, terminate)),
-        }
+        let fut = FuturesUnordered::new();
+        fut.push(Box::pin(enforce(control, terminate)) as Pin<Box<dyn Future<Output = End> + Send>>);
+        Enforcer { fut }
     }
 
     /// Resolves when the session must end. Cancel-safe: dropping the returned future
-    /// keeps the enforcement state, the next call goes on waiting.
-    pub fn wait(&mut self) -> &mut Pin<Box<dyn Future<Output = End> + Send>> {
-        &mut self.fut
+    /// keeps the enforcement state, the next call goes on waiting. After it resolved
+    /// once, it never resolves again (the session is ending).
+    pub async fn wait(&mut self) -> End {
+        match self.fut.next().await {
+            Some(end) => end,
+            None => std::future::pending().await,
+        }
     }
 }
 
