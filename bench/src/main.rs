@@ -15,6 +15,7 @@
 //! - `idle`: RSS per idle session. `enforce`: deadline → socket closed / backend gone.
 //! - `wire`: raw SCRAM logins that keep the socket.
 //! - `report`: the markdown. `machine`: versions and hardware. `stats`, `procs`: helpers.
+//! - `kept`: the hand-written block of the existing report, carried into the new one.
 //!
 //! What it runs is described in the report's Method section and in the README.
 
@@ -23,6 +24,7 @@ mod cluster;
 mod enforce;
 mod idle;
 mod jitgate;
+mod kept;
 mod machine;
 mod matrix;
 mod pgbench;
@@ -399,6 +401,7 @@ async fn bench(args: Args) -> Result<()> {
     }
 
     let machine = machine::collect(&repo, cluster.version(), pgbouncer_version);
+    let kept = kept::from_file(&out);
     let report = report::Report {
         machine: &machine,
         quick: args.quick,
@@ -410,6 +413,7 @@ async fn bench(args: Args) -> Result<()> {
         rss: &rss,
         enforcement: enforcement.as_ref(),
         notes: &notes,
+        kept: kept.as_deref(),
         load_before,
         load_after: machine::load_average(),
         elapsed_min: started.elapsed().as_secs_f64() / 60.0,

@@ -21,6 +21,9 @@ pub struct Report<'a> {
     pub rss: &'a [RssRow],
     pub enforcement: Option<&'a Enforcement>,
     pub notes: &'a [String],
+    /// The hand-written block of the file being replaced (see `kept`), placed after
+    /// the targets table.
+    pub kept: Option<&'a str>,
     pub load_before: f64,
     pub load_after: f64,
     pub elapsed_min: f64,
@@ -113,6 +116,9 @@ impl Report<'_> {
             let _ = writeln!(o, "> {note}\n");
         }
         self.targets_section(&mut o);
+        if let Some(kept) = self.kept {
+            let _ = writeln!(o, "{kept}\n");
+        }
         self.throughput(&mut o);
         self.ratios(&mut o);
         self.cpu(&mut o);
