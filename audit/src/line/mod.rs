@@ -7,10 +7,13 @@
 //! the flattened map, `collect_str` through `fmt` for the hash and the timestamp, and
 //! serde_json's byte-at-a-time escaping of strings that need none (hex, digits, uuids).
 //! Here that context is written directly (hex and digits from tables, uuids with
-//! `uuid`'s encoder, names copied when they need no escaping), and the kind-specific
-//! body is still serialized by serde_json, then spliced in. The serde derive on
-//! [`Event`] remains the definition of the format; tests check this encoding equals it
-//! for every kind and for names that need escaping.
+//! `uuid`'s encoder, names copied when they need no escaping). The bodies of `query`
+//! and `query_result` are written the same way (`body`); every other kind's body is
+//! serialized by serde_json and spliced in. The serde derive on [`Event`] remains the
+//! definition of the format; tests check this encoding equals it for every kind and for
+//! strings that need escaping.
+
+mod body;
 
 use jiff::tz::Offset;
 use jiff::Timestamp;
@@ -21,10 +24,13 @@ use crate::event::Event;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Scratch space for integers.
+type Digits = itoa::Buffer;
+
 /// Appends `event` as one JSON object (no trailing newline) to `out`. On error `out`
 /// may hold a partial object; the caller truncates it.
 pub fn encode(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let mut digits = itoa::Buffer::new();
+    let mut digits = Digits::new();
     out.extend_from_slice(b"{\"v\":");
     out.extend_from_slice(digits.format(event.v).as_bytes());
     out.extend_from_slice(b",\"seq\":");
@@ -54,6 +60,9 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error>
     if let Some(id) = &event.grant_id {
         out.extend_from_slice(b",\"grant_id\":");
         uuid(id, out);
+    }
+    if body::write(&event.body, out, &mut digits)? {
+        return Ok(());
     }
     // The body is an internally tagged object, `{"kind":…}`: its fields continue ours.
     let start = out.len();
