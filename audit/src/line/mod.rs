@@ -30,43 +30,56 @@ type Digits = itoa::Buffer;
 /// Appends `event` as one JSON object (no trailing newline) to `out`. On error `out`
 /// may hold a partial object; the caller truncates it.
 pub fn encode(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    // Taken apart without `..`: a field added to `Event` must be written here too.
+    let Event {
+        v,
+        seq,
+        prev,
+        ts,
+        session_id,
+        identity,
+        target,
+        role,
+        grant_id,
+        body,
+    } = event;
     let mut digits = Digits::new();
     out.extend_from_slice(b"{\"v\":");
-    out.extend_from_slice(digits.format(event.v).as_bytes());
+    out.extend_from_slice(digits.format(*v).as_bytes());
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(digits.format(event.seq).as_bytes());
-    if let Some(prev) = &event.prev {
+    out.extend_from_slice(digits.format(*seq).as_bytes());
+    if let Some(prev) = prev {
         out.extend_from_slice(b",\"prev\":\"");
         hash(prev, out);
         out.push(b'"');
     }
     out.extend_from_slice(b",\"ts\":\"");
-    timestamp(&event.ts, out);
+    timestamp(ts, out);
     out.push(b'"');
-    if let Some(id) = &event.session_id {
+    if let Some(id) = session_id {
         out.extend_from_slice(b",\"session_id\":");
         uuid(id, out);
     }
     for (key, value) in [
-        (&b",\"identity\":"[..], &event.identity),
-        (b",\"target\":", &event.target),
-        (b",\"role\":", &event.role),
+        (&b",\"identity\":"[..], identity),
+        (b",\"target\":", target),
+        (b",\"role\":", role),
     ] {
         if let Some(value) = value {
             out.extend_from_slice(key);
             string(value, out)?;
         }
     }
-    if let Some(id) = &event.grant_id {
+    if let Some(id) = grant_id {
         out.extend_from_slice(b",\"grant_id\":");
         uuid(id, out);
     }
-    if body::write(&event.body, out, &mut digits)? {
+    if body::write(body, out, &mut digits)? {
         return Ok(());
     }
     // The body is an internally tagged object, `{"kind":…}`: its fields continue ours.
     let start = out.len();
-    serde_json::to_writer(&mut *out, &event.body)?;
+    serde_json::to_writer(&mut *out, body)?;
     match out.get_mut(start) {
         Some(open) if *open == b'{' => *open = b',',
         _ => {
