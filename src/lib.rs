@@ -11,6 +11,7 @@
 //! - `demo`: `jitgate demo` — a throwaway Postgres, a config, a grant, a psql line.
 //! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
 //! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
+//! - `runtime`: the tokio runtime of the binary, shaped by `runtime:` in the config.
 
 pub mod api;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod notify;
 pub mod pgcluster;
+pub mod runtime;
 pub mod serve;
 
 pub use error::{ConfigError, Error};

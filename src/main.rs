@@ -14,17 +14,25 @@ use cli::{AuditCmd, Cli, Command, PolicyCmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` reads its config before the runtime exists: `runtime:` shapes it.
+    let (settings, config) = match cli.command {
+        Command::Serve => match config::load(&cli.config) {
+            Ok(config) => (config.runtime, Some(config)),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (config::RuntimeSettings::default(), None),
+    };
+    let runtime = match jitgate::runtime::build(settings) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -33,11 +41,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Runs the subcommand; `serve` gets the config `main` already loaded.
+async fn run(cli: Cli, loaded: Option<config::Config>) -> Result<()> {
     let config_path = cli.config;
     match cli.command {
         Command::Serve => {
-            let config = config::load(&config_path)?;
+            let config = match loaded {
+                Some(config) => config,
+                None => config::load(&config_path)?,
+            };
             jitgate::logging::init(config.log_format);
             Ok(jitgate::serve::run(config).await?)
         }

@@ -221,3 +221,112 @@ async fn shutdown_ends_sessions_with_a_clear_error_and_records_them() {
         .collect();
     assert_eq!(ends, vec![EndReason::Shutdown]);
 }
+
+/// `runtime.session_threads`: sessions pinned to single-threaded runtimes are audited,
+/// reuse parked upstream connections (possibly registered on another session thread),
+/// are dropped at once on revocation, and are ended and recorded by a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_session_threads_are_audited_reused_and_enforced() {
+    let env = Env::start_config(
+        "cores",
+        harness::EnvConfig {
+            extra_top: "runtime: { session_threads: 2 }",
+            ..harness::EnvConfig::default()
+        },
+    )
+    .await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let mut clients = Vec::new();
+    for i in 0..3_i32 {
+        let (client, conn) = env.connect().await.expect("connect");
+        let row = client
+            .query_one("SELECT $1::int + 1, pg_backend_pid()", &[&i])
+            .await
+            .expect("extended query");
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+        clients.push((client, conn, row.get::<_, i32>(1)));
+    }
+    // A clean end parks the upstream connection; the next session takes it up, on
+    // whichever session thread it runs.
+    let (first, first_conn, parked_pid) = clients.remove(0);
+    drop(first);
+    let _ = tokio::time::timeout(Duration::from_secs(5), first_conn).await;
+    env.eventually("the first session ended", Duration::from_secs(10), || {
+        !session_end(&env).is_empty()
+    })
+    .await;
+    let (reused, reused_conn) = env.connect().await.expect("connect again");
+    let pid: i32 = reused
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("query on a reused connection")
+        .get(0);
+    assert_eq!(pid, parked_pid, "the parked upstream connection was reused");
+    reused.simple_query("SELECT 42").await.expect("simple query");
+    clients.push((reused, reused_conn, pid));
+
+    let (busy, busy_conn, busy_pid) = clients.remove(0);
+    let running = tokio::spawn(async move {
+        let result = busy.simple_query("SELECT pg_sleep(60)").await;
+        (result, busy)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), grant.id))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "reason": "done" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["sessions_dropped"], 3, "{body}");
+    let (result, busy) = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the running query ended at once")
+        .unwrap();
+    let err = result.expect_err("dropped");
+    let db = err.as_db_error().expect("told why");
+    assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN);
+    assert!(db.message().contains("revoked"), "{}", db.message());
+    clients.push((busy, busy_conn, busy_pid));
+    for (client, conn, pid) in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(client.is_closed());
+        env.eventually("backend gone", Duration::from_secs(5), || {
+            !backend_alive(&env, pid)
+        })
+        .await;
+    }
+    let ends = session_end(&env);
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    assert_eq!(
+        ends.iter()
+            .filter(|e| e.0 == EndReason::GrantRevoked)
+            .count(),
+        3,
+        "{ends:?}"
+    );
+    let queries = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| matches!(e.body, EventBody::Query { .. }))
+        .count();
+    assert!(queries >= 6, "every statement audited: {queries}");
+
+    // Shutdown drains a session that lives on a session thread, and records its end.
+    let mut env = env;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (late, late_conn) = env.connect().await.expect("connect under a new grant");
+    late.simple_query("SELECT 1").await.expect("query");
+    let server = env.server.take().expect("server running");
+    tokio::time::timeout(Duration::from_secs(60), server.stop())
+        .await
+        .expect("shutdown finished")
+        .expect("clean shutdown");
+    let _ = tokio::time::timeout(Duration::from_secs(5), late_conn).await;
+    assert!(late.is_closed());
+    let ends = session_end(&env);
+    assert_eq!(ends.len(), 5, "{ends:?}");
+    assert_eq!(ends[4].0, EndReason::Shutdown, "{ends:?}");
+}

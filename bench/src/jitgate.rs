@@ -53,12 +53,14 @@ pub struct Jitgate {
 }
 
 /// Writes `dir/jitgate.yaml` (+ secrets) and starts `program` (`jitgate` or `p0-proxy`)
-/// with it; waits until both the proxy and the admin API answer.
+/// with it; waits until both the proxy and the admin API answer. `runtime` is the
+/// config's `runtime:` section as YAML (`None`: the defaults).
 pub async fn start(
     label: &str,
     program: &Path,
     dir: &Path,
     spec: &JitgateSpec<'_>,
+    runtime: Option<&str>,
 ) -> Result<Jitgate> {
     fs::create_dir_all(dir)?;
     let port = procs::free_port()?;
@@ -94,10 +96,13 @@ pub async fn start(
         db = spec.database,
         user = spec.upstream_user,
     );
+    if let Some(runtime) = runtime {
+        let _ = writeln!(yaml, "runtime: {runtime}");
+    }
     let config = dir.join("jitgate.yaml");
     fs::write(&config, yaml)?;
     let mut cmd = Command::new(program);
-    if label == "P" {
+    if program.file_name().is_some_and(|n| n == "jitgate") {
         cmd.arg("--config").arg(&config).arg("serve");
     } else {
         cmd.arg("--config").arg(&config);

@@ -92,6 +92,11 @@ struct Args {
     /// Skip the memory-per-idle-session measurement.
     #[arg(long)]
     skip_memory: bool,
+    /// Also run jitgate (audit on) with this `runtime:` section (YAML, e.g.
+    /// `"{ session_threads: 2 }"`) as target `Pv`, side by side with P (the defaults):
+    /// how runtime choices are measured.
+    #[arg(long, value_name = "YAML")]
+    runtime_variant: Option<String>,
 }
 
 #[tokio::main]
@@ -276,11 +281,24 @@ async fn bench(args: Args) -> Result<()> {
         identities: &identities,
         certs: &certs,
     };
-    let mut p = jitgate::start("P", &jitgate_bin, &dir.join("p"), &spec).await?;
-    let mut p0 = jitgate::start("P0", &p0_bin, &dir.join("p0"), &spec).await?;
+    let mut p = jitgate::start("P", &jitgate_bin, &dir.join("p"), &spec, None).await?;
+    let mut p0 = jitgate::start("P0", &p0_bin, &dir.join("p0"), &spec, None).await?;
     const DAY_MS: i64 = 24 * 3600 * 1000;
     jitgate::grant(&p.admin, ROLE, None, DAY_MS).await?;
     jitgate::grant(&p0.admin, ROLE, None, DAY_MS).await?;
+    let mut pv = match &args.runtime_variant {
+        Some(runtime) => {
+            let pv =
+                jitgate::start("Pv", &jitgate_bin, &dir.join("pv"), &spec, Some(runtime)).await?;
+            jitgate::grant(&pv.admin, ROLE, None, DAY_MS).await?;
+            notes.push(format!(
+                "`Pv` is jitgate (audit on) with `runtime: {runtime}`; P has the default \
+                 runtime settings."
+            ));
+            Some(pv)
+        }
+        None => None,
+    };
 
     let mut targets = vec![
         Target {
@@ -311,6 +329,13 @@ async fn bench(args: Args) -> Result<()> {
         port: p0.port,
         pid: Some(p0.proc.pid()),
     });
+    if let Some(pv) = &pv {
+        targets.push(Target {
+            label: "Pv",
+            port: pv.port,
+            pid: Some(pv.proc.pid()),
+        });
+    }
     let labels: Vec<&'static str> = targets.iter().map(|t| t.label).collect();
 
     let mut cells = matrix::cells(args.quick, &large_script);
@@ -391,7 +416,11 @@ async fn bench(args: Args) -> Result<()> {
         None
     };
 
-    for proc in [&mut relay, &mut p.proc, &mut p0.proc] {
+    let mut procs = vec![&mut relay, &mut p.proc, &mut p0.proc];
+    if let Some(pv) = &mut pv {
+        procs.push(&mut pv.proc);
+    }
+    for proc in procs {
         if !proc.alive() {
             notes.push(format!(
                 "{} was no longer running at the end of the run.",
@@ -423,7 +452,7 @@ async fn bench(args: Args) -> Result<()> {
     println!("{text}");
     eprintln!("jitgate-bench: wrote {}", out.display());
 
-    drop((p, p0, bouncer, relay, cluster));
+    drop((p, p0, pv, bouncer, relay, cluster));
     if args.keep {
         let kept = work.keep();
         eprintln!("jitgate-bench: kept {}", kept.display());

@@ -291,17 +291,26 @@ impl Report<'_> {
             "## jitgate relative to the others\n\nRatio of P's tps to each target's, taken per \
              round (side by side), then median (min–max) over rounds. > 1 means jitgate is faster.\n"
         );
-        let dens: Vec<&str> = ["D", "B", "R", "P0"]
+        let mut pairs: Vec<(&str, &str)> = ["D", "B", "R", "P0"]
             .into_iter()
             .filter(|l| self.has(l))
+            .map(|d| ("P", d))
             .collect();
-        let heads: Vec<String> = dens.iter().map(|d| format!("P/{d}")).collect();
+        if self.has("Pv") {
+            // The runtime variant (`--runtime-variant`), against the defaults.
+            pairs.extend(
+                [("Pv", "P")]
+                    .into_iter()
+                    .chain(self.has("B").then_some(("Pv", "B"))),
+            );
+        }
+        let heads: Vec<String> = pairs.iter().map(|(n, d)| format!("{n}/{d}")).collect();
         let heads: Vec<&str> = heads.iter().map(String::as_str).collect();
         self.header(o, "cell", &heads);
         for (i, c) in self.cells.iter().enumerate() {
-            let row: Vec<String> = dens
+            let row: Vec<String> = pairs
                 .iter()
-                .map(|d| fmt_spread(self.tps_ratio(i, "P", d), 2))
+                .map(|(n, d)| fmt_spread(self.tps_ratio(i, n, d), 2))
                 .collect();
             let _ = writeln!(o, "| {} | {} |", c.name, row.join(" | "));
         }
@@ -315,7 +324,7 @@ impl Report<'_> {
              utime+stime over the run, 10 ms ticks) divided by transactions, µs. With `-C` it \
              is per connection.\n"
         );
-        let labels: Vec<&str> = ["R", "B", "P", "P0"]
+        let labels: Vec<&str> = ["R", "B", "P", "P0", "Pv"]
             .into_iter()
             .filter(|l| self.has(l))
             .collect();

@@ -10,10 +10,12 @@
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
 //! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
 //! - [`listener`]: accept loop, shutdown/drain.
+//! - [`cores`]: sessions pinned to single-threaded runtimes (`runtime.session_threads`).
 //! - [`error`]: the crate's error enum.
 
 pub mod auth;
 pub mod cancel;
+pub mod cores;
 pub mod error;
 pub mod listener;
 pub mod protocol;

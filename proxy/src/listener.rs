@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cores::Cores;
 use crate::session::{self, ProxyContext};
 
 /// Time sessions get for their teardown after they were told to end.
@@ -39,12 +40,49 @@ async fn sweep_parked(ctx: Arc<ProxyContext>, stop: CancellationToken) {
     }
 }
 
+/// Starts a session on an accepted connection: here, or on one of `cores`.
+fn start_session(
+    cores: Option<&Cores>,
+    tracker: &TaskTracker,
+    ctx: &Arc<ProxyContext>,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let ctx = Arc::clone(ctx);
+    let Some(cores) = cores else {
+        tracker.spawn(session::run(ctx, tcp, peer));
+        return;
+    };
+    // The socket leaves this runtime's reactor and joins the chosen core's.
+    let std_tcp = match tcp.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "could not hand an accepted connection to a session thread");
+            return;
+        }
+    };
+    let token = tracker.token();
+    cores.spawn(move || async move {
+        let _token = token;
+        match tokio::net::TcpStream::from_std(std_tcp) {
+            Ok(tcp) => session::run(ctx, tcp, peer).await,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "could not register an accepted connection")
+            }
+        }
+    });
+}
+
 /// Accepts connections until `shutdown` is cancelled, then drains.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ProxyContext>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let cores = match ctx.settings.session_threads {
+        0 => None,
+        n => Some(Cores::start(n)?),
+    };
     let tracker = TaskTracker::new();
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(sweep_parked(Arc::clone(&ctx), stop_sweeping.clone()));
@@ -56,7 +94,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(5);
-                    tracker.spawn(session::run(Arc::clone(&ctx), tcp, peer));
+                    start_session(cores.as_ref(), &tracker, &ctx, tcp, peer);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a bit instead of spinning.
@@ -97,5 +135,7 @@ pub async fn serve(
     stop_sweeping.cancel();
     let _ = sweeper.await;
     ctx.registry.parked().close_all().await;
+    // Parked connections may belong to a core's reactor: closed above, before the cores stop.
+    drop(cores);
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct ProxySettings {
     pub targets: HashMap<String, TargetSettings>,
     /// Whether and how upstream connections are parked between sessions of one grant.
     pub reuse: ReuseSettings,
+    /// Sessions run pinned to this many single-threaded runtimes (see
+    /// [`crate::cores`]); 0: on the runtime that accepted them.
+    pub session_threads: usize,
 }
 
 impl fmt::Debug for ProxySettings {
@@ -44,6 +47,7 @@ impl fmt::Debug for ProxySettings {
             .field("identities", &self.identities.keys().collect::<Vec<_>>())
             .field("targets", &self.targets)
             .field("reuse", &self.reuse)
+            .field("session_threads", &self.session_threads)
             .finish()
     }
 }

@@ -15,6 +15,7 @@
 mod ctx;
 mod proxy;
 mod raw;
+mod runtime;
 mod tls;
 mod workflow;
 
@@ -31,6 +32,7 @@ pub use crate::error::ConfigError;
 pub use ctx::validate_name;
 use ctx::Ctx;
 use raw::{RawAdmin, RawConfig};
+pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
 pub use workflow::{Notifications, StoreConfig, StoreSettings, UserSessions};
 
 /// Default for `login_timeout`: generous for a human typing a password into psql, short
@@ -69,6 +71,8 @@ pub struct Config {
     /// `jitgate login` tokens.
     pub user_sessions: UserSessions,
     pub log_format: LogFormat,
+    /// Worker threads of `jitgate serve`'s runtime.
+    pub runtime: RuntimeSettings,
 }
 
 /// Where the admin API listens and the bearer token it requires. Also what the CLI's
@@ -214,6 +218,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let log_format = raw.log.and_then(|l| l.format).unwrap_or_default();
+    let runtime = runtime::runtime(ctx, raw.runtime.as_ref())?;
 
     Ok(Config {
         path: ctx.file().to_path_buf(),
@@ -226,6 +231,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             identities,
             targets,
             reuse: proxy::upstream_reuse(ctx, raw.upstream_reuse.as_ref())?,
+            session_threads: runtime.session_threads,
         },
         store,
         audit,
@@ -235,6 +241,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         notifications,
         user_sessions,
         log_format,
+        runtime,
     })
 }
 

@@ -41,6 +41,21 @@ pub(crate) struct RawConfig {
     pub notifications: Option<RawNotifications>,
     #[serde(default)]
     pub upstream_reuse: Option<RawUpstreamReuse>,
+    #[serde(default)]
+    pub runtime: Option<RawRuntime>,
+}
+
+/// `runtime:` — the async runtime `jitgate serve` runs on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    /// Threads that run sessions; absent: one per CPU the process may use.
+    #[serde(default)]
+    pub worker_threads: Option<u64>,
+    /// Sessions pinned to this many single-threaded runtimes; absent or 0: sessions
+    /// run on the shared runtime.
+    #[serde(default)]
+    pub session_threads: Option<u64>,
 }
 
 /// `upstream_reuse:` — parking upstream connections between sessions of one grant.

@@ -11,14 +11,17 @@ use jitgate::config;
 use jitgate::serve;
 use jitgate_audit::AuditWriter;
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = match args.as_slice() {
         [flag, path] if flag == "--config" => PathBuf::from(path),
         _ => bail!("usage: p0-proxy --config FILE"),
     };
     let config = config::load(&path)?;
+    jitgate::runtime::build(config.runtime)?.block_on(serve(config))
+}
+
+async fn serve(config: config::Config) -> Result<()> {
     jitgate::logging::init(config.log_format);
     let server = serve::start_with_audit(config, AuditWriter::disabled(), None).await?;
     serve::shutdown_signal().await;
