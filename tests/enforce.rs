@@ -262,7 +262,10 @@ async fn sessions_on_session_threads_are_audited_reused_and_enforced() {
         .expect("query on a reused connection")
         .get(0);
     assert_eq!(pid, parked_pid, "the parked upstream connection was reused");
-    reused.simple_query("SELECT 42").await.expect("simple query");
+    reused
+        .simple_query("SELECT 42")
+        .await
+        .expect("simple query");
     clients.push((reused, reused_conn, pid));
 
     let (busy, busy_conn, busy_pid) = clients.remove(0);

@@ -288,7 +288,7 @@ async fn terminate(mut upstream: Upstream) {
 
 /// Ends a connection without making the caller wait (outside a runtime it is dropped,
 /// which closes the socket).
-fn close(upstream: Upstream) {
+pub(crate) fn close(upstream: Upstream) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(terminate(upstream));
     }

@@ -13,10 +13,11 @@ use super::client::{negotiate_protocol_version, ClientConn, ReadError};
 use super::error::UpstreamError;
 use super::meta::SessionMeta;
 use super::params::{self, ClientStartup};
+use super::stream;
 use super::upstream::{self, Upstream};
 use super::ProxyContext;
 use crate::protocol::{sqlstate, PgError};
-use crate::reuse::ParkKey;
+use crate::reuse::{self, ParkKey};
 use crate::settings::TargetSettings;
 
 /// A client that is authenticated, admitted under a grant, and has its upstream session.
@@ -201,7 +202,19 @@ pub async fn login<'a>(
 
     // A connection parked by an earlier session of this same grant, else a new one.
     let park_key = ParkKey::new(grant.id, target, creds, &startup.forward);
-    let parked = ctx.registry.parked().take(&park_key, &settings.reuse);
+    let mut parked = ctx.registry.parked().take(&park_key, &settings.reuse);
+    if settings.session_threads > 0 {
+        if let Some(mut u) = parked.take() {
+            match stream::rehome_upstream(&mut u.stream) {
+                Ok(()) => parked = Some(u),
+                Err(e) => {
+                    // Not usable from this thread: close it and open a new one.
+                    tracing::warn!(error = %e, "could not take up a parked upstream connection");
+                    reuse::close(u);
+                }
+            }
+        }
+    }
     let opened = match parked {
         Some(u) => Ok(u),
         None => upstream::connect(target, creds, &startup.forward, &ctx.scram_keys).await,
