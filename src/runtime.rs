@@ -1,8 +1,9 @@
 //! The tokio runtime the `jitgate` binary runs on, shaped by `runtime:` in the config.
 //!
-//! One multi-thread runtime for everything (sessions, admin API, lifecycle tasks); the
-//! audit writer and its housekeeping have OS threads of their own. Only the number of
-//! worker threads is configurable: the measurement behind the default is in
+//! One multi-thread runtime for the accept loop, the admin API and the lifecycle tasks
+//! (and for sessions when `runtime.session_threads` is 0); sessions otherwise run on the
+//! proxy's session threads (`jitgate_proxy::cores`), and the audit writer and its
+//! housekeeping have OS threads of their own. The measurement behind the defaults is in
 //! BENCHMARKS.md.
 
 use tokio::runtime::{Builder, Runtime};

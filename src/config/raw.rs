@@ -52,8 +52,8 @@ pub(crate) struct RawRuntime {
     /// Threads that run sessions; absent: one per CPU the process may use.
     #[serde(default)]
     pub worker_threads: Option<u64>,
-    /// Sessions pinned to this many single-threaded runtimes; absent or 0: sessions
-    /// run on the shared runtime.
+    /// Sessions pinned to this many single-threaded runtimes (absent: one per CPU);
+    /// 0: sessions run on the shared runtime.
     #[serde(default)]
     pub session_threads: Option<u64>,
 }

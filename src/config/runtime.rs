@@ -1,9 +1,10 @@
-//! `runtime:` — how many threads run sessions (the tokio runtime of `jitgate serve`).
+//! `runtime:` — the threads `jitgate serve` runs on.
 //!
-//! The default (one worker thread per CPU the process may use, cgroup quotas included)
-//! suits a host of its own. Where jitgate shares few cores with the database or with its
-//! clients, fewer workers can mean less cross-thread hand-off per message; BENCHMARKS.md
-//! has the measurement this choice was made from.
+//! By default sessions are pinned to one single-threaded runtime per CPU the process may
+//! use (cgroup quotas included; `jitgate_proxy::cores`), and the admin API, the grant
+//! lifecycle and the accept loop run on a shared multi-thread runtime with one worker
+//! per CPU. `session_threads: 0` runs sessions on the shared runtime instead (tokio's
+//! work stealing). BENCHMARKS.md has the measurement the default was chosen from.
 
 use std::num::NonZeroUsize;
 
@@ -15,13 +16,28 @@ use crate::error::ConfigError;
 pub const MAX_WORKER_THREADS: u64 = 512;
 
 /// The resolved `runtime:` section.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeSettings {
     /// Worker threads; `None`: one per CPU the process may use.
     pub worker_threads: Option<NonZeroUsize>,
     /// Threads that each run their share of the sessions on a runtime of their own
-    /// (`jitgate_proxy::cores`); 0: sessions run on the shared runtime.
+    /// (`jitgate_proxy::cores`); 0: sessions run on the shared runtime. Default: one
+    /// per CPU.
     pub session_threads: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> RuntimeSettings {
+        RuntimeSettings {
+            worker_threads: None,
+            session_threads: cpus(),
+        }
+    }
+}
+
+/// CPUs this process may use (at least 1).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
 /// Checks `runtime:` (absent: the defaults).
@@ -42,7 +58,7 @@ pub(crate) fn runtime(ctx: &Ctx, raw: Option<&RawRuntime>) -> Result<RuntimeSett
         })?),
     };
     let session_threads = match raw.session_threads {
-        None => 0,
+        None => cpus(),
         Some(n) => in_range(n).ok_or_else(|| {
             ctx.err(
                 "runtime.session_threads",
@@ -85,6 +101,11 @@ mod tests {
         }
         assert_eq!(resolve("session_threads: 2").unwrap().session_threads, 2);
         assert_eq!(resolve("session_threads: 0").unwrap().session_threads, 0);
+        assert_eq!(
+            resolve("worker_threads: 1").unwrap().session_threads,
+            cpus()
+        );
+        assert!(RuntimeSettings::default().session_threads >= 1);
         let err = resolve("session_threads: 600").unwrap_err();
         assert!(err.contains("runtime.session_threads"), "{err}");
         let typo = resolve("workers: 2").unwrap_err();
