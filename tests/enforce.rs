@@ -90,14 +90,7 @@ async fn an_idle_session_in_an_open_transaction_is_dropped_and_rolled_back() {
     // closes the connection the setup session parked under it), then take a short one.
     let long = env.server().engine.list(&Default::default()).await.unwrap();
     for g in long {
-        let response = reqwest::Client::new()
-            .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), g.id))
-            .bearer_auth(harness::ADMIN_TOKEN)
-            .json(&serde_json::json!({ "reason": "setup done" }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
+        env.revoke_via_api(g.id, "setup done").await;
     }
     env.grant(ALICE, Duration::from_secs(2)).await;
     let (client, conn) = env.connect().await.unwrap();
@@ -143,16 +136,7 @@ async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
     let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(60)").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let http = reqwest::Client::new();
-    let response = http
-        .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), grant.id))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "reason": "INC-7 done" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body = env.revoke_via_api(grant.id, "INC-7 done").await;
     assert_eq!(body["sessions_dropped"], 2, "{body}");
 
     let err = tokio::time::timeout(Duration::from_secs(10), running)
@@ -274,15 +258,7 @@ async fn sessions_on_session_threads_are_audited_reused_and_enforced() {
         (result, busy)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), grant.id))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "reason": "done" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body = env.revoke_via_api(grant.id, "done").await;
     assert_eq!(body["sessions_dropped"], 3, "{body}");
     let (result, busy) = tokio::time::timeout(Duration::from_secs(10), running)
         .await

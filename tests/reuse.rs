@@ -270,14 +270,7 @@ async fn revoking_the_grant_closes_its_parked_connections() {
     assert!(quit(&env, a, conn).await);
     assert!(backend_alive(&env, parked));
 
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/grants/{}/revoke", env.admin_url(), grant.id))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "reason": "done" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    env.revoke_via_api(grant.id, "done").await;
     env.eventually("parked backend of the revoked grant gone", LIMIT, || {
         !backend_alive(&env, parked)
     })

@@ -185,6 +185,20 @@ impl Env {
             .expect("issue grant")
     }
 
+    /// Revokes a grant through the admin API (as an administrator would: live sessions
+    /// and parked connections go with it); panics unless it succeeds, returns the body.
+    pub async fn revoke_via_api(&self, grant_id: uuid::Uuid, reason: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/grants/{grant_id}/revoke", self.admin_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "reason": reason }))
+            .send()
+            .await
+            .expect("revoke request");
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.expect("revoke response")
+    }
+
     /// tokio-postgres config for connecting through the proxy.
     pub fn client_config(&self, identity: &str, password: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
