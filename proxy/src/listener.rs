@@ -1,5 +1,9 @@
 //! Accept loop, and graceful shutdown with a drain deadline.
 //!
+//! Accepted connections become sessions on the session threads (`cores`, the default)
+//! or on the runtime this loop runs on (`session_threads: 0`); the threads stop only
+//! after every session has ended and the parked connections are closed.
+//!
 //! On shutdown the listener stops accepting at once; live sessions get
 //! `drain_timeout` to finish by themselves, then every remaining session is told jitgate
 //! is shutting down and is closed on both sides (its teardown still runs, so its
