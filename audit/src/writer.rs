@@ -4,10 +4,12 @@
 //! (one `write(2)` under the log's lock, no thread hand-off: the fast path). Otherwise
 //! events travel over a bounded channel (back-pressure, never dropped) to one dedicated OS
 //! thread that batches them into a single write (and one fsync in [`Durability::Fsync`]
-//! mode, i.e. group commit); see the `worker` module. Both paths share one log state,
-//! so `seq` and the hash chain stay a single sequence. `write` resolves only once the event is in
-//! the log, so a session that awaits it before forwarding a query fails closed: if the
-//! log cannot be written, the query is not run.
+//! mode, i.e. group commit); see the `worker` module. On a session thread (a runtime
+//! built with [`gather::install`]) the inline appends of all its sessions in one turn of
+//! the runtime are written together, in one `write(2)` when it goes idle. All paths
+//! share one log state, so `seq` and the hash chain stay a single sequence. `write`
+//! resolves only once the event is in the log, so a session that awaits it before
+//! forwarding a query fails closed: if the log cannot be written, the query is not run.
 //!
 //! [`AuditWriter::write_batch`] records several events of one caller together: they get
 //! consecutive `seq`s in their order and go into the file in one `write(2)` (inline), or
@@ -21,6 +23,7 @@
 //! (`housekeeping`), so neither ever delays an event.
 
 mod checkpointer;
+pub mod gather;
 mod housekeeping;
 mod live;
 mod worker;
@@ -202,6 +205,8 @@ trait Payload {
     fn write_inline(self, worker: &mut worker::Worker) -> Result<u64, AuditError>;
     /// The message that carries the events to the writer thread.
     fn into_msg(self, ack: Ack) -> Msg;
+    /// Moves the events to the end of `out` (gathered writes); says how many.
+    fn append_to(self, out: &mut Vec<Event>) -> usize;
 }
 
 impl Payload for Event {
@@ -212,6 +217,11 @@ impl Payload for Event {
     fn into_msg(self, ack: Ack) -> Msg {
         Msg::Event(self, ack)
     }
+
+    fn append_to(self, out: &mut Vec<Event>) -> usize {
+        out.push(self);
+        1
+    }
 }
 
 impl Payload for &mut Vec<Event> {
@@ -221,6 +231,12 @@ impl Payload for &mut Vec<Event> {
 
     fn into_msg(self, ack: Ack) -> Msg {
         Msg::Batch(std::mem::take(self), ack)
+    }
+
+    fn append_to(self, out: &mut Vec<Event>) -> usize {
+        let count = self.len();
+        out.append(self);
+        count
     }
 }
 
@@ -333,35 +349,49 @@ impl AuditWriter {
         }
     }
 
-    async fn write_to(shared: &Shared, events: impl Payload) -> Result<u64, AuditError> {
+    async fn write_to(shared: &Arc<Shared>, events: impl Payload) -> Result<u64, AuditError> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::WriterGone);
+        }
+        if !shared.inline {
+            return Self::queue(shared, events).await;
+        }
+        // On a session thread: handed over now, written with what the thread's other
+        // sessions write in the same turn of its runtime (see `gather`).
+        if gather::active() {
+            return gather::push(shared, events)
+                .await
+                .unwrap_or(Err(AuditError::WriterGone));
         }
         // Inline: when the log is free, append the events here and now — one write(2)
         // on this thread instead of two cross-thread wake-ups. The lock is only tried,
         // never waited for, so a stuck disk holds at most the one caller that is inside
         // write(2); everyone else queues and meets the stall timeout.
         let mut pending = Some(events);
-        if shared.inline {
-            for attempt in 0..INLINE_ATTEMPTS {
-                let written = match shared.worker.try_lock() {
-                    Ok(mut worker) => pending.take().map(|e| e.write_inline(&mut worker)),
-                    Err(TryLockError::Poisoned(poisoned)) => pending
-                        .take()
-                        .map(|e| e.write_inline(&mut poisoned.into_inner())),
-                    Err(TryLockError::WouldBlock) => None,
-                };
-                if let Some(result) = written {
-                    return result;
-                }
-                if attempt + 1 < INLINE_ATTEMPTS {
-                    tokio::task::yield_now().await;
-                }
+        for attempt in 0..INLINE_ATTEMPTS {
+            let written = match shared.worker.try_lock() {
+                Ok(mut worker) => pending.take().map(|e| e.write_inline(&mut worker)),
+                Err(TryLockError::Poisoned(poisoned)) => pending
+                    .take()
+                    .map(|e| e.write_inline(&mut poisoned.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(result) = written {
+                return result;
+            }
+            if attempt + 1 < INLINE_ATTEMPTS {
+                tokio::task::yield_now().await;
             }
         }
-        let Some(events) = pending else {
-            return Err(AuditError::WriterGone);
-        };
+        match pending {
+            Some(events) => Self::queue(shared, events).await,
+            None => Err(AuditError::WriterGone),
+        }
+    }
+
+    /// Sends the events to the writer thread and waits for its acknowledgement, both
+    /// within the stall timeout.
+    async fn queue(shared: &Shared, events: impl Payload) -> Result<u64, AuditError> {
         let (ack, acked) = oneshot::channel();
         let send_and_wait = async {
             // Space first, then the events: while waiting for space they stay with the

@@ -3,11 +3,12 @@
 //!
 //! Pinned ("per core"), a session's socket wake-ups, timers and audit writes all happen
 //! on one thread: no work stealing, no waking of idle workers to look for work, no task
-//! moving between CPUs. Each new session goes to the thread with the fewest live
-//! sessions (a session's load is unknown at accept; counts keep threads even as sessions
-//! come and go). What is shared — the registry, the audit writer, parked upstream
-//! connections — is `Send + Sync` and works across runtimes; the measurement that chose
-//! between the two is in BENCHMARKS.md.
+//! moving between CPUs. The audit events of all the sessions that ran in one turn of a
+//! core's runtime go to the log in one write (`jitgate_audit::writer::gather`). Each new
+//! session goes to the thread with the fewest live sessions (a session's load is unknown
+//! at accept; counts keep threads even as sessions come and go). What is shared — the
+//! registry, the audit writer, parked upstream connections — is `Send + Sync` and works
+//! across runtimes; the measurements that chose both are in BENCHMARKS.md.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +45,11 @@ impl Cores {
     pub fn start(n: usize) -> std::io::Result<Cores> {
         let mut cores = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let mut builder = Builder::new_current_thread();
+            builder.enable_all();
+            // The sessions of a core write their audit events together, once per turn.
+            jitgate_audit::writer::gather::install(&mut builder);
+            let runtime = builder.build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()
@@ -115,16 +120,20 @@ mod tests {
             let mut released = released.clone();
             let names_tx = names_tx.clone();
             cores.spawn(move || async move {
-                let name = std::thread::current().name().map(str::to_owned);
-                let _ = names_tx.send(name);
                 // A timer registered here belongs to this core's runtime.
                 tokio::time::sleep(Duration::from_millis(1)).await;
+                // Having gone idle once, the core gathers its sessions' audit writes.
+                let gathers = jitgate_audit::writer::gather::active();
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = names_tx.send((name, gathers));
                 let _ = released.wait_for(|r| *r).await;
             });
         }
         let mut names = Vec::new();
         for _ in 0..4 {
-            names.push(names_rx.recv().await.unwrap().unwrap());
+            let (name, gathers) = names_rx.recv().await.unwrap();
+            assert!(gathers, "audit writes are gathered on {name:?}");
+            names.push(name.unwrap());
         }
         names.sort();
         assert_eq!(
