@@ -2,13 +2,13 @@
 //! order with each caller's `seq`, and given to the writer thread when the log is busy.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
 use crate::event::EventBody;
 use crate::reader::read_events;
-use crate::writer::AuditConfig;
+use crate::writer::{AuditConfig, WriterGuard};
 
 /// Event `i` of `caller` (the kind does not matter here).
 fn event(caller: u64, i: u64) -> Event {
@@ -17,6 +17,14 @@ fn event(caller: u64, i: u64) -> Event {
         reason: "test".into(),
     })
     .with_identity(format!("caller{caller}"))
+}
+
+/// A fresh log in a temporary directory (kept alive by the returned `TempDir`).
+fn open_log() -> (tempfile::TempDir, PathBuf, AuditWriter, WriterGuard) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    (dir, path, writer, guard)
 }
 
 /// A session-thread runtime: current-thread, with the park hook.
@@ -84,9 +92,7 @@ fn assert_callers_consecutive(events: &[Event], answered: &[(u64, u64)]) {
 
 #[test]
 fn writes_of_one_turn_are_held_together_and_answered_with_their_own_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    let (_dir, path, writer, guard) = open_log();
     let runtime = session_runtime();
     let (answered, held_before_last) = runtime.block_on(write_together(&writer, 8));
     // The first seven were waiting together when the eighth handed its events over.
@@ -97,9 +103,7 @@ fn writes_of_one_turn_are_held_together_and_answered_with_their_own_seq() {
 
 #[test]
 fn a_busy_log_sends_the_gathered_events_to_the_writer_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    let (_dir, path, writer, guard) = open_log();
     let shared = Arc::clone(writer.inner.as_ref().unwrap());
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     // Another thread holds the log well past the flush's wait (a slow write elsewhere).
@@ -119,9 +123,7 @@ fn a_busy_log_sends_the_gathered_events_to_the_writer_thread() {
 
 #[test]
 fn a_thread_without_the_hook_writes_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let (writer, guard) = AuditWriter::start(AuditConfig::new(&path)).unwrap();
+    let (_dir, _path, writer, guard) = open_log();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
