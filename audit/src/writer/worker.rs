@@ -368,6 +368,11 @@ impl Worker {
             return Err(format!("{} is not open", self.naming.live.display()));
         };
         let file = &mut live.file;
+        // Tests (built with the `failpoints` feature) stall or fail the write here.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("audit::write", |arg| Err(format!(
+            "failpoint audit::write: {arg:?}"
+        )));
         let written = file
             .write_all(&self.buf)
             .and_then(|()| match self.durability {
