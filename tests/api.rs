@@ -383,8 +383,8 @@ async fn revoke_drops_the_grants_live_sessions() {
         .grant;
 
     let info = session_for(&grant);
-    let mut handle = server.registry.register(info.clone());
-    let mut other = server.registry.register(session_for(&bystander));
+    let mut handle = server.registry.register(info.clone(), None);
+    let mut other = server.registry.register(session_for(&bystander), None);
 
     let sessions = client.sessions().await.unwrap();
     assert_eq!(sessions.len(), 2);

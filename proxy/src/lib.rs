@@ -5,6 +5,7 @@
 //! - [`auth`]: SCRAM-SHA-256 server side (client → proxy) and verifiers.
 //! - [`settings`]: the typed settings this crate runs from.
 //! - [`registry`]: live sessions, and how grant changes reach them.
+//! - [`backstop`]: ends sessions whose own thread stopped running (e.g. a hung audit disk).
 //! - [`session`]: one client session: handshake, admission, upstream connect, relay,
 //!   enforcement, teardown.
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
@@ -14,6 +15,7 @@
 //! - [`error`]: the crate's error enum.
 
 pub mod auth;
+pub mod backstop;
 pub mod cancel;
 pub mod cores;
 pub mod error;

@@ -8,7 +8,8 @@
 //! `drain_timeout` to finish by themselves, then every remaining session is told jitgate
 //! is shutting down and is closed on both sides (its teardown still runs, so its
 //! `session_end` event is written). Upstream connections parked for reuse are swept
-//! every second while serving and closed at shutdown.
+//! every second while serving and closed at shutdown. The [`crate::backstop`] starts and
+//! stops with the accept loop, on a thread of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backstop;
 use crate::cores::Cores;
 use crate::session::{self, ProxyContext};
 
@@ -90,6 +92,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(sweep_parked(Arc::clone(&ctx), stop_sweeping.clone()));
+    let backstop = backstop::start(Arc::clone(&ctx.registry), stop_sweeping.clone())?;
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
@@ -138,6 +141,7 @@ pub async fn serve(
     }
     stop_sweeping.cancel();
     let _ = sweeper.await;
+    let _ = tokio::task::spawn_blocking(move || backstop.join()).await;
     ctx.registry.parked().close_all().await;
     // Parked connections may belong to a core's reactor: closed above, before the cores stop.
     drop(cores);

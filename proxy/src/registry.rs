@@ -3,16 +3,19 @@
 //! Every admitted session registers here with the grant it is bound to. The admin API
 //! (through [`SessionRegistry::revoke_grant`] / [`SessionRegistry::set_grant_deadline`])
 //! pushes changes into each session's `watch` channel; the session's task wakes at once
-//! and enforces them. Nothing here polls.
+//! and enforces them. Nothing here polls. Each entry also says by when its session must
+//! have ended, for the [`crate::backstop`] that ends sessions whose own thread cannot.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::backstop::{Escape, ENDING_GRACE, GRACE};
 use crate::reuse::ParkedUpstreams;
 
 /// What `jitgate sessions` shows about one live session.
@@ -50,14 +53,57 @@ pub struct SessionControl {
 struct Entry {
     info: SessionInfo,
     control: watch::Sender<SessionControl>,
+    /// When the session must have ended: its deadline, or when it was told to end.
+    due: Timestamp,
+    revoked: bool,
+    /// The session has begun to end (its relay returned).
+    ending: bool,
+    /// Taken by the backstop when it cuts the session.
+    escape: Option<Escape>,
+}
+
+impl Entry {
+    /// When the backstop cuts this session if it is still here.
+    fn cut_at(&self) -> Option<Timestamp> {
+        self.escape.as_ref()?;
+        let grace = if self.ending { ENDING_GRACE } else { GRACE };
+        self.due.checked_add(grace).ok()
+    }
+}
+
+/// A session the backstop must end from outside (see [`SessionRegistry::overdue`]).
+#[derive(Debug)]
+pub struct Overdue {
+    pub session_id: Uuid,
+    pub grant_id: Uuid,
+    pub identity: String,
+    pub upstream_pid: Option<i32>,
+    pub ending: bool,
+    pub escape: Escape,
 }
 
 /// The set of live sessions of this proxy process, and the upstream connections parked
 /// between sessions (both are bound to grants, so grant changes reach both).
-#[derive(Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<Uuid, Entry>>,
     parked: ParkedUpstreams,
+    /// Wakes the backstop when an entry's cut time is earlier than `backstop_at`.
+    backstop: Notify,
+    /// When the backstop will look next (Unix ms; `i64::MAX`: not before it is woken).
+    /// Read and written only with `sessions` locked, so no change slips between the
+    /// backstop's scan and its sleep.
+    backstop_at: AtomicI64,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        SessionRegistry {
+            sessions: Mutex::default(),
+            parked: ParkedUpstreams::default(),
+            backstop: Notify::new(),
+            backstop_at: AtomicI64::new(i64::MAX),
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -82,14 +128,35 @@ impl SessionRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Wakes the backstop if `entry` must be cut before it looks next (`sessions` locked).
+    fn nudge(&self, entry: &Entry) {
+        if let Some(at) = entry.cut_at() {
+            if at.as_millisecond() < self.backstop_at.load(Ordering::Relaxed) {
+                self.backstop.notify_one();
+            }
+        }
+    }
+
     /// Registers a session; it stays listed until the returned handle is dropped.
-    pub fn register(self: &Arc<Self>, info: SessionInfo) -> SessionHandle {
+    /// `escape` lets the backstop end it should its thread stop running.
+    pub fn register(self: &Arc<Self>, info: SessionInfo, escape: Option<Escape>) -> SessionHandle {
         let (tx, rx) = watch::channel(SessionControl {
             deadline: info.deadline,
             revoked: None,
         });
         let id = info.session_id;
-        self.lock().insert(id, Entry { info, control: tx });
+        let entry = Entry {
+            due: info.deadline,
+            info,
+            control: tx,
+            revoked: false,
+            ending: false,
+            escape,
+        };
+        let mut sessions = self.lock();
+        self.nudge(&entry);
+        sessions.insert(id, entry);
+        drop(sessions);
         SessionHandle {
             registry: Arc::clone(self),
             id,
@@ -134,11 +201,18 @@ impl SessionRegistry {
     pub fn revoke_grant(&self, grant_id: Uuid, revocation: Revocation) -> usize {
         let mut told = 0;
         {
-            let sessions = self.lock();
-            for entry in sessions.values().filter(|e| e.info.grant_id == grant_id) {
+            let now = Timestamp::now();
+            let mut sessions = self.lock();
+            for entry in sessions
+                .values_mut()
+                .filter(|e| e.info.grant_id == grant_id)
+            {
                 entry
                     .control
                     .send_modify(|c| c.revoked = Some(revocation.clone()));
+                entry.revoked = true;
+                entry.due = entry.due.min(now);
+                self.nudge(entry);
                 told += 1;
             }
         }
@@ -154,6 +228,7 @@ impl SessionRegistry {
     pub fn set_grant_deadline(&self, grant_id: Uuid, deadline: Timestamp) -> usize {
         let mut told = 0;
         {
+            let now = Timestamp::now();
             let mut sessions = self.lock();
             for entry in sessions
                 .values_mut()
@@ -161,6 +236,11 @@ impl SessionRegistry {
             {
                 entry.info.deadline = deadline;
                 entry.control.send_modify(|c| c.deadline = deadline);
+                if !entry.revoked {
+                    // A deadline moved into the past is enforced from now.
+                    entry.due = deadline.max(now);
+                    self.nudge(entry);
+                }
                 told += 1;
             }
         }
@@ -176,6 +256,49 @@ impl SessionRegistry {
 
     fn remove(&self, id: Uuid) {
         self.lock().remove(&id);
+    }
+
+    fn set_ending(&self, id: Uuid) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.ending = true;
+        }
+    }
+
+    /// For the backstop: takes out the sessions that should have been ended by `now`
+    /// (see [`crate::backstop`]) and returns the earliest time another one could be;
+    /// the backstop is woken when a change makes that earlier.
+    pub fn overdue(&self, now: Timestamp) -> (Vec<Overdue>, Option<Timestamp>) {
+        let mut out = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        let mut sessions = self.lock();
+        for entry in sessions.values_mut() {
+            let Some(at) = entry.cut_at() else { continue };
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
+            }
+            if let Some(escape) = entry.escape.take() {
+                out.push(Overdue {
+                    session_id: entry.info.session_id,
+                    grant_id: entry.info.grant_id,
+                    identity: entry.info.identity.clone(),
+                    upstream_pid: entry.info.upstream_pid,
+                    ending: entry.ending,
+                    escape,
+                });
+            }
+        }
+        self.backstop_at.store(
+            next.map_or(i64::MAX, |t| t.as_millisecond()),
+            Ordering::Relaxed,
+        );
+        drop(sessions);
+        (out, next)
+    }
+
+    /// Resolves when a change may have made the backstop's next look earlier.
+    pub async fn backstop_woken(&self) {
+        self.backstop.notified().await;
     }
 }
 
@@ -195,6 +318,12 @@ impl SessionHandle {
     pub fn set_upstream_pid(&self, pid: i32) {
         self.registry.set_upstream_pid(self.id, pid);
     }
+
+    /// The session has begun to end (its relay returned): the backstop now gives it
+    /// [`ENDING_GRACE`] to finish instead of [`GRACE`] to begin.
+    pub fn set_ending(&self) {
+        self.registry.set_ending(self.id);
+    }
 }
 
 impl Drop for SessionHandle {
@@ -204,8 +333,18 @@ impl Drop for SessionHandle {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    impl SessionInfo {
+        fn clone_with_new_id(&self) -> SessionInfo {
+            SessionInfo {
+                session_id: Uuid::now_v7(),
+                ..self.clone()
+            }
+        }
+    }
 
     fn info(grant: Uuid) -> SessionInfo {
         SessionInfo {
@@ -227,8 +366,8 @@ mod tests {
         let reg = SessionRegistry::new();
         let g1 = Uuid::now_v7();
         let g2 = Uuid::now_v7();
-        let mut a = reg.register(info(g1));
-        let mut b = reg.register(info(g2));
+        let mut a = reg.register(info(g1), None);
+        let mut b = reg.register(info(g2), None);
         let rev = Revocation {
             by: "admin".into(),
             reason: None,
@@ -244,11 +383,123 @@ mod tests {
         assert!(reg.is_empty());
     }
 
+    /// An escape over real sockets (a loopback pair per side); the cancel goes nowhere.
+    /// Returns the far ends, then the session's own ends (kept open, as a stalled
+    /// session would keep them).
+    async fn escape() -> (Escape, Vec<tokio::net::TcpStream>, Vec<ClientOrUpstream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peers = Vec::new();
+        let mut ours = Vec::new();
+        for _ in 0..2 {
+            ours.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            peers.push(listener.accept().await.unwrap().0);
+        }
+        let cancel = crate::cancel::CancelTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: crate::settings::UpstreamTls::Disable,
+            upstream_pid: 1,
+            upstream_secret: 1,
+        };
+        let upstream = tokio_util::either::Either::Left(ours.pop().unwrap());
+        let client = tokio_util::either::Either::Left(ours.pop().unwrap());
+        let escape = Escape::new(&client, &upstream, cancel).unwrap();
+        (escape, peers, vec![(client, upstream)])
+    }
+
+    type ClientOrUpstream = (
+        crate::session::stream::ClientStream,
+        crate::session::stream::UpstreamStream,
+    );
+
+    fn at(base: Timestamp, d: std::time::Duration) -> Timestamp {
+        base.checked_add(d).unwrap()
+    }
+
+    #[tokio::test]
+    async fn overdue_sessions_are_handed_to_the_backstop_once() {
+        let reg = SessionRegistry::new();
+        let now = Timestamp::now();
+        let (e, _peers, _ours) = escape().await;
+        let mut past = info(Uuid::now_v7());
+        past.deadline = now - jiff::SignedDuration::from_secs(1);
+        let _a = reg.register(past.clone(), Some(e));
+        let mut later = info(Uuid::now_v7());
+        later.deadline = now + jiff::SignedDuration::from_secs(60);
+        let (e, _peers2, _ours2) = escape().await;
+        let _b = reg.register(later.clone(), Some(e));
+        // Without an escape a session is never cut.
+        let _c = reg.register(past.clone_with_new_id(), None);
+
+        let (cut, next) = reg.overdue(now);
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].session_id, past.session_id);
+        assert_eq!(next, Some(at(later.deadline, GRACE)));
+        // Taken: not handed over again.
+        let (cut, _) = reg.overdue(now);
+        assert!(cut.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_that_began_to_end_gets_the_longer_grace() {
+        let reg = SessionRegistry::new();
+        let now = Timestamp::now();
+        let (e, _peers, _ours) = escape().await;
+        let mut s = info(Uuid::now_v7());
+        s.deadline = now;
+        let a = reg.register(s, Some(e));
+        a.set_ending();
+        assert!(reg.overdue(at(now, GRACE * 2)).0.is_empty());
+        assert_eq!(reg.overdue(at(now, ENDING_GRACE)).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn revocation_makes_a_session_due_now_and_wakes_the_backstop() {
+        let reg = SessionRegistry::new();
+        let g = Uuid::now_v7();
+        let (e, _peers, _ours) = escape().await;
+        let mut s = info(g);
+        s.deadline = Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+        let _a = reg.register(s, Some(e));
+        // The backstop looked and will sleep for an hour.
+        let (cut, next) = reg.overdue(Timestamp::now());
+        assert!(cut.is_empty() && next.is_some());
+        let rev = Revocation {
+            by: "admin".into(),
+            reason: None,
+            at: Timestamp::now(),
+        };
+        let told = Timestamp::now();
+        assert_eq!(reg.revoke_grant(g, rev), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), reg.backstop_woken())
+            .await
+            .expect("the backstop is woken");
+        assert!(reg.overdue(told).0.is_empty(), "grace first");
+        let later = at(Timestamp::now(), GRACE);
+        assert_eq!(reg.overdue(later).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_cut_closes_both_connections() {
+        use tokio::io::AsyncReadExt;
+        let (e, mut peers, _ours) = escape().await;
+        e.cut().await;
+        for peer in &mut peers {
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), peer.read(&mut buf))
+                .await
+                .expect("the peer sees the end")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+    }
+
     #[tokio::test]
     async fn deadline_change_updates_listing_and_channel() {
         let reg = SessionRegistry::new();
         let g = Uuid::now_v7();
-        let mut a = reg.register(info(g));
+        let mut a = reg.register(info(g), None);
         let later = Timestamp::now() + jiff::SignedDuration::from_secs(60);
         assert_eq!(reg.set_grant_deadline(g, later), 1);
         a.control().changed().await.unwrap();

@@ -145,6 +145,8 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// The database named at startup does not exist (unknown target).
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    /// The proxy lacks a resource it needs (e.g. file descriptors).
+    pub const INSUFFICIENT_RESOURCES: &str = "53000";
     /// Too many connections for this identity, target or proxy.
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     /// A proxy limit (e.g. message size) was exceeded.

@@ -14,7 +14,7 @@ mod refuse;
 mod relay;
 mod release;
 mod scan;
-mod stream;
+pub(crate) mod stream;
 mod teardown;
 mod tracker;
 pub mod upstream;
@@ -36,6 +36,7 @@ use self::handshake::{handshake, Hello};
 use self::relay::Relay;
 use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
+use crate::backstop::Escape;
 use crate::cancel::{CancelMap, CancelTarget};
 use crate::protocol::{backend, sqlstate, tags, PgError};
 use crate::registry::{SessionInfo, SessionRegistry};
@@ -176,20 +177,38 @@ async fn live(
         upstream_pid: upstream.pid,
         upstream_secret: upstream.secret,
     };
+    // Duplicates of both sockets for the backstop, which ends the session should this
+    // thread stop running; a session it could not end is not started.
+    let escape = match Escape::new(&conn.stream, &upstream.stream, cancel_target.clone()) {
+        Ok(escape) => escape,
+        Err(e) => {
+            tracing::error!(error = %e, "could not duplicate the session's sockets; refusing the session");
+            let error = PgError::fatal(
+                sqlstate::INSUFFICIENT_RESOURCES,
+                "jitgate is out of file descriptors and cannot guarantee this session ends with its grant",
+            )
+            .with_hint("try again shortly; the operator may need to raise jitgate's open-files limit");
+            conn.send_error(&error).await;
+            return;
+        }
+    };
     let cancel_key = ctx.cancels.register(cancel_target.clone());
     let started_at = jiff::Timestamp::now();
-    let mut handle = ctx.registry.register(SessionInfo {
-        session_id,
-        identity: grant.identity.clone(),
-        target: grant.target.clone(),
-        role: grant.role.clone(),
-        grant_id: grant.id,
-        client_addr: peer.to_string(),
-        tls,
-        started_at,
-        deadline: grant.expires_at,
-        upstream_pid: Some(upstream.pid),
-    });
+    let mut handle = ctx.registry.register(
+        SessionInfo {
+            session_id,
+            identity: grant.identity.clone(),
+            target: grant.target.clone(),
+            role: grant.role.clone(),
+            grant_id: grant.id,
+            client_addr: peer.to_string(),
+            tls,
+            started_at,
+            deadline: grant.expires_at,
+            upstream_pid: Some(upstream.pid),
+        },
+        Some(escape),
+    );
 
     let start_event = meta.event(EventBody::SessionStart {
         client_addr: peer.to_string(),
@@ -238,6 +257,7 @@ async fn live(
         let end = relay.run(&mut enforcer).await;
         (end, relay.refusal)
     };
+    handle.set_ending();
     let deadline = handle.control().borrow().deadline;
     let outcome = teardown::teardown(
         end,

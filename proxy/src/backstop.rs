@@ -1,0 +1,143 @@
+//! The backstop: a grant is enforced even when a session's own thread cannot run.
+//!
+//! A session enforces its grant itself: a timer and a control channel on the thread that
+//! relays its bytes (see `session::enforce`). That thread can stop turning — its audit
+//! write(2) blocked on a hung disk or a hard NFS mount, say — and with it every session it
+//! carries: their timers do not fire, and a query they forwarded before goes on running
+//! upstream past the grant. The backstop does not depend on those threads. It runs on the
+//! shared runtime and keeps, per live session, duplicates of both sockets' descriptors and
+//! the upstream's cancel key ([`Escape`]). A session that has not begun to end
+//! [`GRACE`] after it had to (its deadline, or the moment it was told of a revocation or a
+//! shortened grant), or that has not finished ending [`ENDING_GRACE`] after, is cut from
+//! outside: its client connection is shut down, a CancelRequest goes upstream, and the
+//! upstream connection is shut down, so the backend ends the query and exits.
+//!
+//! Nothing is written to the client on this path: its thread may have been stopped in the
+//! middle of a message, and bytes of ours after a partial message would garble the
+//! stream. When the thread runs again the session's own teardown finds both connections
+//! closed and records `session_end` as usual (its `late_ms` shows the stall).
+//!
+//! The backstop has a thread and a runtime of its own, on which nothing writes to the
+//! audit log: a hung disk can stop the shared runtime's workers too. It does not poll: it
+//! sleeps until the earliest moment a live session could be overdue, and the registry
+//! wakes it when a change makes that moment earlier.
+
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::CancelTarget;
+use crate::registry::SessionRegistry;
+use crate::session::stream::{ClientStream, UpstreamStream};
+use crate::session::upstream::send_cancel;
+
+/// How long after it had to end a session may take to begin ending before the backstop
+/// cuts it. Sessions on a running thread begin within milliseconds (BENCHMARKS.md,
+/// enforcement: max ~40 ms with 1 000 sessions).
+pub const GRACE: Duration = Duration::from_millis(500);
+
+/// How long a session that has begun to end may take to finish (its teardown waits up to
+/// 2 s for the client to take the error and 2 s for the backend to leave).
+pub const ENDING_GRACE: Duration = Duration::from_secs(6);
+
+/// What the backstop needs to end one session from outside its thread: duplicates of
+/// both sockets (shutting a duplicate down shuts the socket down) and where to send the
+/// cancel. The duplicates are closed when the session leaves the registry.
+pub struct Escape {
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    cancel: CancelTarget,
+}
+
+impl std::fmt::Debug for Escape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Escape")
+            .field("upstream_pid", &self.cancel.upstream_pid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn duplicate(tcp: &tokio::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
+    Ok(std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?))
+}
+
+impl Escape {
+    /// Duplicates the descriptors under both connections (TLS or not).
+    pub fn new(
+        client: &ClientStream,
+        upstream: &UpstreamStream,
+        cancel: CancelTarget,
+    ) -> std::io::Result<Escape> {
+        let client = match client {
+            Either::Left(tcp) => duplicate(tcp)?,
+            Either::Right(tls) => duplicate(tls.get_ref().0)?,
+        };
+        let upstream = match upstream {
+            Either::Left(tcp) => duplicate(tcp)?,
+            Either::Right(tls) => duplicate(tls.get_ref().0)?,
+        };
+        Ok(Escape {
+            client,
+            upstream,
+            cancel,
+        })
+    }
+
+    /// Ends the session from outside: the client is disconnected, the running query is
+    /// cancelled, the backend is disconnected (it exits when it next reads).
+    pub async fn cut(self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        if let Err(e) = send_cancel(&self.cancel).await {
+            tracing::warn!(error = %e, upstream_pid = self.cancel.upstream_pid, "backstop: could not cancel the query upstream");
+        }
+        let _ = self.upstream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Starts the backstop on its own thread; it ends soon after `stop` is cancelled.
+pub fn start(
+    registry: Arc<SessionRegistry>,
+    stop: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("jitgate-backstop".into())
+        .spawn(move || runtime.block_on(run(registry, stop)))
+}
+
+/// Cuts overdue sessions until `stop` is cancelled.
+async fn run(registry: Arc<SessionRegistry>, stop: CancellationToken) {
+    loop {
+        let now = Timestamp::now();
+        let (overdue, next) = registry.overdue(now);
+        for cut in overdue {
+            tracing::error!(
+                session_id = %cut.session_id,
+                grant = %cut.grant_id,
+                identity = %cut.identity,
+                upstream_pid = ?cut.upstream_pid,
+                ending = cut.ending,
+                "session overdue: its thread has not ended it (a stalled audit disk?); cancelled its query and closed both connections from the backstop"
+            );
+            tokio::spawn(cut.escape.cut());
+        }
+        let wait = next
+            .map(|t| {
+                let d = t.duration_since(Timestamp::now());
+                Duration::try_from(d).unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = registry.backstop_woken() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

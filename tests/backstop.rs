@@ -1,0 +1,146 @@
+//! The backstop: a grant ends on time even when the thread carrying its sessions cannot
+//! run. Here that thread is stopped in the audit log's write(2) — as a hung disk or a
+//! hard NFS mount would stop it — through the `audit::write` failpoint (test builds
+//! only). The running query must still be cancelled and both connections closed shortly
+//! after the deadline, long before the thread runs again.
+//!
+//! The failpoint is process-wide, so this binary holds this one test.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Env, EnvConfig};
+use jitgate_audit::{EndReason, EventBody};
+
+/// How long the audit write stalls: far longer than deadline + backstop grace.
+const STALL: Duration = Duration::from_secs(25);
+
+fn running_sleeps(env: &Env) -> String {
+    env.superuser_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)' AND state = 'active'",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
+    // One session thread: both sessions below share it, so the second one's stalled
+    // audit write stops the first one's thread too.
+    let env = Env::start_config(
+        "backstop",
+        EnvConfig {
+            extra_top: "runtime:\n  session_threads: 1\n",
+            ..EnvConfig::default()
+        },
+    )
+    .await;
+    env.superuser_sql(&format!(
+        "CREATE TABLE marks (x int); GRANT ALL ON marks TO {}",
+        env.upstream_user
+    ));
+    let granted = Instant::now();
+    let grant = env.grant(harness::ALICE, Duration::from_secs(4)).await;
+
+    let (long, long_conn) = env.connect().await.expect("connect");
+    let pid: i32 = long
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let long_query = tokio::spawn(async move { long.simple_query("SELECT pg_sleep(120)").await });
+    env.eventually(
+        "the long query runs upstream",
+        Duration::from_secs(5),
+        || running_sleeps(&env) == "1",
+    )
+    .await;
+
+    // The other session's next statement stops the shared thread in write(2).
+    let (other, other_conn) = env.connect().await.expect("connect");
+    fail::cfg("audit::write", &format!("sleep({})", STALL.as_millis())).unwrap();
+    let stalled_at = Instant::now();
+    let other_query =
+        tokio::spawn(async move { other.simple_query("INSERT INTO marks VALUES (1)").await });
+
+    // The deadline passes while the thread is stopped: the backstop cancels the query,
+    // the backend goes, and the client sees its connection end.
+    let outcome = tokio::time::timeout(STALL, long_query)
+        .await
+        .expect("the long query ended before the thread ran again")
+        .unwrap();
+    let ended_after = granted.elapsed();
+    assert!(
+        outcome.is_err(),
+        "the long query did not complete: {outcome:?}"
+    );
+    assert!(
+        stalled_at.elapsed() < STALL - Duration::from_secs(5),
+        "ended {:?} after the stall began, too close to its end",
+        stalled_at.elapsed()
+    );
+    assert!(
+        ended_after >= Duration::from_secs(4),
+        "ended before the deadline: {ended_after:?}"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), long_conn)
+        .await
+        .expect("the long session's connection closed");
+    env.eventually("the backend is gone", Duration::from_secs(5), || {
+        env.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+        )) == "0"
+    })
+    .await;
+    assert!(
+        stalled_at.elapsed() < STALL - Duration::from_secs(2),
+        "backend gone only {:?} after the stall began",
+        stalled_at.elapsed()
+    );
+
+    // The other session's client was cut too (same grant): its statement fails now.
+    let other_outcome = tokio::time::timeout(Duration::from_secs(10), other_query)
+        .await
+        .expect("the other session's client was cut")
+        .unwrap();
+    assert!(other_outcome.is_err(), "{other_outcome:?}");
+    let _ = tokio::time::timeout(Duration::from_secs(10), other_conn).await;
+
+    // The disk comes back: the thread runs again, the sessions finish their own teardown,
+    // and the audit trail records both ends as the grant's expiry. The statement whose
+    // write stalled is in the log, but it never reached the database past the grant.
+    fail::remove("audit::write");
+    env.eventually(
+        "both sessions ended once the thread ran again",
+        STALL + Duration::from_secs(15),
+        || env.server().registry.is_empty(),
+    )
+    .await;
+    assert_eq!(env.superuser_sql("SELECT count(*) FROM marks"), "0");
+    let events = env.audit_events();
+    assert!(
+        events.iter().any(|e| matches!(&e.body,
+            EventBody::Query { sql, .. } if sql.contains("INSERT INTO marks"))),
+        "the stalled statement was audited"
+    );
+    let ends: Vec<(EndReason, Option<f64>)> = events
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::SessionEnd {
+                reason, late_ms, ..
+            } => Some((reason, late_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    for (reason, late_ms) in &ends {
+        assert_eq!(*reason, EndReason::GrantExpired, "{ends:?}");
+        // Their own teardown ran after the stall: the lateness shows it.
+        assert!(late_ms.is_some_and(|ms| ms > 1_000.0), "{ends:?}");
+    }
+    assert!(env.server().registry.list().is_empty());
+    let _ = grant;
+    env.stop().await;
+}
