@@ -7,6 +7,9 @@
 //! which polls it only when one of its own wake-ups fired: the relay wakes for every
 //! socket read and write, and checking the enforcement state then (the token's lock, the
 //! channel, the timer) cost more instructions per transaction than the protocol tracker.
+//!
+//! All of this runs on the session's own thread. Should that thread stop running (a
+//! write(2) to a hung audit disk), [`crate::backstop`] ends the session from outside.
 
 use std::future::Future;
 use std::pin::Pin;
