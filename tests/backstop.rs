@@ -89,9 +89,7 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
         .await
         .expect("the long session's connection closed");
     env.eventually("the backend is gone", Duration::from_secs(5), || {
-        env.superuser_sql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-        )) == "0"
+        !env.backend_alive(pid)
     })
     .await;
     assert!(

@@ -11,13 +11,6 @@ use harness::{Env, ALICE};
 use jitgate_audit::{EndReason, EventBody};
 use tokio_postgres::error::SqlState;
 
-/// Whether a backend with this pid is still in pg_stat_activity (asked directly).
-fn backend_alive(env: &Env, pid: i32) -> bool {
-    env.superuser_sql(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-    )) != "0"
-}
-
 fn session_end(env: &Env) -> Vec<(EndReason, Option<f64>)> {
     env.audit_events()
         .into_iter()
@@ -60,7 +53,7 @@ async fn expiry_during_a_long_query_cancels_it_and_drops_the_session() {
         .await
         .expect("client connection closed");
     env.eventually("upstream backend gone", Duration::from_secs(2), || {
-        !backend_alive(&env, pid)
+        !env.backend_alive(pid)
     })
     .await;
     let ends = session_end(&env);
@@ -157,7 +150,7 @@ async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
         .ok();
     assert!(b.is_closed());
     env.eventually("backend gone", Duration::from_secs(2), || {
-        !backend_alive(&env, pid)
+        !env.backend_alive(pid)
     })
     .await;
     let ends = session_end(&env);
@@ -273,7 +266,7 @@ async fn sessions_on_session_threads_are_audited_reused_and_enforced() {
         let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         assert!(client.is_closed());
         env.eventually("backend gone", Duration::from_secs(5), || {
-            !backend_alive(&env, pid)
+            !env.backend_alive(pid)
         })
         .await;
     }

@@ -34,12 +34,6 @@ async fn one(client: &Client, sql: &str) -> String {
         .unwrap_or_default()
 }
 
-fn backend_alive(env: &Env, pid: i32) -> bool {
-    env.superuser_sql(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-    )) != "0"
-}
-
 /// `(session_id, upstream_pid, upstream_reused)` of every session_start so far.
 fn starts(env: &Env) -> Vec<(Uuid, Option<i32>, bool)> {
     env.audit_events()
@@ -114,7 +108,7 @@ async fn the_next_session_of_the_grant_reuses_the_connection_with_nothing_left_o
         quit(&env, a, conn).await,
         "a clean end parks the connection"
     );
-    assert!(backend_alive(&env, first), "the parked backend stays");
+    assert!(env.backend_alive(first), "the parked backend stays");
 
     let (b, conn) = env.connect().await.expect("connect again");
     assert_eq!(
@@ -212,7 +206,7 @@ async fn a_session_ending_inside_a_transaction_or_without_terminate_is_not_parke
         "not parked inside a transaction"
     );
     env.eventually("backend of the open transaction gone", LIMIT, || {
-        !backend_alive(&env, in_tx)
+        !env.backend_alive(in_tx)
     })
     .await;
     assert_eq!(
@@ -232,7 +226,7 @@ async fn a_session_ending_inside_a_transaction_or_without_terminate_is_not_parke
     .await;
     assert!(!ends(&env)[before], "not parked without Terminate");
     env.eventually("backend of the vanished client gone", LIMIT, || {
-        !backend_alive(&env, vanished)
+        !env.backend_alive(vanished)
     })
     .await;
     drop(a);
@@ -268,11 +262,11 @@ async fn revoking_the_grant_closes_its_parked_connections() {
     let (a, conn) = env.connect().await.expect("connect");
     let parked = pid(&a).await;
     assert!(quit(&env, a, conn).await);
-    assert!(backend_alive(&env, parked));
+    assert!(env.backend_alive(parked));
 
     env.revoke_via_api(grant.id, "done").await;
     env.eventually("parked backend of the revoked grant gone", LIMIT, || {
-        !backend_alive(&env, parked)
+        !env.backend_alive(parked)
     })
     .await;
 
@@ -301,7 +295,7 @@ async fn a_parked_connection_goes_when_its_grant_expires_or_it_idles_too_long() 
     let idle = pid(&a).await;
     assert!(quit(&env, a, conn).await);
     env.eventually("idle parked backend closed", LIMIT, || {
-        !backend_alive(&env, idle)
+        !env.backend_alive(idle)
     })
     .await;
     env.stop().await;
@@ -312,9 +306,9 @@ async fn a_parked_connection_goes_when_its_grant_expires_or_it_idles_too_long() 
     let (a, conn) = env.connect().await.expect("connect");
     let short = pid(&a).await;
     assert!(quit(&env, a, conn).await);
-    assert!(backend_alive(&env, short));
+    assert!(env.backend_alive(short));
     env.eventually("parked backend gone after the grant expired", LIMIT, || {
-        !backend_alive(&env, short)
+        !env.backend_alive(short)
     })
     .await;
     env.stop().await;
@@ -334,7 +328,7 @@ async fn with_reuse_disabled_every_session_closes_its_connection() {
     let (a, conn) = env.connect().await.expect("connect");
     let first = pid(&a).await;
     assert!(!quit(&env, a, conn).await, "nothing is parked");
-    env.eventually("backend gone", LIMIT, || !backend_alive(&env, first))
+    env.eventually("backend gone", LIMIT, || !env.backend_alive(first))
         .await;
     let (a, conn) = env.connect().await.expect("connect again");
     assert_ne!(pid(&a).await, first);

@@ -390,15 +390,8 @@ async fn wait_session_end(env: &Env, pid: i32) -> (EndReason, Option<String>) {
     session_end_of(env, pid).unwrap()
 }
 
-/// Whether a backend with this pid is in pg_stat_activity (asked directly, not proxied).
-fn backend_alive(env: &Env, pid: i32) -> bool {
-    env.superuser_sql(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-    )) != "0"
-}
-
 async fn assert_backend_gone(env: &Env, pid: i32) {
-    env.eventually("upstream backend gone", LIMIT, || !backend_alive(env, pid))
+    env.eventually("upstream backend gone", LIMIT, || !env.backend_alive(pid))
         .await;
 }
 
@@ -753,7 +746,7 @@ async fn a_message_over_max_message_len_after_login_is_fatal_and_ends_the_backen
         [session.pid.to_string()],
         "BackendKeyData carries the upstream pid"
     );
-    assert!(backend_alive(&env, session.pid));
+    assert!(env.backend_alive(session.pid));
 
     // A Query header claiming 1 GiB, over the 64 MiB limit.
     let mut out = BytesMut::new();

@@ -279,6 +279,13 @@ impl Env {
             .expect("superuser sql")
     }
 
+    /// Whether a backend with this pid is still in pg_stat_activity (asked directly).
+    pub fn backend_alive(&self, pid: i32) -> bool {
+        self.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+        )) != "0"
+    }
+
     /// Waits until `f` holds, polling; panics with `what` after `limit`.
     pub async fn eventually(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         let start = std::time::Instant::now();
