@@ -2,7 +2,8 @@
 //! run. Here that thread is stopped in the audit log's write(2) — as a hung disk or a
 //! hard NFS mount would stop it — through the `audit::write` failpoint (test builds
 //! only). The running query must still be cancelled and both connections closed shortly
-//! after the deadline, long before the thread runs again.
+//! after the deadline, long before the thread runs again; and a client connecting
+//! meanwhile must be answered (not placed on the stopped thread).
 //!
 //! The failpoint is process-wide, so this binary holds this one test.
 
@@ -43,6 +44,8 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
     ));
     let granted = Instant::now();
     let grant = env.grant(harness::ALICE, Duration::from_secs(4)).await;
+    // Issued now: issuing writes the audit log, which is stuck later.
+    let bob_grant = env.grant(harness::BOB, Duration::from_secs(120)).await;
 
     let (long, long_conn) = env.connect().await.expect("connect");
     let pid: i32 = long
@@ -106,6 +109,25 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
     assert!(other_outcome.is_err(), "{other_outcome:?}");
     let _ = tokio::time::timeout(Duration::from_secs(10), other_conn).await;
 
+    // A client connecting now is not placed on the stopped thread to wait in silence:
+    // it is answered, and — the audit log being stuck — refused with the reason.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(15),
+        env.client_config(harness::BOB, harness::BOB_PASSWORD)
+            .connect(tokio_postgres::NoTls),
+    )
+    .await
+    .expect("a new client was answered while the session thread was stopped");
+    let error = refused.err().expect("refused while the audit log is stuck");
+    let db_error = error.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db_error.code().code(), "58000", "{db_error:?}");
+    assert!(db_error.message().contains("audit log"), "{db_error:?}");
+    assert!(
+        stalled_at.elapsed() < STALL,
+        "answered only {:?} after the stall began",
+        stalled_at.elapsed()
+    );
+
     // The disk comes back: the thread runs again, the sessions finish their own teardown,
     // and the audit trail records both ends as the grant's expiry. The statement whose
     // write stalled is in the log, but it never reached the database past the grant.
@@ -139,6 +161,6 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
         assert!(late_ms.is_some_and(|ms| ms > 1_000.0), "{ends:?}");
     }
     assert!(env.server().registry.list().is_empty());
-    let _ = grant;
+    let _ = (grant, bob_grant);
     env.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Accept loop, and graceful shutdown with a drain deadline.
 //!
 //! Accepted connections become sessions on the session threads (`cores`, the default)
-//! or on the runtime this loop runs on (`session_threads: 0`); the threads stop only
+//! or on the runtime this loop runs on (`session_threads: 0`, or when every session
+//! thread has stopped running); the threads stop only
 //! after every session has ended and the parked connections are closed.
 //!
 //! On shutdown the listener stops accepting at once; live sessions get
@@ -68,7 +69,7 @@ fn start_session(
         }
     };
     let token = tracker.token();
-    cores.spawn(move || async move {
+    let spawned = cores.spawn(move || async move {
         let _token = token;
         match tokio::net::TcpStream::from_std(std_tcp) {
             Ok(tcp) => session::run(ctx, tcp, peer).await,
@@ -77,6 +78,11 @@ fn start_session(
             }
         }
     });
+    if let Err(make) = spawned {
+        // No session thread is running (all blocked, say on a hung audit disk): the
+        // session runs here, where it is answered — refused, if the audit log is stuck.
+        tracker.spawn(make());
+    }
 }
 
 /// Accepts connections until `shutdown` is cancelled, then drains.
