@@ -1,5 +1,5 @@
-//! The backstop: a grant ends on time even when the thread carrying its sessions cannot
-//! run. Here that thread is stopped in the audit log's write(2) — as a hung disk or a
+//! The backstop: a grant ends on time — and the client is told why — even when the
+//! thread carrying its sessions cannot run. Here that thread is stopped in the audit log's write(2) — as a hung disk or a
 //! hard NFS mount would stop it — through the `audit::write` failpoint (test builds
 //! only). The running query must still be cancelled and both connections closed shortly
 //! after the deadline, long before the thread runs again; and a client connecting
@@ -19,6 +19,17 @@ use jitgate_audit::{EndReason, EventBody};
 
 /// How long the audit write stalls: far longer than deadline + backstop grace.
 const STALL: Duration = Duration::from_secs(25);
+
+/// `error` is the FATAL saying the grant expired.
+fn assert_told_expired(error: Option<&tokio_postgres::Error>, what: &str) {
+    let error = error.unwrap_or_else(|| panic!("{what} did not complete"));
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{what}: the client was not told why: {error:?}"));
+    assert_eq!(db.code().code(), "57P01", "{db:?}");
+    assert_eq!(db.severity(), "FATAL", "{db:?}");
+    assert!(db.message().contains("expired"), "{db:?}");
+}
 
 fn running_sleeps(env: &Env) -> String {
     env.superuser_sql(
@@ -75,10 +86,8 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
         .expect("the long query ended before the thread ran again")
         .unwrap();
     let ended_after = granted.elapsed();
-    assert!(
-        outcome.is_err(),
-        "the long query did not complete: {outcome:?}"
-    );
+    // Told why, as its own session would have told it (plain TCP, between messages).
+    assert_told_expired(outcome.err().as_ref(), "the long query");
     assert!(
         stalled_at.elapsed() < STALL - Duration::from_secs(5),
         "ended {:?} after the stall began, too close to its end",
@@ -106,7 +115,7 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
         .await
         .expect("the other session's client was cut")
         .unwrap();
-    assert!(other_outcome.is_err(), "{other_outcome:?}");
+    assert_told_expired(other_outcome.err().as_ref(), "the stalled statement");
     let _ = tokio::time::timeout(Duration::from_secs(10), other_conn).await;
 
     // A client connecting now is not placed on the stopped thread to wait in silence:

@@ -12,27 +12,34 @@
 //! outside: its client connection is shut down, a CancelRequest goes upstream, and the
 //! upstream connection is shut down, so the backend ends the query and exits.
 //!
-//! Nothing is written to the client on this path: its thread may have been stopped in the
-//! middle of a message, and bytes of ours after a partial message would garble the
-//! stream. When the thread runs again the session's own teardown finds both connections
-//! closed and records `session_end` as usual (its `late_ms` shows the stall).
+//! The client is told why — the FATAL its session would have sent — when that is safe:
+//! on plain TCP, while the session is not writing to it and its stream is between two
+//! messages ([`ClientGate`]), which is where a session stopped by its audit write leaves
+//! it. Otherwise (TLS, a write stopped inside a message) the connection is only closed.
+//! When the thread runs again the session's own teardown finds both connections closed
+//! and records `session_end` as usual (its `late_ms` shows the stall).
 //!
 //! The backstop has a thread and a runtime of its own, on which nothing writes to the
 //! audit log: a hung disk can stop the shared runtime's workers too. It does not poll: it
 //! sleeps until the earliest moment a live session could be overdue, and the registry
 //! wakes it when a change makes that moment earlier.
 
+use std::io::Write;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use jiff::Timestamp;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelTarget;
-use crate::registry::SessionRegistry;
+use crate::gate::ClientGate;
+use crate::protocol::{backend, PgError};
+use crate::registry::{Overdue, SessionRegistry};
+use crate::session::farewell::{self, Holder};
 use crate::session::stream::{ClientStream, UpstreamStream};
 use crate::session::upstream::send_cancel;
 
@@ -50,6 +57,8 @@ pub const ENDING_GRACE: Duration = Duration::from_secs(6);
 /// cancel. The duplicates are closed when the session leaves the registry.
 pub struct Escape {
     client: std::net::TcpStream,
+    /// Whether a message of ours may go to the client now.
+    gate: Arc<ClientGate>,
     upstream: std::net::TcpStream,
     cancel: CancelTarget,
 }
@@ -70,6 +79,7 @@ impl Escape {
     /// Duplicates the descriptors under both connections (TLS or not).
     pub fn new(
         client: &ClientStream,
+        gate: Arc<ClientGate>,
         upstream: &UpstreamStream,
         cancel: CancelTarget,
     ) -> std::io::Result<Escape> {
@@ -83,20 +93,67 @@ impl Escape {
         };
         Ok(Escape {
             client,
+            gate,
             upstream,
             cancel,
         })
     }
 
-    /// Ends the session from outside: the client is disconnected, the running query is
-    /// cancelled, the backend is disconnected (it exits when it next reads).
-    pub async fn cut(self) {
+    /// Ends the session from outside: the client is told `farewell` if its stream allows
+    /// (see the module doc) and disconnected, the running query is cancelled, the backend
+    /// is disconnected (it exits when it next reads). Says whether the client was told.
+    pub async fn cut(self, farewell: &PgError) -> bool {
+        let mut told = false;
+        if self.gate.take() {
+            let mut out = BytesMut::new();
+            backend::error_response(&mut out, farewell);
+            // One non-blocking write (the descriptor shares the session's O_NONBLOCK):
+            // a client that is not reading gets no wait, only the close.
+            told = matches!((&self.client).write(&out), Ok(n) if n == out.len());
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         if let Err(e) = send_cancel(&self.cancel).await {
             tracing::warn!(error = %e, upstream_pid = self.cancel.upstream_pid, "backstop: could not cancel the query upstream");
         }
         let _ = self.upstream.shutdown(Shutdown::Both);
+        told
     }
+}
+
+/// What the session would have told its client.
+fn farewell(cut: &Overdue) -> PgError {
+    let info = &cut.info;
+    let holder = Holder {
+        grant_id: info.grant_id,
+        identity: &info.identity,
+        target: &info.target,
+        role: &info.role,
+    };
+    match &cut.revocation {
+        Some(revocation) => farewell::revoked(&holder, revocation),
+        None => farewell::expired(&holder, info.deadline),
+    }
+}
+
+/// Cuts one overdue session, and says so in the server log.
+async fn cut(overdue: Overdue) {
+    let error = farewell(&overdue);
+    let Overdue {
+        info,
+        ending,
+        escape,
+        ..
+    } = overdue;
+    let told_client = escape.cut(&error).await;
+    tracing::error!(
+        session_id = %info.session_id,
+        grant = %info.grant_id,
+        identity = %info.identity,
+        upstream_pid = ?info.upstream_pid,
+        ending,
+        told_client,
+        "session overdue: its thread has not ended it (a stalled audit disk?); cancelled its query and closed both connections from the backstop"
+    );
 }
 
 /// Starts the backstop on its own thread; it ends soon after `stop` is cancelled.
@@ -117,16 +174,8 @@ async fn run(registry: Arc<SessionRegistry>, stop: CancellationToken) {
     loop {
         let now = Timestamp::now();
         let (overdue, next) = registry.overdue(now);
-        for cut in overdue {
-            tracing::error!(
-                session_id = %cut.session_id,
-                grant = %cut.grant_id,
-                identity = %cut.identity,
-                upstream_pid = ?cut.upstream_pid,
-                ending = cut.ending,
-                "session overdue: its thread has not ended it (a stalled audit disk?); cancelled its query and closed both connections from the backstop"
-            );
-            tokio::spawn(cut.escape.cut());
+        for overdue in overdue {
+            tokio::spawn(cut(overdue));
         }
         let wait = next
             .map(|t| {

@@ -6,6 +6,7 @@
 //! - [`settings`]: the typed settings this crate runs from.
 //! - [`registry`]: live sessions, and how grant changes reach them.
 //! - [`backstop`]: ends sessions whose own thread stopped running (e.g. a hung audit disk).
+//! - [`gate`]: whether the backstop may write a client's final error (message boundaries).
 //! - [`session`]: one client session: handshake, admission, upstream connect, relay,
 //!   enforcement, teardown.
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
@@ -19,6 +20,7 @@ pub mod backstop;
 pub mod cancel;
 pub mod cores;
 pub mod error;
+pub mod gate;
 pub mod listener;
 pub mod protocol;
 pub mod registry;

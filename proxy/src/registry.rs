@@ -74,10 +74,9 @@ impl Entry {
 /// A session the backstop must end from outside (see [`SessionRegistry::overdue`]).
 #[derive(Debug)]
 pub struct Overdue {
-    pub session_id: Uuid,
-    pub grant_id: Uuid,
-    pub identity: String,
-    pub upstream_pid: Option<i32>,
+    pub info: SessionInfo,
+    /// Why it had to end early, if it was revoked (otherwise its deadline passed).
+    pub revocation: Option<Revocation>,
     pub ending: bool,
     pub escape: Escape,
 }
@@ -279,10 +278,8 @@ impl SessionRegistry {
             }
             if let Some(escape) = entry.escape.take() {
                 out.push(Overdue {
-                    session_id: entry.info.session_id,
-                    grant_id: entry.info.grant_id,
-                    identity: entry.info.identity.clone(),
-                    upstream_pid: entry.info.upstream_pid,
+                    info: entry.info.clone(),
+                    revocation: entry.control.borrow().revoked.clone(),
                     ending: entry.ending,
                     escape,
                 });
@@ -387,6 +384,12 @@ mod tests {
     /// Returns the far ends, then the session's own ends (kept open, as a stalled
     /// session would keep them).
     async fn escape() -> (Escape, Vec<tokio::net::TcpStream>, Vec<ClientOrUpstream>) {
+        escape_with(Arc::new(crate::gate::ClientGate::new(true))).await
+    }
+
+    async fn escape_with(
+        gate: Arc<crate::gate::ClientGate>,
+    ) -> (Escape, Vec<tokio::net::TcpStream>, Vec<ClientOrUpstream>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut peers = Vec::new();
@@ -404,7 +407,7 @@ mod tests {
         };
         let upstream = tokio_util::either::Either::Left(ours.pop().unwrap());
         let client = tokio_util::either::Either::Left(ours.pop().unwrap());
-        let escape = Escape::new(&client, &upstream, cancel).unwrap();
+        let escape = Escape::new(&client, gate, &upstream, cancel).unwrap();
         (escape, peers, vec![(client, upstream)])
     }
 
@@ -434,7 +437,7 @@ mod tests {
 
         let (cut, next) = reg.overdue(now);
         assert_eq!(cut.len(), 1);
-        assert_eq!(cut[0].session_id, past.session_id);
+        assert_eq!(cut[0].info.session_id, past.session_id);
         assert_eq!(next, Some(at(later.deadline, GRACE)));
         // Taken: not handed over again.
         let (cut, _) = reg.overdue(now);
@@ -480,19 +483,55 @@ mod tests {
         assert_eq!(reg.overdue(later).0.len(), 1);
     }
 
-    #[tokio::test]
-    async fn the_cut_closes_both_connections() {
+    /// Everything `peer` receives until the end of its stream.
+    async fn read_to_end(peer: &mut tokio::net::TcpStream) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            peer.read_to_end(&mut got),
+        )
+        .await
+        .expect("the peer sees the end")
+        .unwrap();
+        got
+    }
+
+    fn farewell() -> crate::protocol::PgError {
+        crate::protocol::PgError::fatal("57P01", "terminating connection: grant expired")
+    }
+
+    #[tokio::test]
+    async fn the_cut_tells_the_client_and_closes_both_connections() {
         let (e, mut peers, _ours) = escape().await;
-        e.cut().await;
-        for peer in &mut peers {
-            let mut buf = [0u8; 1];
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), peer.read(&mut buf))
-                .await
-                .expect("the peer sees the end")
-                .unwrap_or(0);
-            assert_eq!(n, 0);
-        }
+        assert!(e.cut(&farewell()).await, "the client was told");
+        let client = read_to_end(&mut peers[0]).await;
+        let mut expected = bytes::BytesMut::new();
+        crate::protocol::backend::error_response(&mut expected, &farewell());
+        assert_eq!(client, expected.to_vec(), "one ErrorResponse, then the end");
+        assert!(read_to_end(&mut peers[1]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_cut_writes_nothing_inside_a_message_or_after_the_sessions_own_error() {
+        // The session's last write stopped inside a message.
+        let gate = Arc::new(crate::gate::ClientGate::new(true));
+        gate.begin().unwrap();
+        let (e, mut peers, _ours) = escape_with(Arc::clone(&gate)).await;
+        assert!(!e.cut(&farewell()).await);
+        assert!(read_to_end(&mut peers[0]).await.is_empty());
+        assert!(read_to_end(&mut peers[1]).await.is_empty());
+        // The session sent its own final error (and is stuck in its teardown).
+        let gate = Arc::new(crate::gate::ClientGate::new(true));
+        gate.close();
+        let (e, mut peers, _ours) = escape_with(gate).await;
+        assert!(!e.cut(&farewell()).await);
+        assert!(read_to_end(&mut peers[0]).await.is_empty());
+        // TLS: the record layer is the session's.
+        let (e, mut peers, _ours) =
+            escape_with(Arc::new(crate::gate::ClientGate::new(false))).await;
+        assert!(!e.cut(&farewell()).await);
+        assert!(read_to_end(&mut peers[0]).await.is_empty());
     }
 
     #[tokio::test]

@@ -1,11 +1,15 @@
-//! The client connection during login: a framed reader over the stream plus an output
-//! buffer that is written in one go.
+//! The client connection: a framed reader over the stream (login), an output buffer
+//! that is written in one go, and every write to the client behind its [`ClientGate`].
+
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::either::Either;
 
 use super::stream::ClientStream;
 use crate::error::ProtocolError;
+use crate::gate::ClientGate;
 use crate::protocol::frame::{split_frame, Frame};
 use crate::protocol::{backend, PgError};
 
@@ -29,15 +33,35 @@ pub struct ClientConn {
     pub inbuf: BytesMut,
     /// Bytes to send with the next [`ClientConn::flush`].
     pub out: BytesMut,
+    /// Shared with the backstop: whether it may write to this client (see `gate`).
+    pub gate: Arc<ClientGate>,
     max_message_len: usize,
+}
+
+/// Writes all of `buf` and flushes (a TLS stream holds written bytes until flushed),
+/// inside the gate: `at_boundary` says where the stream stands once `buf` is out
+/// (`None`: `buf` is whole messages of ours, so where it stood before).
+async fn gated_write(
+    stream: &mut ClientStream,
+    gate: &ClientGate,
+    buf: &[u8],
+    at_boundary: Option<bool>,
+) -> std::io::Result<()> {
+    let was = gate.begin()?;
+    stream.write_all(buf).await?;
+    stream.flush().await?;
+    gate.end(at_boundary.unwrap_or(was));
+    Ok(())
 }
 
 impl ClientConn {
     pub fn new(stream: ClientStream, inbuf: BytesMut, max_message_len: usize) -> Self {
+        let plain = matches!(stream, Either::Left(_));
         ClientConn {
             stream,
             inbuf,
             out: BytesMut::with_capacity(512),
+            gate: Arc::new(ClientGate::new(plain)),
             max_message_len,
         }
     }
@@ -66,22 +90,32 @@ impl ClientConn {
         }
     }
 
-    /// Writes and flushes everything queued in `out`.
+    /// Writes and flushes everything queued in `out` (whole messages of ours).
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        self.stream.flush().await
+        gated_write(&mut self.stream, &self.gate, &self.out, None).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Writes and flushes `buf`, whole messages of ours.
+    pub async fn write_own(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        gated_write(&mut self.stream, &self.gate, buf, None).await
+    }
+
+    /// Writes and flushes `buf`, server bytes; `at_boundary`: the server's stream is
+    /// between two messages at the end of `buf`.
+    pub async fn write_relayed(&mut self, buf: &[u8], at_boundary: bool) -> std::io::Result<()> {
+        gated_write(&mut self.stream, &self.gate, buf, Some(at_boundary)).await
     }
 
     /// Sends a FATAL (or other) error and flushes; a failure to send is only logged,
-    /// since the connection is being closed anyway.
+    /// since the connection is being closed anyway. Nothing is written after it.
     pub async fn send_error(&mut self, error: &PgError) {
         backend::error_response(&mut self.out, error);
         if let Err(e) = self.flush().await {
             tracing::debug!(error = %e, "could not send the error to the client");
         }
+        self.gate.close();
         let _ = self.stream.shutdown().await;
     }
 }

@@ -6,6 +6,7 @@ mod authenticate;
 mod client;
 mod enforce;
 pub mod error;
+pub(crate) mod farewell;
 mod handshake;
 mod login;
 mod meta;
@@ -179,7 +180,12 @@ async fn live(
     };
     // Duplicates of both sockets for the backstop, which ends the session should this
     // thread stop running; a session it could not end is not started.
-    let escape = match Escape::new(&conn.stream, &upstream.stream, cancel_target.clone()) {
+    let escape = match Escape::new(
+        &conn.stream,
+        Arc::clone(&conn.gate),
+        &upstream.stream,
+        cancel_target.clone(),
+    ) {
         Ok(escape) => escape,
         Err(e) => {
             tracing::error!(error = %e, "could not duplicate the session's sockets; refusing the session");

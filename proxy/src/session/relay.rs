@@ -272,8 +272,9 @@ impl Relay<'_> {
             .map_err(|bad| {
                 End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))
             })?;
-        let stream = &mut self.client.stream;
-        guarded!(enforcer, write_flush(stream, ubuf))?.map_err(End::ClientIo)?;
+        let client = &mut *self.client;
+        let at_boundary = scanner.at_boundary();
+        guarded!(enforcer, client.write_relayed(ubuf, at_boundary))?.map_err(End::ClientIo)?;
         ubuf.clear();
         if ubuf.capacity() > 4 * 1024 * 1024 {
             // Give back memory after a large result.
@@ -349,8 +350,8 @@ impl Relay<'_> {
                 &error,
                 &mut out,
             );
-            let stream = &mut self.client.stream;
-            guarded!(enforcer, write_flush(stream, &out))?.map_err(End::ClientIo)?;
+            let client = &mut *self.client;
+            guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
             if quit_now {
                 return Err(End::ClientQuit { clean: true });
             }
@@ -450,8 +451,8 @@ impl Relay<'_> {
             &pg_error,
             &mut out,
         );
-        let stream = &mut self.client.stream;
-        guarded!(enforcer, write_flush(stream, &out))?.map_err(End::ClientIo)?;
+        let client = &mut *self.client;
+        guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
         if quit {
             return Err(End::ClientQuit { clean: true });
         }

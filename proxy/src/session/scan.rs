@@ -49,7 +49,6 @@ pub struct BackendScanner {
 
 impl BackendScanner {
     /// True when the stream is at a message boundary.
-    #[cfg(test)]
     pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.remaining == 0
     }

@@ -8,6 +8,7 @@ use jitgate_audit::EndReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::ClientConn;
+use super::farewell::{self, Holder};
 use super::meta::SessionMeta;
 use super::relay::End;
 use super::stream::UpstreamStream;
@@ -27,6 +28,15 @@ pub struct Outcome {
     /// The upstream connection is still open and idle (the client quit cleanly): the
     /// caller parks it for reuse or closes it.
     pub upstream_open: bool,
+}
+
+fn holder(meta: &SessionMeta) -> Holder<'_> {
+    Holder {
+        grant_id: meta.grant_id,
+        identity: &meta.identity,
+        target: &meta.target,
+        role: &meta.role,
+    }
 }
 
 fn ms_since(t: Timestamp) -> f64 {
@@ -123,14 +133,7 @@ pub async fn teardown(
             }
         }
         End::Expired => {
-            let message = format!(
-                "terminating connection: grant {} for identity \"{}\" on target \"{}\" (role \"{}\") expired at {}",
-                meta.grant_id, meta.identity, meta.target, meta.role, deadline
-            );
-            let error = PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message).with_hint(format!(
-                "ask for a new grant, e.g. jitgate grant --identity {} --target {} --role {} --for 30m --reason \"…\"",
-                meta.identity, meta.target, meta.role
-            ));
+            let error = farewell::expired(&holder(meta), deadline);
             drop_session(client, upstream, tracker, cancel, error).await;
             Outcome {
                 reason: EndReason::GrantExpired,
@@ -145,12 +148,7 @@ pub async fn teardown(
                 .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
-            let message = format!(
-                "terminating connection: grant {} for identity \"{}\" on target \"{}\" was revoked by {} at {}{}",
-                meta.grant_id, meta.identity, meta.target, revocation.by, revocation.at, why
-            );
-            let error = PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message)
-                .with_hint("ask an administrator for a new grant if you still need access");
+            let error = farewell::revoked(&holder(meta), &revocation);
             drop_session(client, upstream, tracker, cancel, error).await;
             Outcome {
                 reason: EndReason::GrantRevoked,
