@@ -64,6 +64,11 @@ impl ClientGate {
         }
     }
 
+    /// Whether the stream is between two messages and nobody is writing to it.
+    pub fn at_boundary(&self) -> bool {
+        self.state.load(Ordering::Acquire) == BOUNDARY
+    }
+
     /// The session has sent its final error: nothing more is written to this client.
     pub fn close(&self) {
         self.state.store(CLOSED, Ordering::Release);
@@ -92,10 +97,13 @@ mod tests {
         assert!(!gate.take());
         // A write that ends inside a message (a chunk of a large row).
         gate.end(false);
+        assert!(!gate.at_boundary());
         assert!(!gate.take());
         assert!(!gate.begin().unwrap());
         gate.end(true);
+        assert!(gate.at_boundary());
         assert!(gate.take());
+        assert!(!gate.at_boundary());
         assert!(gate.begin().is_err());
         assert!(!gate.take(), "taken once");
     }

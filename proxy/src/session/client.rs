@@ -110,10 +110,16 @@ impl ClientConn {
 
     /// Sends a FATAL (or other) error and flushes; a failure to send is only logged,
     /// since the connection is being closed anyway. Nothing is written after it.
+    /// Not written when the stream was left inside a message (a relayed chunk that ended
+    /// mid-row, a write cut short): bytes of ours there would garble it.
     pub async fn send_error(&mut self, error: &PgError) {
         backend::error_response(&mut self.out, error);
-        if let Err(e) = self.flush().await {
-            tracing::debug!(error = %e, "could not send the error to the client");
+        if self.gate.at_boundary() {
+            if let Err(e) = self.flush().await {
+                tracing::debug!(error = %e, "could not send the error to the client");
+            }
+        } else {
+            tracing::debug!("client stream stopped inside a message: closing without the error");
         }
         self.gate.close();
         let _ = self.stream.shutdown().await;

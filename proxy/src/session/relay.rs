@@ -432,7 +432,8 @@ impl Relay<'_> {
     }
 
     /// The audit log refused this batch: it is not forwarded; the client is told, or —
-    /// inside a transaction — the session ends (see `refuse`).
+    /// inside a transaction, or while earlier statements are still being answered — the
+    /// session ends (see `refuse`).
     async fn refuse_batch(
         &mut self,
         enforcer: &mut Enforcer,
@@ -440,6 +441,11 @@ impl Relay<'_> {
         error: AuditError,
     ) -> Result<(), End> {
         if self.refusal.tx_status != tags::TX_IDLE && self.refusal.tx_status != tags::TX_FAILED {
+            return Err(End::Audit(error));
+        }
+        if self.tracker.in_flight() {
+            // A pipelining client: earlier statements are still being answered, and an
+            // answer of ours now would reach it before theirs (and be taken for theirs).
             return Err(End::Audit(error));
         }
         tracing::error!(error = %error, "audit log unavailable: refusing the client's statements");

@@ -212,7 +212,7 @@ pub async fn teardown(
         End::Audit(e) => {
             let error = PgError::fatal(
                 sqlstate::SYSTEM_ERROR,
-                "the audit log is unavailable, so jitgate did not run the statement and is ending the session; its open transaction is rolled back",
+                "the audit log is unavailable, so jitgate did not run the statement and is ending the session; any open transaction is rolled back",
             )
             .with_detail(e.to_string())
             .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
