@@ -69,6 +69,47 @@ async fn expiry_during_a_long_query_cancels_it_and_drops_the_session() {
     env.stop().await;
 }
 
+/// A large result is relayed in chunks that end anywhere, most of them inside a row: the
+/// expiry's FATAL must still arrive whole, between two messages, not inside a DataRow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_while_a_large_result_streams_still_tells_the_client_why() {
+    use futures_util::StreamExt;
+    let env = Env::start("expirerows").await;
+    env.grant(ALICE, Duration::from_secs(3)).await;
+    let (client, conn) = env.connect().await.expect("connect");
+    // Rows of ~1 000 bytes, far more than can stream in the grant's 3 s (the series in
+    // the select list streams; in FROM it would be materialised first).
+    let rows = client
+        .query_raw(
+            "SELECT repeat('x', 1001), generate_series(1, 100000000)",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .expect("the query starts");
+    futures_util::pin_mut!(rows);
+    let mut received = 0u64;
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(20), rows.next())
+            .await
+            .expect("rows keep coming until the session is dropped")
+        {
+            Some(Ok(_)) => received += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the result ended after {received} rows without an error"),
+        }
+    };
+    assert!(received > 0, "rows streamed before the expiry");
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("the client is not told why after {received} rows: {err:?}"));
+    assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN, "{db:?}");
+    assert!(db.message().contains("expired"), "{}", db.message());
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("client connection closed");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_in_an_open_transaction_is_dropped_and_rolled_back() {
     let env = Env::start("idletx").await;

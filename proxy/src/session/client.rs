@@ -103,9 +103,18 @@ impl ClientConn {
     }
 
     /// Writes and flushes `buf`, server bytes; `at_boundary`: the server's stream is
-    /// between two messages at the end of `buf`.
-    pub async fn write_relayed(&mut self, buf: &[u8], at_boundary: bool) -> std::io::Result<()> {
-        gated_write(&mut self.stream, &self.gate, buf, Some(at_boundary)).await
+    /// between two messages at the end of `buf`. Cancelled, `buf` keeps exactly the bytes
+    /// not yet written (tokio's `write_all_buf` advances it as it goes).
+    pub async fn write_relayed(
+        &mut self,
+        buf: &mut BytesMut,
+        at_boundary: bool,
+    ) -> std::io::Result<()> {
+        self.gate.begin()?;
+        self.stream.write_all_buf(buf).await?;
+        self.stream.flush().await?;
+        self.gate.end(at_boundary);
+        Ok(())
     }
 
     /// Sends a FATAL (or other) error and flushes; a failure to send is only logged,

@@ -6,7 +6,10 @@
 //! decoded just enough to audit it; its `query` events are acknowledged by the audit
 //! writer *before* the bytes go upstream. Server bytes are scanned header by header and
 //! forwarded in whole chunks, one write per read. Every write is itself raced against
-//! enforcement, so a slow peer cannot hold a session past its grant.
+//! enforcement, so a slow peer cannot hold a session past its grant. When enforcement
+//! ends the session inside a server message (large results are relayed in chunks that
+//! end anywhere), the rest of that message — and not a byte more — goes to the client
+//! first, within [`FINISH_LIMIT`], so the final error arrives whole, between messages.
 //!
 //! Outcomes (`query_result`, `copy`) are not written when the server's reply passes:
 //! they are kept, stamped with the time they were seen, and go to the log together with
@@ -113,9 +116,24 @@ const UPSTREAM_BUF: usize = 16 * 1024;
 /// clients saw by at most this much, which is also what a crash of jitgate may lose.
 const RESULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
 
+/// Longest the end of a session waits for the rest of a server message the client is in
+/// the middle of (see [`Relay::finish_message`]): a client reading a streaming result
+/// takes it in microseconds; one that does not read is not held past this (and stays
+/// well inside the backstop's grace).
+const FINISH_LIMIT: Duration = Duration::from_millis(250);
+
 /// More deferred outcomes than this (a pipelined burst) are written at once, so the
 /// list and the one write that takes it stay small.
 const MAX_DEFERRED: usize = 64;
+
+/// The server → client side of the relay: the read buffer (after a write cut short by
+/// enforcement: what was not sent), where the server's stream stands, and the outcomes
+/// read from it not yet handed on.
+struct ServerSide {
+    ubuf: BytesMut,
+    scanner: BackendScanner,
+    results: Vec<EventBody>,
+}
 
 /// Outcome events waiting to be written with the next statement's `query` events.
 struct Deferred<'t> {
@@ -135,7 +153,17 @@ impl Relay<'_> {
             events: Vec::new(),
             timer,
         };
-        let end = self.relay(enforcer, &mut deferred).await;
+        let mut server = ServerSide {
+            ubuf: BytesMut::with_capacity(UPSTREAM_BUF),
+            scanner: BackendScanner::default(),
+            results: Vec::new(),
+        };
+        let end = self.relay(enforcer, &mut deferred, &mut server).await;
+        if matches!(end, End::Expired | End::Revoked(_) | End::Shutdown) {
+            // The client is told why next: first let it have the rest of the server
+            // message it is in the middle of, if that comes at once.
+            self.finish_message(&mut server, &mut deferred).await;
+        }
         // Not raced against enforcement (it may have ended the session already); the
         // writer's stall timeout bounds it.
         self.write_deferred(&mut deferred.events).await;
@@ -143,10 +171,17 @@ impl Relay<'_> {
     }
 
     /// The relay loop; every `return` passes through `run`'s final write.
-    async fn relay(&mut self, enforcer: &mut Enforcer, deferred: &mut Deferred<'_>) -> End {
-        let mut ubuf = BytesMut::with_capacity(UPSTREAM_BUF);
-        let mut scanner = BackendScanner::default();
-        let mut results: Vec<EventBody> = Vec::new();
+    async fn relay(
+        &mut self,
+        enforcer: &mut Enforcer,
+        deferred: &mut Deferred<'_>,
+        server: &mut ServerSide,
+    ) -> End {
+        let ServerSide {
+            ubuf,
+            scanner,
+            results,
+        } = server;
         let mut events: Vec<EventBody> = Vec::new();
         // A client may pipeline queries right behind its startup packet.
         if !self.client.inbuf.is_empty() {
@@ -163,13 +198,13 @@ impl Relay<'_> {
                         return end;
                     }
                 }
-                r = self.upstream.read_buf(&mut ubuf) => {
+                r = self.upstream.read_buf(ubuf) => {
                     match r {
                         Ok(0) => return End::UpstreamClosed,
                         Ok(_) => {}
                         Err(e) => return End::UpstreamIo(e),
                     }
-                    if let Err(end) = self.on_upstream(enforcer, &mut scanner, &mut ubuf, &mut results, deferred).await {
+                    if let Err(end) = self.on_upstream(enforcer, scanner, ubuf, results, deferred).await {
                         return end;
                     }
                 }
@@ -208,6 +243,56 @@ impl Relay<'_> {
             self.flush_deferred(enforcer, deferred).await?;
         }
         Ok(())
+    }
+
+    /// Before the final error: sends the client what enforcement cut off of the last
+    /// server chunk, then the rest of the server message the stream is in the middle of
+    /// (a large result is relayed in chunks that end anywhere) and not a byte past it,
+    /// so the error lands between two messages. Bounded by [`FINISH_LIMIT`]: a client
+    /// that does not read, or a server that does not send, leaves the stream as it is,
+    /// and the client is then closed without the error. At a boundary with nothing
+    /// unsent (the common case) it does nothing.
+    async fn finish_message(&mut self, server: &mut ServerSide, deferred: &mut Deferred<'_>) {
+        let ServerSide {
+            ubuf,
+            scanner,
+            results,
+        } = server;
+        if ubuf.is_empty() && scanner.at_boundary() {
+            return;
+        }
+        let until = Instant::now() + FINISH_LIMIT;
+        let finish = async {
+            loop {
+                if !ubuf.is_empty() {
+                    self.client
+                        .write_relayed(ubuf, scanner.at_boundary())
+                        .await?;
+                }
+                if scanner.at_boundary() {
+                    return Ok::<(), std::io::Error>(());
+                }
+                let need = u64::try_from(scanner.needed()).unwrap_or(u64::MAX);
+                ubuf.clear();
+                if (&mut *self.upstream).take(need).read_buf(ubuf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let tracker = &mut *self.tracker;
+                scanner
+                    .feed(ubuf, |m| match m.body {
+                        Some(body) => tracker.on_server(m.tag, body, results),
+                        None => tracker.on_server_data(m.len),
+                    })
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+            }
+        };
+        match tokio::time::timeout_at(until, finish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not finish the server message before ending the session"),
+            Err(_) => tracing::debug!("the server message was not finished in time; ending the session without telling the client"),
+        }
+        ubuf.clear();
+        self.defer(results, deferred);
     }
 
     /// Keeps outcomes for the next write, stamped now; arms the timer when they are the
@@ -274,6 +359,7 @@ impl Relay<'_> {
             })?;
         let client = &mut *self.client;
         let at_boundary = scanner.at_boundary();
+        // Cut short by enforcement, `ubuf` keeps what was not sent (see `finish_message`).
         guarded!(enforcer, client.write_relayed(ubuf, at_boundary))?.map_err(End::ClientIo)?;
         ubuf.clear();
         if ubuf.capacity() > 4 * 1024 * 1024 {

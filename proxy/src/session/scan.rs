@@ -53,6 +53,16 @@ impl BackendScanner {
         self.header_len == 0 && self.remaining == 0
     }
 
+    /// How many more bytes the scanner can take without passing the end of the current
+    /// message (0 at a boundary): the rest of a split header, or of the body.
+    pub fn needed(&self) -> usize {
+        if self.header_len > 0 {
+            5 - self.header_len
+        } else {
+            self.remaining
+        }
+    }
+
     /// Feeds the next chunk; `on` is called for every message of an interesting type
     /// (with its body) and for DataRow and CopyData (length only, `body: None`).
     pub fn feed(
@@ -198,6 +208,32 @@ mod tests {
         for size in [1, 2, 3, 4, 5, 6, 7, 13, 64, 301] {
             let chunks: Vec<&[u8]> = s.chunks(size).collect();
             assert_eq!(collect(&chunks), expected, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn fed_what_it_needs_it_stops_exactly_at_the_end_of_the_message() {
+        let all = stream();
+        for split in 1..all.len() {
+            let mut scanner = BackendScanner::default();
+            scanner.feed(&all[..split], |_| {}).unwrap();
+            let mut at = split;
+            while !scanner.at_boundary() {
+                let n = scanner.needed();
+                assert!(
+                    n > 0 && at + n <= all.len(),
+                    "split {split}: needs {n} at {at}"
+                );
+                scanner.feed(&all[at..at + n], |_| {}).unwrap();
+                at += n;
+            }
+            // `at` is the end of a message: the next one starts there.
+            let mut rest = BackendScanner::default();
+            rest.feed(&all[at..], |_| {}).unwrap();
+            assert!(
+                rest.at_boundary(),
+                "split {split}: {at} is a message boundary"
+            );
         }
     }
 
