@@ -105,6 +105,7 @@ pub async fn start_with_audit(
         registry: Arc::clone(&registry),
         audit: audit.clone(),
         notifier,
+        own_changes: Default::default(),
     };
     let login_keys = match &config.user_sessions.key {
         Some(key) => TokenKeys::new(key.expose().as_bytes(), config.user_sessions.ttl),

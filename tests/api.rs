@@ -60,6 +60,7 @@ impl Server {
                 registry: Arc::clone(&registry),
                 audit,
                 notifier: Notifier::disabled(),
+                own_changes: Default::default(),
             },
             token: Secret::new(TOKEN),
             login_keys: TokenKeys::random(Duration::from_secs(3600)),

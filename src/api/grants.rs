@@ -245,6 +245,8 @@ pub(crate) async fn revoke(
         Caller::Identity { name, .. } => Actor::Identity(name.clone()),
     };
     let reason = non_blank(body.reason);
+    // This replica's own change: its sessions are dropped (and counted) by `record`.
+    let _changing = state.lifecycle.changing(id);
     let outcome = state
         .lifecycle
         .engine

@@ -10,15 +10,20 @@
 //!
 //! Other replicas sharing the grant store learn of the change through the store's change
 //! feed and apply step 1 themselves ([`sync`]); only the replica that made a change
-//! records and notifies it, so each transition is logged and sent once.
+//! records and notifies it, so each transition is logged and sent once. The feed brings
+//! a replica its own changes back too, possibly before `record` has run; while a change
+//! of this process is under way ([`Lifecycle::changing`]) the feed leaves that grant to
+//! `record`, which then reports every session the change dropped.
 
 pub mod sync;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use jitgate_audit::{AuditError, AuditWriter, Event, EventBody};
 use jitgate_policy::{Action, Engine, Grant, GrantState, Transition};
 use jitgate_proxy::registry::{Revocation, SessionRegistry};
+use uuid::Uuid;
 
 use crate::notify::Notifier;
 
@@ -32,6 +37,37 @@ pub struct Lifecycle {
     pub registry: Arc<SessionRegistry>,
     pub audit: AuditWriter,
     pub notifier: Notifier,
+    /// Grants this process is changing right now (see the module doc).
+    pub own_changes: OwnChanges,
+}
+
+/// The grants this process is changing right now; shared by clones of a [`Lifecycle`].
+#[derive(Clone, Debug, Default)]
+pub struct OwnChanges(Arc<Mutex<HashSet<Uuid>>>);
+
+/// Marks a grant as being changed by this process until dropped.
+pub struct Changing {
+    set: OwnChanges,
+    id: Uuid,
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+    }
+}
+
+impl OwnChanges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this process is changing `id` right now.
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.lock().contains(&id)
+    }
 }
 
 /// The audit event of one transition.
@@ -67,6 +103,16 @@ pub fn transition_event(t: &Transition) -> Event {
 }
 
 impl Lifecycle {
+    /// Marks `id` as changed by this process until the guard is dropped: hold it from
+    /// before the engine call until after [`Lifecycle::record`].
+    pub fn changing(&self, id: Uuid) -> Changing {
+        self.own_changes.lock().insert(id);
+        Changing {
+            set: self.own_changes.clone(),
+            id,
+        }
+    }
+
     /// Applies, audits and notifies every transition, in order. Returns how many live
     /// sessions were dropped, or the first audit failure (after still applying and
     /// notifying everything: the change already happened in the store).

@@ -84,7 +84,8 @@ pub async fn run_sync(
 
 /// Re-reads one changed grant and applies it to the sessions bound to it.
 async fn reconcile_one(lifecycle: &Lifecycle, id: Uuid) {
-    if !lifecycle.registry.grant_ids().contains(&id) {
+    if !lifecycle.registry.grant_ids().contains(&id) || lifecycle.own_changes.contains(id) {
+        // No session of it here, or a change of this process that `record` applies.
         return;
     }
     match lifecycle.engine.get(id).await {
