@@ -34,7 +34,7 @@ use super::client::ClientConn;
 use super::enforce::Enforcer;
 use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
-use super::scan::BackendScanner;
+use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
 use super::tracker::Tracker;
 use crate::error::ProtocolError;
@@ -277,12 +277,7 @@ impl Relay<'_> {
                 if (&mut *self.upstream).take(need).read_buf(ubuf).await? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                let tracker = &mut *self.tracker;
-                scanner
-                    .feed(ubuf, |m| match m.body {
-                        Some(body) => tracker.on_server(m.tag, body, results),
-                        None => tracker.on_server_data(m.len),
-                    })
+                self.scan(scanner, ubuf, results)
                     .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
             }
         };
@@ -332,6 +327,29 @@ impl Relay<'_> {
         }
     }
 
+    /// Feeds server bytes to the scanner: the tracker learns what closes queries (into
+    /// `results`), the refusal state the transaction status.
+    fn scan(
+        &mut self,
+        scanner: &mut BackendScanner,
+        ubuf: &[u8],
+        results: &mut Vec<EventBody>,
+    ) -> Result<(), BadLength> {
+        let tracker = &mut *self.tracker;
+        let tx_status = &mut self.refusal.tx_status;
+        scanner.feed(ubuf, |m| match m.body {
+            Some(body) => {
+                if m.tag == tags::READY_FOR_QUERY {
+                    if let Some(&status) = body.first() {
+                        *tx_status = status;
+                    }
+                }
+                tracker.on_server(m.tag, body, results)
+            }
+            None => tracker.on_server_data(m.len),
+        })
+    }
+
     /// Server bytes: note what closes queries (into `results`), forward the chunk.
     async fn on_upstream_bytes(
         &mut self,
@@ -340,23 +358,9 @@ impl Relay<'_> {
         ubuf: &mut BytesMut,
         results: &mut Vec<EventBody>,
     ) -> Result<(), End> {
-        let tracker = &mut *self.tracker;
-        let tx_status = &mut self.refusal.tx_status;
-        scanner
-            .feed(ubuf, |m| match m.body {
-                Some(body) => {
-                    if m.tag == tags::READY_FOR_QUERY {
-                        if let Some(&status) = body.first() {
-                            *tx_status = status;
-                        }
-                    }
-                    tracker.on_server(m.tag, body, results)
-                }
-                None => tracker.on_server_data(m.len),
-            })
-            .map_err(|bad| {
-                End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))
-            })?;
+        self.scan(scanner, ubuf, results).map_err(|bad| {
+            End::UpstreamProtocol(format!("invalid message length {} from the server", bad.0))
+        })?;
         let client = &mut *self.client;
         let at_boundary = scanner.at_boundary();
         // Cut short by enforcement, `ubuf` keeps what was not sent (see `finish_message`).
