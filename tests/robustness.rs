@@ -1081,3 +1081,87 @@ async fn terminate_is_a_clean_client_quit_and_a_dropped_socket_has_a_detail() {
     assert_still_serving(&env).await;
     env.stop().await;
 }
+
+// A client that stops reading ─────────────────────────────────────────────────────────
+
+/// A client that stops reading in the middle of a large result cannot keep its session
+/// past the grant: the proxy's write to it is blocked, and so is the backend behind it,
+/// yet at expiry the session ends — `session_end` says the grant expired, the backend
+/// goes, the client's socket is closed — and everything the client finds when it reads
+/// again is whole backend messages, up to at most one cut short by the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_large_result_is_still_dropped_at_expiry() {
+    watch_worker_panics();
+    let env = Env::start("stopsreading").await;
+    let grant_for = Duration::from_secs(3);
+    let granted = Instant::now();
+    env.grant(ALICE, grant_for).await;
+    let (mut raw, session) = Raw::login(&env).await;
+    // ~1 kB rows, streamed (the series is in the select list), far more than fit in
+    // the socket buffers or in the grant's 3 s.
+    raw.send(&query(
+        "SELECT repeat('x', 1001), generate_series(1, 100000000)",
+    ))
+    .await;
+    let mut rows = 0;
+    while rows < 100 {
+        match raw.next().await {
+            Next::Frame(b'D', _) => rows += 1,
+            Next::Frame(b'E', body) => panic!("query failed: {:?}", parse_error(&body)),
+            Next::Frame(..) => {}
+            other => panic!("the result stopped after {rows} rows: {other:?}"),
+        }
+    }
+    // Stop reading until well past the deadline: the buffers fill and the relay's
+    // write to this client blocks.
+    tokio::time::sleep(
+        (granted + grant_for + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let (reason, _) = wait_session_end(&env, session.pid).await;
+    assert_eq!(reason, EndReason::GrantExpired);
+    assert_backend_gone(&env, session.pid).await;
+
+    // Reading again: the rows that were in flight, each whole, then the end of the
+    // stream. Only the last message may be cut short (a write the expiry interrupted);
+    // a FATAL after it would have garbled the stream, so none may follow it.
+    let read_all = async {
+        loop {
+            match raw.tcp.read_buf(&mut raw.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, read_all)
+        .await
+        .expect("the proxy closed the client's connection");
+    let mut frames = 0u64;
+    let mut rest = &raw.buf[..];
+    while rest.len() >= 5 {
+        let total = be_i32(&rest[1..5]) as usize + 1;
+        if rest.len() < total {
+            break;
+        }
+        let mut frame = BytesMut::from(&rest[..total]);
+        match Message::parse(&mut frame) {
+            Ok(Some(Message::DataRow(_))) => {}
+            Ok(Some(Message::ErrorResponse(_))) => {
+                let error = parse_error(&rest[5..total]);
+                assert_eq!(error.code, "57P01", "{error:?}");
+                assert_eq!(total, rest.len(), "nothing follows the final error");
+            }
+            Ok(Some(_)) => panic!("frame {frames} after the pause: {:?}", rest[0] as char),
+            Ok(None) => panic!("frame {frames} after the pause did not parse whole"),
+            Err(e) => panic!("frame {frames} after the pause is not a backend message: {e}"),
+        }
+        rest = &rest[total..];
+        frames += 1;
+    }
+    assert!(
+        rest.len() < 5 + 1001 + 64,
+        "at most one message cut short: {} bytes left",
+        rest.len()
+    );
+    env.stop().await;
+}
