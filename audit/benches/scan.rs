@@ -281,6 +281,7 @@ impl Generator {
                 message: Some("relation \"missing_table\" does not exist".into()),
                 duration_us: 50 + self.rng.below(500),
                 bytes: 0,
+                skipped: false,
             }
         } else {
             let rows = self.rng.below(3);
@@ -296,6 +297,7 @@ impl Generator {
                 message: None,
                 duration_us: 100 + self.rng.below(5_000),
                 bytes: rows * 40,
+                skipped: false,
             }
         };
         self.emit(Some(s), body);

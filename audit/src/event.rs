@@ -200,6 +200,12 @@ pub enum EventBody {
         /// messages. Omitted when 0 (nothing returned, or a log older than this field).
         #[serde(default, skip_serializing_if = "is_zero")]
         bytes: u64,
+        /// The server never ran the statement: it skipped the message (an earlier message
+        /// of the same extended-protocol group failed, so everything up to the next Sync
+        /// was ignored), consumed it as part of a COPY, or the session ended before the
+        /// server reached it. `message` says which. Written only when true.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skipped: bool,
     },
     /// Data moved by a COPY that belongs to `query_id`.
     Copy {

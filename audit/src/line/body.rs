@@ -68,6 +68,7 @@ pub(super) fn write(
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             out.extend_from_slice(b",\"kind\":\"query_result\",\"query_id\":");
             out.extend_from_slice(digits.format(*query_id).as_bytes());
@@ -83,6 +84,9 @@ pub(super) fn write(
             if *bytes != 0 {
                 out.extend_from_slice(b",\"bytes\":");
                 out.extend_from_slice(digits.format(*bytes).as_bytes());
+            }
+            if *skipped {
+                out.extend_from_slice(b",\"skipped\":true");
             }
             out.push(b'}');
             Ok(true)
@@ -208,6 +212,7 @@ mod tests {
             message: None,
             duration_us: 57,
             bytes: 11,
+            skipped: false,
         });
         same_as_serde(EventBody::QueryResult {
             query_id: 8,
@@ -217,6 +222,17 @@ mod tests {
             message: Some("relation \"x\" does not exist\n".into()),
             duration_us: 0,
             bytes: 0,
+            skipped: false,
+        });
+        same_as_serde(EventBody::QueryResult {
+            query_id: 9,
+            tag: None,
+            rows: None,
+            sqlstate: None,
+            message: Some("not executed".into()),
+            duration_us: 3,
+            bytes: 0,
+            skipped: true,
         });
     }
 }

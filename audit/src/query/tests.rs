@@ -48,6 +48,7 @@ fn result(id: u64, tag: Option<&str>, sqlstate: Option<&str>, bytes: u64) -> Eve
         message: sqlstate.map(|_| "relation \"missing\" does not exist".into()),
         duration_us: 10,
         bytes,
+        skipped: false,
     }
 }
 

@@ -63,6 +63,8 @@ struct Pending {
     /// Result data bytes attributed to this request so far.
     bytes: u64,
     done: bool,
+    /// The server never ran it.
+    skipped: bool,
 }
 
 #[derive(Debug)]
@@ -174,6 +176,7 @@ impl Tracker {
             message: None,
             bytes: 0,
             done: false,
+            skipped: false,
         });
         query_id
     }
@@ -332,6 +335,7 @@ impl Tracker {
             message: p.message.clone(),
             duration_us: u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             bytes: p.bytes,
+            skipped: p.skipped,
         }
     }
 
@@ -452,6 +456,7 @@ impl Tracker {
                     if p.message.is_none() {
                         p.message =
                             Some("not executed: an earlier message of the pipeline failed".into());
+                        p.skipped = true;
                     }
                     out.push(Self::result_of(&p));
                 }
