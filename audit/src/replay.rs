@@ -166,8 +166,14 @@ fn body(out: &mut String, e: &Event) {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let _ = write!(out, "{ts}  result #{query_id}: ");
+            if *skipped {
+                let why = message.as_deref().unwrap_or("not executed");
+                let _ = writeln!(out, "SKIPPED ({})", clean(why, false));
+                return;
+            }
             if let Some(state) = sqlstate {
                 let _ = write!(out, "ERROR {}", clean(state, false));
                 if let Some(msg) = message {

@@ -99,8 +99,13 @@ fn details(body: &EventBody) -> String {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let mut s = format!("q{query_id}");
+            if *skipped {
+                s.push_str(" SKIPPED (not executed by the server)");
+                return s;
+            }
             if let Some(state) = sqlstate {
                 let _ = write!(s, " ERROR {}", clean(state, false));
                 if let Some(msg) = message {
