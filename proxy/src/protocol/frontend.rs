@@ -2,8 +2,9 @@
 //!
 //! Each `parse_*` takes the body of one frame (see [`super::frame`]), checks every length
 //! and count against the bytes present, rejects trailing bytes, and never panics. SQL text
-//! and parameter values stay views into the frame's `Bytes` (no copy); names become
-//! `String`s, decoded lossily because a client may use a non-UTF-8 `client_encoding`.
+//! and parameter values stay views into the frame's `Bytes` (no copy). Statement and portal
+//! names stay raw bytes too: the server compares them byte for byte in the session's
+//! encoding, so two names that decode to the same lossy string are still two names.
 //! Formats: <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 
 use std::borrow::Cow;
@@ -32,7 +33,7 @@ impl Query {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse {
     /// Statement name; empty for the unnamed statement.
-    pub statement: String,
+    pub statement: Bytes,
     /// The query string, without its terminating NUL.
     pub sql: Bytes,
     /// Parameter type OIDs the client specified (0 = let the server infer).
@@ -50,9 +51,9 @@ impl Parse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// Portal name; empty for the unnamed portal.
-    pub portal: String,
+    pub portal: Bytes,
     /// Statement name; empty for the unnamed statement.
-    pub statement: String,
+    pub statement: Bytes,
     /// Parameter format codes as sent (0 = text, 1 = binary); see [`Bind::param_format`].
     pub param_formats: Vec<i16>,
     /// Parameter values; `None` is SQL NULL.
@@ -78,7 +79,7 @@ impl Bind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execute {
     /// Portal name; empty for the unnamed portal.
-    pub portal: String,
+    pub portal: Bytes,
     /// Row limit; 0 means no limit.
     pub max_rows: i32,
 }
@@ -89,7 +90,7 @@ pub struct Close {
     /// `b'S'` for a statement, `b'P'` for a portal.
     pub kind: u8,
     /// Its name; empty for the unnamed one.
-    pub name: String,
+    pub name: Bytes,
 }
 
 /// Describe ('D'): describe a statement or portal.
@@ -98,7 +99,7 @@ pub struct Describe {
     /// `b'S'` for a statement, `b'P'` for a portal.
     pub kind: u8,
     /// Its name; empty for the unnamed one.
-    pub name: String,
+    pub name: Bytes,
 }
 
 /// FunctionCall ('F'): the legacy fast-path interface; audited like a query.
@@ -146,7 +147,7 @@ pub fn parse_query(body: Bytes) -> Result<Query, ProtocolError> {
 /// Decodes Parse.
 pub fn parse_parse(body: Bytes) -> Result<Parse, ProtocolError> {
     let mut r = Reader::new(&body, "Parse");
-    let statement = r.string_lossy()?;
+    let statement = body.slice_ref(r.cstr()?);
     let sql = r.cstr()?;
     let n = r.count("parameter type", 4)?;
     let mut param_types = Vec::with_capacity(n);
@@ -189,8 +190,8 @@ fn values(
 /// Decodes Bind.
 pub fn parse_bind(body: Bytes) -> Result<Bind, ProtocolError> {
     let mut r = Reader::new(&body, "Bind");
-    let portal = r.string_lossy()?;
-    let statement = r.string_lossy()?;
+    let portal = body.slice_ref(r.cstr()?);
+    let statement = body.slice_ref(r.cstr()?);
     let param_formats = format_codes(&mut r, "parameter format")?;
     let params = values(&mut r, &body, "parameter")?;
     let result_formats = format_codes(&mut r, "result format")?;
@@ -207,14 +208,14 @@ pub fn parse_bind(body: Bytes) -> Result<Bind, ProtocolError> {
 /// Decodes Execute.
 pub fn parse_execute(body: Bytes) -> Result<Execute, ProtocolError> {
     let mut r = Reader::new(&body, "Execute");
-    let portal = r.string_lossy()?;
+    let portal = body.slice_ref(r.cstr()?);
     let max_rows = r.i32()?;
     r.finish()?;
     Ok(Execute { portal, max_rows })
 }
 
 /// Reads the `kind` byte and name shared by Close and Describe.
-fn kind_and_name(body: &[u8], message: &'static str) -> Result<(u8, String), ProtocolError> {
+fn kind_and_name(body: &Bytes, message: &'static str) -> Result<(u8, Bytes), ProtocolError> {
     let mut r = Reader::new(body, message);
     let kind = r.u8()?;
     if kind != KIND_STATEMENT && kind != KIND_PORTAL {
@@ -223,7 +224,7 @@ fn kind_and_name(body: &[u8], message: &'static str) -> Result<(u8, String), Pro
             kind: char::from(kind),
         });
     }
-    let name = r.string_lossy()?;
+    let name = body.slice_ref(r.cstr()?);
     r.finish()?;
     Ok((kind, name))
 }
@@ -318,7 +319,7 @@ mod tests {
     fn parse() {
         let body = body_of(|b| fe::parse("s1", "select $1, $2", [23, 0], b).unwrap());
         let p = parse_parse(body).unwrap();
-        assert_eq!(p.statement, "s1");
+        assert_eq!(p.statement, "s1".as_bytes());
         assert_eq!(p.sql_lossy(), "select $1, $2");
         assert_eq!(p.param_types, vec![23, 0]);
     }
@@ -346,8 +347,8 @@ mod tests {
             .unwrap()
         });
         let bind = parse_bind(body).unwrap();
-        assert_eq!(bind.portal, "p1");
-        assert_eq!(bind.statement, "s1");
+        assert_eq!(bind.portal, "p1".as_bytes());
+        assert_eq!(bind.statement, "s1".as_bytes());
         assert_eq!(bind.param_formats, vec![1]);
         assert_eq!(
             bind.params,
@@ -372,14 +373,14 @@ mod tests {
         assert_eq!(
             e,
             Execute {
-                portal: "p".into(),
+                portal: Bytes::from_static(b"p"),
                 max_rows: 10
             }
         );
         let c = parse_close(body_of(|b| fe::close(b'S', "s1", b).unwrap())).unwrap();
-        assert_eq!((c.kind, c.name.as_str()), (b'S', "s1"));
+        assert_eq!((c.kind, &c.name[..]), (b'S', &b"s1"[..]));
         let d = parse_describe(body_of(|b| fe::describe(b'P', "", b).unwrap())).unwrap();
-        assert_eq!((d.kind, d.name.as_str()), (b'P', ""));
+        assert_eq!((d.kind, &d.name[..]), (b'P', &b""[..]));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const EXECUTE: u8 = b'E';
 pub const SYNC: u8 = b'S';
 /// Extended protocol: ask the server to flush its output.
 pub const FLUSH: u8 = b'H';
+/// A whole Flush message (tag and length 4), as jitgate sends it upstream.
+pub const FLUSH_MESSAGE: [u8; 5] = [FLUSH, 0, 0, 0, 4];
 /// Extended protocol: describe a statement or portal.
 pub const DESCRIBE: u8 = b'D';
 /// Extended protocol: close a statement or portal.

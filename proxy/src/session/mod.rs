@@ -259,6 +259,7 @@ async fn live(
             max_message_len: settings.max_message_len,
             refusal: Default::default(),
             frames: Vec::with_capacity(16),
+            waiting: false,
         };
         let end = relay.run(&mut enforcer).await;
         (end, relay.refusal)
@@ -291,6 +292,12 @@ async fn live(
     )
     .await;
     drop(handle);
+    if tracker.disagreements() > 0 {
+        tracing::error!(
+            executes = tracker.disagreements(),
+            "some Executes of this session ran a definition other than the one recorded (changed outside the protocol)"
+        );
+    }
     tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, parked, "session ended");
     let end_event = meta.event(EventBody::SessionEnd {
         reason: outcome.reason,

@@ -36,7 +36,7 @@ use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
 use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
-use super::tracker::Tracker;
+use super::tracker::{Step, Tracker};
 use crate::error::ProtocolError;
 use crate::protocol::frame::peek_header;
 use crate::protocol::tags;
@@ -104,6 +104,9 @@ pub struct Relay<'a> {
     pub refusal: RefusalState,
     /// Frame positions of the current client batch (kept to reuse its allocation).
     pub frames: Vec<(u8, usize, usize)>,
+    /// An Execute waits for the server's answers (see [`Step::Wait`]): client bytes are
+    /// not read until it has been forwarded.
+    pub waiting: bool,
 }
 
 /// Initial capacity of the server → client buffer; it grows with large reads and is
@@ -209,8 +212,22 @@ impl Relay<'_> {
                     if let Err(end) = self.on_upstream(enforcer, scanner, ubuf, results, deferred).await {
                         return end;
                     }
+                    if self.waiting {
+                        // The answers may have decided what the waiting Execute runs.
+                        self.waiting = false;
+                        if let Err(end) = self.on_client_bytes(enforcer, &mut events, deferred).await {
+                            return end;
+                        }
+                    }
                 }
-                r = self.client.stream.read_buf(&mut self.client.inbuf) => {
+                () = std::future::ready(()), if self.waiting && !self.tracker.in_flight() => {
+                    // Nothing left to answer: the prediction is the server's state.
+                    self.waiting = false;
+                    if let Err(end) = self.on_client_bytes(enforcer, &mut events, deferred).await {
+                        return end;
+                    }
+                }
+                r = self.client.stream.read_buf(&mut self.client.inbuf), if !self.waiting => {
                     match r {
                         Ok(0) => return End::ClientQuit { clean: false },
                         Ok(_) => {}
@@ -348,7 +365,7 @@ impl Relay<'_> {
                 }
                 tracker.on_server(m.tag, body, results)
             }
-            None => tracker.on_server_data(m.len),
+            None => tracker.on_server_header(m.tag, m.len, results),
         })
     }
 
@@ -459,14 +476,36 @@ impl Relay<'_> {
             }
         }
         let mark = self.tracker.mark();
-        for &(tag, start, end) in frames.iter() {
-            if let Some(event) = self
+        // Frames the server would ignore (left out), and where an Execute must wait.
+        let mut dropped: Vec<usize> = Vec::new();
+        let mut stop = frames.len();
+        for (i, &(tag, start, end)) in frames.iter().enumerate() {
+            match self
                 .tracker
-                .on_client(tag, chunk.slice(start..end))
+                .on_client(tag, chunk.slice(start..end), events)
                 .map_err(End::ClientProtocol)?
             {
-                events.push(event);
+                Step::Forward => {}
+                Step::Drop => dropped.push(i),
+                Step::Wait => {
+                    stop = i;
+                    break;
+                }
             }
+        }
+        let mut quit = quit;
+        if stop < frames.len() {
+            // The waiting Execute and what follows it go back in front of the buffer.
+            let offset = frames[stop].1 - 5;
+            let inbuf = &mut self.client.inbuf;
+            let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
+            held.extend_from_slice(&chunk[offset..]);
+            held.extend_from_slice(inbuf);
+            *inbuf = held;
+            chunk.truncate(offset);
+            frames.truncate(stop);
+            quit = false;
+            self.waiting = true;
         }
         if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
             self.tracker.rollback(mark);
@@ -478,9 +517,29 @@ impl Relay<'_> {
             (true, Some(&(_, body_start, _))) => body_start - 5,
             _ => chunk.len(),
         };
-        if upto > 0 {
+        if dropped.is_empty() && !self.waiting {
+            if upto > 0 {
+                let upstream = &mut *self.upstream;
+                guarded!(enforcer, write_flush(upstream, &chunk[..upto]))?
+                    .map_err(End::UpstreamIo)?;
+            }
+        } else {
+            let mut out = BytesMut::with_capacity(upto + tags::FLUSH_MESSAGE.len());
+            let mut at = 0;
+            for &i in &dropped {
+                let (_, body_start, end) = frames[i];
+                out.extend_from_slice(&chunk[at..body_start - 5]);
+                at = end;
+            }
+            out.extend_from_slice(&chunk[at..upto]);
+            if self.waiting {
+                // Have the server send the answers the waiting Execute needs now, not
+                // at the client's next Sync (which is behind the Execute).
+                out.extend_from_slice(&tags::FLUSH_MESSAGE);
+                self.tracker.flush_sent();
+            }
             let upstream = &mut *self.upstream;
-            guarded!(enforcer, write_flush(upstream, &chunk[..upto]))?.map_err(End::UpstreamIo)?;
+            guarded!(enforcer, write_flush(upstream, &out))?.map_err(End::UpstreamIo)?;
         }
         if quit {
             return Err(End::ClientQuit { clean: true });

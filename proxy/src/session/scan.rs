@@ -2,8 +2,10 @@
 //! without buffering whole messages, so a 100 MB result is forwarded chunk by chunk.
 //!
 //! Only the 5-byte header of each message is looked at; the body is captured only for the
-//! few message types that close a query (small messages), and only their length for
-//! DataRow and CopyData (the bytes a query returned).
+//! few message types whose content the tracker reads (small messages). For DataRow and
+//! CopyData (the bytes a query returned) and for the replies whose type alone says what
+//! they answer (ParseComplete, BindComplete, CloseComplete, RowDescription,
+//! ParameterDescription, NoData) only the header is reported.
 
 use crate::protocol::tags;
 
@@ -27,7 +29,23 @@ fn interesting(tag: u8) -> bool {
             | tags::ERROR_RESPONSE
             | tags::COPY_IN_RESPONSE
             | tags::COPY_OUT_RESPONSE
+            | tags::COPY_BOTH_RESPONSE
             | tags::READY_FOR_QUERY
+    )
+}
+
+/// Messages reported by header alone (`body: None`).
+fn header_only(tag: u8) -> bool {
+    matches!(
+        tag,
+        tags::COPY_DATA
+            | tags::DATA_ROW
+            | tags::PARSE_COMPLETE
+            | tags::BIND_COMPLETE
+            | tags::CLOSE_COMPLETE
+            | tags::ROW_DESCRIPTION
+            | tags::PARAMETER_DESCRIPTION
+            | tags::NO_DATA
     )
 }
 
@@ -64,7 +82,7 @@ impl BackendScanner {
     }
 
     /// Feeds the next chunk; `on` is called for every message of an interesting type
-    /// (with its body) and for DataRow and CopyData (length only, `body: None`).
+    /// (with its body) and for the header-only ones (length only, `body: None`).
     pub fn feed(
         &mut self,
         mut data: &[u8],
@@ -110,7 +128,7 @@ impl BackendScanner {
                 .ok()
                 .and_then(|l| l.checked_sub(4))
                 .ok_or(BadLength(raw))?;
-            if tag == tags::COPY_DATA || tag == tags::DATA_ROW {
+            if header_only(tag) {
                 on(ServerMessage {
                     tag,
                     len: body_len,
@@ -197,6 +215,7 @@ mod tests {
         assert_eq!(
             expected,
             vec![
+                (b'T', 7, None),
                 (b'D', 300, None),
                 (b'D', 300, None),
                 (b'D', 300, None),

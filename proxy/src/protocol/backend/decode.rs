@@ -58,6 +58,9 @@ pub struct ErrorFields {
     pub detail: Option<String>,
     /// Hint ('H').
     pub hint: Option<String>,
+    /// The server's source routine that raised it ('R'), never translated: tells the
+    /// errors raised before a statement runs from those raised while it runs.
+    pub routine: Option<String>,
 }
 
 /// Decodes the fields of an ErrorResponse/NoticeResponse body. Never fails: unknown
@@ -80,6 +83,7 @@ pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
             b'M' => out.message = value(),
             b'D' => out.detail = value(),
             b'H' => out.hint = value(),
+            b'R' => out.routine = value(),
             _ => {}
         }
     }

@@ -9,8 +9,21 @@ use jitgate_audit::{
     sha256_hex, unescape_bytes, ContentRules, EventBody, Param, Redaction, SettingChange,
 };
 
-use super::Tracker;
+use super::{Step, Tracker};
+use crate::error::ProtocolError;
 use crate::protocol::tags;
+
+/// One client message; its `query` event, if any.
+fn client(t: &mut Tracker, tag: u8, body: Bytes) -> Result<Option<EventBody>, ProtocolError> {
+    let mut events = Vec::new();
+    let step = t.on_client(tag, body, &mut events)?;
+    assert_eq!(step, Step::Forward);
+    Ok(events.into_iter().next())
+}
+
+fn data(t: &mut Tracker, out: &mut Vec<EventBody>, len: usize) {
+    t.on_server_header(tags::DATA_ROW, len, out);
+}
 
 fn query(sql: &[u8]) -> Bytes {
     let mut b = BytesMut::new();
@@ -104,7 +117,7 @@ fn q(body: Option<EventBody>) -> Q {
 fn long_sql_is_cut_with_length_and_hash() {
     let mut t = Tracker::new(rules(64, Redaction::none()));
     let sql = format!("select '{}'", "x".repeat(200));
-    let e = q(t.on_client(tags::QUERY, query(sql.as_bytes())).unwrap());
+    let e = q(client(&mut t, tags::QUERY, query(sql.as_bytes())).unwrap());
     assert!(e.truncated);
     assert_eq!(e.sql, &sql[..64]);
     assert_eq!(e.sql_len, Some(sql.len() as u64));
@@ -113,7 +126,7 @@ fn long_sql_is_cut_with_length_and_hash() {
         Some(sha256_hex(sql.as_bytes()).as_str())
     );
 
-    let short = q(t.on_client(tags::QUERY, query(b"select 1")).unwrap());
+    let short = q(client(&mut t, tags::QUERY, query(b"select 1")).unwrap());
     assert!(!short.truncated);
     assert_eq!((short.sql_len, short.sql_sha256), (None, None));
 }
@@ -122,13 +135,13 @@ fn long_sql_is_cut_with_length_and_hash() {
 fn invalid_utf8_sql_is_escaped_losslessly() {
     let mut t = Tracker::default();
     let raw: &[u8] = b"select '\xff\xfe' as \"caf\xc3\xa9\", '\xe2\x82'";
-    let e = q(t.on_client(tags::QUERY, query(raw)).unwrap());
+    let e = q(client(&mut t, tags::QUERY, query(raw)).unwrap());
     assert_eq!(unescape_bytes(&e.sql).unwrap(), raw);
     assert!(e.sql.contains("café"), "{}", e.sql);
     // Extended protocol: the statement's SQL goes through the same encoding.
-    t.on_client(tags::PARSE, parse("s", raw, &[])).unwrap();
-    t.on_client(tags::BIND, bind("", "s", &[])).unwrap();
-    let e = q(t.on_client(tags::EXECUTE, execute("")).unwrap());
+    client(&mut t, tags::PARSE, parse("s", raw, &[])).unwrap();
+    client(&mut t, tags::BIND, bind("", "s", &[])).unwrap();
+    let e = q(client(&mut t, tags::EXECUTE, execute("")).unwrap());
     assert_eq!(unescape_bytes(&e.sql).unwrap(), raw);
 }
 
@@ -136,17 +149,19 @@ fn invalid_utf8_sql_is_escaped_losslessly() {
 fn redaction_withholds_matching_parameters() {
     let redaction = Redaction::new(false, &[r"^\d{16}$".to_owned()]).unwrap();
     let mut t = Tracker::new(rules(1024, redaction));
-    t.on_client(
+    client(
+        &mut t,
         tags::PARSE,
         parse("", b"insert into cards values ($1, $2, $3)", &[25, 25, 0]),
     )
     .unwrap();
-    t.on_client(
+    client(
+        &mut t,
         tags::BIND,
         bind("", "", &[Some(b"4111111111111111"), Some(b"alice"), None]),
     )
     .unwrap();
-    let e = q(t.on_client(tags::EXECUTE, execute("")).unwrap());
+    let e = q(client(&mut t, tags::EXECUTE, execute("")).unwrap());
     assert!(e.params[0].redacted);
     assert_eq!(e.params[0].value, None);
     assert_eq!(e.params[0].type_oid, Some(25));
@@ -155,32 +170,28 @@ fn redaction_withholds_matching_parameters() {
     assert!(!e.params[2].redacted && e.params[2].value.is_none());
 
     let mut all = Tracker::new(rules(1024, Redaction::new(true, &[]).unwrap()));
-    all.on_client(tags::PARSE, parse("", b"select $1, $2", &[]))
-        .unwrap();
-    all.on_client(tags::BIND, bind("", "", &[Some(b"x"), None]))
-        .unwrap();
-    let e = q(all.on_client(tags::EXECUTE, execute("")).unwrap());
+    client(&mut all, tags::PARSE, parse("", b"select $1, $2", &[])).unwrap();
+    client(&mut all, tags::BIND, bind("", "", &[Some(b"x"), None])).unwrap();
+    let e = q(client(&mut all, tags::EXECUTE, execute("")).unwrap());
     assert!(e.params.iter().all(|p| p.redacted && p.value.is_none()));
 }
 
 #[test]
 fn setting_changes_are_flagged_in_both_protocols() {
     let mut t = Tracker::default();
-    let e = q(t
-        .on_client(tags::QUERY, query(b"/* hi */ SET ROLE admin"))
-        .unwrap());
+    let e = q(client(&mut t, tags::QUERY, query(b"/* hi */ SET ROLE admin")).unwrap());
     assert_eq!(e.setting, Some(SettingChange::Role));
-    let e = q(t.on_client(tags::QUERY, query(b"select 1")).unwrap());
+    let e = q(client(&mut t, tags::QUERY, query(b"select 1")).unwrap());
     assert_eq!(e.setting, None);
-    t.on_client(
+    client(
+        &mut t,
         tags::PARSE,
         parse("p", b"select set_config('search_path', $1, false)", &[]),
     )
     .unwrap();
     for _ in 0..2 {
-        t.on_client(tags::BIND, bind("", "p", &[Some(b"evil")]))
-            .unwrap();
-        let e = q(t.on_client(tags::EXECUTE, execute("")).unwrap());
+        client(&mut t, tags::BIND, bind("", "p", &[Some(b"evil")])).unwrap();
+        let e = q(client(&mut t, tags::EXECUTE, execute("")).unwrap());
         assert_eq!(e.setting, Some(SettingChange::SearchPath));
     }
 }
@@ -206,40 +217,45 @@ fn returned_bytes_are_counted_per_query() {
     let mut t = Tracker::default();
     let mut out = Vec::new();
     // Simple query with two statements: both results count for the one query.
-    t.on_client(tags::QUERY, query(b"select a from t; select b from t"))
-        .unwrap();
-    t.on_server_data(10);
-    t.on_server_data(20);
+    client(
+        &mut t,
+        tags::QUERY,
+        query(b"select a from t; select b from t"),
+    )
+    .unwrap();
+    data(&mut t, &mut out, 10);
+    data(&mut t, &mut out, 20);
     backend(tags::COMMAND_COMPLETE, b"SELECT 2\0", &mut t, &mut out);
-    t.on_server_data(5);
+    data(&mut t, &mut out, 5);
     backend(tags::COMMAND_COMPLETE, b"SELECT 1\0", &mut t, &mut out);
     backend(tags::READY_FOR_QUERY, b"I", &mut t, &mut out);
     assert_eq!(result_bytes(&out), vec![(1, 35)]);
     out.clear();
 
     // A pipeline of two Executes and a Sync: each gets its own rows' bytes.
-    t.on_client(tags::PARSE, parse("", b"select x from t", &[]))
-        .unwrap();
-    t.on_client(tags::BIND, bind("", "", &[])).unwrap();
-    t.on_client(tags::EXECUTE, execute("")).unwrap();
-    t.on_client(tags::BIND, bind("", "", &[])).unwrap();
-    t.on_client(tags::EXECUTE, execute("")).unwrap();
-    t.on_client(tags::SYNC, Bytes::new()).unwrap();
-    t.on_server_data(7);
+    client(&mut t, tags::PARSE, parse("", b"select x from t", &[])).unwrap();
+    client(&mut t, tags::BIND, bind("", "", &[])).unwrap();
+    client(&mut t, tags::EXECUTE, execute("")).unwrap();
+    client(&mut t, tags::BIND, bind("", "", &[])).unwrap();
+    client(&mut t, tags::EXECUTE, execute("")).unwrap();
+    client(&mut t, tags::SYNC, Bytes::new()).unwrap();
+    backend(tags::PARSE_COMPLETE, b"", &mut t, &mut out);
+    backend(tags::BIND_COMPLETE, b"", &mut t, &mut out);
+    data(&mut t, &mut out, 7);
     backend(tags::COMMAND_COMPLETE, b"SELECT 1\0", &mut t, &mut out);
-    t.on_server_data(8);
-    t.on_server_data(9);
+    backend(tags::BIND_COMPLETE, b"", &mut t, &mut out);
+    data(&mut t, &mut out, 8);
+    data(&mut t, &mut out, 9);
     backend(tags::COMMAND_COMPLETE, b"SELECT 2\0", &mut t, &mut out);
     backend(tags::READY_FOR_QUERY, b"I", &mut t, &mut out);
     assert_eq!(result_bytes(&out), vec![(2, 7), (3, 17)]);
     out.clear();
 
     // COPY TO STDOUT: CopyData counts for the query and for the copy event.
-    t.on_client(tags::QUERY, query(b"copy t to stdout"))
-        .unwrap();
+    client(&mut t, tags::QUERY, query(b"copy t to stdout")).unwrap();
     backend(tags::COPY_OUT_RESPONSE, b"\0\0\0", &mut t, &mut out);
-    t.on_server_data(100);
-    t.on_server_data(50);
+    data(&mut t, &mut out, 100);
+    data(&mut t, &mut out, 50);
     backend(tags::COMMAND_COMPLETE, b"COPY 2\0", &mut t, &mut out);
     backend(tags::READY_FOR_QUERY, b"I", &mut t, &mut out);
     assert_eq!(result_bytes(&out), vec![(4, 150)]);
@@ -254,9 +270,8 @@ fn returned_bytes_are_counted_per_query() {
     out.clear();
 
     // Rows sent before an error still count for the failed query.
-    t.on_client(tags::QUERY, query(b"select 1/(x-3) from t"))
-        .unwrap();
-    t.on_server_data(12);
+    client(&mut t, tags::QUERY, query(b"select 1/(x-3) from t")).unwrap();
+    data(&mut t, &mut out, 12);
     backend(
         tags::ERROR_RESPONSE,
         b"SERROR\0C22012\0Mdivision by zero\0\0",

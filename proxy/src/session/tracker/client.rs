@@ -1,0 +1,251 @@
+//! The client side of the tracker: each message the client sends, looked at before it
+//! is forwarded — the `query` event of each statement, what the message will do to the
+//! server's names, and whether it may be forwarded now (see [`Step`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
+
+use super::confirmed::Confirmed;
+use super::defs::{function_args, PortalDef, Slot, StatementDef};
+use super::predict::Prediction;
+use super::{name_text, query_event, Op, Request, Step, Tracker};
+use crate::error::ProtocolError;
+use crate::protocol::frontend::{self, Bind};
+use crate::protocol::tags;
+
+/// Why a statement forwarded while the server skips will not run.
+pub(super) const SKIPPED_UNTIL_SYNC: &str =
+    "not executed: an earlier message of this extended-protocol group failed, so the server skipped everything up to the next Sync";
+/// Why a statement forwarded during COPY data will not run.
+pub(super) const SKIPPED_IN_COPY: &str =
+    "not executed: it was sent during COPY data, which the server treats as a protocol violation and ends the session";
+
+/// What the portal a Bind creates will hold: made from what the statement name holds
+/// when the server reaches the Bind. `known` is a portal made earlier from the same
+/// message, reused when the statement is still the same.
+pub(super) fn portal_slot(
+    rules: &ContentRules,
+    prediction: &Prediction,
+    confirmed: &Confirmed,
+    bind: &Bind,
+    known: Option<&Arc<PortalDef>>,
+) -> Slot<PortalDef> {
+    let statement = match prediction.statement(&bind.statement, confirmed) {
+        Slot::Ambiguous => return Slot::Ambiguous,
+        // No statement by that name: the Bind fails, unless SQL PREPARE made one (the
+        // protocol does not show it); then the text is unknown here.
+        Slot::Absent => None,
+        Slot::Def(d) => Some(d),
+    };
+    if let Some(known) = known {
+        if same_statement(known.statement.as_ref(), statement.as_ref()) {
+            return Slot::Def(Arc::clone(known));
+        }
+    }
+    Slot::Def(Arc::new(PortalDef::bound(rules, bind, statement)))
+}
+
+/// Whether two portals were bound from the same statement definition.
+pub(super) fn same_statement(a: Option<&Arc<StatementDef>>, b: Option<&Arc<StatementDef>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Tracker {
+    /// Looks at one client message before it is forwarded. Appends the events to write
+    /// before forwarding it (the `query` event of a statement; with it, its
+    /// `query_result` when the server certainly will not run it) and says what to do
+    /// with the message. A malformed message is a protocol error (the session ends).
+    pub fn on_client(
+        &mut self,
+        tag: u8,
+        body: Bytes,
+        events: &mut Vec<EventBody>,
+    ) -> Result<Step, ProtocolError> {
+        if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {
+            match tag {
+                tags::COPY_DATA => {
+                    copy.bytes += body.len() as u64;
+                    return Ok(Step::Forward);
+                }
+                tags::COPY_DONE | tags::COPY_FAIL => {
+                    copy.taking_input = false;
+                    return Ok(Step::Forward);
+                }
+                // The COPY ignores them (postgres.c: for libraries that send them
+                // without knowing the command was a COPY).
+                tags::SYNC | tags::FLUSH => return Ok(Step::Drop),
+                // The server ends the session at it: nothing from here on runs.
+                _ => self.doomed = true,
+            }
+        }
+        match tag {
+            tags::QUERY => {
+                let q = frontend::parse_query(body)?;
+                let query_id = self.next_id();
+                let mut event = query_event(&self.rules, query_id, Protocol::Simple, &q.sql);
+                if let EventBody::Query {
+                    setting_change: s, ..
+                } = &mut event
+                {
+                    *s = setting_change(&q.sql);
+                }
+                self.statement(event, Request::new(Op::Query, query_id), events);
+            }
+            tags::PARSE => {
+                let p = frontend::parse_parse(body)?;
+                let setting = setting_change(&p.sql);
+                let def = Arc::new(StatementDef {
+                    sql: p.sql,
+                    param_types: p.param_types,
+                    setting,
+                });
+                self.message(Op::Parse {
+                    name: p.statement,
+                    def,
+                });
+            }
+            tags::BIND => {
+                let b = frontend::parse_bind(body.clone())?;
+                if !(self.doomed || self.server_skipping) {
+                    let slot =
+                        portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, None);
+                    self.prediction
+                        .bind(&b.portal, slot.clone(), &self.confirmed);
+                    let op = Op::Bind {
+                        portal: b.portal,
+                        statement: b.statement,
+                        def: slot.def().cloned(),
+                        body,
+                    };
+                    // Predicted above: straight into the queue.
+                    self.pending.push_back(Request::new(op, 0));
+                }
+            }
+            tags::EXECUTE => {
+                let e = frontend::parse_execute(body)?;
+                let slot = self.prediction.portal(&e.portal, &self.confirmed);
+                let runs = !(self.doomed || self.server_skipping);
+                if runs && slot.is_ambiguous() {
+                    return Ok(Step::Wait);
+                }
+                let def = slot.def().cloned();
+                let query_id = self.next_id();
+                let statement = def.as_ref().and_then(|d| d.statement.as_ref());
+                let sql = statement.map_or(&[][..], |s| &s.sql[..]);
+                let mut event = query_event(&self.rules, query_id, Protocol::Extended, sql);
+                if let EventBody::Query {
+                    statement: st,
+                    portal,
+                    params,
+                    setting_change,
+                    ..
+                } = &mut event
+                {
+                    *st = def.as_ref().map(|d| name_text(&d.statement_name));
+                    *portal = Some(name_text(&e.portal));
+                    *params = Tracker::portal_params(def.as_ref());
+                    *setting_change = statement.and_then(|s| s.setting);
+                }
+                let request = Request::new(
+                    Op::Execute {
+                        portal: e.portal,
+                        def,
+                    },
+                    query_id,
+                );
+                self.statement(event, request, events);
+            }
+            tags::FUNCTION_CALL => {
+                let f = frontend::parse_function_call(body)?;
+                let query_id = self.next_id();
+                let mut event = query_event(&self.rules, query_id, Protocol::FunctionCall, b"");
+                if let EventBody::Query {
+                    params,
+                    function_oid,
+                    ..
+                } = &mut event
+                {
+                    *params = function_args(&self.rules, &f.arg_formats, &f.args);
+                    *function_oid = Some(f.oid);
+                }
+                self.statement(event, Request::new(Op::FunctionCall, query_id), events);
+            }
+            tags::CLOSE => {
+                let c = frontend::parse_close(body)?;
+                self.message(Op::Close {
+                    statement: c.kind == tags::KIND_STATEMENT,
+                    name: c.name,
+                });
+            }
+            tags::DESCRIBE => {
+                frontend::parse_describe(body)?;
+                self.message(Op::Describe);
+            }
+            tags::SYNC => {
+                // It ends the server's skip, and is answered (ReadyForQuery).
+                self.server_skipping = false;
+                if !self.doomed {
+                    self.push(Request::new(Op::Sync, 0));
+                }
+            }
+            tags::FLUSH | tags::COPY_DATA | tags::COPY_DONE | tags::COPY_FAIL if !self.doomed => {
+                let op = Op::Silent {
+                    copy_end: tag != tags::FLUSH && tag != tags::COPY_DATA,
+                    copy_bytes: if tag == tags::COPY_DATA {
+                        body.len() as u64
+                    } else {
+                        0
+                    },
+                };
+                self.push(Request::new(op, 0));
+            }
+            _ => {}
+        }
+        Ok(Step::Forward)
+    }
+
+    /// A message that defines or drops a name (or describes one): the server ignores it
+    /// while it skips or once the session is doomed; else it is answered in turn.
+    fn message(&mut self, op: Op) {
+        if !(self.doomed || self.server_skipping) {
+            self.push(Request::new(op, 0));
+        }
+    }
+
+    /// A statement: its `query` event, and — when the server certainly will not run it
+    /// (it skips until Sync, or the session is doomed) — its `query_result` at once.
+    fn statement(&mut self, event: EventBody, request: Request, events: &mut Vec<EventBody>) {
+        events.push(event);
+        let why = if self.doomed {
+            SKIPPED_IN_COPY
+        } else if self.server_skipping {
+            SKIPPED_UNTIL_SYNC
+        } else {
+            self.push(request);
+            return;
+        };
+        let mut request = request;
+        request.message = Some(why.into());
+        events.push(request.result(true));
+    }
+
+    /// The relay forwarded a Flush of its own (to have the server send the answers a
+    /// waiting Execute needs).
+    pub fn flush_sent(&mut self) {
+        if !self.doomed {
+            self.push(Request::new(
+                Op::Silent {
+                    copy_end: false,
+                    copy_bytes: 0,
+                },
+                0,
+            ));
+        }
+    }
+}

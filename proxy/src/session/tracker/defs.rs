@@ -1,0 +1,163 @@
+//! What the server holds under a name — a prepared statement or a portal — and what the
+//! tracker can know of a name before the server has answered: one definition for
+//! certain, one definition or nothing, or several candidates ([`Slot`]).
+//!
+//! Names are the raw bytes of the protocol message: the server compares them byte for
+//! byte in the session's encoding, so the tracker does too.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
+
+use crate::protocol::frontend::Bind;
+
+/// A statement or portal name as the client sent it (`""` is the unnamed one).
+pub type Name = Bytes;
+
+/// A prepared statement as a Parse message defined it.
+#[derive(Debug)]
+pub struct StatementDef {
+    pub sql: Bytes,
+    pub param_types: Vec<u32>,
+    /// Looked up once at Parse: a statement may be executed many times.
+    pub setting: Option<SettingChange>,
+}
+
+/// A portal: the statement it was bound from and its parameters as recorded.
+#[derive(Debug)]
+pub struct PortalDef {
+    pub statement_name: Name,
+    /// `None` when the tracker does not know the statement (defined with SQL `PREPARE`,
+    /// which the protocol does not show).
+    pub statement: Option<Arc<StatementDef>>,
+    pub params: Vec<Param>,
+}
+
+fn format_of(code: i16) -> ParamFormat {
+    if code == 1 {
+        ParamFormat::Binary
+    } else {
+        ParamFormat::Text
+    }
+}
+
+impl PortalDef {
+    /// The portal a Bind creates from `statement`, its values recorded under `rules`
+    /// (typed by the statement's parameter types where the client gave them).
+    pub fn bound(
+        rules: &ContentRules,
+        bind: &Bind,
+        statement: Option<Arc<StatementDef>>,
+    ) -> PortalDef {
+        let types: &[u32] = statement.as_deref().map_or(&[], |s| &s.param_types);
+        let params = bind
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let oid = types.get(i).copied().filter(|o| *o != 0);
+                rules.param(format_of(bind.param_format(i)), oid, v.as_deref())
+            })
+            .collect();
+        PortalDef {
+            statement_name: bind.statement.clone(),
+            statement,
+            params,
+        }
+    }
+}
+
+/// Function-call arguments recorded under `rules` (one format code for all, one per
+/// argument, or none = text).
+pub fn function_args(rules: &ContentRules, formats: &[i16], args: &[Option<Bytes>]) -> Vec<Param> {
+    args.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let code = match formats.len() {
+                0 => 0,
+                1 => formats[0],
+                _ => formats.get(i).copied().unwrap_or(0),
+            };
+            rules.param(format_of(code), None, v.as_deref())
+        })
+        .collect()
+}
+
+/// What a name holds at some point of the server's message stream, as far as the
+/// tracker can tell before the server has answered the messages in front of it.
+///
+/// Whether a definition is there for certain or only perhaps does not matter to the
+/// audit: the server runs nothing under a name that holds nothing (the message fails,
+/// and is recorded with the server's error), so "this definition or nothing" is as good
+/// as "this definition".
+#[derive(Debug)]
+pub enum Slot<T> {
+    /// Nothing is defined under the name.
+    Absent,
+    /// Whatever runs under the name runs this definition (the name may also hold
+    /// nothing: an earlier message that defined it may have failed).
+    Def(Arc<T>),
+    /// Two different definitions are possible: only the server's answers can tell.
+    Ambiguous,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Absent => Slot::Absent,
+            Slot::Def(d) => Slot::Def(Arc::clone(d)),
+            Slot::Ambiguous => Slot::Ambiguous,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// The confirmed value of a name.
+    pub fn of(def: Option<&Arc<T>>) -> Slot<T> {
+        def.map_or(Slot::Absent, |d| Slot::Def(Arc::clone(d)))
+    }
+
+    /// The definition whatever runs under the name runs, when there is one.
+    pub fn def(&self) -> Option<&Arc<T>> {
+        match self {
+            Slot::Def(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Slot::Ambiguous)
+    }
+
+    /// Either of `self` and `other` (the possible values of a name after messages that
+    /// may or may not have run). Each Parse and Bind is its own definition, even with
+    /// the same text: definitions are compared by identity.
+    pub fn union(&self, other: &Slot<T>) -> Slot<T> {
+        match (self, other) {
+            (Slot::Absent, x) | (x, Slot::Absent) => x.clone(),
+            (Slot::Def(a), Slot::Def(b)) if Arc::ptr_eq(a, b) => self.clone(),
+            _ => Slot::Ambiguous,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_keeps_one_definition_and_flags_two() {
+        let a = Arc::new(1);
+        let def_a = Slot::Def(Arc::clone(&a));
+        let none: Slot<i32> = Slot::Absent;
+        assert!(def_a.union(&def_a).def().is_some());
+        assert!(def_a.union(&none).def().is_some());
+        assert!(none.union(&def_a).def().is_some());
+        assert!(matches!(none.union(&none), Slot::Absent));
+        // Equal values in two allocations are two definitions.
+        assert!(def_a.union(&Slot::Def(Arc::new(1))).is_ambiguous());
+        assert!(Slot::<i32>::Ambiguous.union(&none).is_ambiguous());
+        assert!(none.union(&Slot::Ambiguous).is_ambiguous());
+    }
+}

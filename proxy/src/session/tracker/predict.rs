@@ -1,0 +1,158 @@
+//! What each name will hold when the server reaches the next message the client sends.
+//!
+//! The client pipelines: it may send Bind and Execute before the server has answered the
+//! Parse they use. The audit event of an Execute must be written before the Execute is
+//! forwarded, so the tracker predicts, from the server's confirmed state and the
+//! messages still in front of it, what the portal will hold.
+//!
+//! The rule that makes this exact is the server's own (`postgres.c`): after an error in
+//! an extended-protocol message the server skips everything up to the next Sync. So a
+//! message runs only if every extended message before it since the last Sync ran
+//! without error; for that message, each earlier message of its group has had its
+//! effect. Across a Sync nothing is known until the server answers: a name then holds
+//! the value it had after *some* prefix of the group (before it, or after any of its
+//! messages that touched the name). While those values are one definition (or it or
+//! nothing), a message that runs under the name runs that definition; when they are two
+//! definitions the name is [`Slot::Ambiguous`] and an Execute of it must wait for the
+//! server's answers (see `Tracker::on_client`).
+//!
+//! Effects modelled (PostgreSQL 15 `exec_parse_message`, `exec_bind_message`,
+//! `exec_simple_query`):
+//! - Parse of a name defines it (for the unnamed statement: drops the old one first);
+//! - Bind defines a portal from the statement the name holds then;
+//! - Close drops the name (closing a missing name is not an error);
+//! - a simple Query drops the unnamed statement and portal;
+//! - nothing runs while the server skips until Sync.
+//!
+//! The end of a transaction (a Sync outside a transaction block, COMMIT) drops every
+//! portal. That is not modelled here: a dropped name holds nothing, and whatever runs
+//! under a name that "holds `d` or nothing" runs `d` (see [`Slot`]); the confirmed side
+//! drops them when the server says the transaction ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::confirmed::Confirmed;
+use super::defs::{Name, PortalDef, Slot, StatementDef};
+
+/// Values of names touched since the last Sync: in the group (what a later message of
+/// the group sees) and over the group (every value the name may hold after it).
+#[derive(Debug)]
+struct Overlay<T> {
+    /// What a later message sees, for names touched by a message not yet answered.
+    now: HashMap<Name, Slot<T>>,
+    /// For names touched since the last Sync: every value they may hold once the group
+    /// ends, whichever message of it fails.
+    group: HashMap<Name, Slot<T>>,
+}
+
+impl<T> Default for Overlay<T> {
+    fn default() -> Self {
+        Overlay {
+            now: HashMap::new(),
+            group: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Overlay<T> {
+    fn get(&self, name: &[u8], confirmed: &HashMap<Name, Arc<T>>) -> Slot<T> {
+        match self.now.get(name) {
+            Some(slot) => slot.clone(),
+            None => Slot::of(confirmed.get(name)),
+        }
+    }
+
+    /// A message of the group gives `name` the value `value`.
+    fn set(&mut self, name: &Name, value: Slot<T>, confirmed: &HashMap<Name, Arc<T>>) {
+        let before = self.get(name, confirmed);
+        let group = self.group.entry(name.clone()).or_insert(before);
+        *group = group.union(&value);
+        self.now.insert(name.clone(), value);
+    }
+
+    /// The group ended (Sync): each touched name may hold any of its group values.
+    fn end_group(&mut self) {
+        for (name, slot) in self.group.drain() {
+            self.now.insert(name, slot);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.now.clear();
+        self.group.clear();
+    }
+}
+
+/// The tracker's view of the names as the server will see them at the next message.
+#[derive(Debug, Default)]
+pub struct Prediction {
+    statements: Overlay<StatementDef>,
+    portals: Overlay<PortalDef>,
+    /// The server will skip the next message (it is skipping until a Sync).
+    skipping: bool,
+}
+
+impl Prediction {
+    /// The prediction when every forwarded message has been answered: the confirmed
+    /// state itself.
+    pub fn reset(&mut self, skipping: bool) {
+        self.statements.clear();
+        self.portals.clear();
+        self.skipping = skipping;
+    }
+
+    pub fn statement(&self, name: &[u8], c: &Confirmed) -> Slot<StatementDef> {
+        self.statements.get(name, &c.statements)
+    }
+
+    pub fn portal(&self, name: &[u8], c: &Confirmed) -> Slot<PortalDef> {
+        self.portals.get(name, &c.portals)
+    }
+
+    /// Parse: `name` holds `def` for the rest of the group.
+    pub fn parse(&mut self, name: &Name, def: &Arc<StatementDef>, c: &Confirmed) {
+        if !self.skipping {
+            self.statements
+                .set(name, Slot::Def(Arc::clone(def)), &c.statements);
+        }
+    }
+
+    /// Bind: `portal` holds what `def` says (built by the caller from the statement
+    /// the name holds now; ambiguous when that is).
+    pub fn bind(&mut self, portal: &Name, def: Slot<PortalDef>, c: &Confirmed) {
+        if !self.skipping {
+            self.portals.set(portal, def, &c.portals);
+        }
+    }
+
+    /// Close of a statement or portal.
+    pub fn close(&mut self, statement: bool, name: &Name, c: &Confirmed) {
+        if self.skipping {
+            return;
+        }
+        if statement {
+            self.statements.set(name, Slot::Absent, &c.statements);
+        } else {
+            self.portals.set(name, Slot::Absent, &c.portals);
+        }
+    }
+
+    /// A simple Query: drops the unnamed statement and portal.
+    pub fn query(&mut self, c: &Confirmed) {
+        if self.skipping {
+            return;
+        }
+        self.statements
+            .set(&Name::new(), Slot::Absent, &c.statements);
+        self.portals.set(&Name::new(), Slot::Absent, &c.portals);
+    }
+
+    /// Sync: the group ends (each name may hold any of its group values) and so does
+    /// the skip.
+    pub fn sync(&mut self) {
+        self.statements.end_group();
+        self.portals.end_group();
+        self.skipping = false;
+    }
+}

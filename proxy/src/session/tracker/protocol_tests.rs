@@ -1,0 +1,377 @@
+//! Unit tests of the tracker's model of the server: each rule of the extended protocol
+//! and of COPY, driven with hand-built client messages and the replies PostgreSQL sends
+//! for them. (The differential test, `tests/differential.rs`, holds the same model
+//! against a real server's own log.)
+
+use bytes::{BufMut, Bytes, BytesMut};
+use jitgate_audit::EventBody;
+
+use super::{Step, Tracker};
+use crate::protocol::tags;
+
+fn cstr(b: &mut BytesMut, s: &[u8]) {
+    b.put_slice(s);
+    b.put_u8(0);
+}
+
+fn parse(name: &[u8], sql: &str) -> (u8, Bytes) {
+    let mut b = BytesMut::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql.as_bytes());
+    b.put_i16(0);
+    (tags::PARSE, b.freeze())
+}
+
+fn bind(portal: &[u8], statement: &[u8], values: &[&str]) -> (u8, Bytes) {
+    let mut b = BytesMut::new();
+    cstr(&mut b, portal);
+    cstr(&mut b, statement);
+    b.put_i16(0);
+    b.put_i16(values.len() as i16);
+    for v in values {
+        b.put_i32(v.len() as i32);
+        b.put_slice(v.as_bytes());
+    }
+    b.put_i16(0);
+    (tags::BIND, b.freeze())
+}
+
+fn execute(portal: &[u8]) -> (u8, Bytes) {
+    let mut b = BytesMut::new();
+    cstr(&mut b, portal);
+    b.put_i32(0);
+    (tags::EXECUTE, b.freeze())
+}
+
+fn query(sql: &str) -> (u8, Bytes) {
+    let mut b = BytesMut::new();
+    cstr(&mut b, sql.as_bytes());
+    (tags::QUERY, b.freeze())
+}
+
+fn sync() -> (u8, Bytes) {
+    (tags::SYNC, Bytes::new())
+}
+
+fn flush() -> (u8, Bytes) {
+    (tags::FLUSH, Bytes::new())
+}
+
+fn copy_data(data: &[u8]) -> (u8, Bytes) {
+    (tags::COPY_DATA, Bytes::copy_from_slice(data))
+}
+
+fn copy_done() -> (u8, Bytes) {
+    (tags::COPY_DONE, Bytes::new())
+}
+
+fn error(code: &str, routine: &str) -> Vec<u8> {
+    format!("SERROR\0VERROR\0C{code}\0Mfailed\0R{routine}\0\0").into_bytes()
+}
+
+/// A session under test: what the client sent was recorded as, and the events the
+/// server's replies completed.
+struct Session {
+    t: Tracker,
+    /// `query` events (and results written with them), in order.
+    recorded: Vec<EventBody>,
+    out: Vec<EventBody>,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session {
+            t: Tracker::default(),
+            recorded: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Sends messages as the relay does, up to one that must wait; returns what the
+    /// tracker said of each it looked at.
+    fn send(&mut self, messages: &[(u8, Bytes)]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for (tag, body) in messages {
+            let step = self
+                .t
+                .on_client(*tag, body.clone(), &mut self.recorded)
+                .unwrap();
+            steps.push(step);
+            if step == Step::Wait {
+                // The relay forwards a Flush of its own with what came before.
+                self.t.flush_sent();
+                break;
+            }
+        }
+        steps
+    }
+
+    fn reply(&mut self, tag: u8, body: &[u8]) {
+        self.t.on_server(tag, body, &mut self.out);
+    }
+
+    fn replies(&mut self, tags_: &[u8]) {
+        for &tag in tags_ {
+            match tag {
+                tags::READY_FOR_QUERY => self.reply(tag, b"I"),
+                tags::COMMAND_COMPLETE => self.reply(tag, b"SELECT 1\0"),
+                _ => self.reply(tag, b""),
+            }
+        }
+    }
+
+    /// SQL of each `query` event recorded so far.
+    fn sqls(&self) -> Vec<String> {
+        self.recorded
+            .iter()
+            .filter_map(|e| match e {
+                EventBody::Query { sql, .. } => Some(sql.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (query_id, skipped) of every result, recorded with the query or completed later.
+    fn results(&self) -> Vec<(u64, bool)> {
+        self.recorded
+            .iter()
+            .chain(&self.out)
+            .filter_map(|e| match e {
+                EventBody::QueryResult {
+                    query_id, skipped, ..
+                } => Some((*query_id, *skipped)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_definition_takes_effect_when_the_server_confirms_it() {
+    let mut s = Session::new();
+    s.send(&[parse(b"s1", "SELECT 1"), sync()]);
+    s.replies(b"1Z");
+    // The client redefines s1 (the server refuses: the name is in use) and, across a
+    // Sync, binds and executes it: which text runs depends on the first group's answer.
+    let steps = s.send(&[
+        parse(b"s1", "DELETE FROM t"),
+        sync(),
+        bind(b"", b"s1", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    assert_eq!(steps[3], Step::Wait, "the Execute must wait for the answer");
+    // 42P05: prepared statement "s1" already exists; the server skips to the Sync.
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("42P05", "StorePreparedStatement"),
+    );
+    s.replies(b"Z");
+    // Retried after the answer: the server holds s1 = SELECT 1.
+    assert_eq!(s.send(&[execute(b""), sync()]), vec![Step::Forward; 2]);
+    assert_eq!(s.sqls(), vec!["SELECT 1"]);
+    s.replies(b"2CZ");
+    assert_eq!(s.results(), vec![(1, false)]);
+    assert!(!s.t.in_flight());
+}
+
+#[test]
+fn after_an_error_everything_up_to_sync_is_skipped_including_a_simple_query() {
+    let mut s = Session::new();
+    s.send(&[
+        parse(b"", "SELEC oops"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        query("DELETE FROM t"),
+        sync(),
+        parse(b"", "SELECT 2"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.reply(tags::ERROR_RESPONSE, &error("42601", "scanner_yyerror"));
+    s.replies(b"Z12CZ");
+    // The Execute and the Query of the failed group never ran; the next group did.
+    assert_eq!(s.sqls(), vec!["SELEC oops", "DELETE FROM t", "SELECT 2"]);
+    assert_eq!(s.results(), vec![(1, true), (2, true), (3, false)]);
+    assert!(!s.t.in_flight());
+}
+
+#[test]
+fn statements_sent_while_the_server_skips_are_recorded_as_skipped_at_once() {
+    let mut s = Session::new();
+    s.send(&[parse(b"", "SELEC oops"), flush()]);
+    s.reply(tags::ERROR_RESPONSE, &error("42601", "scanner_yyerror"));
+    // No Sync yet: the server skips whatever comes next.
+    s.send(&[bind(b"", b"", &[]), execute(b""), query("DELETE FROM t")]);
+    assert_eq!(s.results(), vec![(1, true), (2, true)]);
+    s.send(&[sync(), query("SELECT 3")]);
+    s.replies(b"ZCZ");
+    assert_eq!(s.results(), vec![(1, true), (2, true), (3, false)]);
+}
+
+#[test]
+fn a_failed_parse_of_the_unnamed_statement_drops_the_old_one() {
+    let mut s = Session::new();
+    s.send(&[parse(b"", "SELECT 1"), sync()]);
+    s.replies(b"1Z");
+    let steps = s.send(&[
+        parse(b"", "SELEC oops"),
+        sync(),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    assert_eq!(steps[3], Step::Wait);
+    s.reply(tags::ERROR_RESPONSE, &error("42601", "scanner_yyerror"));
+    s.replies(b"Z");
+    // The unnamed statement is gone: the Execute (recorded without text) will fail
+    // with its Bind.
+    s.send(&[execute(b""), sync()]);
+    assert_eq!(s.sqls(), vec![""]);
+    s.reply(tags::ERROR_RESPONSE, &error("26000", "exec_bind_message"));
+    s.replies(b"Z");
+    assert_eq!(s.results(), vec![(1, true)]);
+}
+
+#[test]
+fn names_are_bytes_not_lossy_text() {
+    let mut s = Session::new();
+    // "\xff" and "\u{fffd}" decode to the same lossy string; the server holds two names.
+    s.send(&[
+        parse(b"\xff", "SELECT 'raw'"),
+        parse("\u{fffd}".as_bytes(), "SELECT 'replacement'"),
+        bind(b"", b"\xff", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.replies(b"112CZ");
+    assert_eq!(s.sqls(), vec!["SELECT 'raw'"]);
+    match &s.recorded[0] {
+        EventBody::Query { statement, .. } => {
+            assert_eq!(statement.as_deref(), Some("\u{0}ff"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_execute_of_a_portal_that_does_not_exist_never_ran() {
+    let mut s = Session::new();
+    s.send(&[execute(b"nope"), sync()]);
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("34000", "exec_execute_message"),
+    );
+    s.replies(b"Z");
+    assert_eq!(s.results(), vec![(1, true)]);
+    // The same SQLSTATE raised while a statement runs (FETCH of a missing cursor) ran.
+    s.send(&[
+        parse(b"", "FETCH c"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.replies(b"12");
+    s.reply(tags::ERROR_RESPONSE, &error("34000", "PerformPortalFetch"));
+    s.replies(b"Z");
+    assert_eq!(s.results(), vec![(1, true), (2, false)]);
+}
+
+#[test]
+fn extended_copy_consumes_the_sync_pipelined_behind_it() {
+    // libpq's COPY FROM STDIN in extended mode: P/B/E/S, data, CopyDone, S.
+    let mut s = Session::new();
+    s.send(&[
+        parse(b"", "COPY t FROM STDIN"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.replies(b"12G");
+    assert_eq!(
+        s.send(&[copy_data(b"1\n"), copy_data(b"2\n"), copy_done(), sync()]),
+        vec![Step::Forward; 4]
+    );
+    s.reply(tags::COMMAND_COMPLETE, b"COPY 2\0");
+    s.replies(b"Z");
+    assert_eq!(s.results(), vec![(1, false)]);
+    assert!(s.out.iter().any(|e| matches!(
+        e,
+        EventBody::Copy {
+            bytes: 4,
+            rows: Some(2),
+            ..
+        }
+    )));
+    // The next statement's results are its own.
+    s.send(&[query("SELECT 2")]);
+    s.replies(b"CZ");
+    assert_eq!(s.results(), vec![(1, false), (2, false)]);
+    assert!(!s.t.in_flight());
+}
+
+#[test]
+fn sync_and_flush_during_copy_data_are_dropped_and_a_query_there_never_runs() {
+    let mut s = Session::new();
+    s.send(&[query("COPY t FROM STDIN")]);
+    s.replies(b"G");
+    assert_eq!(
+        s.send(&[copy_data(b"1\n"), sync(), flush()]),
+        vec![Step::Forward, Step::Drop, Step::Drop]
+    );
+    // A Query during COPY data: the server ends the session at it.
+    s.send(&[query("DELETE FROM t")]);
+    assert_eq!(s.results(), vec![(2, true)]);
+}
+
+#[test]
+fn a_query_pipelined_behind_a_copy_never_runs() {
+    let mut s = Session::new();
+    s.send(&[query("COPY t FROM STDIN"), query("DELETE FROM t")]);
+    s.replies(b"G");
+    assert_eq!(s.results(), vec![(2, true)]);
+}
+
+#[test]
+fn a_failed_copy_ends_and_what_follows_is_matched_again() {
+    let mut s = Session::new();
+    s.send(&[query("COPY t FROM STDIN")]);
+    s.replies(b"G");
+    s.send(&[copy_data(b"not a number\n")]);
+    s.reply(tags::ERROR_RESPONSE, &error("22P02", "pg_strtoint32"));
+    s.replies(b"Z");
+    // The client finishes its COPY the server already left, then goes on.
+    s.send(&[copy_done(), query("SELECT 2")]);
+    s.replies(b"CZ");
+    assert_eq!(s.results(), vec![(1, false), (2, false)]);
+    assert!(!s.t.in_flight());
+}
+
+#[test]
+fn a_simple_query_drops_the_unnamed_statement() {
+    let mut s = Session::new();
+    s.send(&[parse(b"", "SELECT 1"), sync()]);
+    s.replies(b"1Z");
+    s.send(&[query("SELECT 2")]);
+    s.replies(b"CZ");
+    s.send(&[bind(b"", b"", &[]), execute(b""), sync()]);
+    assert_eq!(s.sqls(), vec!["SELECT 2", ""]);
+}
+
+#[test]
+fn a_bind_confirmed_after_the_statement_changed_records_the_server_definition() {
+    // Portals in an explicit transaction survive Syncs.
+    let mut s = Session::new();
+    s.send(&[query("BEGIN")]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[parse(b"a", "SELECT 'a'"), bind(b"p", b"a", &[]), sync()]);
+    s.replies(b"12");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[execute(b"p"), sync()]);
+    assert_eq!(s.sqls(), vec!["BEGIN", "SELECT 'a'"]);
+    s.replies(b"C");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    assert_eq!(s.t.disagreements(), 0);
+}

@@ -1,0 +1,381 @@
+//! The server side of the tracker: each reply is matched to the oldest forwarded
+//! message not yet answered, confirms what that message did to the server's names,
+//! and closes the statements it ends (`query_result`, `copy`).
+//!
+//! What answers what (PostgreSQL 15, `postgres.c` and the COPY code):
+//! - Parse → ParseComplete; Bind → BindComplete; Close → CloseComplete; Describe →
+//!   [ParameterDescription] RowDescription | NoData; Execute → rows, then
+//!   CommandComplete | EmptyQueryResponse | PortalSuspended; Sync → ReadyForQuery;
+//!   Query and FunctionCall → their results, then ReadyForQuery; Flush and COPY
+//!   messages → nothing. Any of them → ErrorResponse instead.
+//! - An ErrorResponse for an extended-protocol message makes the server skip every
+//!   message up to the next Sync (`ignore_till_sync`): those are answered with nothing,
+//!   and their statements are recorded as skipped. An error in a Query, FunctionCall or
+//!   Sync does not (ReadyForQuery follows).
+//! - CopyInResponse: the COPY reads the client's messages in order — CopyData until
+//!   CopyDone or CopyFail, ignoring Sync and Flush; any other message is a protocol
+//!   violation that ends the session.
+//! - ReadyForQuery `I`: the transaction ended, and with it every portal; so does a
+//!   COMMIT or ROLLBACK run by Execute.
+
+use std::sync::Arc;
+
+use jitgate_audit::{CopyDirection, EventBody};
+
+use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
+use super::defs::PortalDef;
+use super::{Copy, Op, Request, Tracker};
+use crate::protocol::{backend, frontend, tags};
+
+/// Why statements still waiting when the server ended the session did not run.
+const SKIPPED_SERVER_GONE: &str =
+    "not executed: the server ended the session before it reached this statement";
+
+/// The routine of the one error the server raises for an Execute before logging and
+/// running anything: the portal does not exist (SQLSTATE 34000).
+const PORTAL_LOOKUP_ROUTINE: &str = "exec_execute_message";
+
+impl Tracker {
+    /// A server message whose body is not needed: DataRow and CopyData are counted by
+    /// length; the others (RowDescription, ParameterDescription, ParseComplete, …) are
+    /// matched like any reply.
+    pub fn on_server_header(&mut self, tag: u8, len: usize, out: &mut Vec<EventBody>) {
+        if tag == tags::DATA_ROW || tag == tags::COPY_DATA {
+            self.data_bytes += len as u64;
+            if let Some(copy) = self.copy.as_mut() {
+                if copy.direction == CopyDirection::Out {
+                    copy.bytes += len as u64;
+                }
+            }
+        } else {
+            self.on_server(tag, &[], out);
+        }
+    }
+
+    /// Looks at one server message; appends the events it completes to `out`.
+    pub fn on_server(&mut self, tag: u8, body: &[u8], out: &mut Vec<EventBody>) {
+        match tag {
+            tags::PARSE_COMPLETE => {
+                if let Some(Op::Parse { name, def }) =
+                    self.take_front(|op| matches!(op, Op::Parse { .. }))
+                {
+                    self.confirmed.statements.insert(name, def);
+                }
+            }
+            tags::BIND_COMPLETE => {
+                if let Some(op) = self.take_front(|op| matches!(op, Op::Bind { .. })) {
+                    self.confirm_bind(op);
+                }
+            }
+            tags::CLOSE_COMPLETE => {
+                if let Some(Op::Close { statement, name }) =
+                    self.take_front(|op| matches!(op, Op::Close { .. }))
+                {
+                    if statement {
+                        self.confirmed.statements.remove(&name);
+                    } else {
+                        self.confirmed.portals.remove(&name);
+                    }
+                }
+            }
+            tags::ROW_DESCRIPTION | tags::NO_DATA => {
+                // Part of a Query's results, or the end of a Describe's answer.
+                self.take_front(|op| matches!(op, Op::Describe));
+            }
+            tags::COMMAND_COMPLETE => {
+                let parsed = backend::parse_command_complete(body);
+                if let Some(copy) = self.copy.take() {
+                    out.push(EventBody::Copy {
+                        query_id: copy.query_id,
+                        direction: copy.direction,
+                        bytes: copy.bytes,
+                        rows: parsed.as_ref().and_then(|t| t.rows),
+                    });
+                }
+                let ends_transaction = parsed
+                    .as_ref()
+                    .is_some_and(|t| t.tag == "COMMIT" || t.tag == "ROLLBACK");
+                self.statement_done(out, |r| {
+                    if let Some(t) = parsed {
+                        r.tag = Some(t.tag);
+                        r.rows = t.rows;
+                    }
+                });
+                if ends_transaction {
+                    self.confirmed.transaction_ended();
+                }
+            }
+            tags::EMPTY_QUERY => self.statement_done(out, |_| {}),
+            tags::PORTAL_SUSPENDED => self.statement_done(out, |r| {
+                r.tag = Some("PORTAL SUSPENDED".into());
+            }),
+            tags::FUNCTION_CALL_RESPONSE => {
+                if let Some(r) = self.front() {
+                    r.answered = true;
+                }
+            }
+            tags::COPY_IN_RESPONSE => self.copy_in_started(out),
+            tags::COPY_OUT_RESPONSE | tags::COPY_BOTH_RESPONSE => {
+                if let Some(r) = self.front() {
+                    r.answered = true;
+                    let query_id = r.query_id;
+                    self.copy = Some(Copy {
+                        query_id,
+                        direction: CopyDirection::Out,
+                        bytes: 0,
+                        taking_input: false,
+                    });
+                }
+            }
+            tags::ERROR_RESPONSE => self.on_error(body, out),
+            tags::READY_FOR_QUERY => self.on_ready(body, out),
+            _ => {}
+        }
+    }
+
+    /// The oldest request that expects an answer (Flush and COPY messages in front of it
+    /// are answered with nothing, so they go).
+    fn front(&mut self) -> Option<&mut Request> {
+        while self.pending.front().is_some_and(|r| !r.expects_reply()) {
+            self.pending.pop_front();
+        }
+        self.pending.front_mut()
+    }
+
+    /// Removes the front request if it is of the kind `expected`, and gives its op. A
+    /// reply for another kind means the tracker lost the server's track: it is logged
+    /// and ignored rather than attributed to the wrong message.
+    fn take_front(&mut self, expected: impl Fn(&Op) -> bool) -> Option<Op> {
+        let front = self.front()?;
+        if !expected(&front.op) {
+            if matches!(front.op, Op::Query) {
+                // RowDescription inside a Query's results.
+                return None;
+            }
+            tracing::warn!(front = ?front.op, "a reply from the server matches no message the tracker expected; ignored");
+            return None;
+        }
+        self.pending.pop_front().map(|r| r.op)
+    }
+
+    /// BindComplete: the portal now holds what the Bind made of the statement the server
+    /// had under that name (rebuilt if the prediction used another definition).
+    fn confirm_bind(&mut self, op: Op) {
+        let Op::Bind {
+            portal,
+            statement,
+            def,
+            body,
+        } = op
+        else {
+            return;
+        };
+        let held = self.confirmed.statements.get(&statement).cloned();
+        let def = match def {
+            Some(d) if same_statement(d.statement.as_ref(), held.as_ref()) => d,
+            _ => match frontend::parse_bind(body) {
+                Ok(b) => Arc::new(PortalDef::bound(&self.rules, &b, held)),
+                Err(_) => return,
+            },
+        };
+        self.confirmed.portals.insert(portal, def);
+    }
+
+    /// A reply that ends an Execute (CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended) — or one statement of a Query, which goes on until ReadyForQuery.
+    fn statement_done(&mut self, out: &mut Vec<EventBody>, fill: impl FnOnce(&mut Request)) {
+        let bytes = std::mem::take(&mut self.data_bytes);
+        let Some(r) = self.front() else { return };
+        if !matches!(r.op, Op::Execute { .. } | Op::Query) {
+            tracing::warn!(front = ?r.op, "a statement's completion from the server matches no statement the tracker expected; ignored");
+            return;
+        }
+        r.bytes += bytes;
+        r.answered = true;
+        fill(r);
+        if let Op::Execute { .. } = r.op {
+            if let Some(r) = self.pending.pop_front() {
+                self.check_execute(&r);
+                out.push(r.result(false));
+            }
+        }
+    }
+
+    /// Cross-check: the portal the server ran is the one whose text was recorded.
+    fn check_execute(&mut self, r: &Request) {
+        let Op::Execute { portal, def } = &r.op else {
+            return;
+        };
+        let held = self.confirmed.portals.get(portal);
+        let same = match (def, held) {
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(a, b)
+                    || (a.statement_name == b.statement_name
+                        && same_statement(a.statement.as_ref(), b.statement.as_ref())
+                        && a.params == b.params)
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.disagreements += 1;
+            tracing::error!(
+                query_id = r.query_id,
+                "the text recorded for this Execute is not what the server had bound (a definition changed outside the protocol, e.g. SQL DEALLOCATE/PREPARE in a function)"
+            );
+        }
+    }
+
+    /// CopyInResponse: the COPY takes the client's next messages. Those already
+    /// forwarded behind the statement go to it in order: CopyData until CopyDone or
+    /// CopyFail, Sync and Flush ignored; any other message ends the session on the
+    /// server, so nothing from there on runs.
+    fn copy_in_started(&mut self, out: &mut Vec<EventBody>) {
+        let Some(front) = self.front() else { return };
+        front.answered = true;
+        let mut copy = Copy {
+            query_id: front.query_id,
+            direction: CopyDirection::In,
+            bytes: 0,
+            taking_input: true,
+        };
+        // The front stays; each message behind it is consumed in turn.
+        let i = 1;
+        while copy.taking_input && i < self.pending.len() {
+            match self.pending[i].op {
+                Op::Sync => {
+                    self.pending.remove(i);
+                }
+                Op::Silent {
+                    copy_end,
+                    copy_bytes,
+                } => {
+                    copy.bytes += copy_bytes;
+                    copy.taking_input = !copy_end;
+                    self.pending.remove(i);
+                }
+                _ => {
+                    self.doomed = true;
+                    self.skip_from(i, SKIPPED_IN_COPY, out);
+                    break;
+                }
+            }
+        }
+        self.copy = Some(copy);
+        self.repredict();
+    }
+
+    /// Removes the requests from `i` on, recording their statements as not run.
+    fn skip_from(&mut self, i: usize, why: &str, out: &mut Vec<EventBody>) {
+        for mut r in self.pending.drain(i..) {
+            if r.query_id != 0 {
+                r.message = Some(why.into());
+                out.push(r.result(true));
+            }
+        }
+    }
+
+    fn on_error(&mut self, body: &[u8], out: &mut Vec<EventBody>) {
+        let fields = backend::parse_error_fields(body);
+        let fatal = matches!(fields.severity.as_deref(), Some("FATAL" | "PANIC"));
+        self.saw_fatal |= fatal;
+        if let Some(copy) = self.copy.take() {
+            // The COPY is over; what it moved so far is recorded with it.
+            out.push(EventBody::Copy {
+                query_id: copy.query_id,
+                direction: copy.direction,
+                bytes: copy.bytes,
+                rows: None,
+            });
+        }
+        let bytes = std::mem::take(&mut self.data_bytes);
+        let Some(front) = self.front() else {
+            // Not an answer to anything (e.g. the server is being shut down).
+            if fatal {
+                self.doomed = true;
+            }
+            return;
+        };
+        front.bytes += bytes;
+        front.answered = true;
+        front.sqlstate = fields.code.clone();
+        front.message = fields.message.clone();
+        let extended = !matches!(front.op, Op::Query | Op::FunctionCall | Op::Sync);
+        if extended || fatal {
+            if let Some(r) = self.pending.pop_front() {
+                if let Op::Parse { name, .. } = &r.op {
+                    // The unnamed statement was dropped before the new one was parsed.
+                    if name.is_empty() {
+                        self.confirmed.statements.remove(name);
+                    }
+                }
+                if r.query_id != 0 {
+                    let never_ran = matches!(r.op, Op::Execute { .. })
+                        && fields.code.as_deref() == Some("34000")
+                        && fields.routine.as_deref() == Some(PORTAL_LOOKUP_ROUTINE);
+                    out.push(r.result(never_ran));
+                }
+            }
+        }
+        if fatal {
+            // The server closes the connection: nothing behind it runs.
+            self.doomed = true;
+            self.skip_from(0, SKIPPED_SERVER_GONE, out);
+            self.repredict();
+        } else if extended {
+            self.skip_until_sync(out);
+        }
+    }
+
+    /// After an error in an extended-protocol message: the server skips everything up to
+    /// the next Sync.
+    fn skip_until_sync(&mut self, out: &mut Vec<EventBody>) {
+        let upto = self
+            .pending
+            .iter()
+            .position(|r| matches!(r.op, Op::Sync))
+            .unwrap_or(self.pending.len());
+        let rest = self.pending.split_off(upto);
+        for mut r in std::mem::replace(&mut self.pending, rest) {
+            if r.query_id != 0 {
+                r.message = Some(SKIPPED_UNTIL_SYNC.into());
+                out.push(r.result(true));
+            }
+        }
+        if self.pending.is_empty() {
+            self.server_skipping = true;
+        }
+        self.repredict();
+    }
+
+    /// ReadyForQuery: ends a Sync, a Query or a FunctionCall.
+    fn on_ready(&mut self, body: &[u8], out: &mut Vec<EventBody>) {
+        let status = backend::parse_ready_for_query(body);
+        self.copy = None;
+        let bytes = std::mem::take(&mut self.data_bytes);
+        match self.front() {
+            Some(r) if matches!(r.op, Op::Sync) => {
+                self.pending.pop_front();
+            }
+            Some(r) if matches!(r.op, Op::Query | Op::FunctionCall) && r.answered => {
+                r.bytes += bytes;
+                if let Some(r) = self.pending.pop_front() {
+                    if matches!(r.op, Op::Query) {
+                        self.confirmed.simple_query();
+                    }
+                    out.push(r.result(false));
+                }
+            }
+            other => {
+                tracing::debug!(front = ?other.map(|r| &r.op), "ReadyForQuery that ends nothing forwarded; ignored");
+            }
+        }
+        if status == Some(tags::TX_IDLE) {
+            self.confirmed.transaction_ended();
+        }
+        if self.pending.is_empty() {
+            // Nothing in front of the server: the prediction is the confirmed state.
+            self.prediction.reset(self.server_skipping || self.doomed);
+        }
+    }
+}
