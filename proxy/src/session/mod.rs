@@ -249,7 +249,11 @@ async fn live(
     let started = Instant::now();
     let mut tracker = Tracker::new(target.audit.rules_for(&grant.role));
     let (end, refusal) = {
-        let mut enforcer = Enforcer::new(handle.control().clone(), ctx.terminate.clone());
+        let mut enforcer = Enforcer::new(
+            handle.control().clone(),
+            ctx.terminate.clone(),
+            Arc::clone(ctx.engine.clock()),
+        );
         let mut relay = Relay {
             client: &mut conn,
             upstream: &mut upstream.stream,
@@ -282,6 +286,16 @@ async fn live(
         tx_idle: refusal.tx_status == tags::TX_IDLE,
         busy: tracker.in_flight() || refusal.discarding,
     };
+    // Statements the server never answered: the end stopped them, or they never ran.
+    let mut unanswered = Vec::new();
+    tracker.unanswered(&mut unanswered);
+    if !unanswered.is_empty() && outcome.reason != EndReason::AuditUnavailable {
+        let mut events = unanswered.into_iter().map(|b| meta.event(b)).collect();
+        if let Err(e) = ctx.audit.write_batch(&mut events).await {
+            tracing::error!(error = %e, "could not audit the outcome of unanswered statements");
+        }
+    }
+
     let parked = release::release(
         ctx,
         upstream,

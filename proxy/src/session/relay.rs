@@ -475,6 +475,10 @@ impl Relay<'_> {
                 f.2 -= offset;
             }
         }
+        // The clock, not only the timer: nothing is forwarded past the grant.
+        if let Some(end) = enforcer.due() {
+            return Err(end);
+        }
         let mark = self.tracker.mark();
         // Frames the server would ignore (left out), and where an Execute must wait.
         let mut dropped: Vec<usize> = Vec::new();
@@ -510,6 +514,14 @@ impl Relay<'_> {
         if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
             self.tracker.rollback(mark);
             return self.refuse_batch(enforcer, frames, e).await;
+        }
+        if let Some(end) = enforcer.due() {
+            // The grant ended while the audit log took the statements: they are in the
+            // log, and are recorded as never run.
+            let mut skipped = Vec::new();
+            self.tracker.abandon(mark, &mut skipped);
+            self.defer(&mut skipped, deferred);
+            return Err(end);
         }
         // The client's Terminate stays here: the session's end decides whether the
         // upstream connection is closed (Terminate) or reset and parked for reuse.

@@ -266,6 +266,30 @@ impl Tracker {
         self.repredict();
     }
 
+    /// Like [`Tracker::rollback`], for messages whose `query` events were written but
+    /// that will not be forwarded after all (the grant ended meanwhile): their
+    /// statements get a skipped `query_result` in `out`.
+    pub fn abandon(&mut self, mark: Mark, out: &mut Vec<EventBody>) {
+        for mut r in self.pending.drain(mark.pending.min(self.pending.len())..) {
+            if r.query_id != 0 {
+                r.message = Some("not executed: the session ended before it was forwarded".into());
+                out.push(r.result(true));
+            }
+        }
+        self.rollback(mark);
+    }
+
+    /// Results for the statements still unanswered when the session ends: the server
+    /// may have run them in part (the end stopped them) or not at all.
+    pub fn unanswered(&mut self, out: &mut Vec<EventBody>) {
+        for mut r in self.pending.drain(..) {
+            if r.query_id != 0 {
+                r.message = Some("no answer: the session ended while the server had it (stopped with the session)".into());
+                out.push(r.result(false));
+            }
+        }
+    }
+
     /// Rebuilds the prediction from the confirmed state and the messages still in front
     /// of the server (after an error made the server skip some, or a rollback).
     fn repredict(&mut self) {
