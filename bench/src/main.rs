@@ -97,6 +97,11 @@ struct Args {
     /// how runtime choices are measured.
     #[arg(long, value_name = "YAML")]
     runtime_variant: Option<String>,
+    /// Also run this jitgate binary (audit on; e.g. one built from the previous main) as
+    /// target `Pv`, side by side with P: how a change's cost is measured. Combines with
+    /// `--runtime-variant`.
+    #[arg(long, value_name = "BINARY")]
+    variant_bin: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -286,18 +291,26 @@ async fn bench(args: Args) -> Result<()> {
     const DAY_MS: i64 = 24 * 3600 * 1000;
     jitgate::grant(&p.admin, ROLE, None, DAY_MS).await?;
     jitgate::grant(&p0.admin, ROLE, None, DAY_MS).await?;
-    let mut pv = match &args.runtime_variant {
-        Some(runtime) => {
-            let pv =
-                jitgate::start("Pv", &jitgate_bin, &dir.join("pv"), &spec, Some(runtime)).await?;
-            jitgate::grant(&pv.admin, ROLE, None, DAY_MS).await?;
+    let mut pv = if args.runtime_variant.is_some() || args.variant_bin.is_some() {
+        let runtime = args.runtime_variant.as_deref();
+        let bin = args.variant_bin.as_deref().unwrap_or(&jitgate_bin);
+        let pv = jitgate::start("Pv", bin, &dir.join("pv"), &spec, runtime).await?;
+        jitgate::grant(&pv.admin, ROLE, None, DAY_MS).await?;
+        if let Some(runtime) = runtime {
             notes.push(format!(
                 "`Pv` is jitgate (audit on) with `runtime: {runtime}`; P has the default \
                  runtime settings."
             ));
-            Some(pv)
         }
-        None => None,
+        if let Some(bin) = &args.variant_bin {
+            notes.push(format!(
+                "`Pv` is the jitgate binary `{}` (audit on), side by side with P.",
+                bin.display()
+            ));
+        }
+        Some(pv)
+    } else {
+        None
     };
 
     let mut targets = vec![
