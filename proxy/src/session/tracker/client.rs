@@ -131,7 +131,9 @@ impl Tracker {
                 let e = frontend::parse_execute(body)?;
                 let slot = self.prediction.portal(&e.portal, &self.confirmed);
                 let runs = !(self.doomed || self.server_skipping);
-                if runs && slot.is_ambiguous() {
+                // With nothing in front of the server the prediction is its state and
+                // cannot be ambiguous; the check keeps a waiting relay from spinning.
+                if runs && slot.is_ambiguous() && self.in_flight() {
                     return Ok(Step::Wait);
                 }
                 let def = slot.def().cloned();
@@ -205,7 +207,10 @@ impl Tracker {
                 };
                 self.push(Request::new(op, 0));
             }
-            _ => {}
+            tags::TERMINATE => {}
+            // Not a message the server takes after startup: it ends the session there
+            // ("invalid frontend message type"), so nothing after it runs.
+            _ => self.doomed = true,
         }
         Ok(Step::Forward)
     }

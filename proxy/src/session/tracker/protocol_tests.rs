@@ -375,3 +375,32 @@ fn a_bind_confirmed_after_the_statement_changed_records_the_server_definition() 
     s.reply(tags::READY_FOR_QUERY, b"T");
     assert_eq!(s.t.disagreements(), 0);
 }
+
+#[test]
+fn an_unknown_message_type_ends_the_session_on_the_server() {
+    let mut s = Session::new();
+    s.send(&[(b'z', Bytes::new()), query("DELETE FROM t")]);
+    assert_eq!(s.results(), vec![(1, true)]);
+}
+
+#[test]
+fn answers_to_a_flush_settle_the_prediction() {
+    let mut s = Session::new();
+    // Two definitions of the unnamed statement across Syncs, the last answer coming
+    // through a Flush: once everything is answered nothing is ambiguous.
+    s.send(&[
+        parse(b"", "SELECT 1"),
+        sync(),
+        parse(b"", "SELECT 2"),
+        sync(),
+        parse(b"x", "SELECT 3"),
+        flush(),
+    ]);
+    s.replies(b"1Z1Z1");
+    assert!(!s.t.in_flight());
+    assert_eq!(
+        s.send(&[bind(b"", b"", &[]), execute(b""), sync()]),
+        vec![Step::Forward; 3]
+    );
+    assert_eq!(s.sqls(), vec!["SELECT 2"]);
+}

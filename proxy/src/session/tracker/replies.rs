@@ -129,7 +129,11 @@ impl Tracker {
             }
             tags::ERROR_RESPONSE => self.on_error(body, out),
             tags::READY_FOR_QUERY => self.on_ready(body, out),
-            _ => {}
+            _ => return,
+        }
+        if !self.pending.iter().any(Request::expects_reply) {
+            // Nothing in front of the server: the prediction is the confirmed state.
+            self.prediction.reset(self.server_skipping || self.doomed);
         }
     }
 
@@ -372,10 +376,6 @@ impl Tracker {
         }
         if status == Some(tags::TX_IDLE) {
             self.confirmed.transaction_ended();
-        }
-        if self.pending.is_empty() {
-            // Nothing in front of the server: the prediction is the confirmed state.
-            self.prediction.reset(self.server_skipping || self.doomed);
         }
     }
 }
