@@ -87,6 +87,10 @@ pub enum ProtocolError {
     /// A message of another type arrived where the protocol requires a specific one.
     #[error("expected {expected} message, got message of type {got:?}")]
     UnexpectedMessage { expected: &'static str, got: char },
+    /// During COPY FROM STDIN data the client sent something other than CopyData,
+    /// CopyDone, CopyFail, Sync or Flush (PostgreSQL's own words; it ends the session too).
+    #[error("unexpected message type 0x{tag:02X} during COPY from stdin")]
+    UnexpectedDuringCopy { tag: u8 },
     /// A Close/Describe message names something that is neither a statement nor a portal.
     #[error("malformed {message} message: invalid target type {kind:?} (expected 'S' or 'P')")]
     InvalidKind { message: &'static str, kind: char },

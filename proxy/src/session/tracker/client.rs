@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
+use jitgate_audit::{setting_change, ContentRules, CopyDirection, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
 use super::defs::{function_args, PortalDef, Slot, StatementDef};
@@ -67,6 +67,13 @@ impl Tracker {
         body: Bytes,
         events: &mut Vec<EventBody>,
     ) -> Result<Step, ProtocolError> {
+        let copy_data = matches!(tag, tags::COPY_DATA | tags::COPY_DONE | tags::COPY_FAIL);
+        // COPY data before the server said whether a COPY started: it waits, so that
+        // the Syncs around it are never in doubt.
+        let copy_out = matches!(&self.copy, Some(c) if c.direction == CopyDirection::Out);
+        if copy_data && self.copy.is_none() && !copy_out && self.in_flight() {
+            return Ok(Step::Wait);
+        }
         if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {
             match tag {
                 tags::COPY_DATA => {
@@ -78,10 +85,14 @@ impl Tracker {
                     return Ok(Step::Forward);
                 }
                 // The COPY ignores them (postgres.c: for libraries that send them
-                // without knowing the command was a COPY).
+                // without knowing the command was a COPY). Not forwarded: should the
+                // COPY have failed meanwhile, the server would take a Sync as the end of
+                // a skip, and which Syncs count would be unknown.
                 tags::SYNC | tags::FLUSH => return Ok(Step::Drop),
-                // The server ends the session at it: nothing from here on runs.
-                _ => self.doomed = true,
+                // The server ends the session at anything else — unless its COPY failed
+                // meanwhile and it runs the message after all. Not forwarded: the session
+                // ends here, as it would on the server.
+                _ => return Err(ProtocolError::UnexpectedDuringCopy { tag }),
             }
         }
         match tag {

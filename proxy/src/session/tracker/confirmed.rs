@@ -21,9 +21,13 @@ impl Confirmed {
     }
 
     /// A simple Query ran: it dropped the unnamed statement first, and each statement
-    /// it ran replaced and then dropped the unnamed portal.
-    pub fn simple_query(&mut self) {
+    /// it ran replaced and then dropped the unnamed portal (`ran_one`: it completed at
+    /// least one statement; one that failed before running — empty, syntax or analysis
+    /// error, failed transaction — made no portal and left the old one).
+    pub fn simple_query(&mut self, ran_one: bool) {
         self.statements.remove(&b""[..]);
-        self.portals.remove(&b""[..]);
+        if ran_one {
+            self.portals.remove(&b""[..]);
+        }
     }
 }

@@ -21,7 +21,8 @@
 //! - Parse of a name defines it (for the unnamed statement: drops the old one first);
 //! - Bind defines a portal from the statement the name holds then;
 //! - Close drops the name (closing a missing name is not an error);
-//! - a simple Query drops the unnamed statement and portal;
+//! - a simple Query drops the unnamed statement, and the unnamed portal once one of its
+//!   statements runs (an empty Query, or one that fails before running, leaves it);
 //! - nothing runs while the server skips until Sync.
 //!
 //! The end of a transaction (a Sync outside a transaction block, COMMIT) drops every

@@ -320,9 +320,78 @@ fn sync_and_flush_during_copy_data_are_dropped_and_a_query_there_never_runs() {
         s.send(&[copy_data(b"1\n"), sync(), flush()]),
         vec![Step::Forward, Step::Drop, Step::Drop]
     );
-    // A Query during COPY data: the server ends the session at it.
-    s.send(&[query("DELETE FROM t")]);
-    assert_eq!(s.results(), vec![(2, true)]);
+    // A Query during COPY data: the server would end the session at it (or run it,
+    // had the COPY failed meanwhile): it is not forwarded, the session ends.
+    let (tag, body) = query("DELETE FROM t");
+    let err = s.t.on_client(tag, body, &mut s.recorded).unwrap_err();
+    assert_eq!(
+        err,
+        crate::error::ProtocolError::UnexpectedDuringCopy { tag: b'Q' }
+    );
+    assert_eq!(s.sqls(), vec!["COPY t FROM STDIN"]);
+}
+
+#[test]
+fn copy_data_sent_before_the_copy_started_waits_for_it() {
+    let mut s = Session::new();
+    let steps = s.send(&[
+        query("COPY t FROM STDIN"),
+        copy_data(b"1\n"),
+        sync(),
+        query("SELECT 2"),
+    ]);
+    assert_eq!(steps, vec![Step::Forward, Step::Wait]);
+    s.replies(b"G");
+    // Now the COPY takes it, and the Sync behind it is not forwarded.
+    assert_eq!(
+        s.send(&[copy_data(b"1\n"), sync(), copy_done(), query("SELECT 2")]),
+        vec![Step::Forward, Step::Drop, Step::Forward, Step::Forward]
+    );
+    s.reply(tags::COMMAND_COMPLETE, b"COPY 1\0");
+    s.replies(b"ZCZ");
+    assert_eq!(s.results(), vec![(1, false), (2, false)]);
+}
+
+#[test]
+fn what_follows_a_copy_that_failed_on_its_data_runs() {
+    let mut s = Session::new();
+    s.send(&[
+        parse(b"", "COPY t FROM STDIN"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.replies(b"12G");
+    s.send(&[copy_data(b"two\tcolumns\n")]);
+    // 22P04: bad COPY data; the server leaves the COPY and skips to the next Sync.
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("22P04", "CopyReadAttributesText"),
+    );
+    s.send(&[copy_done(), sync(), query("ROLLBACK")]);
+    s.replies(b"ZCZ");
+    assert_eq!(s.results(), vec![(1, false), (2, false)]);
+    assert!(!s.t.in_flight());
+}
+
+#[test]
+fn a_query_that_runs_nothing_leaves_the_unnamed_portal() {
+    let mut s = Session::new();
+    s.send(&[query("BEGIN")]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[parse(b"", "SELECT 1"), bind(b"", b"", &[]), sync()]);
+    s.replies(b"12");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    // An empty Query runs nothing: the unnamed portal stays, and runs.
+    s.send(&[query("")]);
+    s.replies(b"I");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[execute(b""), sync()]);
+    assert_eq!(s.sqls(), vec!["BEGIN", "", "SELECT 1"]);
+    s.replies(b"C");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    assert_eq!(s.t.disagreements(), 0);
 }
 
 #[test]

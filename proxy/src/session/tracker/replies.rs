@@ -243,7 +243,9 @@ impl Tracker {
             bytes: 0,
             taking_input: true,
         };
-        // The front stays; each message behind it is consumed in turn.
+        // The front stays; each message behind it is consumed in turn. (COPY data the
+        // client sent before this answer waited for it, see `on_client`: what is here
+        // is what a client sends behind any statement.)
         let i = 1;
         while copy.taking_input && i < self.pending.len() {
             match self.pending[i].op {
@@ -259,6 +261,8 @@ impl Tracker {
                     self.pending.remove(i);
                 }
                 _ => {
+                    // The COPY reads it first thing: a protocol violation that ends
+                    // the session.
                     self.doomed = true;
                     self.skip_from(i, SKIPPED_IN_COPY, out);
                     break;
@@ -365,7 +369,7 @@ impl Tracker {
                 r.bytes += bytes;
                 if let Some(r) = self.pending.pop_front() {
                     if matches!(r.op, Op::Query) {
-                        self.confirmed.simple_query();
+                        self.confirmed.simple_query(r.tag.is_some());
                     }
                     out.push(r.result(false));
                 }
