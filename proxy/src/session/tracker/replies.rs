@@ -31,8 +31,9 @@ use crate::protocol::{backend, frontend, tags};
 const SKIPPED_SERVER_GONE: &str =
     "not executed: the server ended the session before it reached this statement";
 
-/// The routine of the one error the server raises for an Execute before logging and
-/// running anything: the portal does not exist (SQLSTATE 34000).
+/// The routine of the error the server raises for an Execute whose portal does not
+/// exist (SQLSTATE 34000), before logging and running anything. (An Execute can also
+/// fail with 34000 while it runs: FETCH of a missing cursor.)
 const PORTAL_LOOKUP_ROUTINE: &str = "exec_execute_message";
 
 impl Tracker {
@@ -319,8 +320,15 @@ impl Tracker {
                 }
                 if r.query_id != 0 {
                     let never_ran = matches!(r.op, Op::Execute { .. })
-                        && fields.code.as_deref() == Some("34000")
-                        && fields.routine.as_deref() == Some(PORTAL_LOOKUP_ROUTINE);
+                        && match fields.code.as_deref() {
+                            Some("34000") => {
+                                fields.routine.as_deref() == Some(PORTAL_LOOKUP_ROUTINE)
+                            }
+                            // The portal name is not valid in the session's encoding:
+                            // the message is refused as it is read, before anything.
+                            Some("22021") => true,
+                            _ => false,
+                        };
                     out.push(r.result(never_ran));
                 }
             }
