@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use jitgate_audit::{setting_change, ContentRules, CopyDirection, EventBody, Protocol};
+use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
 use super::defs::{function_args, PortalDef, Slot, StatementDef};
@@ -67,11 +67,12 @@ impl Tracker {
         body: Bytes,
         events: &mut Vec<EventBody>,
     ) -> Result<Step, ProtocolError> {
+        // COPY data while no COPY takes it, with something in front of the server: a
+        // COPY may be about to start. It waits until the server says, so that whether
+        // the messages around it go to a COPY is never in doubt.
         let copy_data = matches!(tag, tags::COPY_DATA | tags::COPY_DONE | tags::COPY_FAIL);
-        // COPY data before the server said whether a COPY started: it waits, so that
-        // the Syncs around it are never in doubt.
-        let copy_out = matches!(&self.copy, Some(c) if c.direction == CopyDirection::Out);
-        if copy_data && self.copy.is_none() && !copy_out && self.in_flight() {
+        let taking = self.copy.as_ref().is_some_and(|c| c.taking_input);
+        if copy_data && !taking && self.in_flight() {
             return Ok(Step::Wait);
         }
         if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {

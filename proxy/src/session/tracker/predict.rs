@@ -139,14 +139,14 @@ impl Prediction {
         }
     }
 
-    /// A simple Query: drops the unnamed statement and portal.
+    /// A simple Query: drops the unnamed statement; drops the unnamed portal only if
+    /// one of its statements gets as far as running (whatever runs under it after the
+    /// Query runs the old one, or nothing).
     pub fn query(&mut self, c: &Confirmed) {
-        if self.skipping {
-            return;
+        if !self.skipping {
+            self.statements
+                .set(&Name::new(), Slot::Absent, &c.statements);
         }
-        self.statements
-            .set(&Name::new(), Slot::Absent, &c.statements);
-        self.portals.set(&Name::new(), Slot::Absent, &c.portals);
     }
 
     /// Sync: the group ends (each name may hold any of its group values) and so does

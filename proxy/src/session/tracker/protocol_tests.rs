@@ -473,3 +473,32 @@ fn answers_to_a_flush_settle_the_prediction() {
     );
     assert_eq!(s.sqls(), vec!["SELECT 2"]);
 }
+
+#[test]
+fn a_query_that_fails_in_a_block_leaves_the_bound_portal() {
+    let mut s = Session::new();
+    s.send(&[
+        query("BEGIN"),
+        parse(b"", "SELECT generate_series(1, 4)"),
+        bind(b"", b"", &[]),
+        query("SELECT * FROM no_such_table"),
+        execute(b""),
+    ]);
+    assert_eq!(
+        s.sqls(),
+        vec![
+            "BEGIN",
+            "SELECT * FROM no_such_table",
+            "SELECT generate_series(1, 4)"
+        ]
+    );
+}
+
+#[test]
+fn copy_data_behind_a_second_copy_waits_for_it_too() {
+    let mut s = Session::new();
+    s.send(&[query("COPY t FROM STDIN")]);
+    s.replies(b"G");
+    let steps = s.send(&[copy_done(), query("COPY t FROM STDIN"), copy_data(b"x\n")]);
+    assert_eq!(steps, vec![Step::Forward, Step::Forward, Step::Wait]);
+}
