@@ -502,3 +502,33 @@ fn copy_data_behind_a_second_copy_waits_for_it_too() {
     let steps = s.send(&[copy_done(), query("COPY t FROM STDIN"), copy_data(b"x\n")]);
     assert_eq!(steps, vec![Step::Forward, Step::Forward, Step::Wait]);
 }
+
+#[test]
+fn an_execute_pipelined_behind_an_extended_copy_never_runs() {
+    let mut s = Session::new();
+    s.send(&[
+        parse(b"", "SELECT 1"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        execute(b""),
+        sync(),
+        parse(b"s1", "COPY t FROM STDIN"),
+        bind(b"", b"s1", &[]),
+        execute(b""),
+        execute(b""),
+        sync(),
+        parse(b"", "INSERT INTO t VALUES ($1)"),
+        bind(b"p2", b"", &["x"]),
+        execute(b"p2"),
+    ]);
+    s.replies(b"12CCZ12G");
+    s.reply(tags::ERROR_RESPONSE, &error("08P01", "CopyGetData"));
+    s.reply(
+        tags::ERROR_RESPONSE,
+        b"SFATAL\0VFATAL\0C08P01\0Mlost\0\0",
+    );
+    assert_eq!(
+        s.results(),
+        vec![(1, false), (2, false), (4, true), (5, true), (3, false)]
+    );
+}

@@ -224,8 +224,14 @@ impl Tracker {
         };
         if !same {
             self.disagreements += 1;
+            let sql_of = |d: Option<&Arc<PortalDef>>| {
+                d.and_then(|d| d.statement.as_ref())
+                    .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+            };
             tracing::error!(
                 query_id = r.query_id,
+                recorded = ?sql_of(def.as_ref()),
+                bound = ?sql_of(held),
                 "the text recorded for this Execute is not what the server had bound (a definition changed outside the protocol, e.g. SQL DEALLOCATE/PREPARE in a function)"
             );
         }
