@@ -164,6 +164,11 @@ impl Relay<'_> {
             results: Vec::new(),
         };
         let end = self.relay(enforcer, &mut deferred, &mut server).await;
+        if matches!(end, End::UpstreamIo(_)) {
+            // The server may have answered, and closed, before the write that failed:
+            // its last answers (a FATAL, what it skipped) are still to be read.
+            self.drain_upstream(&mut server, &mut deferred).await;
+        }
         if matches!(end, End::Expired | End::Revoked(_) | End::Shutdown) {
             // The client is told why next: first let it have the rest of the server
             // message it is in the middle of, if that comes at once.
@@ -307,6 +312,40 @@ impl Relay<'_> {
         }
         ubuf.clear();
         self.defer(results, deferred);
+    }
+
+    /// After the upstream connection failed: reads what the server sent before it went
+    /// (a write to a server that has closed fails while its last answers are still
+    /// unread), so the tracker learns how the statements ended, and passes it on to the
+    /// client. Bounded by [`FINISH_LIMIT`]; stops at the end of the stream or an error.
+    async fn drain_upstream(&mut self, server: &mut ServerSide, deferred: &mut Deferred<'_>) {
+        let until = Instant::now() + FINISH_LIMIT;
+        let mut client_open = true;
+        loop {
+            server.ubuf.clear();
+            match tokio::time::timeout_at(until, self.upstream.read_buf(&mut server.ubuf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+            let ServerSide {
+                ubuf,
+                scanner,
+                results,
+            } = server;
+            if self.scan(scanner, ubuf, results).is_err() {
+                break;
+            }
+            if client_open {
+                let at_boundary = scanner.at_boundary();
+                let sent =
+                    tokio::time::timeout_at(until, self.client.write_relayed(ubuf, at_boundary))
+                        .await;
+                // The answers still count for the audit when the client is gone.
+                client_open = matches!(sent, Ok(Ok(())));
+            }
+        }
+        server.ubuf.clear();
+        self.defer(&mut server.results, deferred);
     }
 
     /// Keeps outcomes for the next write, stamped now; arms the timer when they are the
@@ -484,11 +523,16 @@ impl Relay<'_> {
         let mut dropped: Vec<usize> = Vec::new();
         let mut stop = frames.len();
         for (i, &(tag, start, end)) in frames.iter().enumerate() {
-            match self
-                .tracker
-                .on_client(tag, chunk.slice(start..end), events)
-                .map_err(End::ClientProtocol)?
-            {
+            let step = match self.tracker.on_client(tag, chunk.slice(start..end), events) {
+                Ok(step) => step,
+                Err(e) => {
+                    // Nothing of this batch is forwarded, so nothing of it is recorded.
+                    self.tracker.rollback(mark);
+                    events.clear();
+                    return Err(End::ClientProtocol(e));
+                }
+            };
+            match step {
                 Step::Forward => {}
                 Step::Drop => dropped.push(i),
                 Step::Wait => {

@@ -523,10 +523,7 @@ fn an_execute_pipelined_behind_an_extended_copy_never_runs() {
     ]);
     s.replies(b"12CCZ12G");
     s.reply(tags::ERROR_RESPONSE, &error("08P01", "CopyGetData"));
-    s.reply(
-        tags::ERROR_RESPONSE,
-        b"SFATAL\0VFATAL\0C08P01\0Mlost\0\0",
-    );
+    s.reply(tags::ERROR_RESPONSE, b"SFATAL\0VFATAL\0C08P01\0Mlost\0\0");
     assert_eq!(
         s.results(),
         vec![(1, false), (2, false), (4, true), (5, true), (3, false)]
