@@ -166,8 +166,12 @@ fn body(out: &mut String, e: &Event) {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let _ = write!(out, "{ts}  result #{query_id}: ");
+            if *skipped {
+                out.push_str("not run by the server: ");
+            }
             if let Some(state) = sqlstate {
                 let _ = write!(out, "ERROR {}", clean(state, false));
                 if let Some(msg) = message {

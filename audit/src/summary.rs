@@ -99,8 +99,12 @@ fn details(body: &EventBody) -> String {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let mut s = format!("q{query_id}");
+            if *skipped {
+                s.push_str(" skipped");
+            }
             if let Some(state) = sqlstate {
                 let _ = write!(s, " ERROR {}", clean(state, false));
                 if let Some(msg) = message {
