@@ -141,6 +141,7 @@ fn details(body: &EventBody) -> String {
             queries,
             duration_ms,
             upstream_parked,
+            stopped,
         } => {
             let mut s = format!(
                 "{} queries={queries} duration={}",
@@ -152,6 +153,20 @@ fn details(body: &EventBody) -> String {
             }
             if let Some(late) = late_ms {
                 let _ = write!(s, " late={late:.3} ms");
+            }
+            if let Some(stopped) = stopped {
+                let _ = write!(
+                    s,
+                    " stopped={} how={} backend={} stop={:.3} ms",
+                    stopped.work.as_str(),
+                    stopped.how.as_str(),
+                    if stopped.backend_gone {
+                        "gone"
+                    } else {
+                        "not-seen-gone"
+                    },
+                    stopped.ms
+                );
             }
             if let Some(detail) = detail {
                 let _ = write!(s, ": {}", one_line(detail, SQL_EXCERPT_CHARS));

@@ -299,6 +299,7 @@ async fn live(
         queries: tracker.queries(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         upstream_parked: parked,
+        stopped: None,
     });
     if outcome.reason != EndReason::AuditUnavailable {
         if let Err(e) = ctx.audit.write(end_event).await {
