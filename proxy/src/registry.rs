@@ -5,6 +5,8 @@
 //! pushes changes into each session's `watch` channel; the session's task wakes at once
 //! and enforces them. Nothing here polls. Each entry also says by when its session must
 //! have ended, for the [`crate::backstop`] that ends sessions whose own thread cannot.
+//! A session leaves the registry only once its backend is confirmed idle or gone, so a
+//! revocation or expiry during its teardown still reaches it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -398,16 +400,11 @@ mod tests {
             ours.push(tokio::net::TcpStream::connect(addr).await.unwrap());
             peers.push(listener.accept().await.unwrap().0);
         }
-        let cancel = crate::cancel::CancelTarget {
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: crate::settings::UpstreamTls::Disable,
-            upstream_pid: 1,
-            upstream_secret: 1,
-        };
+        // No target configured: the backstop falls back to the cancel, which goes nowhere.
+        let stop = Arc::new(crate::stop::unconfigured_target());
         let upstream = tokio_util::either::Either::Left(ours.pop().unwrap());
         let client = tokio_util::either::Either::Left(ours.pop().unwrap());
-        let escape = Escape::new(&client, gate, &upstream, cancel).unwrap();
+        let escape = Escape::new(&client, gate, &upstream, stop).unwrap();
         (escape, peers, vec![(client, upstream)])
     }
 
@@ -504,7 +501,12 @@ mod tests {
     #[tokio::test]
     async fn the_cut_tells_the_client_and_closes_both_connections() {
         let (e, mut peers, _ours) = escape().await;
-        assert!(e.cut(&farewell()).await, "the client was told");
+        let (told, stopped) = e.cut(&farewell()).await;
+        assert!(told, "the client was told");
+        // Nothing to terminate it with here: the fallback, and the record says so.
+        assert_eq!(stopped.how, jitgate_audit::StopMethod::Cancel);
+        assert!(!stopped.backend_gone);
+        assert!(stopped.detail.is_some_and(|d| d.contains("pipelined")));
         let client = read_to_end(&mut peers[0]).await;
         let mut expected = bytes::BytesMut::new();
         crate::protocol::backend::error_response(&mut expected, &farewell());
@@ -518,19 +520,19 @@ mod tests {
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.begin().unwrap();
         let (e, mut peers, _ours) = escape_with(Arc::clone(&gate)).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         assert!(read_to_end(&mut peers[1]).await.is_empty());
         // The session sent its own final error (and is stuck in its teardown).
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.close();
         let (e, mut peers, _ours) = escape_with(gate).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         // TLS: the record layer is the session's.
         let (e, mut peers, _ours) =
             escape_with(Arc::new(crate::gate::ClientGate::new(false))).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
     }
 
