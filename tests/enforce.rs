@@ -653,3 +653,84 @@ async fn statements_pipelined_behind_a_running_one_never_run_after_revocation() 
     );
     env.stop().await;
 }
+
+/// A revocation that lands after the login read the grant store but before the session
+/// registered (held there by the `session::register` failpoint, for this test's target
+/// only) still ends the session, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_between_admission_and_registration_is_not_lost() {
+    let env = Env::start("loginrevoke").await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let view = ServerView::connect(&env).await;
+    fail::cfg("session::register", &format!("return({})", env.target)).expect("failpoint");
+    let config = env.client_config(ALICE, harness::ALICE_PASSWORD);
+    let login = tokio::spawn(async move { config.connect(tokio_postgres::NoTls).await });
+
+    // Admitted, upstream connection open, not registered.
+    let start = Instant::now();
+    while view.backends_of(&env.upstream_user).await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the login never reached upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(env.server().registry.is_empty());
+    let body = env
+        .revoke_via_api(grant.id, "revoked while logging in")
+        .await;
+    assert_eq!(
+        body["sessions_dropped"], 0,
+        "the session was not registered yet: {body}"
+    );
+    let released = Instant::now();
+    fail::remove("session::register");
+
+    // The session may greet its client, but ends before it runs anything.
+    let login = tokio::time::timeout(Duration::from_secs(10), login)
+        .await
+        .expect("the login finished")
+        .expect("login task");
+    if let Ok((client, conn)) = login {
+        let conn = tokio::spawn(conn);
+        let err = tokio::time::timeout(Duration::from_secs(5), client.simple_query("SELECT 1"))
+            .await
+            .expect("the query was answered")
+            .expect_err("the session of a revoked grant runs nothing");
+        if let Some(db) = err.as_db_error() {
+            assert_eq!(db.code(), &SqlState::ADMIN_SHUTDOWN, "{db:?}");
+            assert!(db.message().contains("revoked"), "{db:?}");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the connection closed");
+    }
+    env.eventually("the session ended", Duration::from_secs(2), || {
+        !session_stops(&env).is_empty()
+    })
+    .await;
+    let took = released.elapsed();
+    let ends = session_stops(&env);
+    assert_eq!(ends[0].reason, EndReason::GrantRevoked, "{ends:?}");
+    assert!(
+        ends[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("revoked while logging in")),
+        "{ends:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after registering"
+    );
+    assert_eq!(
+        env.audit_events()
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::Query { .. }))
+            .count(),
+        0,
+        "nothing ran"
+    );
+    assert_eq!(view.backends_of(&env.upstream_user).await, 0);
+    env.stop().await;
+}

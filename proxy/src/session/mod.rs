@@ -6,11 +6,14 @@ mod authenticate;
 mod client;
 mod enforce;
 pub mod error;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 pub(crate) mod farewell;
 mod handshake;
 mod login;
 mod meta;
 pub mod params;
+mod recheck;
 mod refuse;
 mod relay;
 mod release;
@@ -175,6 +178,7 @@ async fn live(
         target,
         mut upstream,
         park_key,
+        admission,
     } = logged_in;
     let session_id = meta.session_id;
     let settings = &ctx.settings;
@@ -214,7 +218,9 @@ async fn live(
     };
     let cancel_key = ctx.cancels.register(cancel_target);
     let started_at = jiff::Timestamp::now();
-    let mut handle = ctx.registry.register(
+    #[cfg(feature = "failpoints")]
+    failpoints::before_register(&grant.target).await;
+    let registered = admission.register(
         SessionInfo {
             session_id,
             identity: grant.identity.clone(),
@@ -229,6 +235,11 @@ async fn live(
         },
         Some(escape),
     );
+    let mut handle = registered.handle;
+    if registered.stale {
+        // A grant change was applied while this login was between the store and here.
+        recheck::recheck(ctx, &handle, &grant).await;
+    }
 
     let start_event = meta.event(EventBody::SessionStart {
         client_addr: peer.to_string(),
