@@ -350,6 +350,7 @@ fn generate(path: &Path, target_bytes: u64) -> (u64, u64, Uuid) {
                     queries: s.next_query,
                     duration_ms,
                     upstream_parked: false,
+                    stopped: None,
                 },
             );
             if g.sample.is_none() && g.written > target_bytes / 2 {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::chain::LineHash;
 pub use crate::param::{Param, ParamFormat};
+pub use crate::stopped::{StopMethod, Stopped, StoppedWork};
 
 /// Version of the line format. Bumped when a field changes meaning, type or name or is
 /// removed; adding kinds or optional fields does not bump it (see AUDIT.md).
@@ -238,6 +239,11 @@ pub enum EventBody {
         /// session of the same grant instead of being closed.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         upstream_parked: bool,
+        /// The server was (or may have been) still working for the session when it
+        /// ended, and this is how jitgate stopped it; absent when the backend was idle
+        /// and left on Terminate, was parked, or had closed the connection itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stopped: Option<Stopped>,
     },
     /// A client failed to authenticate (wrong password, unknown identity, bad SCRAM).
     AuthFailure {

@@ -12,6 +12,7 @@
 //! - `param`: [`Param`], lossless encoding of bind parameter values and SQL text
 //!   ([`escape_bytes`], [`unescape_bytes`]).
 //! - `sqltext`: SQL truncation with length and SHA-256 ([`record_sql`]).
+//! - `stopped`: [`Stopped`], how a session's remaining server work was stopped at its end.
 //! - `setting`: spotting role/authorization/search_path changes ([`setting_change`]).
 //! - `content`: [`ContentRules`] and [`Redaction`], what a session records of a statement.
 //! - [`query`]: fast filtered scans for `audit sessions/search/export/replay`.
@@ -44,6 +45,7 @@ mod render;
 pub mod replay;
 mod setting;
 mod sqltext;
+mod stopped;
 mod summary;
 pub mod time;
 pub mod verify;
@@ -54,7 +56,7 @@ pub use content::{ContentRules, Redaction};
 pub use error::AuditError;
 pub use event::{
     CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SettingChange,
-    SCHEMA_VERSION,
+    StopMethod, Stopped, StoppedWork, SCHEMA_VERSION,
 };
 pub use fileset::{checkpoints_path, log_files, LogFile};
 pub use keys::{write_key_pair, KeyPairFiles, PublicKey, SigningKey};

@@ -50,6 +50,7 @@ fn transcript_shows_the_whole_session_in_order() {
 
 2026-11-28T00:38:17.012500Z  session ended: grant_expired (12.500 ms after the deadline/revocation) — grant expired at 00:38:17
 -- 4 queries in 3600.000 s
+-- stopped: statements still running or queued upstream; backend terminated (pg_terminate_backend); backend gone after 6.250 ms
 "#;
     assert_eq!(text, expected);
     assert!(!text.contains("other session"));
@@ -132,7 +133,7 @@ fn one_line_summaries() {
     );
     assert_eq!(
         lines[9],
-        format!("2026-11-28T00:38:17.012500Z #10 session_end {ctx} grant_expired queries=4 duration=3600.000 s late=12.500 ms: grant expired at 00:38:17")
+        format!("2026-11-28T00:38:17.012500Z #10 session_end {ctx} grant_expired queries=4 duration=3600.000 s late=12.500 ms stopped=statements how=terminate backend=gone stop=6.250 ms: grant expired at 00:38:17")
     );
     assert_eq!(
         lines[10],

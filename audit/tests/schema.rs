@@ -122,6 +122,7 @@ fn none_options_are_omitted_and_both_null_and_missing_are_accepted() {
             queries: 0,
             duration_ms: 5,
             upstream_parked: false,
+            stopped: None,
         }
     );
 }

@@ -6,11 +6,18 @@
 //! carries: their timers do not fire, and a query they forwarded before goes on running
 //! upstream past the grant. The backstop does not depend on those threads. It runs on the
 //! shared runtime and keeps, per live session, duplicates of both sockets' descriptors and
-//! the upstream's cancel key ([`Escape`]). A session that has not begun to end
-//! [`GRACE`] after it had to (its deadline, or the moment it was told of a revocation or a
-//! shortened grant), or that has not finished ending [`ENDING_GRACE`] after, is cut from
-//! outside: its client connection is shut down, a CancelRequest goes upstream, and the
-//! upstream connection is shut down, so the backend ends the query and exits.
+//! what it takes to end the session's backend ([`Escape`]). A session that has not begun
+//! to end [`GRACE`] after it had to (its deadline, or the moment it was told of a
+//! revocation or a shortened grant), or that has not finished ending [`ENDING_GRACE`]
+//! after, is cut from outside: its client connection is shut down, its backend is
+//! terminated from a connection of the backstop's own and watched until it has left
+//! `pg_stat_activity` ([`crate::stop::stop`]), and the upstream connection is shut down.
+//!
+//! A cancel and a shut-down socket would not be enough: the statement running is
+//! cancelled, but statements the client pipelined behind it are in the server's input
+//! buffer already, and the backend reads and runs them before it sees the end of the
+//! connection. Only when the backend cannot be terminated (no connection can be opened
+//! for it) does the backstop fall back to that, and says so in its log.
 //!
 //! The client is told why — the FATAL its session would have sent — when that is safe:
 //! on plain TCP, while the session is not writing to it and its stream is between two
@@ -32,41 +39,43 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use jiff::Timestamp;
+use jitgate_audit::{Stopped, StoppedWork};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancel::CancelTarget;
 use crate::gate::ClientGate;
 use crate::protocol::{backend, PgError};
 use crate::registry::{Overdue, SessionRegistry};
 use crate::session::farewell::{self, Holder};
 use crate::session::stream::{ClientStream, UpstreamStream};
-use crate::session::upstream::send_cancel;
+use crate::stop::{self, Held, StopTarget};
 
 /// How long after it had to end a session may take to begin ending before the backstop
 /// cuts it. Sessions on a running thread begin within milliseconds (BENCHMARKS.md,
 /// enforcement: max ~40 ms with 1 000 sessions).
 pub const GRACE: Duration = Duration::from_millis(500);
 
-/// How long a session that has begun to end may take to finish (its teardown waits up to
-/// 2 s for the client to take the error and 2 s for the backend to leave).
-pub const ENDING_GRACE: Duration = Duration::from_secs(6);
+/// How long a session that has begun to end may take to finish. Its teardown waits up to
+/// 2 s for the client to take the error while, at the same time, it ends the backend: up
+/// to 2 s for an idle one to leave on Terminate, else (or when work is in flight) up to
+/// 2 s to open a connection to terminate it and 2 s to see it go (`crate::stop`).
+pub const ENDING_GRACE: Duration = Duration::from_secs(8);
 
 /// What the backstop needs to end one session from outside its thread: duplicates of
-/// both sockets (shutting a duplicate down shuts the socket down) and where to send the
-/// cancel. The duplicates are closed when the session leaves the registry.
+/// both sockets (shutting a duplicate down shuts the socket down) and what it takes to
+/// terminate the backend. The duplicates are closed when the session leaves the registry.
 pub struct Escape {
     client: std::net::TcpStream,
     /// Whether a message of ours may go to the client now.
     gate: Arc<ClientGate>,
     upstream: std::net::TcpStream,
-    cancel: CancelTarget,
+    stop: Arc<StopTarget>,
 }
 
 impl std::fmt::Debug for Escape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Escape")
-            .field("upstream_pid", &self.cancel.upstream_pid)
+            .field("upstream_pid", &self.stop.cancel.upstream_pid)
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +90,7 @@ impl Escape {
         client: &ClientStream,
         gate: Arc<ClientGate>,
         upstream: &UpstreamStream,
-        cancel: CancelTarget,
+        stop: Arc<StopTarget>,
     ) -> std::io::Result<Escape> {
         let client = match client {
             Either::Left(tcp) => duplicate(tcp)?,
@@ -95,14 +104,15 @@ impl Escape {
             client,
             gate,
             upstream,
-            cancel,
+            stop,
         })
     }
 
     /// Ends the session from outside: the client is told `farewell` if its stream allows
-    /// (see the module doc) and disconnected, the running query is cancelled, the backend
-    /// is disconnected (it exits when it next reads). Says whether the client was told.
-    pub async fn cut(self, farewell: &PgError) -> bool {
+    /// (see the module doc) and disconnected, the backend is terminated and watched until
+    /// it is gone, then disconnected. Says whether the client was told, and how the
+    /// backend was stopped.
+    pub async fn cut(self, farewell: &PgError) -> (bool, Stopped) {
         let mut told = false;
         if self.gate.take() {
             let mut out = BytesMut::new();
@@ -112,11 +122,16 @@ impl Escape {
             told = matches!((&self.client).write(&out), Ok(n) if n == out.len());
         }
         let _ = self.client.shutdown(Shutdown::Both);
-        if let Err(e) = send_cancel(&self.cancel).await {
-            tracing::warn!(error = %e, upstream_pid = self.cancel.upstream_pid, "backstop: could not cancel the query upstream");
-        }
+        // The session's connection is not ours to read: the backend's exit is seen in
+        // pg_stat_activity.
+        let stopped = stop::stop(
+            &self.stop,
+            StoppedWork::Statements,
+            Held::Port(self.upstream.local_addr().ok().map(|a| a.port())),
+        )
+        .await;
         let _ = self.upstream.shutdown(Shutdown::Both);
-        told
+        (told, stopped)
     }
 }
 
@@ -144,7 +159,7 @@ async fn cut(overdue: Overdue) {
         escape,
         ..
     } = overdue;
-    let told_client = escape.cut(&error).await;
+    let (told_client, stopped) = escape.cut(&error).await;
     tracing::error!(
         session_id = %info.session_id,
         grant = %info.grant_id,
@@ -152,7 +167,10 @@ async fn cut(overdue: Overdue) {
         upstream_pid = ?info.upstream_pid,
         ending,
         told_client,
-        "session overdue: its thread has not ended it (a stalled audit disk?); cancelled its query and closed both connections from the backstop"
+        how = stopped.how.as_str(),
+        backend_gone = stopped.backend_gone,
+        stop_ms = stopped.ms,
+        "session overdue: its thread has not ended it (a stalled audit disk?); stopped its backend and closed both connections from the backstop"
     );
 }
 

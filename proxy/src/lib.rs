@@ -6,6 +6,8 @@
 //! - [`settings`]: the typed settings this crate runs from.
 //! - [`registry`]: live sessions, and how grant changes reach them.
 //! - [`backstop`]: ends sessions whose own thread stopped running (e.g. a hung audit disk).
+//! - [`stop`]: ending a session's backend so nothing it was asked to do outlives the
+//!   session (terminate from a connection of jitgate's own, not just cancel).
 //! - [`gate`]: whether the backstop may write a client's final error (message boundaries).
 //! - [`session`]: one client session: handshake, admission, upstream connect, relay,
 //!   enforcement, teardown.
@@ -27,5 +29,6 @@ pub mod registry;
 pub mod reuse;
 pub mod session;
 pub mod settings;
+pub mod stop;
 
 pub use session::ProxyContext;

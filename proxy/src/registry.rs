@@ -5,9 +5,17 @@
 //! pushes changes into each session's `watch` channel; the session's task wakes at once
 //! and enforces them. Nothing here polls. Each entry also says by when its session must
 //! have ended, for the [`crate::backstop`] that ends sessions whose own thread cannot.
+//!
+//! A session is registered only after its login read the grant store and opened the
+//! upstream connection; a change pushed in that window finds no session to tell. So a
+//! login holds an [`Admission`] from before it reads the store until it registers: the
+//! registry counts every change it applies, and [`Admission::register`] says whether one
+//! was applied meanwhile — then the session reads its grant again (`session::recheck`).
+//! A session leaves the registry only once its backend is confirmed idle or gone, so a
+//! revocation or expiry during its teardown still reaches it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
@@ -92,6 +100,11 @@ pub struct SessionRegistry {
     /// Read and written only with `sessions` locked, so no change slips between the
     /// backstop's scan and its sleep.
     backstop_at: AtomicI64,
+    /// Grant changes applied so far (revocations, moved deadlines), whether or not a
+    /// live session was bound to the grant. Written with `sessions` locked.
+    changes: AtomicU64,
+    /// Logins holding an [`Admission`]: between their grant-store read and registration.
+    admitting: AtomicUsize,
 }
 
 impl Default for SessionRegistry {
@@ -101,6 +114,8 @@ impl Default for SessionRegistry {
             parked: ParkedUpstreams::default(),
             backstop: Notify::new(),
             backstop_at: AtomicI64::new(i64::MAX),
+            changes: AtomicU64::new(0),
+            admitting: AtomicUsize::new(0),
         }
     }
 }
@@ -136,9 +151,36 @@ impl SessionRegistry {
         }
     }
 
+    /// Taken by a login before it reads the grant store; see [`Admission`].
+    pub fn admission(self: &Arc<Self>) -> Admission {
+        self.admitting.fetch_add(1, Ordering::SeqCst);
+        Admission {
+            registry: Arc::clone(self),
+            changes: self.changes.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether some login is between its grant-store read and its registration: a grant
+    /// change made elsewhere must then be applied here even if no live session holds the
+    /// grant yet (the login learns of it through [`Admission::register`]).
+    pub fn admissions_in_progress(&self) -> bool {
+        self.admitting.load(Ordering::SeqCst) > 0
+    }
+
     /// Registers a session; it stays listed until the returned handle is dropped.
     /// `escape` lets the backstop end it should its thread stop running.
     pub fn register(self: &Arc<Self>, info: SessionInfo, escape: Option<Escape>) -> SessionHandle {
+        self.register_since(info, escape, None).0
+    }
+
+    /// Registers a session and says whether a grant change was applied since `since`
+    /// (a value of `changes`), under the same lock the changes take.
+    fn register_since(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        escape: Option<Escape>,
+        since: Option<u64>,
+    ) -> (SessionHandle, bool) {
         let (tx, rx) = watch::channel(SessionControl {
             deadline: info.deadline,
             revoked: None,
@@ -155,12 +197,14 @@ impl SessionRegistry {
         let mut sessions = self.lock();
         self.nudge(&entry);
         sessions.insert(id, entry);
+        let changed = since.is_some_and(|c| self.changes.load(Ordering::SeqCst) != c);
         drop(sessions);
-        SessionHandle {
+        let handle = SessionHandle {
             registry: Arc::clone(self),
             id,
             control: rx,
-        }
+        };
+        (handle, changed)
     }
 
     /// Live sessions, oldest first.
@@ -202,16 +246,12 @@ impl SessionRegistry {
         {
             let now = Timestamp::now();
             let mut sessions = self.lock();
+            self.changes.fetch_add(1, Ordering::SeqCst);
             for entry in sessions
                 .values_mut()
                 .filter(|e| e.info.grant_id == grant_id)
             {
-                entry
-                    .control
-                    .send_modify(|c| c.revoked = Some(revocation.clone()));
-                entry.revoked = true;
-                entry.due = entry.due.min(now);
-                self.nudge(entry);
+                self.revoke_entry(entry, &revocation, now);
                 told += 1;
             }
         }
@@ -229,22 +269,50 @@ impl SessionRegistry {
         {
             let now = Timestamp::now();
             let mut sessions = self.lock();
+            self.changes.fetch_add(1, Ordering::SeqCst);
             for entry in sessions
                 .values_mut()
                 .filter(|e| e.info.grant_id == grant_id)
             {
-                entry.info.deadline = deadline;
-                entry.control.send_modify(|c| c.deadline = deadline);
-                if !entry.revoked {
-                    // A deadline moved into the past is enforced from now.
-                    entry.due = deadline.max(now);
-                    self.nudge(entry);
-                }
+                self.set_entry_deadline(entry, deadline, now);
                 told += 1;
             }
         }
         self.parked.set_grant_deadline(grant_id, deadline);
         told
+    }
+
+    /// Tells one session to end now (`sessions` locked).
+    fn revoke_entry(&self, entry: &mut Entry, revocation: &Revocation, now: Timestamp) {
+        entry
+            .control
+            .send_modify(|c| c.revoked = Some(revocation.clone()));
+        entry.revoked = true;
+        entry.due = entry.due.min(now);
+        self.nudge(entry);
+    }
+
+    /// Moves one session's deadline (`sessions` locked).
+    fn set_entry_deadline(&self, entry: &mut Entry, deadline: Timestamp, now: Timestamp) {
+        entry.info.deadline = deadline;
+        entry.control.send_modify(|c| c.deadline = deadline);
+        if !entry.revoked {
+            // A deadline moved into the past is enforced from now.
+            entry.due = deadline.max(now);
+            self.nudge(entry);
+        }
+    }
+
+    fn revoke_session(&self, id: Uuid, revocation: &Revocation) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            self.revoke_entry(entry, revocation, Timestamp::now());
+        }
+    }
+
+    fn set_session_deadline(&self, id: Uuid, deadline: Timestamp) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            self.set_entry_deadline(entry, deadline, Timestamp::now());
+        }
     }
 
     fn set_upstream_pid(&self, id: Uuid, pid: i32) {
@@ -299,6 +367,46 @@ impl SessionRegistry {
     }
 }
 
+/// A login between its grant-store read and its registration (see the module doc).
+/// Dropping it without registering (a refused login) just ends the window.
+pub struct Admission {
+    registry: Arc<SessionRegistry>,
+    /// The registry's change count before the grant store was read.
+    changes: u64,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("changes", &self.changes)
+            .finish()
+    }
+}
+
+/// A session just registered by [`Admission::register`].
+pub struct Registered {
+    pub handle: SessionHandle,
+    /// A grant change was applied between the grant-store read and the registration:
+    /// it may concern this session's grant, which must be read again.
+    pub stale: bool,
+}
+
+impl Admission {
+    /// Registers the admitted session (see [`SessionRegistry::register`]).
+    pub fn register(self, info: SessionInfo, escape: Option<Escape>) -> Registered {
+        let (handle, stale) = self
+            .registry
+            .register_since(info, escape, Some(self.changes));
+        Registered { handle, stale }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.registry.admitting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A session's membership in the registry; dropping it deregisters the session.
 pub struct SessionHandle {
     registry: Arc<SessionRegistry>,
@@ -314,6 +422,16 @@ impl SessionHandle {
 
     pub fn set_upstream_pid(&self, pid: i32) {
         self.registry.set_upstream_pid(self.id, pid);
+    }
+
+    /// Ends this session as if its grant had been revoked (a revocation it missed).
+    pub fn revoke(&self, revocation: &Revocation) {
+        self.registry.revoke_session(self.id, revocation);
+    }
+
+    /// Moves this session's deadline (a change of its grant it missed).
+    pub fn set_deadline(&self, deadline: Timestamp) {
+        self.registry.set_session_deadline(self.id, deadline);
     }
 
     /// The session has begun to end (its relay returned): the backstop now gives it
@@ -398,16 +516,11 @@ mod tests {
             ours.push(tokio::net::TcpStream::connect(addr).await.unwrap());
             peers.push(listener.accept().await.unwrap().0);
         }
-        let cancel = crate::cancel::CancelTarget {
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: crate::settings::UpstreamTls::Disable,
-            upstream_pid: 1,
-            upstream_secret: 1,
-        };
+        // No target configured: the backstop falls back to the cancel, which goes nowhere.
+        let stop = Arc::new(crate::stop::unconfigured_target());
         let upstream = tokio_util::either::Either::Left(ours.pop().unwrap());
         let client = tokio_util::either::Either::Left(ours.pop().unwrap());
-        let escape = Escape::new(&client, gate, &upstream, cancel).unwrap();
+        let escape = Escape::new(&client, gate, &upstream, stop).unwrap();
         (escape, peers, vec![(client, upstream)])
     }
 
@@ -504,7 +617,12 @@ mod tests {
     #[tokio::test]
     async fn the_cut_tells_the_client_and_closes_both_connections() {
         let (e, mut peers, _ours) = escape().await;
-        assert!(e.cut(&farewell()).await, "the client was told");
+        let (told, stopped) = e.cut(&farewell()).await;
+        assert!(told, "the client was told");
+        // Nothing to terminate it with here: the fallback, and the record says so.
+        assert_eq!(stopped.how, jitgate_audit::StopMethod::Cancel);
+        assert!(!stopped.backend_gone);
+        assert!(stopped.detail.is_some_and(|d| d.contains("pipelined")));
         let client = read_to_end(&mut peers[0]).await;
         let mut expected = bytes::BytesMut::new();
         crate::protocol::backend::error_response(&mut expected, &farewell());
@@ -518,20 +636,51 @@ mod tests {
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.begin().unwrap();
         let (e, mut peers, _ours) = escape_with(Arc::clone(&gate)).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         assert!(read_to_end(&mut peers[1]).await.is_empty());
         // The session sent its own final error (and is stuck in its teardown).
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.close();
         let (e, mut peers, _ours) = escape_with(gate).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         // TLS: the record layer is the session's.
         let (e, mut peers, _ours) =
             escape_with(Arc::new(crate::gate::ClientGate::new(false))).await;
-        assert!(!e.cut(&farewell()).await);
+        assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_change_applied_between_admission_and_registration_is_reported() {
+        let reg = SessionRegistry::new();
+        let g = Uuid::now_v7();
+        let rev = Revocation {
+            by: "admin".into(),
+            reason: None,
+            at: Timestamp::now(),
+        };
+        // Nothing happened meanwhile: not stale.
+        let quiet = reg.admission();
+        assert!(reg.admissions_in_progress());
+        let r = quiet.register(info(g), None);
+        assert!(!r.stale);
+        assert!(!reg.admissions_in_progress());
+        // A revocation while the login was between the store and registration reaches no
+        // session (there is none yet) — but the registration says so.
+        let racing = reg.admission();
+        assert_eq!(reg.revoke_grant(Uuid::now_v7(), rev.clone()), 0);
+        let mut r2 = racing.register(info(g), None);
+        assert!(r2.stale);
+        // The session applies what it missed to itself only.
+        r2.handle.revoke(&rev);
+        assert_eq!(r2.handle.control().borrow().revoked, Some(rev));
+        let mut first = r.handle;
+        assert!(!first.control().has_changed().unwrap());
+        // A refused login just ends its window.
+        drop(reg.admission());
+        assert!(!reg.admissions_in_progress());
     }
 
     #[tokio::test]

@@ -83,8 +83,14 @@ pub async fn run_sync(
 }
 
 /// Re-reads one changed grant and applies it to the sessions bound to it.
+///
+/// A grant no session here holds is skipped — unless a login is between its grant-store
+/// read and its registration: it may be under this grant, and it learns of the change
+/// only if the registry applies (and counts) it (`SessionRegistry::admission`).
 async fn reconcile_one(lifecycle: &Lifecycle, id: Uuid) {
-    if !lifecycle.registry.grant_ids().contains(&id) || lifecycle.own_changes.contains(id) {
+    let held =
+        lifecycle.registry.grant_ids().contains(&id) || lifecycle.registry.admissions_in_progress();
+    if !held || lifecycle.own_changes.contains(id) {
         // No session of it here, or a change of this process that `record` applies.
         return;
     }

@@ -15,6 +15,9 @@ use jitgate_proxy::auth::ScramVerifier;
 
 use super::common;
 
+pub mod raw;
+pub mod server_view;
+
 /// Identities every test environment has.
 pub const ALICE: &str = "alice";
 pub const ALICE_PASSWORD: &str = "alice-secret-pw";

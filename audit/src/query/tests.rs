@@ -159,6 +159,7 @@ fn log() -> Log {
                     queries: 2,
                     duration_ms: 8000,
                     upstream_parked: false,
+                    stopped: None,
                 },
                 "2026-01-01T10:00:08Z",
             ),

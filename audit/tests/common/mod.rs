@@ -170,6 +170,13 @@ pub fn every_kind() -> Vec<Event> {
                 queries: 4,
                 duration_ms: 3_600_000,
                 upstream_parked: false,
+                stopped: Some(Stopped {
+                    work: StoppedWork::Statements,
+                    how: StopMethod::Terminate,
+                    backend_gone: true,
+                    ms: 6.25,
+                    detail: None,
+                }),
             },
             "2026-11-28T00:38:17.012500Z",
         ),

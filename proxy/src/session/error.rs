@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// Why opening the upstream session failed.
+/// Why opening an upstream session, or running jitgate's own statement on one, failed.
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     #[error("could not connect: {0}")]
@@ -36,4 +36,10 @@ pub enum UpstreamError {
     Protocol(#[source] std::io::Error),
     #[error("could not encode a message: {0}")]
     Encode(#[source] std::io::Error),
+    /// A statement jitgate ran on a connection of its own failed (see `crate::stop`).
+    #[error("the server refused jitgate's statement: {message} (SQLSTATE {code})")]
+    Statement { code: String, message: String },
+    /// The target or role of a session is no longer in the settings it was started with.
+    #[error("target {target:?} has no credentials for role {role:?}")]
+    NoCredentials { target: String, role: String },
 }

@@ -17,6 +17,7 @@ use super::stream;
 use super::upstream::{self, Upstream};
 use super::ProxyContext;
 use crate::protocol::{sqlstate, PgError};
+use crate::registry::Admission;
 use crate::reuse::{self, ParkKey};
 use crate::settings::TargetSettings;
 
@@ -29,6 +30,9 @@ pub struct LoggedIn<'a> {
     pub upstream: Upstream,
     /// Where the upstream connection may be parked when the session ends cleanly.
     pub park_key: ParkKey,
+    /// Held from before the grant store was read until the session registers, so a
+    /// grant change in between is not lost (see [`crate::registry::Admission`]).
+    pub admission: Admission,
 }
 
 async fn audit_refusal(
@@ -149,7 +153,9 @@ pub async fn login<'a>(
         return None;
     }
 
-    // Admission: the session is bound to one grant from here on.
+    // Admission: the session is bound to one grant from here on. Changes to it made
+    // from the store read on reach the session through `ticket` until it registers.
+    let ticket = ctx.registry.admission();
     let admission = match ctx
         .engine
         .admit(&startup.identity, &startup.target, startup.role.as_deref())
@@ -261,5 +267,6 @@ pub async fn login<'a>(
         target,
         upstream,
         park_key,
+        admission: ticket,
     })
 }

@@ -6,11 +6,14 @@ mod authenticate;
 mod client;
 mod enforce;
 pub mod error;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 pub(crate) mod farewell;
 mod handshake;
 mod login;
 mod meta;
 pub mod params;
+mod recheck;
 mod refuse;
 mod relay;
 mod release;
@@ -35,6 +38,7 @@ use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
 use self::enforce::Enforcer;
 use self::handshake::{handshake, Hello};
 use self::relay::Relay;
+use self::teardown::Ending;
 use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
 use crate::backstop::Escape;
@@ -42,6 +46,7 @@ use crate::cancel::{CancelMap, CancelTarget};
 use crate::protocol::{backend, sqlstate, tags, PgError};
 use crate::registry::{SessionInfo, SessionRegistry};
 use crate::settings::ProxySettings;
+use crate::stop::StopTarget;
 
 /// Everything sessions share.
 pub struct ProxyContext {
@@ -58,7 +63,8 @@ pub struct ProxyContext {
     /// Key for the mock verifiers of unknown identities (random per process).
     pub mock_secret: [u8; 32],
     /// Upstream SCRAM keys per (credential, salt, iterations): PBKDF2 once per role.
-    pub scram_keys: ScramKeyCache,
+    /// Shared with the backstop, which may open connections of its own (see `stop`).
+    pub scram_keys: Arc<ScramKeyCache>,
 }
 
 impl ProxyContext {
@@ -77,7 +83,7 @@ impl ProxyContext {
             draining: CancellationToken::new(),
             terminate: CancellationToken::new(),
             mock_secret: rand::random(),
-            scram_keys: ScramKeyCache::default(),
+            scram_keys: Arc::default(),
         })
     }
 }
@@ -154,6 +160,10 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
 }
 
 /// Runs an admitted session: registration, greeting, relay, teardown, `session_end`.
+///
+/// The session stays registered until its backend is confirmed idle (parked) or gone, so
+/// a revocation or expiry during the teardown still reaches it (and the backstop still
+/// guards it); `session_end` is written after that, and says what had to be stopped.
 async fn live(
     ctx: &ProxyContext,
     mut conn: ClientConn,
@@ -168,6 +178,7 @@ async fn live(
         target,
         mut upstream,
         park_key,
+        admission,
     } = logged_in;
     let session_id = meta.session_id;
     let settings = &ctx.settings;
@@ -178,13 +189,20 @@ async fn live(
         upstream_pid: upstream.pid,
         upstream_secret: upstream.secret,
     };
+    let stop_target = Arc::new(StopTarget {
+        settings: Arc::clone(&ctx.settings),
+        target: grant.target.clone(),
+        role: grant.role.clone(),
+        keys: Arc::clone(&ctx.scram_keys),
+        cancel: cancel_target.clone(),
+    });
     // Duplicates of both sockets for the backstop, which ends the session should this
     // thread stop running; a session it could not end is not started.
     let escape = match Escape::new(
         &conn.stream,
         Arc::clone(&conn.gate),
         &upstream.stream,
-        cancel_target.clone(),
+        Arc::clone(&stop_target),
     ) {
         Ok(escape) => escape,
         Err(e) => {
@@ -198,9 +216,11 @@ async fn live(
             return;
         }
     };
-    let cancel_key = ctx.cancels.register(cancel_target.clone());
+    let cancel_key = ctx.cancels.register(cancel_target);
     let started_at = jiff::Timestamp::now();
-    let mut handle = ctx.registry.register(
+    #[cfg(feature = "failpoints")]
+    failpoints::before_register(&grant.target).await;
+    let registered = admission.register(
         SessionInfo {
             session_id,
             identity: grant.identity.clone(),
@@ -215,6 +235,11 @@ async fn live(
         },
         Some(escape),
     );
+    let mut handle = registered.handle;
+    if registered.stale {
+        // A grant change was applied while this login was between the store and here.
+        recheck::recheck(ctx, &handle, &grant).await;
+    }
 
     let start_event = meta.event(EventBody::SessionStart {
         client_addr: peer.to_string(),
@@ -270,21 +295,25 @@ async fn live(
     };
     handle.set_ending();
     let deadline = handle.control().borrow().deadline;
+    let in_flight = tracker.in_flight();
     let outcome = teardown::teardown(
         end,
-        &mut conn,
-        &mut upstream.stream,
-        &tracker,
-        &cancel_target,
-        &meta,
-        deadline,
+        Ending {
+            client: &mut conn,
+            upstream: &mut upstream.stream,
+            in_flight,
+            saw_fatal: tracker.saw_fatal(),
+            stop: &stop_target,
+            meta: &meta,
+            deadline,
+        },
     )
     .await;
     drop(cancel_key);
     let end_state = release::EndState {
         upstream_open: outcome.upstream_open,
         tx_idle: refusal.tx_status == tags::TX_IDLE,
-        busy: tracker.in_flight() || refusal.discarding,
+        busy: in_flight || refusal.discarding,
     };
     // Statements the server never answered: the end stopped them, or they never ran.
     let mut unanswered = Vec::new();
@@ -295,16 +324,17 @@ async fn live(
             tracing::error!(error = %e, "could not audit the outcome of unanswered statements");
         }
     }
-
-    let parked = release::release(
+    let released = release::release(
         ctx,
         upstream,
         park_key,
         grant.id,
         end_state,
         handle.control(),
+        &stop_target,
     )
     .await;
+    // The backend is idle (parked) or gone: only now may the session leave the registry.
     drop(handle);
     if tracker.disagreements() > 0 {
         tracing::error!(
@@ -312,7 +342,9 @@ async fn live(
             "some Executes of this session ran a definition other than the one recorded (changed outside the protocol)"
         );
     }
-    tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, parked, "session ended");
+    let parked = released.parked;
+    let stopped = outcome.stopped.or(released.stopped);
+    tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, parked, stopped = ?stopped, "session ended");
     let end_event = meta.event(EventBody::SessionEnd {
         reason: outcome.reason,
         detail: outcome.detail,
@@ -320,6 +352,7 @@ async fn live(
         queries: tracker.queries(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         upstream_parked: parked,
+        stopped,
     });
     if outcome.reason != EndReason::AuditUnavailable {
         if let Err(e) = ctx.audit.write(end_event).await {

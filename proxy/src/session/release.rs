@@ -1,14 +1,16 @@
 //! The upstream connection after a session's clean end: reset and parked for the next
-//! session of the same grant, or closed. See [`crate::reuse`] for why parking is safe.
+//! session of the same grant, or closed (and the backend seen gone, see
+//! [`crate::stop::finish`]). See [`crate::reuse`] for why parking is safe.
 
 use jiff::Timestamp;
+use jitgate_audit::Stopped;
 use uuid::Uuid;
 
-use super::teardown::close_upstream;
 use super::upstream::Upstream;
 use super::ProxyContext;
 use crate::registry::SessionControl;
 use crate::reuse::{self, ParkKey};
+use crate::stop::{self, StopTarget};
 
 /// What the session knew about its upstream when it ended.
 pub struct EndState {
@@ -20,9 +22,25 @@ pub struct EndState {
     pub busy: bool,
 }
 
-/// Parks the connection when that is safe, else closes it. Returns whether it was parked.
-/// `control` is the session's grant state; it is read again after parking, so a
-/// revocation that raced the reset still closes the connection.
+/// What became of the connection.
+#[derive(Default)]
+pub struct Released {
+    pub parked: bool,
+    /// The idle backend did not leave on Terminate and had to be terminated.
+    pub stopped: Option<Stopped>,
+}
+
+/// Closes the connection, making sure the backend leaves.
+async fn close(upstream: &mut Upstream, stop_target: &StopTarget) -> Released {
+    Released {
+        parked: false,
+        stopped: stop::finish(&mut upstream.stream, false, stop_target).await,
+    }
+}
+
+/// Parks the connection when that is safe, else closes it. `control` is the session's
+/// grant state; it is read again after parking, so a revocation that raced the reset
+/// still closes the connection.
 pub async fn release(
     ctx: &ProxyContext,
     mut upstream: Upstream,
@@ -30,9 +48,10 @@ pub async fn release(
     grant_id: Uuid,
     state: EndState,
     control: &tokio::sync::watch::Receiver<SessionControl>,
-) -> bool {
+    stop_target: &StopTarget,
+) -> Released {
     if !state.upstream_open {
-        return false;
+        return Released::default();
     }
     let reuse = &ctx.settings.reuse;
     let grant_valid = |c: &SessionControl| c.revoked.is_none() && Timestamp::now() < c.deadline;
@@ -43,24 +62,25 @@ pub async fn release(
         && !ctx.draining.is_cancelled()
         && grant_valid(&control.borrow());
     if !eligible {
-        close_upstream(&mut upstream.stream).await;
-        return false;
+        return close(&mut upstream, stop_target).await;
     }
     if let Err(e) = reuse::reset(&mut upstream).await {
         tracing::info!(error = %e, "upstream connection not reusable; closing it");
-        close_upstream(&mut upstream.stream).await;
-        return false;
+        return close(&mut upstream, stop_target).await;
     }
     let deadline = control.borrow().deadline;
     let parked = ctx.registry.parked();
     if !parked.put(key, upstream, deadline, reuse) {
-        return false;
+        return Released::default();
     }
     let now = control.borrow().clone();
     if !grant_valid(&now) {
         parked.close_grant(grant_id);
-        return false;
+        return Released::default();
     }
     parked.set_grant_deadline(grant_id, now.deadline);
-    true
+    Released {
+        parked: true,
+        stopped: None,
+    }
 }

@@ -1,23 +1,29 @@
-//! Ending a session: tell the client why, cancel what runs upstream, make sure the
-//! upstream backend is gone, and say how late the drop was.
+//! Ending a session: tell the client why, stop whatever the server is still doing for
+//! it and see the backend go (or stay idle for reuse), and say how late the drop was and
+//! what had to be stopped.
+//!
+//! Every way a session ends while the server may still be working — the client hung
+//! up or sent Terminate behind a running statement, an I/O or protocol error, an audit
+//! failure, the grant's end, shutdown — goes through [`crate::stop::finish`]: with work in
+//! flight the backend is terminated, not just cancelled, because statements pipelined
+//! behind the running one would otherwise run next. Only a clean quit with nothing in
+//! flight leaves the connection open, for the caller to park or close.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use jitgate_audit::EndReason;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use jitgate_audit::{EndReason, Stopped, StoppedWork};
+use tokio::io::AsyncWriteExt;
 
 use super::client::ClientConn;
 use super::farewell::{self, Holder};
 use super::meta::SessionMeta;
 use super::relay::End;
 use super::stream::UpstreamStream;
-use super::tracker::Tracker;
-use super::upstream::send_cancel;
-use crate::cancel::CancelTarget;
-use crate::protocol::{sqlstate, tags, PgError};
+use crate::protocol::{sqlstate, PgError};
+use crate::stop::{self, side, Held, StopTarget};
 
-/// How long teardown waits on a peer at each step (a stalled peer must not hold it).
+/// How long teardown waits for the client to take its final error.
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `session_end` records.
@@ -25,9 +31,25 @@ pub struct Outcome {
     pub reason: EndReason,
     pub detail: Option<String>,
     pub late_ms: Option<f64>,
-    /// The upstream connection is still open and idle (the client quit cleanly): the
-    /// caller parks it for reuse or closes it.
+    /// The upstream connection is still open and idle (the client quit cleanly with
+    /// nothing in flight): the caller parks it for reuse or closes it.
     pub upstream_open: bool,
+    /// What the server was still doing and how it was stopped.
+    pub stopped: Option<Stopped>,
+}
+
+/// The session's side of its end: its connections and what is known of the server.
+pub struct Ending<'a> {
+    pub client: &'a mut ClientConn,
+    pub upstream: &'a mut UpstreamStream,
+    /// The server may still be working for the session (`Tracker::in_flight`).
+    pub in_flight: bool,
+    /// The server sent a FATAL error (it then closes; the client already knows why).
+    pub saw_fatal: bool,
+    pub stop: &'a StopTarget,
+    pub meta: &'a SessionMeta,
+    /// The grant's deadline as the session last knew it.
+    pub deadline: Timestamp,
 }
 
 fn holder(meta: &SessionMeta) -> Holder<'_> {
@@ -44,27 +66,6 @@ fn ms_since(t: Timestamp) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Ends the upstream session: Terminate (the relay never forwards the client's own),
-/// then wait for the backend to close its side.
-pub async fn close_upstream(upstream: &mut UpstreamStream) {
-    let step = async {
-        let _ = upstream.write_all(&tags::TERMINATE_MESSAGE).await;
-        let _ = upstream.flush().await;
-        let _ = upstream.shutdown().await;
-        // Wait for the backend to close its side: then it has exited.
-        let mut sink = [0u8; 4096];
-        loop {
-            match upstream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    if tokio::time::timeout(STEP_TIMEOUT, step).await.is_err() {
-        tracing::warn!("upstream did not close within {STEP_TIMEOUT:?} after Terminate");
-    }
-}
-
 async fn tell_client(client: &mut ClientConn, error: PgError) {
     if tokio::time::timeout(STEP_TIMEOUT, client.send_error(&error))
         .await
@@ -74,72 +75,127 @@ async fn tell_client(client: &mut ClientConn, error: PgError) {
     }
 }
 
-/// Drops a session whose grant ended or that must stop: cancel upstream if a query
-/// runs, FATAL to the client, Terminate upstream, wait for the backend to go.
-async fn drop_session(
-    client: &mut ClientConn,
-    upstream: &mut UpstreamStream,
-    tracker: &Tracker,
-    cancel: &CancelTarget,
-    error: PgError,
-) {
-    let cancel_task = tracker.in_flight().then(|| {
-        let target = cancel.clone();
-        tokio::spawn(async move {
-            if let Err(e) = send_cancel(&target).await {
-                tracing::warn!(error = %e, "could not cancel the running query upstream");
+async fn close_client(client: &mut ClientConn) {
+    let _ = tokio::time::timeout(STEP_TIMEOUT, client.stream.shutdown()).await;
+}
+
+impl Ending<'_> {
+    /// Tells the client `error` while the backend is made to stop (both at once: a
+    /// client that does not read must not delay the stop).
+    async fn drop_session(&mut self, error: PgError) -> Option<Stopped> {
+        let (_, stopped) = tokio::join!(
+            tell_client(self.client, error),
+            stop::finish(self.upstream, self.in_flight, self.stop)
+        );
+        stopped
+    }
+
+    /// Closes the client while the backend is made to stop.
+    async fn close_both(&mut self) -> Option<Stopped> {
+        let (_, stopped) = tokio::join!(
+            close_client(self.client),
+            stop::finish(self.upstream, self.in_flight, self.stop)
+        );
+        stopped
+    }
+
+    /// The upstream connection ended or broke: tell the client (unless the server did
+    /// already), and stop the backend if it may still be working.
+    async fn upstream_failed(&mut self, end: &End, detail: &str) -> Option<Stopped> {
+        let client = &mut *self.client;
+        let (saw_fatal, target) = (self.saw_fatal, &self.meta.target);
+        let tell = async move {
+            if saw_fatal {
+                close_client(client).await;
+                return;
             }
-        })
-    });
-    tokio::join!(tell_client(client, error), async {
-        if let Some(task) = cancel_task {
-            let _ = task.await;
+            let error = PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "the database server of target \"{target}\" closed the connection unexpectedly"
+                ),
+            )
+            .with_detail(detail.to_owned());
+            tell_client(client, error).await;
+        };
+        match end {
+            // The backend closed the connection: it has exited.
+            End::UpstreamClosed => {
+                tell.await;
+                let _ = self.upstream.shutdown().await;
+                None
+            }
+            // The connection broke while the server was working: stop the backend
+            // through a connection of our own, and see it leave pg_stat_activity (an
+            // error reading our broken connection says nothing about the backend).
+            End::UpstreamIo(_) if self.in_flight => {
+                let port = side::local_port(self.upstream);
+                let stop = stop::stop(self.stop, StoppedWork::Statements, Held::Port(port));
+                let (_, stopped) = tokio::join!(tell, stop);
+                let _ = self.upstream.shutdown().await;
+                Some(stopped)
+            }
+            // The connection broke with nothing in flight, or its stream can no longer
+            // be followed (then whether the server is working cannot be told): stop the
+            // backend when it may be working.
+            _ => {
+                let busy = self.in_flight || matches!(end, End::UpstreamProtocol(_));
+                let (_, stopped) = tokio::join!(tell, stop::finish(self.upstream, busy, self.stop));
+                stopped
+            }
         }
-        close_upstream(upstream).await;
-    });
+    }
 }
 
 /// Carries out the end of the relay and returns what to record.
-pub async fn teardown(
-    end: End,
-    client: &mut ClientConn,
-    upstream: &mut UpstreamStream,
-    tracker: &Tracker,
-    cancel: &CancelTarget,
-    meta: &SessionMeta,
-    deadline: Timestamp,
-) -> Outcome {
+pub async fn teardown(end: End, mut s: Ending<'_>) -> Outcome {
+    let meta = s.meta;
     match end {
-        End::ClientQuit { clean } => {
-            let _ = client.stream.shutdown().await;
-            // After a clean Terminate the caller decides: park the connection or close it.
-            if !clean {
-                close_upstream(upstream).await;
-            }
+        End::ClientQuit { clean: true } if !s.in_flight => {
+            close_client(s.client).await;
+            // The caller decides: park the connection or close it.
             Outcome {
                 reason: EndReason::ClientQuit,
-                detail: (!clean).then(|| "client closed the connection without Terminate".into()),
+                detail: None,
                 late_ms: None,
-                upstream_open: clean,
+                upstream_open: true,
+                stopped: None,
+            }
+        }
+        End::ClientQuit { clean } => {
+            let stopped = s.close_both().await;
+            let detail = if clean {
+                "client sent Terminate while statements were still running"
+            } else {
+                "client closed the connection without Terminate"
+            };
+            Outcome {
+                reason: EndReason::ClientQuit,
+                detail: Some(detail.into()),
+                late_ms: None,
+                upstream_open: false,
+                stopped,
             }
         }
         End::ClientIo(e) => {
-            close_upstream(upstream).await;
+            let stopped = s.close_both().await;
             Outcome {
                 reason: EndReason::ClientQuit,
                 detail: Some(format!("client connection error: {e}")),
                 late_ms: None,
                 upstream_open: false,
+                stopped,
             }
         }
         End::Expired => {
-            let error = farewell::expired(&holder(meta), deadline);
-            drop_session(client, upstream, tracker, cancel, error).await;
+            let error = farewell::expired(&holder(meta), s.deadline);
+            let stopped = s.drop_session(error).await;
             Outcome {
                 reason: EndReason::GrantExpired,
-                detail: Some(format!("grant expired at {deadline}")),
-                late_ms: Some(ms_since(deadline)),
+                detail: Some(format!("grant expired at {}", s.deadline)),
+                late_ms: Some(ms_since(s.deadline)),
                 upstream_open: false,
+                stopped,
             }
         }
         End::Revoked(revocation) => {
@@ -149,12 +205,13 @@ pub async fn teardown(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
             let error = farewell::revoked(&holder(meta), &revocation);
-            drop_session(client, upstream, tracker, cancel, error).await;
+            let stopped = s.drop_session(error).await;
             Outcome {
                 reason: EndReason::GrantRevoked,
                 detail: Some(format!("revoked by {}{}", revocation.by, why)),
                 late_ms: Some(ms_since(revocation.at)),
                 upstream_open: false,
+                stopped,
             }
         }
         End::Shutdown => {
@@ -163,12 +220,13 @@ pub async fn teardown(
                 "terminating connection because jitgate is shutting down",
             )
             .with_hint("reconnect in a moment; your grant is unchanged");
-            drop_session(client, upstream, tracker, cancel, error).await;
+            let stopped = s.drop_session(error).await;
             Outcome {
                 reason: EndReason::Shutdown,
                 detail: None,
                 late_ms: None,
                 upstream_open: false,
+                stopped,
             }
         }
         End::UpstreamClosed | End::UpstreamIo(_) | End::UpstreamProtocol(_) => {
@@ -177,36 +235,24 @@ pub async fn teardown(
                 End::UpstreamProtocol(m) => m.clone(),
                 _ => "the database closed the connection".to_owned(),
             };
-            if !tracker.saw_fatal() {
-                let error = PgError::fatal(
-                    sqlstate::CONNECTION_FAILURE,
-                    format!(
-                        "the database server of target \"{}\" closed the connection unexpectedly",
-                        meta.target
-                    ),
-                )
-                .with_detail(detail.clone());
-                tell_client(client, error).await;
-            } else {
-                let _ = client.stream.shutdown().await;
-            }
-            let _ = upstream.shutdown().await;
+            let stopped = s.upstream_failed(&end, &detail).await;
             Outcome {
                 reason: EndReason::UpstreamClosed,
                 detail: Some(detail),
                 late_ms: None,
                 upstream_open: false,
+                stopped,
             }
         }
         End::ClientProtocol(e) => {
             let error = PgError::fatal(e.sqlstate(), e.to_string());
-            tell_client(client, error).await;
-            close_upstream(upstream).await;
+            let stopped = s.drop_session(error).await;
             Outcome {
                 reason: EndReason::ProtocolError,
                 detail: Some(e.to_string()),
                 late_ms: None,
                 upstream_open: false,
+                stopped,
             }
         }
         End::Audit(e) => {
@@ -216,13 +262,13 @@ pub async fn teardown(
             )
             .with_detail(e.to_string())
             .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
-            tell_client(client, error).await;
-            close_upstream(upstream).await;
+            let stopped = s.drop_session(error).await;
             Outcome {
                 reason: EndReason::AuditUnavailable,
                 detail: Some(e.to_string()),
                 late_ms: None,
                 upstream_open: false,
+                stopped,
             }
         }
     }
