@@ -166,9 +166,15 @@ fn body(out: &mut String, e: &Event) {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let _ = write!(out, "{ts}  result #{query_id}: ");
-            if let Some(state) = sqlstate {
+            if *skipped {
+                out.push_str("NOT RUN");
+                if let Some(msg) = message {
+                    let _ = write!(out, ": {}", clean(msg, false));
+                }
+            } else if let Some(state) = sqlstate {
                 let _ = write!(out, "ERROR {}", clean(state, false));
                 if let Some(msg) = message {
                     let _ = write!(out, ": {}", clean(msg, false));

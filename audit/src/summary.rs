@@ -99,9 +99,15 @@ fn details(body: &EventBody) -> String {
             message,
             duration_us,
             bytes,
+            skipped,
         } => {
             let mut s = format!("q{query_id}");
-            if let Some(state) = sqlstate {
+            if *skipped {
+                s.push_str(" NOT RUN");
+                if let Some(msg) = message {
+                    let _ = write!(s, ": {}", one_line(msg, SQL_EXCERPT_CHARS));
+                }
+            } else if let Some(state) = sqlstate {
                 let _ = write!(s, " ERROR {}", clean(state, false));
                 if let Some(msg) = message {
                     let _ = write!(s, ": {}", one_line(msg, SQL_EXCERPT_CHARS));
