@@ -9,9 +9,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use jitgate_proxy::auth::{ScramClient, ScramKeyCache};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
@@ -203,6 +205,43 @@ impl Raw {
         scram
             .finish(&server_final)
             .expect("server signature verifies");
+        self.greeting().await
+    }
+
+    /// Like [`Raw::authenticate_with`], but with jitgate's SCRAM client and its
+    /// password-derived keys cached for the whole test binary: PBKDF2 (about 120 ms in a
+    /// debug build) runs once per password and salt instead of on every login. For tests
+    /// that log in hundreds of times and are not about the login itself.
+    pub async fn authenticate_cached(&mut self, password: &str) -> LoggedIn {
+        static KEYS: OnceLock<ScramKeyCache> = OnceLock::new();
+        let mechanisms = self.expect_auth(10).await;
+        assert!(
+            mechanisms.windows(13).any(|w| w == b"SCRAM-SHA-256"),
+            "SCRAM offered"
+        );
+        let mut scram = ScramClient::new();
+        let mut out = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", &scram.client_first(), &mut out).unwrap();
+        self.send(&out).await;
+        let server_first = self.expect_auth(11).await;
+        let first = scram.handle_server_first(&server_first).unwrap();
+        let keys = KEYS
+            .get_or_init(ScramKeyCache::default)
+            .keys(password.as_bytes(), &first.salt, first.iterations)
+            .await
+            .unwrap();
+        out.clear();
+        frontend::sasl_response(&scram.client_final(&keys).unwrap(), &mut out).unwrap();
+        self.send(&out).await;
+        let server_final = self.expect_auth(12).await;
+        scram
+            .verify_server_final(&server_final)
+            .expect("server signature verifies");
+        self.greeting().await
+    }
+
+    /// After the SASL messages: AuthenticationOk, then up to ReadyForQuery.
+    async fn greeting(&mut self) -> LoggedIn {
         self.expect_auth(0).await;
         let mut pid = None;
         let mut params = HashMap::new();
@@ -244,6 +283,19 @@ impl Raw {
         let session = raw.authenticate_with(password, &[]).await;
         (raw, session)
     }
+
+    /// [`Raw::login_to`] with [`Raw::authenticate_cached`].
+    pub async fn login_cached(
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> (Raw, LoggedIn) {
+        let mut raw = Raw::connect_to(port).await;
+        raw.send(&startup_for(user, database)).await;
+        let session = raw.authenticate_cached(password).await;
+        (raw, session)
+    }
 }
 
 /// Reads from `reader` into `buf` until a whole backend frame is there (returned without
@@ -257,8 +309,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut
             let total = len as usize + 1;
             if buf.len() >= total {
                 let tag = buf[0];
-                // NegotiateProtocolVersion is not known to postgres-protocol 0.6.
-                if tag != b'v' {
+                // NegotiateProtocolVersion and FunctionCallResponse are not known to
+                // postgres-protocol 0.6.
+                if tag != b'v' && tag != b'V' {
                     let mut copy = BytesMut::from(&buf[..total]);
                     match Message::parse(&mut copy) {
                         Ok(Some(_)) => assert!(copy.is_empty()),
