@@ -1,0 +1,7 @@
+//! The differential test's parts, one job per module: generate sequences, send them and
+//! read the answers, read the server log and the audit log, compare, shrink, report.
+
+pub mod gen;
+pub mod msg;
+pub mod pools;
+pub mod sequence;
