@@ -1,7 +1,12 @@
 //! The differential test's parts, one job per module: generate sequences, send them and
 //! read the answers, read the server log and the audit log, compare, shrink, report.
 
+pub mod auditlog;
+pub mod compare;
 pub mod gen;
 pub mod msg;
 pub mod pools;
+pub mod rules;
 pub mod sequence;
+pub mod serverlog;
+pub mod stmt;
