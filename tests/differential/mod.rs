@@ -3,10 +3,16 @@
 
 pub mod auditlog;
 pub mod compare;
+pub mod exchange;
 pub mod gen;
 pub mod msg;
 pub mod pools;
+pub mod report;
 pub mod rules;
+pub mod runner;
 pub mod sequence;
 pub mod serverlog;
+pub mod settings;
+pub mod setup;
+pub mod shrink;
 pub mod stmt;
