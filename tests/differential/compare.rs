@@ -8,7 +8,7 @@ use std::fmt;
 use jitgate_audit::Protocol;
 
 use super::auditlog::Query;
-use super::rules::{confirmed, exclusion, Rule};
+use super::rules::{agrees, confirmed, exclusion, refused_in_failed_transaction, Rule};
 use super::serverlog::LogError;
 use super::stmt::{param_as_logged, Stmt};
 
@@ -62,8 +62,9 @@ pub struct Mismatch {
     /// they agree and only an exclusion is unconfirmed).
     pub at: usize,
     pub log: Vec<Stmt>,
-    /// Audited queries expected in the log: (query_id, statement).
-    pub audit: Vec<(u64, Stmt)>,
+    /// Audited queries expected in the log: (query_id, statement, refused in a failed
+    /// transaction — see [`agrees`]).
+    pub audit: Vec<(u64, Stmt, bool)>,
     pub excluded: Vec<Excluded>,
 }
 
@@ -82,17 +83,21 @@ pub fn compare(log: Vec<Stmt>, errors: &[LogError], queries: &[Query]) -> Option
                 outcome: outcome_text(q),
                 confirmed: confirmed(rule, q, errors, &mut next_error),
             }),
-            None => audit.push((q.query_id, as_stmt(q))),
+            None => audit.push((q.query_id, as_stmt(q), refused_in_failed_transaction(q))),
         }
     }
-    let same = log.len() == audit.len() && log.iter().zip(&audit).all(|(l, (_, a))| l == a);
+    let same = log.len() == audit.len()
+        && log
+            .iter()
+            .zip(&audit)
+            .all(|(l, (_, a, refused))| agrees(l, a, *refused));
     if same && excluded.iter().all(|e| e.confirmed) {
         return None;
     }
     let at = log
         .iter()
         .zip(&audit)
-        .position(|(l, (_, a))| l != a)
+        .position(|(l, (_, a, refused))| !agrees(l, a, *refused))
         .unwrap_or(log.len().min(audit.len()));
     Some(Mismatch {
         at,
@@ -127,7 +132,7 @@ impl Mismatch {
         let before = self.first_unconfirmed().map_or(u64::MAX, |e| e.query_id);
         self.audit
             .iter()
-            .filter(|(id, s)| *id < before && is_marker(s))
+            .filter(|(id, s, _)| *id < before && is_marker(s))
             .count()
     }
 
@@ -143,7 +148,7 @@ impl Mismatch {
                     .map_or("(nothing)".into(), |s| s.to_string()),
                 self.audit
                     .get(self.at)
-                    .map_or("(nothing)".into(), |(_, s)| s.to_string())
+                    .map_or("(nothing)".into(), |(_, s, _)| s.to_string())
             )
         } else {
             let e = self.first_unconfirmed().expect("a mismatch has a cause");
@@ -176,7 +181,7 @@ impl fmt::Display for Mismatch {
             writeln!(f, "  >> (nothing more)")?;
         }
         writeln!(f, "audit (query events expected in the log, in order):")?;
-        for (i, (id, s)) in self.audit.iter().enumerate() {
+        for (i, (id, s, _)) in self.audit.iter().enumerate() {
             writeln!(f, "  {} {:>3}. [query_id {id}] {s}", mark(i), i + 1)?;
         }
         if self.statements_differ() && self.at >= self.audit.len() {
