@@ -178,6 +178,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             dir: pg_dir,
             port: None,
             fast,
+            ..PgClusterOptions::default()
         })
     })
     .await

@@ -136,6 +136,10 @@ pub struct PgClusterOptions {
     /// off, `initdb --no-sync`. Right for tests and throwaway demos; leave it off for a
     /// persistent `dir` you care about (an OS crash could corrupt it).
     pub fast: bool,
+    /// Extra server settings, passed as `-c name=value` after the built-in ones (so a
+    /// name given here overrides them), e.g. `("log_statement", "all")`. Empty by
+    /// default: the cluster runs with the built-in settings only.
+    pub settings: Vec<(String, String)>,
 }
 
 /// OS identity the server binaries run as when we are root.
@@ -178,6 +182,8 @@ pub struct PgCluster {
     port: u16,
     run_as: Option<OsUser>,
     fast: bool,
+    /// [`PgClusterOptions::settings`], applied on every launch.
+    extra_settings: Vec<(String, String)>,
     server: Option<Server>,
     /// Owned temp dir (when `options.dir` was `None`); removed on stop.
     temp: Option<tempfile::TempDir>,
@@ -214,6 +220,7 @@ impl PgCluster {
             port: 0,
             run_as,
             fast: opts.fast,
+            extra_settings: opts.settings.clone(),
             server: None,
             temp,
         };
@@ -533,6 +540,11 @@ impl PgCluster {
                 .map(String::from),
             );
         }
+        settings.extend(
+            self.extra_settings
+                .iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        );
         settings
     }
 

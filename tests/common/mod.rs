@@ -27,6 +27,38 @@ pub fn cluster() -> &'static PgCluster {
     })
 }
 
+/// A second shared cluster whose server log is a record of everything it executed:
+/// `log_statement=all` (every simple Query, extended Execute and fastpath call is logged
+/// with its text), parameters in full (`log_parameter_max_length=-1`), the backend pid in
+/// every line prefix (`%m [%p] `), and connections and disconnections (so one backend's
+/// lines can be told apart from those of an earlier process with the same pid, and the
+/// end of its log is known). Started on first use, like [`cluster`]; only test binaries
+/// that compare against the server log use it (its log grows with every statement).
+pub fn logging_cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let settings = [
+            ("log_statement", "all"),
+            ("log_parameter_max_length", "-1"),
+            ("log_line_prefix", "%m [%p] "),
+            ("log_connections", "on"),
+            ("log_disconnections", "on"),
+        ];
+        let opts = PgClusterOptions {
+            fast: true,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..PgClusterOptions::default()
+        };
+        match PgCluster::start(opts) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("starting the logging test PostgreSQL cluster: {e}"),
+        }
+    })
+}
+
 /// A name no other test (in this or a concurrently running test binary) uses, safe as an
 /// unquoted lowercase identifier: `<prefix>_<pid>_<counter>`.
 pub fn unique_name(prefix: &str) -> String {

@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use jitgate::config;
+use jitgate::pgcluster::PgCluster;
 use jitgate::serve::{self, Server};
 use jitgate_audit::Event;
 use jitgate_policy::{Grant, IssueRequest, SignedDuration};
@@ -49,6 +50,10 @@ pub struct EnvConfig<'a> {
     pub extra_top: &'a str,
     /// Replaces the `store:` section's body (default `sqlite: grants.db`).
     pub store: Option<&'a str>,
+    /// The cluster the target lives on; `None` = the test binary's shared
+    /// [`common::cluster`] (e.g. `Some(common::logging_cluster())` for a server log that
+    /// records every statement).
+    pub cluster: Option<&'static PgCluster>,
 }
 
 /// One test's jitgate + database.
@@ -59,6 +64,8 @@ pub struct Env {
     /// Target name = upstream database name.
     pub target: String,
     pub upstream_user: String,
+    /// The cluster the target database lives on (see [`EnvConfig::cluster`]).
+    pub cluster: &'static PgCluster,
 }
 
 /// `yaml` with every line indented by `by` spaces (and ending in a newline).
@@ -98,6 +105,7 @@ impl Env {
             extra_audit,
             extra_top,
             store,
+            cluster,
         } = cfg;
         let target = common::unique_name(prefix);
         let upstream_user = format!("{target}_rw");
@@ -109,7 +117,7 @@ impl Env {
                 upstream_password.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let cluster = common::cluster();
+                let cluster = cluster.unwrap_or_else(common::cluster);
                 cluster.create_role(&u, &p).expect("create role");
                 cluster.create_database(&t, &u).expect("create database");
             })
@@ -119,7 +127,7 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         write(&dir.path().join("role.password"), &upstream_password);
         write(&dir.path().join("admin.token"), ADMIN_TOKEN);
-        let cluster = common::cluster();
+        let cluster = cluster.unwrap_or_else(common::cluster);
         let yaml = format!(
             "listen: 127.0.0.1:0\n\
              login_timeout: 10s\n\
@@ -145,6 +153,7 @@ impl Env {
             config_path,
             target,
             upstream_user,
+            cluster,
         };
         env.restart().await;
         env
@@ -258,8 +267,7 @@ impl Env {
         password: &str,
         args: &[&str],
     ) -> Output {
-        let cluster = common::cluster();
-        let mut command = std::process::Command::new(cluster.bin(program));
+        let mut command = std::process::Command::new(self.cluster.bin(program));
         command
             .args(args)
             .env("PGHOST", "127.0.0.1")
@@ -277,9 +285,7 @@ impl Env {
 
     /// Runs SQL on the target database as the cluster superuser (directly, not proxied).
     pub fn superuser_sql(&self, sql: &str) -> String {
-        common::cluster()
-            .psql(&self.target, sql)
-            .expect("superuser sql")
+        self.cluster.psql(&self.target, sql).expect("superuser sql")
     }
 
     /// Whether a backend with this pid is still in pg_stat_activity (asked directly).

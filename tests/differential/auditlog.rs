@@ -1,0 +1,159 @@
+//! Reading jitgate's audit log as it grows: per session, its `query` events in order with
+//! the `query_result` of each, found by the upstream backend pid of its `session_start`.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use jitgate_audit::{EventBody, Param, Protocol};
+use uuid::Uuid;
+
+/// How a recorded query ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub tag: Option<String>,
+    pub sqlstate: Option<String>,
+    pub message: Option<String>,
+    pub skipped: bool,
+}
+
+/// A `query` event and its result.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub query_id: u64,
+    pub protocol: Protocol,
+    pub sql: String,
+    pub statement: Option<String>,
+    pub portal: Option<String>,
+    pub params: Vec<Param>,
+    pub function_oid: Option<u32>,
+    pub outcome: Option<Outcome>,
+}
+
+/// One session's queries.
+#[derive(Default, Debug)]
+pub struct Session {
+    pub queries: Vec<Query>,
+    by_id: HashMap<u64, usize>,
+    /// Its `session_end` was read.
+    pub ended: bool,
+}
+
+/// The audit log, read incrementally.
+pub struct AuditLog {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    line: u64,
+    sessions: HashMap<Uuid, Session>,
+    by_pid: HashMap<i32, Uuid>,
+}
+
+impl AuditLog {
+    pub fn new(path: PathBuf) -> AuditLog {
+        AuditLog {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+            line: 0,
+            sessions: HashMap::new(),
+            by_pid: HashMap::new(),
+        }
+    }
+
+    /// Reads the events appended since the last call.
+    pub fn poll(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_err() {
+            return;
+        }
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        for line in complete.split_inclusive(|b| *b == b'\n') {
+            self.line += 1;
+            match jitgate_audit::reader::parse_line(line, &self.path, self.line) {
+                None => {}
+                Some(Ok(event)) => self.event(event.session_id, event.body),
+                Some(Err(e)) => panic!("audit line {} does not parse: {e}", self.line),
+            }
+        }
+    }
+
+    fn event(&mut self, session: Option<Uuid>, body: EventBody) {
+        let Some(session) = session else { return };
+        match body {
+            EventBody::SessionStart {
+                upstream_pid: Some(pid),
+                ..
+            } => {
+                self.sessions.insert(session, Session::default());
+                self.by_pid.insert(pid, session);
+            }
+            EventBody::Query {
+                query_id,
+                protocol,
+                sql,
+                statement,
+                portal,
+                params,
+                function_oid,
+                ..
+            } => {
+                let s = self.sessions.entry(session).or_default();
+                s.by_id.insert(query_id, s.queries.len());
+                s.queries.push(Query {
+                    query_id,
+                    protocol,
+                    sql,
+                    statement,
+                    portal,
+                    params,
+                    function_oid,
+                    outcome: None,
+                });
+            }
+            EventBody::QueryResult {
+                query_id,
+                tag,
+                sqlstate,
+                message,
+                skipped,
+                ..
+            } => {
+                let s = self.sessions.entry(session).or_default();
+                if let Some(&i) = s.by_id.get(&query_id) {
+                    s.queries[i].outcome = Some(Outcome {
+                        tag,
+                        sqlstate,
+                        message,
+                        skipped,
+                    });
+                }
+            }
+            EventBody::SessionEnd { .. } => self.sessions.entry(session).or_default().ended = true,
+            _ => {}
+        }
+    }
+
+    /// The latest session whose upstream backend has this pid.
+    pub fn session_of(&self, pid: i32) -> Option<&Session> {
+        self.sessions.get(self.by_pid.get(&pid)?)
+    }
+
+    /// Forgets the session of a pid whose comparison is done.
+    pub fn forget(&mut self, pid: i32) {
+        if let Some(id) = self.by_pid.remove(&pid) {
+            self.sessions.remove(&id);
+        }
+    }
+}
