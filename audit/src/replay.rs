@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 pub use crate::summary::format_event_line;
 
-use crate::event::{Event, EventBody};
+use crate::event::{Event, EventBody, StopMethod, Stopped, StoppedWork};
 use crate::render::{clean, micros_as_ms, millis, one_line, param_note, param_value, rows};
 use crate::time::display_micros;
 
@@ -170,9 +170,7 @@ fn body(out: &mut String, e: &Event) {
         } => {
             let _ = write!(out, "{ts}  result #{query_id}: ");
             if *skipped {
-                let why = message.as_deref().unwrap_or("not executed");
-                let _ = writeln!(out, "SKIPPED ({})", clean(why, false));
-                return;
+                out.push_str("not run by the server: ");
             }
             if let Some(state) = sqlstate {
                 let _ = write!(out, "ERROR {}", clean(state, false));
@@ -216,6 +214,7 @@ fn body(out: &mut String, e: &Event) {
             queries,
             duration_ms,
             upstream_parked,
+            stopped,
         } => {
             let _ = write!(out, "\n{ts}  session ended: {}", reason.as_str());
             if let Some(late) = late_ms {
@@ -230,10 +229,36 @@ fn body(out: &mut String, e: &Event) {
                     "-- upstream connection reset (DISCARD ALL) and kept for this grant\n",
                 );
             }
+            if let Some(stopped) = stopped {
+                out.push_str(&stopped_line(stopped));
+            }
         }
         // Other kinds rarely carry a session id; show them as their one-line summary.
         _ => {
             let _ = writeln!(out, "{ts}  {}", one_line(&format_event_line(e), usize::MAX));
         }
     }
+}
+
+/// The transcript's line about the server work stopped at the session's end.
+fn stopped_line(stopped: &Stopped) -> String {
+    let what = match stopped.work {
+        StoppedWork::Statements => "statements still running or queued upstream",
+        StoppedWork::Backend => "the backend did not leave after Terminate",
+    };
+    let how = match stopped.how {
+        StopMethod::Terminate => "backend terminated (pg_terminate_backend)",
+        StopMethod::Cancel => "running statement cancelled and connection closed",
+    };
+    let seen = if stopped.backend_gone {
+        format!("backend gone after {:.3} ms", stopped.ms)
+    } else {
+        format!("backend NOT seen gone after {:.3} ms", stopped.ms)
+    };
+    let mut line = format!("-- stopped: {what}; {how}; {seen}");
+    if let Some(detail) = &stopped.detail {
+        let _ = write!(line, " — {}", clean(detail, false));
+    }
+    line.push('\n');
+    line
 }

@@ -103,8 +103,7 @@ fn details(body: &EventBody) -> String {
         } => {
             let mut s = format!("q{query_id}");
             if *skipped {
-                s.push_str(" SKIPPED (not executed by the server)");
-                return s;
+                s.push_str(" skipped");
             }
             if let Some(state) = sqlstate {
                 let _ = write!(s, " ERROR {}", clean(state, false));
@@ -142,6 +141,7 @@ fn details(body: &EventBody) -> String {
             queries,
             duration_ms,
             upstream_parked,
+            stopped,
         } => {
             let mut s = format!(
                 "{} queries={queries} duration={}",
@@ -153,6 +153,20 @@ fn details(body: &EventBody) -> String {
             }
             if let Some(late) = late_ms {
                 let _ = write!(s, " late={late:.3} ms");
+            }
+            if let Some(stopped) = stopped {
+                let _ = write!(
+                    s,
+                    " stopped={} how={} backend={} stop={:.3} ms",
+                    stopped.work.as_str(),
+                    stopped.how.as_str(),
+                    if stopped.backend_gone {
+                        "gone"
+                    } else {
+                        "not-seen-gone"
+                    },
+                    stopped.ms
+                );
             }
             if let Some(detail) = detail {
                 let _ = write!(s, ": {}", one_line(detail, SQL_EXCERPT_CHARS));

@@ -17,7 +17,8 @@ pub enum Rule {
     Skipped,
     /// A simple Query that failed with 42601.
     SimpleSyntaxError,
-    /// An Execute answered by EmptyQueryResponse (no tag, no SQLSTATE).
+    /// An Execute answered by EmptyQueryResponse (no tag, no SQLSTATE, no message: a
+    /// statement the session ended under has a message saying so).
     EmptyExecute,
     /// An Execute refused with 34000 or 22021.
     ExecuteRefused,
@@ -55,7 +56,11 @@ pub fn exclusion(q: &Query) -> Option<Rule> {
     }
     match q.protocol {
         Protocol::Simple if state == Some("42601") => Some(Rule::SimpleSyntaxError),
-        Protocol::Extended if outcome.tag.is_none() && state.is_none() => Some(Rule::EmptyExecute),
+        Protocol::Extended
+            if outcome.tag.is_none() && state.is_none() && outcome.message.is_none() =>
+        {
+            Some(Rule::EmptyExecute)
+        }
         Protocol::Extended if matches!(state, Some("34000" | "22021")) => {
             Some(Rule::ExecuteRefused)
         }
