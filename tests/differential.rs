@@ -77,6 +77,8 @@
 //!   fails (default 1; more keeps going after a failure to find others).
 //! - `JITGATE_DIFF_DIRECT_SEQUENCES`: sequences sent straight to PostgreSQL to check the
 //!   test's own reading of answers and of the log (default 300).
+//! - `JITGATE_DIFF_DUMP`: a file to write every generated sequence to, numbered (to find
+//!   the sequence behind a query text in jitgate's own log).
 //!
 //! A failure prints the seed, the sequence's number and a minimal sequence (shrunk by
 //! delta debugging, each candidate on a fresh connection), one message per line, with
@@ -110,9 +112,25 @@ fn generate(seed: u64, count: usize, abs_oid: u32) -> Vec<Sequence> {
 /// Through jitgate, the audit's statements are the server's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_records_exactly_what_the_server_ran() {
+    // jitgate's own warnings (a reply that matches nothing, a recorded text the server's
+    // answers contradict) are shown with a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("jitgate_proxy=warn")
+        .with_test_writer()
+        .try_init();
     let settings = Settings::from_env();
     let world = setup("diff").await;
     let seqs = generate(settings.seed, settings.sequences, world.abs_oid);
+    if let Ok(path) = std::env::var("JITGATE_DIFF_DUMP") {
+        let text: String = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("#{i}\n{s}\n"))
+            .collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            panic!("writing the sequences to {path}: {e}");
+        }
+    }
     let mut runner = Runner::new(
         world.proxy.clone(),
         world.env.cluster.log_path(),

@@ -230,6 +230,7 @@ impl Tracker {
             };
             tracing::error!(
                 query_id = r.query_id,
+                portal = %String::from_utf8_lossy(portal),
                 recorded = ?sql_of(def.as_ref()),
                 bound = ?sql_of(held),
                 "the text recorded for this Execute is not what the server had bound (a definition changed outside the protocol, e.g. SQL DEALLOCATE/PREPARE in a function)"
