@@ -61,6 +61,9 @@ pub struct ErrorFields {
     /// The server's source routine that raised it ('R'), never translated: tells the
     /// errors raised before a statement runs from those raised while it runs.
     pub routine: Option<String>,
+    /// Where the error arose ('W', the context lines), translated: only whether there is
+    /// one is meaningful here (a Bind parameter's conversion error names the parameter).
+    pub context: Option<String>,
 }
 
 /// Decodes the fields of an ErrorResponse/NoticeResponse body. Never fails: unknown
@@ -84,6 +87,7 @@ pub fn parse_error_fields(body: &[u8]) -> ErrorFields {
             b'D' => out.detail = value(),
             b'H' => out.hint = value(),
             b'R' => out.routine = value(),
+            b'W' => out.context = value(),
             _ => {}
         }
     }
@@ -171,6 +175,8 @@ mod tests {
         assert_eq!(f.message.as_deref(), Some("relation \"t\" does not exist"));
         assert_eq!(f.detail.as_deref(), Some("d"));
         assert_eq!(f.hint.as_deref(), Some("h"));
+        let f = parse_error_fields(b"C22021\0Wunnamed portal parameter $1\0");
+        assert_eq!(f.context.as_deref(), Some("unnamed portal parameter $1"));
 
         // only the localized severity: it is used
         let f = parse_error_fields(b"SFATAL\0C57P01\0");
