@@ -9,11 +9,12 @@
 //! server's (`postgres.c`): after an error in an extended-protocol message everything up
 //! to the next Sync is skipped (those statements are recorded as `skipped`); a Query
 //! arriving during that skip is skipped too; a Parse that fails leaves the name as it
-//! was (the unnamed statement: dropped); a COPY FROM STDIN consumes the Sync and Flush
-//! messages pipelined behind it, and a Sync or Flush sent during its data is dropped here
-//! (the server ignores them: forwarding them would only make the count of
-//! ReadyForQuery uncertain after a failed COPY); any other message during COPY data ends
-//! the session on the server (protocol violation).
+//! was (the unnamed statement: dropped); a Bind that fails after creating its portal
+//! leaves that portal, empty, until the transaction ends (`replies.rs`); a COPY FROM
+//! STDIN consumes the Sync and Flush messages pipelined behind it, and a Sync or Flush
+//! sent during its data is dropped here (the server ignores them: forwarding them would
+//! only make the count of ReadyForQuery uncertain after a failed COPY); any other
+//! message during COPY data ends the session on the server (protocol violation).
 //!
 //! The `query` event of a statement is written before it is forwarded, so the text it
 //! records is predicted (`predict.rs`): exact whenever the statement runs, because a

@@ -23,14 +23,23 @@ fn parse(name: &[u8], sql: &str) -> (u8, Bytes) {
 }
 
 fn bind(portal: &[u8], statement: &[u8], values: &[&str]) -> (u8, Bytes) {
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    bind_with(portal, statement, &[], &values)
+}
+
+/// A Bind with parameter format codes (0 text, 1 binary) and raw values.
+fn bind_with(portal: &[u8], statement: &[u8], formats: &[i16], values: &[&[u8]]) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     cstr(&mut b, portal);
     cstr(&mut b, statement);
-    b.put_i16(0);
+    b.put_i16(formats.len() as i16);
+    for f in formats {
+        b.put_i16(*f);
+    }
     b.put_i16(values.len() as i16);
     for v in values {
         b.put_i32(v.len() as i32);
-        b.put_slice(v.as_bytes());
+        b.put_slice(v);
     }
     b.put_i16(0);
     (tags::BIND, b.freeze())
@@ -41,6 +50,13 @@ fn execute(portal: &[u8]) -> (u8, Bytes) {
     cstr(&mut b, portal);
     b.put_i32(0);
     (tags::EXECUTE, b.freeze())
+}
+
+fn close_portal(name: &[u8]) -> (u8, Bytes) {
+    let mut b = BytesMut::new();
+    b.put_u8(tags::KIND_PORTAL);
+    cstr(&mut b, name);
+    (tags::CLOSE, b.freeze())
 }
 
 fn query(sql: &str) -> (u8, Bytes) {
@@ -67,6 +83,12 @@ fn copy_done() -> (u8, Bytes) {
 
 fn error(code: &str, routine: &str) -> Vec<u8> {
     format!("SERROR\0VERROR\0C{code}\0Mfailed\0R{routine}\0\0").into_bytes()
+}
+
+/// An error with a context ('W'), as the server sends for a Bind parameter it could not
+/// convert.
+fn error_in(code: &str, routine: &str, context: &str) -> Vec<u8> {
+    format!("SERROR\0VERROR\0C{code}\0Mfailed\0W{context}\0R{routine}\0\0").into_bytes()
 }
 
 /// A session under test: what the client sent was recorded as, and the events the
@@ -129,6 +151,18 @@ impl Session {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The message of the result of `query_id`.
+    fn message(&self, query_id: u64) -> Option<String> {
+        self.recorded.iter().chain(&self.out).find_map(|e| match e {
+            EventBody::QueryResult {
+                query_id: id,
+                message,
+                ..
+            } if *id == query_id => message.clone(),
+            _ => None,
+        })
     }
 
     /// (query_id, skipped) of every result, recorded with the query or completed later.
@@ -527,5 +561,219 @@ fn an_execute_pipelined_behind_an_extended_copy_never_runs() {
     assert_eq!(
         s.results(),
         vec![(1, false), (2, false), (4, true), (5, true), (3, false)]
+    );
+}
+
+// A Bind the server refuses after it created its portal (PostgreSQL 15
+// `exec_bind_message`: a parameter it cannot convert, a plan-time error, a failure to
+// start the portal) leaves that portal. In an implicit transaction the error's abort
+// drops it at once; in a transaction block it stays, empty, until the block ends: an
+// Execute of it after the Sync answers EmptyQueryResponse (and logs nothing). The
+// replies below are PostgreSQL 15.18's (the differential test's seed 1, sequence 851).
+#[test]
+fn a_bind_that_fails_as_it_plans_leaves_its_empty_portal_until_the_block_ends() {
+    let mut s = Session::new();
+    s.send(&[
+        query("BEGIN"),
+        sync(),
+        parse(b"s1", "SELECT 1 / 0"),
+        bind(b"", b"s1", &[]),
+        execute(b""),
+        sync(),
+        execute(b""),
+        query("SELECT 2"),
+    ]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"1");
+    // 22012 while planning: the constant 1 / 0 is folded in Bind.
+    s.reply(tags::ERROR_RESPONSE, &error("22012", "int4div"));
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    // The Execute after the Sync finds the empty portal the Bind left.
+    s.reply(tags::EMPTY_QUERY, b"");
+    s.reply(tags::ERROR_RESPONSE, &error("25P02", "exec_simple_query"));
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.t.disagreements(), 0);
+    assert_eq!(
+        s.sqls(),
+        vec!["BEGIN", "SELECT 1 / 0", "SELECT 1 / 0", "SELECT 2"]
+    );
+    // The first Execute was skipped with its group; the second ran nothing.
+    assert_eq!(
+        s.results(),
+        vec![(1, false), (2, true), (3, true), (4, false)]
+    );
+    assert!(s.message(3).unwrap().contains("holds no statement"));
+    // ROLLBACK ends the block and drops the portal.
+    s.send(&[query("ROLLBACK"), execute(b""), sync()]);
+    s.reply(tags::COMMAND_COMPLETE, b"ROLLBACK\0");
+    s.reply(tags::READY_FOR_QUERY, b"I");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("34000", "exec_execute_message"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"I");
+    assert_eq!(s.results()[4..], [(5, false), (6, true)]);
+    assert!(!s.t.in_flight());
+}
+
+// The same with a named portal and a parameter the server cannot convert (a 3-byte
+// binary int4: 08P01 from `pq_copymsgbytes`, its context naming the parameter): seed
+// 1, sequence 3676.
+#[test]
+fn a_bind_that_fails_on_a_parameter_leaves_its_named_portal_in_a_block() {
+    let mut s = Session::new();
+    s.send(&[
+        query("BEGIN"),
+        parse(b"s1", "SELECT $1::text, $2::int4"),
+        bind_with(b"p2", b"s1", &[0, 1], &[b"''", b"\0\0\x07"]),
+        execute(b"p2"),
+        sync(),
+        execute(b"p2"),
+        sync(),
+    ]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"1");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error_in("08P01", "pq_copymsgbytes", "portal \"p2\" parameter $2"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    s.reply(tags::EMPTY_QUERY, b"");
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.t.disagreements(), 0);
+    assert_eq!(s.results(), vec![(1, false), (2, true), (3, true)]);
+    // A Close of it is answered like any other.
+    s.send(&[close_portal(b"p2"), sync(), execute(b"p2"), sync()]);
+    s.replies(b"3");
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("34000", "exec_execute_message"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.results()[3..], [(4, true)]);
+}
+
+// Which Bind errors leave the portal (PostgreSQL 15.18's answers): one raised before the
+// portal is created — here a statement name not valid UTF-8, 22021 without context —
+// leaves the old unnamed portal, and an Execute of it is logged with its text and
+// refused (25P02); the same SQLSTATE for a parameter value (with context) comes after,
+// and the portal is the Bind's, empty.
+#[test]
+fn a_bind_refused_before_it_creates_its_portal_leaves_the_old_one() {
+    let mut s = Session::new();
+    s.send(&[
+        query("BEGIN"),
+        parse(b"s1", "SELECT 'old'"),
+        bind(b"", b"s1", &[]),
+        sync(),
+        bind(b"", b"s\xff", &[]),
+        sync(),
+    ]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"12");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("22021", "report_invalid_encoding_int"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    s.send(&[execute(b""), sync()]);
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error("25P02", "exec_execute_message"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.sqls(), vec!["BEGIN", "SELECT 'old'"]);
+    assert_eq!(s.results(), vec![(1, false), (2, false)]);
+    s.send(&[query("ROLLBACK")]);
+    s.reply(tags::COMMAND_COMPLETE, b"ROLLBACK\0");
+    s.reply(tags::READY_FOR_QUERY, b"I");
+
+    s.send(&[
+        query("BEGIN"),
+        parse(b"s1", "SELECT 'old'"),
+        bind(b"", b"s1", &[]),
+        sync(),
+        parse(b"s2", "SELECT $1::text"),
+        bind_with(b"", b"s2", &[], &[b"a\xffb"]),
+        sync(),
+    ]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"12");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"1");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error_in(
+            "22021",
+            "report_invalid_encoding_int",
+            "unnamed portal parameter $1",
+        ),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    s.send(&[execute(b""), sync()]);
+    s.reply(tags::EMPTY_QUERY, b"");
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.t.disagreements(), 0);
+    assert_eq!(s.sqls()[3..], ["BEGIN", "SELECT $1::text"]);
+    assert_eq!(s.results()[3..], [(4, false), (5, true)]);
+}
+
+// The text recorded for an Execute across Syncs: the portal a failed Bind left decides
+// it, not the Bind of a later group the server skipped (seed 4, sequence 10809, where
+// the tracker recorded the later group's statement for an Execute of the empty portal).
+#[test]
+fn the_portal_a_failed_bind_left_outlives_a_skipped_rebind() {
+    let mut s = Session::new();
+    let steps = s.send(&[
+        query("BEGIN"),
+        parse(b"s1", "SELECT $1::text, $2::int4"),
+        bind_with(b"", b"s1", &[0, 1], &[b"x", b"\0\0\x07"]),
+        execute(b""),
+        sync(),
+        bind(b"p2", b"s1", &["x", "1"]),
+        parse(b"s1", "SELECT generate_series(1, 2)"),
+        bind(b"", b"s1", &[]),
+        execute(b""),
+        sync(),
+        execute(b""),
+        sync(),
+    ]);
+    // Two Binds of "" in two unanswered groups: the last Execute waits.
+    assert_eq!(steps.last(), Some(&Step::Wait));
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"1");
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &error_in("08P01", "pq_copymsgbytes", "unnamed portal parameter $2"),
+    );
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    // In the aborted block the Bind with parameters is refused before anything (25P02):
+    // the rest of its group is skipped.
+    s.reply(tags::ERROR_RESPONSE, &error("25P02", "exec_bind_message"));
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.send(&[execute(b""), sync()]), vec![Step::Forward; 2]);
+    s.reply(tags::EMPTY_QUERY, b"");
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    assert_eq!(s.t.disagreements(), 0);
+    assert_eq!(
+        s.sqls(),
+        vec![
+            "BEGIN",
+            "SELECT $1::text, $2::int4",
+            "SELECT generate_series(1, 2)",
+            "SELECT $1::text, $2::int4"
+        ]
+    );
+    assert_eq!(
+        s.results(),
+        vec![(1, false), (2, true), (3, true), (4, true)]
     );
 }

@@ -17,19 +17,50 @@
 //!   violation that ends the session.
 //! - ReadyForQuery `I`: the transaction ended, and with it every portal; so does a
 //!   COMMIT or ROLLBACK run by Execute.
+//! - A Bind refused after the server created its portal leaves the portal, holding
+//!   nothing it will run, until the transaction ends: in a transaction block, until
+//!   ROLLBACK (see [`bind_created_portal`]). An Execute of it in the aborted block
+//!   answers EmptyQueryResponse (the portal is empty) or is logged and refused with
+//!   25P02 (the Bind failed as its portal started).
 
 use std::sync::Arc;
 
 use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
-use super::defs::PortalDef;
+use super::defs::{Name, PortalDef};
 use super::{Copy, Op, Request, Tracker};
-use crate::protocol::{backend, frontend, tags};
+use crate::protocol::backend::{self, ErrorFields};
+use crate::protocol::{frontend, tags};
 
 /// Why statements still waiting when the server ended the session did not run.
 const SKIPPED_SERVER_GONE: &str =
     "not executed: the server ended the session before it reached this statement";
+
+/// Why an Execute answered with EmptyQueryResponse ran nothing although a statement was
+/// recorded for it.
+const EMPTY_PORTAL_OF_FAILED_BIND: &str =
+    "not executed: the portal holds no statement (the Bind that made it failed; the server keeps such a portal until the transaction ends)";
+
+/// Whether a Bind the server refused had created its portal by then, so that the
+/// portal stays (PostgreSQL 15 `exec_bind_message`; see
+/// [`super::confirmed::Confirmed::bind_failed`]). Before creating it the server reads
+/// the names (22021 for one not valid in the client encoding), finds the statement
+/// (26000), checks the counts of parameter formats and values (08P01, raised by
+/// `exec_bind_message` itself), refuses a failed transaction (25P02) and a portal name
+/// in use (42P03, `CreatePortal`). Every later error leaves the portal: converting a
+/// parameter (the error's context names the parameter, which tells a value's 22021 from
+/// a name's; a short binary value is 08P01 from `pq_copymsgbytes`), planning (e.g.
+/// 22012 from constant folding), starting the portal. The differential test checks
+/// each of these on the real server.
+fn bind_created_portal(fields: &ErrorFields) -> bool {
+    match fields.code.as_deref() {
+        Some("26000" | "25P02" | "42P03") => false,
+        Some("08P01") => fields.routine.as_deref() != Some("exec_bind_message"),
+        Some("22021") => fields.context.is_some(),
+        _ => true,
+    }
+}
 
 /// The routine of the error the server raises for an Execute whose portal does not
 /// exist (SQLSTATE 34000), before logging and running anything. (An Execute can also
@@ -75,7 +106,7 @@ impl Tracker {
                     if statement {
                         self.confirmed.statements.remove(&name);
                     } else {
-                        self.confirmed.portals.remove(&name);
+                        self.confirmed.portal_closed(&name);
                     }
                 }
             }
@@ -96,7 +127,7 @@ impl Tracker {
                 let ends_transaction = parsed
                     .as_ref()
                     .is_some_and(|t| t.tag == "COMMIT" || t.tag == "ROLLBACK");
-                self.statement_done(out, |r| {
+                self.statement_done(out, false, |r| {
                     if let Some(t) = parsed {
                         r.tag = Some(t.tag);
                         r.rows = t.rows;
@@ -106,8 +137,8 @@ impl Tracker {
                     self.confirmed.transaction_ended();
                 }
             }
-            tags::EMPTY_QUERY => self.statement_done(out, |_| {}),
-            tags::PORTAL_SUSPENDED => self.statement_done(out, |r| {
+            tags::EMPTY_QUERY => self.statement_done(out, true, |_| {}),
+            tags::PORTAL_SUSPENDED => self.statement_done(out, false, |r| {
                 r.tag = Some("PORTAL SUSPENDED".into());
             }),
             tags::FUNCTION_CALL_RESPONSE => {
@@ -164,8 +195,17 @@ impl Tracker {
     }
 
     /// BindComplete: the portal now holds what the Bind made of the statement the server
-    /// had under that name (rebuilt if the prediction used another definition).
+    /// had under that name.
     fn confirm_bind(&mut self, op: Op) {
+        if let Some((portal, def)) = self.bound_portal(&op) {
+            self.confirmed.bound(portal, def);
+        }
+    }
+
+    /// The portal a Bind made (or, refused, would have made) of the statement the server
+    /// had under that name: the predicted one, rebuilt if the prediction used another
+    /// definition of the statement.
+    fn bound_portal(&self, op: &Op) -> Option<(Name, Arc<PortalDef>)> {
         let Op::Bind {
             portal,
             statement,
@@ -173,22 +213,28 @@ impl Tracker {
             body,
         } = op
         else {
-            return;
+            return None;
         };
-        let held = self.confirmed.statements.get(&statement).cloned();
+        let held = self.confirmed.statements.get(statement).cloned();
         let def = match def {
-            Some(d) if same_statement(d.statement.as_ref(), held.as_ref()) => d,
-            _ => match frontend::parse_bind(body) {
-                Ok(b) => Arc::new(PortalDef::bound(&self.rules, &b, held)),
-                Err(_) => return,
-            },
+            Some(d) if same_statement(d.statement.as_ref(), held.as_ref()) => Arc::clone(d),
+            _ => Arc::new(PortalDef::bound(
+                &self.rules,
+                &frontend::parse_bind(body.clone()).ok()?,
+                held,
+            )),
         };
-        self.confirmed.portals.insert(portal, def);
+        Some((portal.clone(), def))
     }
 
-    /// A reply that ends an Execute (CommandComplete, EmptyQueryResponse,
+    /// A reply that ends an Execute (CommandComplete, EmptyQueryResponse (`empty`),
     /// PortalSuspended) — or one statement of a Query, which goes on until ReadyForQuery.
-    fn statement_done(&mut self, out: &mut Vec<EventBody>, fill: impl FnOnce(&mut Request)) {
+    fn statement_done(
+        &mut self,
+        out: &mut Vec<EventBody>,
+        empty: bool,
+        fill: impl FnOnce(&mut Request),
+    ) {
         let bytes = std::mem::take(&mut self.data_bytes);
         let Some(r) = self.front() else { return };
         if !matches!(r.op, Op::Execute { .. } | Op::Query) {
@@ -199,9 +245,19 @@ impl Tracker {
         r.answered = true;
         fill(r);
         if let Op::Execute { .. } = r.op {
-            if let Some(r) = self.pending.pop_front() {
+            if let Some(mut r) = self.pending.pop_front() {
                 self.check_execute(&r);
-                out.push(r.result(false));
+                // An empty portal left by a failed Bind: the statement recorded for it
+                // (the Bind's) never ran.
+                let never_ran = empty
+                    && match &r.op {
+                        Op::Execute { portal, .. } => self.confirmed.is_failed_portal(portal),
+                        _ => false,
+                    };
+                if never_ran {
+                    r.message = Some(EMPTY_PORTAL_OF_FAILED_BIND.into());
+                }
+                out.push(r.result(never_ran));
             }
         }
     }
@@ -323,6 +379,11 @@ impl Tracker {
                     // The unnamed statement was dropped before the new one was parsed.
                     if name.is_empty() {
                         self.confirmed.statements.remove(name);
+                    }
+                }
+                if matches!(r.op, Op::Bind { .. }) && !fatal && bind_created_portal(&fields) {
+                    if let Some((portal, def)) = self.bound_portal(&r.op) {
+                        self.confirmed.bind_failed(portal, def);
                     }
                 }
                 if r.query_id != 0 {
