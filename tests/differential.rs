@@ -93,6 +93,7 @@ mod rawclient;
 
 use std::time::Instant;
 
+use diff::complaints::Complaints;
 use diff::exchange::Ending;
 use diff::gen::Generator;
 use diff::msg::Msg;
@@ -112,12 +113,10 @@ fn generate(seed: u64, count: usize, abs_oid: u32) -> Vec<Sequence> {
 /// Through jitgate, the audit's statements are the server's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_records_exactly_what_the_server_ran() {
-    // jitgate's own warnings (a reply that matches nothing, a recorded text the server's
-    // answers contradict) are shown with a failure.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("jitgate_proxy=warn")
-        .with_test_writer()
-        .try_init();
+    // jitgate's own warnings are shown with a failure, and the tracker's (a reply that
+    // matches nothing, a recorded text the server's answers contradict) fail the test.
+    let complaints = Complaints::install();
+    let mut complained: Vec<String> = Vec::new();
     let settings = Settings::from_env();
     let world = setup("diff").await;
     let seqs = generate(settings.seed, settings.sequences, world.abs_oid);
@@ -142,8 +141,14 @@ async fn the_audit_records_exactly_what_the_server_ran() {
     let mut i = 0;
     while i < seqs.len() {
         let end = (i + settings.per_connection).min(seqs.len());
+        let before = complaints.len();
         let run = runner.run_connection(&seqs[i..end]).await;
         connections += 1;
+        // The session has ended (the runner waited for it): its complaints are in.
+        let lines = complaints.lines();
+        if lines.len() > before {
+            complained.push(complaint_report(&lines[before..], &seqs, i..i + run.ran));
+        }
         let Some(failure) = run.failure else {
             i += run.ran;
             continue;
@@ -188,6 +193,37 @@ async fn the_audit_records_exactly_what_the_server_ran() {
             report.join("\n")
         );
     }
+    assert!(
+        complained.is_empty(),
+        "jitgate's tracker complained {} time(s) (seed {}); its model of the server is off:\n\n{}",
+        complaints.len(),
+        settings.seed,
+        complained.join("\n")
+    );
+}
+
+/// The tracker's complaints during the sequences `range` of one connection, with the
+/// sequences whose `/*qN*/` tags they name (all of the connection's when none).
+fn complaint_report(lines: &[String], seqs: &[Sequence], range: std::ops::Range<usize>) -> String {
+    let mut out = format!(
+        "during sequences {}..{} (one connection):\n",
+        range.start, range.end
+    );
+    for line in lines {
+        out.push_str(&format!("  {line}\n"));
+    }
+    let tags: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.match_indices("/*q").map(move |(at, _)| &l[at..]))
+        .filter_map(|t| t.find("*/").map(|end| &t[..end + 2]))
+        .collect();
+    for n in range.clone() {
+        let text = seqs[n].to_string();
+        if tags.is_empty() || tags.iter().any(|t| text.contains(t)) {
+            out.push_str(&format!("#{n}\n{text}"));
+        }
+    }
+    out
 }
 
 /// Straight to PostgreSQL, every sequence is answered up to its terminator's marker, or
@@ -392,3 +428,4 @@ async fn exclusion_rules_match_the_server() {
     }
     world.env.stop().await;
 }
+
