@@ -429,3 +429,125 @@ async fn exclusion_rules_match_the_server() {
     world.env.stop().await;
 }
 
+/// A case of [`a_refused_bind_leaves_the_portal_the_tracker_expects`]: the portal, the
+/// SQL of the statement `s2` when the refused Bind uses it, that Bind, its error, and the
+/// answer to an Execute of the portal after the Sync.
+type RefusedBind = (
+    &'static [u8],
+    Option<&'static str>,
+    Msg,
+    &'static str,
+    &'static str,
+);
+
+/// The server behaviour the tracker's model of a refused Bind relies on
+/// (`bind_created_portal` in the tracker's `replies.rs`), checked on the real server: in
+/// a transaction block, a Bind refused before it creates its portal leaves the old one
+/// (an Execute of it after the Sync is logged and refused, 25P02); a Bind refused later
+/// leaves its own portal, empty (the Execute answers EmptyQueryResponse); outside a
+/// block the error's abort drops every portal (34000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bind_leaves_the_portal_the_tracker_expects() {
+    let world = setup("diffbind").await;
+    let mut runner = Runner::new(world.direct.clone(), world.env.cluster.log_path(), None);
+    let parse = |name: &[u8], sql: &str| Msg::Parse {
+        name: name.to_vec(),
+        sql: sql.into(),
+        types: vec![],
+    };
+    let bind = |portal: &[u8], statement: &[u8], formats: &[i16], values: &[&[u8]]| Msg::Bind {
+        portal: portal.to_vec(),
+        statement: statement.to_vec(),
+        formats: formats.to_vec(),
+        params: values.iter().map(|v| Some(v.to_vec())).collect(),
+        result_formats: vec![],
+    };
+    let execute = |portal: &[u8]| Msg::Execute {
+        portal: portal.to_vec(),
+        max_rows: 0,
+    };
+    let old = "E:25P02";
+    let empty = "I";
+    let cases: Vec<RefusedBind> = vec![
+        (b"", None, bind(b"", b"nope", &[], &[]), "E:26000", old),
+        (b"", None, bind(b"", b"s\xff", &[], &[]), "E:22021", old),
+        (
+            b"",
+            Some("SELECT $1::int4"),
+            bind(b"", b"s2", &[], &[]),
+            "E:08P01",
+            old,
+        ),
+        (
+            b"p1",
+            Some("SELECT 1 / 0"),
+            bind(b"p1", b"s2", &[], &[]),
+            "E:42P03",
+            old,
+        ),
+        (
+            b"",
+            Some("SELECT $1::int4"),
+            bind(b"", b"s2", &[], &[b"x1"]),
+            "E:22P02",
+            empty,
+        ),
+        (
+            b"",
+            Some("SELECT $1::text"),
+            bind(b"", b"s2", &[], &[b"a\xffb"]),
+            "E:22021",
+            empty,
+        ),
+        (
+            b"",
+            Some("SELECT $1::int4"),
+            bind(b"", b"s2", &[1], &[b"\0\0\x07"]),
+            "E:08P01",
+            empty,
+        ),
+        (
+            b"",
+            Some("SELECT 1 / 0"),
+            bind(b"", b"s2", &[], &[]),
+            "E:22012",
+            empty,
+        ),
+    ];
+    for (portal, sql, failing, error, answer) in cases {
+        let mut msgs = vec![
+            Msg::Query("BEGIN".into()),
+            parse(b"s1", "SELECT 'old'"),
+            bind(portal, b"s1", &[], &[]),
+            Msg::Sync,
+        ];
+        let mut want = vec!["C", "Z:T", "1", "2", "Z:T"];
+        if let Some(sql) = sql {
+            msgs.push(parse(b"s2", sql));
+            want.push("1");
+        }
+        msgs.extend([failing.clone(), Msg::Sync, execute(portal), Msg::Sync]);
+        want.extend([error, "Z:E", answer, "Z:E"]);
+        let run = runner.run_connection(&[one(msgs)]).await;
+        assert!(run.failure.is_none());
+        let got = &run.exchanges[0].responses;
+        assert_eq!(got[..want.len()], want, "{failing}: {got:?}");
+    }
+    // Outside a transaction block.
+    let run = runner
+        .run_connection(&[one(vec![
+            parse(b"s2", "SELECT 1 / 0"),
+            bind(b"", b"s2", &[], &[]),
+            Msg::Sync,
+            execute(b""),
+            Msg::Sync,
+        ])])
+        .await;
+    let got = &run.exchanges[0].responses;
+    assert_eq!(
+        got[..5],
+        ["1", "E:22012", "Z:I", "E:34000", "Z:I"],
+        "{got:?}"
+    );
+    world.env.stop().await;
+}
