@@ -777,3 +777,35 @@ fn the_portal_a_failed_bind_left_outlives_a_skipped_rebind() {
         vec![(1, false), (2, true), (3, true), (4, true)]
     );
 }
+
+#[test]
+fn rollback_to_savepoint_keeps_the_portals_made_before_it() {
+    let mut s = Session::new();
+    s.send(&[query("BEGIN")]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[parse(b"", "SELECT 'kept'"), bind(b"p1", b"", &[]), sync()]);
+    s.replies(b"12");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[query("SAVEPOINT a")]);
+    s.reply(tags::COMMAND_COMPLETE, b"SAVEPOINT\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    // Run by Execute, ROLLBACK TO has the tag of a whole ROLLBACK.
+    s.send(&[
+        parse(b"", "ROLLBACK TO a"),
+        bind(b"", b"", &[]),
+        execute(b""),
+        sync(),
+    ]);
+    s.replies(b"12");
+    s.reply(tags::COMMAND_COMPLETE, b"ROLLBACK\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.send(&[execute(b"p1"), sync()]);
+    assert_eq!(
+        s.sqls(),
+        vec!["BEGIN", "SAVEPOINT a", "ROLLBACK TO a", "SELECT 'kept'"]
+    );
+    s.replies(b"C");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    assert_eq!(s.t.disagreements(), 0);
+}

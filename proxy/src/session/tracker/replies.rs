@@ -15,8 +15,9 @@
 //! - CopyInResponse: the COPY reads the client's messages in order — CopyData until
 //!   CopyDone or CopyFail, ignoring Sync and Flush; any other message is a protocol
 //!   violation that ends the session.
-//! - ReadyForQuery `I`: the transaction ended, and with it every portal; so does a
-//!   COMMIT or ROLLBACK run by Execute.
+//! - ReadyForQuery `I`: the transaction ended, and with it every portal. (A COMMIT or
+//!   ROLLBACK run by Execute ends it earlier; its tag cannot be told from ROLLBACK TO
+//!   SAVEPOINT's, which keeps older portals, so portals go at the ReadyForQuery.)
 //! - A Bind refused after the server created its portal leaves the portal, holding
 //!   nothing it will run, until the transaction ends: in a transaction block, until
 //!   ROLLBACK (see [`bind_created_portal`]). An Execute of it in the aborted block
@@ -124,18 +125,18 @@ impl Tracker {
                         rows: parsed.as_ref().and_then(|t| t.rows),
                     });
                 }
-                let ends_transaction = parsed
-                    .as_ref()
-                    .is_some_and(|t| t.tag == "COMMIT" || t.tag == "ROLLBACK");
+                // A COMMIT or ROLLBACK run by Execute ends the transaction, but the tag
+                // alone cannot say so: ROLLBACK TO SAVEPOINT has the tag ROLLBACK too and
+                // keeps the portals made before the savepoint. Portals are dropped at the
+                // next ReadyForQuery that says the transaction ended; until then a portal
+                // the server dropped is still here, which only means an Execute of it is
+                // recorded with its text and then refused (34000, recorded as skipped).
                 self.statement_done(out, false, |r| {
                     if let Some(t) = parsed {
                         r.tag = Some(t.tag);
                         r.rows = t.rows;
                     }
                 });
-                if ends_transaction {
-                    self.confirmed.transaction_ended();
-                }
             }
             tags::EMPTY_QUERY => self.statement_done(out, true, |_| {}),
             tags::PORTAL_SUSPENDED => self.statement_done(out, false, |r| {
