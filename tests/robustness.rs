@@ -924,3 +924,36 @@ async fn a_client_that_stops_reading_a_large_result_is_still_dropped_at_expiry()
     );
     env.stop().await;
 }
+
+/// A login still in progress when shutdown begins is refused with 57P03 — and, like every
+/// refusal, recorded (it used to be told without being audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_progress_at_shutdown_is_refused_57p03_and_audited() {
+    let mut env = ready("drainlogin").await;
+    let mut raw = Raw::connect(&env).await;
+    raw.send(&startup(&env)).await;
+    raw.expect_auth(10).await; // AuthenticationSASL: the login is under way
+    let audit = env.audit_path();
+    let server = env.server.take().expect("server running");
+    let stop = tokio::spawn(server.stop());
+    let err = raw.expect_error_then_close().await;
+    assert_eq!(err.code, "57P03", "{}", err.message);
+    stop.await.expect("stop task").expect("clean stop");
+    let refusals: Vec<String> = jitgate_audit::read_events(&audit)
+        .expect("audit log")
+        .filter_map(|e| match e.expect("event").body {
+            EventBody::AccessDenied { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    let kinds: Vec<String> = jitgate_audit::read_events(&audit)
+        .expect("audit log")
+        .map(|e| e.expect("event").body.kind().to_owned())
+        .collect();
+    assert_eq!(
+        refusals,
+        vec!["jitgate is shutting down".to_owned()],
+        "{kinds:?} {}",
+        err.message
+    );
+}

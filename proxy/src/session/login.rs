@@ -1,10 +1,10 @@
 //! Logging a client in: startup parameters, SCRAM, admission against the grant store,
-//! and the upstream session with brokered credentials. Every refusal is audited and
-//! reaches the client as an ErrorResponse with a SQLSTATE and a message a DBA can act on.
+//! and the upstream session with brokered credentials. Every refusal is handed back as
+//! a [`Refusal`] — the client's ErrorResponse and the audit event together — for the
+//! caller to report once.
 
 use std::net::SocketAddr;
 
-use jitgate_audit::{Event, EventBody};
 use jitgate_policy::Grant;
 use uuid::Uuid;
 
@@ -13,6 +13,7 @@ use super::client::{negotiate_protocol_version, ClientConn, ReadError};
 use super::error::UpstreamError;
 use super::meta::SessionMeta;
 use super::params::{self, ClientStartup};
+use super::refusal::Refusal;
 use super::stream;
 use super::upstream::{self, Upstream};
 use super::ProxyContext;
@@ -35,23 +36,8 @@ pub struct LoggedIn<'a> {
     pub admission: Admission,
 }
 
-async fn audit_refusal(
-    ctx: &ProxyContext,
-    session_id: Uuid,
-    identity: &str,
-    target: &str,
-    body: EventBody,
-) {
-    let event = Event::new(body)
-        .with_session(session_id)
-        .with_identity(identity)
-        .with_target(target);
-    if let Err(e) = ctx.audit.write(event).await {
-        tracing::error!(error = %e, "could not audit a refused connection");
-    }
-}
-
-/// Runs the login steps; `None` when the client was refused (and told) or left.
+/// Runs the login steps. `Err(Some(refusal))`: the client is refused — the caller
+/// reports it (audit, then the client is told); `Err(None)`: the client left.
 pub async fn login<'a>(
     ctx: &'a ProxyContext,
     conn: &mut ClientConn,
@@ -60,7 +46,7 @@ pub async fn login<'a>(
     minor: u16,
     params: &[(String, String)],
     login_deadline: tokio::time::Instant,
-) -> Option<LoggedIn<'a>> {
+) -> Result<LoggedIn<'a>, Option<Refusal>> {
     let settings = &ctx.settings;
     let startup = match params::interpret(params) {
         Ok(s) => s,
@@ -70,19 +56,8 @@ pub async fn login<'a>(
                 .find(|(k, _)| k == "user")
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("");
-            audit_refusal(
-                ctx,
-                session_id,
-                identity,
-                "",
-                EventBody::AccessDenied {
-                    client_addr: peer.to_string(),
-                    reason: error.message.clone(),
-                },
-            )
-            .await;
-            conn.send_error(&error).await;
-            return None;
+            let reason = error.message.clone();
+            return Err(Some(Refusal::denied(peer, identity, "", reason, error)));
         }
     };
     let span = tracing::Span::current();
@@ -122,11 +97,11 @@ pub async fn login<'a>(
         }
         Ok(Err(AuthFailure::Read(ReadError::Io(e)))) | Ok(Err(AuthFailure::Io(e))) => {
             tracing::info!(error = %e, "client connection failed during authentication");
-            return None;
+            return Err(None);
         }
         Ok(Err(AuthFailure::Read(ReadError::Closed))) => {
             tracing::info!("client left during authentication");
-            return None;
+            return Err(None);
         }
         Err(_) => Some((
             PgError::fatal(
@@ -137,20 +112,13 @@ pub async fn login<'a>(
         )),
     };
     if let Some((error, reason)) = failure {
-        tracing::info!(%reason, "authentication failed");
-        audit_refusal(
-            ctx,
-            session_id,
+        return Err(Some(Refusal::auth_failed(
+            peer,
             &startup.identity,
             &startup.target,
-            EventBody::AuthFailure {
-                client_addr: peer.to_string(),
-                reason,
-            },
-        )
-        .await;
-        conn.send_error(&error).await;
-        return None;
+            reason,
+            error,
+        )));
     }
 
     // Admission: the session is bound to one grant from here on. Changes to it made
@@ -163,21 +131,14 @@ pub async fn login<'a>(
     {
         Ok(a) => a,
         Err(e) => {
-            tracing::info!(error = %e, "access denied");
-            audit_refusal(
-                ctx,
-                session_id,
+            let error = PgError::fatal(e.sqlstate(), e.client_message());
+            return Err(Some(Refusal::denied(
+                peer,
                 &startup.identity,
                 &startup.target,
-                EventBody::AccessDenied {
-                    client_addr: peer.to_string(),
-                    reason: e.to_string(),
-                },
-            )
-            .await;
-            conn.send_error(&PgError::fatal(e.sqlstate(), e.client_message()))
-                .await;
-            return None;
+                e.to_string(),
+                error,
+            )));
         }
     };
     let grant = admission.grant;
@@ -202,8 +163,17 @@ pub async fn login<'a>(
             ),
         )
         .with_hint("ask the jitgate operator to add the role to the target's configuration");
-        conn.send_error(&error).await;
-        return None;
+        let reason = format!(
+            "admitted under grant {}, but target \"{}\" has no credentials for role \"{}\"",
+            grant.id, grant.target, grant.role
+        );
+        return Err(Some(Refusal::denied(
+            peer,
+            &startup.identity,
+            &startup.target,
+            reason,
+            error,
+        )));
     };
 
     // A connection parked by an earlier session of this same grant, else a new one.
@@ -229,17 +199,10 @@ pub async fn login<'a>(
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not open the upstream session");
-            audit_refusal(
-                ctx,
-                session_id,
-                &startup.identity,
-                &startup.target,
-                EventBody::AccessDenied {
-                    client_addr: peer.to_string(),
-                    reason: format!("admitted under grant {}, but the upstream session could not be opened: {e}", grant.id),
-                },
-            )
-            .await;
+            let reason = format!(
+                "admitted under grant {}, but the upstream session could not be opened: {e}",
+                grant.id
+            );
             let mut error = PgError::fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 format!(
@@ -255,12 +218,17 @@ pub async fn login<'a>(
             if let UpstreamError::Refused { .. } | UpstreamError::Timeout(_) = e {
                 error = error.with_detail(e.to_string());
             }
-            conn.send_error(&error).await;
-            return None;
+            return Err(Some(Refusal::denied(
+                peer,
+                &startup.identity,
+                &startup.target,
+                reason,
+                error,
+            )));
         }
     };
 
-    Some(LoggedIn {
+    Ok(LoggedIn {
         startup,
         grant,
         meta,

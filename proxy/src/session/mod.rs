@@ -14,6 +14,7 @@ mod login;
 mod meta;
 pub mod params;
 mod recheck;
+mod refusal;
 mod refuse;
 mod relay;
 mod release;
@@ -37,6 +38,7 @@ use uuid::Uuid;
 use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
 use self::enforce::Enforcer;
 use self::handshake::{handshake, Hello};
+use self::refusal::Refusal;
 use self::relay::Relay;
 use self::teardown::Ending;
 use self::tracker::Tracker;
@@ -140,20 +142,21 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
     let logged_in = tokio::select! {
         biased;
-        _ = ctx.draining.cancelled() => None,
-        r = login::login(&ctx, &mut conn, peer, session_id, minor, &params, login_deadline) => match r {
-            Some(l) => Some(l),
-            None => return,
-        },
+        _ = ctx.draining.cancelled() => {
+            let error = PgError::fatal(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "jitgate is shutting down and does not accept new sessions",
+            )
+            .with_hint("connect again in a moment");
+            let user = params.iter().find(|(k, _)| k == "user").map_or("", |(_, v)| v.as_str());
+            Err(Some(Refusal::denied(peer, user, "", "jitgate is shutting down", error)))
+        }
+        r = login::login(&ctx, &mut conn, peer, session_id, minor, &params, login_deadline) => r,
     };
-    let Some(logged_in) = logged_in else {
-        let error = PgError::fatal(
-            sqlstate::CANNOT_CONNECT_NOW,
-            "jitgate is shutting down and does not accept new sessions",
-        )
-        .with_hint("connect again in a moment");
-        conn.send_error(&error).await;
-        return;
+    let logged_in = match logged_in {
+        Ok(l) => l,
+        Err(Some(refusal)) => return refusal.report(&ctx, &mut conn, session_id).await,
+        Err(None) => return,
     };
     conn.set_max_message_len(settings.max_message_len);
     live(&ctx, conn, peer, tls, logged_in).await;
@@ -212,8 +215,13 @@ async fn live(
                 "jitgate is out of file descriptors and cannot guarantee this session ends with its grant",
             )
             .with_hint("try again shortly; the operator may need to raise jitgate's open-files limit");
-            conn.send_error(&error).await;
-            return;
+            let reason = format!(
+                "admitted under grant {}, but the session's sockets could not be duplicated for the enforcement backstop: {e}",
+                grant.id
+            );
+            return Refusal::denied(peer, &grant.identity, &grant.target, reason, error)
+                .report(ctx, &mut conn, session_id)
+                .await;
         }
     };
     let cancel_key = ctx.cancels.register(cancel_target);
@@ -258,8 +266,14 @@ async fn live(
         .with_hint(
             "jitgate never runs a query it cannot audit; ask the operator to check the audit log",
         );
-        conn.send_error(&error).await;
-        return;
+        // Recorded if the log takes this one after all (it failed a moment ago).
+        let reason = format!(
+            "admitted under grant {}, but the audit log could not record the session's start: {e}",
+            grant.id
+        );
+        return Refusal::denied(peer, &grant.identity, &grant.target, reason, error)
+            .report(ctx, &mut conn, session_id)
+            .await;
     }
 
     // The client sees the upstream's parameters and process id, with our cancel secret.
