@@ -15,12 +15,13 @@
 
 mod common;
 mod harness;
+mod rawclient;
 
 use std::time::{Duration, Instant};
 
-use harness::raw::{self, RawSession};
 use harness::{Env, EnvConfig};
 use jitgate_audit::{EndReason, EventBody};
+use rawclient::{self as raw, Raw};
 
 /// How long the audit write stalls: far longer than deadline + backstop grace.
 const STALL: Duration = Duration::from_secs(25);
@@ -71,8 +72,8 @@ async fn a_stalled_session_thread_does_not_keep_a_session_past_its_grant() {
     // A long statement that survives a cancel, with a write pipelined behind it, in one
     // write (as a raw client sends them): both are audited and forwarded before the
     // thread stops.
-    let mut long = RawSession::login(&env).await;
-    let pid = long.pid;
+    let (mut long, long_login) = Raw::login(&env).await;
+    let pid = long_login.pid;
     let mut batch = raw::query(STUBBORN);
     batch.extend_from_slice(&raw::query("INSERT INTO marks VALUES (2)"));
     long.send(&batch).await;

@@ -5,15 +5,16 @@
 
 mod common;
 mod harness;
+mod rawclient;
 
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use harness::raw::{self, RawSession};
 use harness::server_view::ServerView;
 use harness::{Env, ALICE};
 use jiff::Timestamp;
 use jitgate_audit::{EndReason, EventBody, StopMethod, Stopped, StoppedWork};
+use rawclient::{self as raw, Raw};
 use tokio_postgres::error::SqlState;
 
 fn session_end(env: &Env) -> Vec<(EndReason, Option<f64>)> {
@@ -477,8 +478,8 @@ async fn a_client_that_hangs_up_mid_statement_leaves_nothing_running() {
     let env = Env::start("hangup").await;
     env.grant(ALICE, Duration::from_secs(600)).await;
     let view = ServerView::connect(&env).await;
-    let mut session = RawSession::login(&env).await;
-    let pid = session.pid;
+    let (mut session, session_login) = Raw::login(&env).await;
+    let pid = session_login.pid;
     session.send(&raw::query(SLEEP)).await;
     view.wait_running(pid, SLEEP, Duration::from_secs(5)).await;
 
@@ -505,8 +506,8 @@ async fn terminate_while_a_statement_runs_stops_it_but_a_quiet_quit_costs_nothin
     let view = ServerView::connect(&env).await;
 
     // Nothing in flight: Terminate, the connection is parked, nothing had to be stopped.
-    let mut quiet = RawSession::login(&env).await;
-    let quiet_pid = quiet.pid;
+    let (mut quiet, quiet_login) = Raw::login(&env).await;
+    let quiet_pid = quiet_login.pid;
     quiet.send(&raw::terminate()).await;
     assert!(quiet.errors_until_closed().await.is_empty());
     let end = the_end_parked(&env).await;
@@ -518,8 +519,8 @@ async fn terminate_while_a_statement_runs_stops_it_but_a_quiet_quit_costs_nothin
     );
 
     // Terminate behind a running statement: the statement is stopped, not left to run.
-    let mut session = RawSession::login(&env).await;
-    let pid = session.pid;
+    let (mut session, session_login) = Raw::login(&env).await;
+    let pid = session_login.pid;
     assert_eq!(pid, quiet_pid, "the parked connection was reused");
     session.send(&raw::query(SLEEP)).await;
     view.wait_running(pid, SLEEP, Duration::from_secs(5)).await;
@@ -568,8 +569,8 @@ async fn statements_pipelined_behind_a_running_one_never_run_after_expiry() {
     writable_table(&env);
     let grant = env.grant(ALICE, Duration::from_secs(2)).await;
     let view = ServerView::connect(&env).await;
-    let mut session = RawSession::login(&env).await;
-    let pid = session.pid;
+    let (mut session, session_login) = Raw::login(&env).await;
+    let pid = session_login.pid;
     session.send(&sleep_then_writes()).await;
     view.wait_running(pid, SLEEP, Duration::from_secs(5)).await;
 
@@ -614,8 +615,8 @@ async fn statements_pipelined_behind_a_running_one_never_run_after_revocation() 
     writable_table(&env);
     let grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let view = ServerView::connect(&env).await;
-    let mut session = RawSession::login(&env).await;
-    let pid = session.pid;
+    let (mut session, session_login) = Raw::login(&env).await;
+    let pid = session_login.pid;
     session.send(&sleep_then_writes()).await;
     view.wait_running(pid, SLEEP, Duration::from_secs(5)).await;
 

@@ -22,7 +22,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use rand::{Rng, SeedableRng};
-use rawclient::{be_i32, parse_error, startup, Next, Raw, LIMIT};
+use rawclient::{be_i32, parse_error, query, startup, Next, Raw, LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Protocol 3.0 as a startup packet's version word.
@@ -36,12 +36,6 @@ fn packet(length_word: i32, code: i32, body: &[u8]) -> BytesMut {
     b.put_i32(length_word);
     b.put_i32(code);
     b.put_slice(body);
-    b
-}
-
-fn query(sql: &str) -> BytesMut {
-    let mut b = BytesMut::new();
-    frontend::query(sql, &mut b).unwrap();
     b
 }
 

@@ -16,7 +16,6 @@ use jitgate_proxy::auth::ScramVerifier;
 
 use super::common;
 
-pub mod raw;
 pub mod server_view;
 
 /// Identities every test environment has.

@@ -7,6 +7,8 @@
 //! Each test binary includes it with `mod rawclient;` (after `mod common; mod harness;`)
 //! and uses only some of it.
 #![allow(dead_code)]
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -165,6 +167,19 @@ impl Raw {
         };
         self.expect_closed().await;
         err
+    }
+
+    /// Reads until the proxy closes the connection (or resets it); the ErrorResponses
+    /// seen on the way.
+    pub async fn errors_until_closed(&mut self) -> Vec<PgErr> {
+        let mut errors = Vec::new();
+        loop {
+            match self.next().await {
+                Next::Frame(b'E', body) => errors.push(parse_error(&body)),
+                Next::Frame(..) => {}
+                Next::Eof | Next::Reset(_) => return errors,
+            }
+        }
     }
 
     /// An authentication request of `kind`; returns its data.
@@ -348,5 +363,41 @@ pub fn startup(env: &Env) -> BytesMut {
 pub fn startup_for(user: &str, database: &str) -> BytesMut {
     let mut b = BytesMut::new();
     frontend::startup_message([("user", user), ("database", database)], &mut b).unwrap();
+    b
+}
+
+/// A simple-protocol Query message.
+pub fn query(sql: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::query(sql, &mut b).expect("query message");
+    b
+}
+
+/// An extended-protocol group running `sql` once: Parse, Bind, Execute, Sync (unnamed
+/// statement and portal, no parameters).
+pub fn extended(sql: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    frontend::parse("", sql, std::iter::empty(), &mut b).expect("Parse");
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty::<i16>(),
+        std::iter::empty::<Option<&[u8]>>(),
+        |_, _| Ok(postgres_protocol::IsNull::No),
+        std::iter::empty::<i16>(),
+        &mut b,
+    )
+    .map_err(|_| "Bind")
+    .expect("Bind");
+    frontend::execute("", 0, &mut b).expect("Execute");
+    frontend::sync(&mut b);
+    b
+}
+
+/// The Terminate message.
+pub fn terminate() -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_u8(b'X');
+    b.put_i32(4);
     b
 }
