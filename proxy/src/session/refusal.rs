@@ -40,15 +40,11 @@ impl Refusal {
         reason: impl Into<String>,
         error: PgError,
     ) -> Refusal {
-        Refusal {
-            error,
-            event: EventBody::AccessDenied {
-                client_addr: peer.to_string(),
-                reason: reason.into(),
-            },
-            identity: identity.to_owned(),
-            target: target.to_owned(),
-        }
+        let event = EventBody::AccessDenied {
+            client_addr: peer.to_string(),
+            reason: reason.into(),
+        };
+        Refusal::of(event, identity, target, error)
     }
 
     /// The client did not authenticate: why, for the DBA (`reason`; the client's
@@ -60,12 +56,17 @@ impl Refusal {
         reason: impl Into<String>,
         error: PgError,
     ) -> Refusal {
+        let event = EventBody::AuthFailure {
+            client_addr: peer.to_string(),
+            reason: reason.into(),
+        };
+        Refusal::of(event, identity, target, error)
+    }
+
+    fn of(event: EventBody, identity: &str, target: &str, error: PgError) -> Refusal {
         Refusal {
             error,
-            event: EventBody::AuthFailure {
-                client_addr: peer.to_string(),
-                reason: reason.into(),
-            },
+            event,
             identity: identity.to_owned(),
             target: target.to_owned(),
         }
