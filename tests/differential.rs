@@ -46,8 +46,8 @@
 //!   `fastpath function call` line. A call with bad arguments is logged first and stays.
 //!
 //! The statements must be equal, with one exception: an Execute refused in a failed
-//! transaction (25P02) is compared without parameters, and on its portal name only when
-//! the log shows an empty text. In an aborted transaction `errdetail_params` leaves the
+//! transaction (25P02, or 55000 for a portal a failed statement left) is compared
+//! without parameters, and on its portal name only when the log shows an empty text. In an aborted transaction `errdetail_params` leaves the
 //! parameters out (it calls no type output function there), and a COPY that fails
 //! inside a transaction block leaves its unnamed portal until ROLLBACK: an Execute of
 //! `""` finds it and the server logs `execute <unnamed>: ` with its source text, by then

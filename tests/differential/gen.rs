@@ -376,12 +376,21 @@ impl Generator {
         }
     }
 
-    /// BEGIN, COMMIT or ROLLBACK, simple or extended.
+    /// BEGIN, COMMIT, ROLLBACK or a savepoint (ROLLBACK TO keeps the portals made before
+    /// the savepoint and has the tag ROLLBACK), simple or extended.
     fn transaction(&mut self, out: &mut Vec<Msg>) {
         let n = self.tag();
-        let word = ["BEGIN", "BEGIN", "COMMIT", "ROLLBACK"]
-            .choose(&mut self.rng)
-            .unwrap();
+        let word = [
+            "BEGIN",
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "SAVEPOINT sp",
+            "ROLLBACK TO sp",
+            "RELEASE sp",
+        ]
+        .choose(&mut self.rng)
+        .unwrap();
         let sql = format!("{word} /*q{n}*/");
         if self.rng.gen_bool(0.6) {
             out.push(Msg::Query(sql));

@@ -71,22 +71,27 @@ pub fn exclusion(q: &Query) -> Option<Rule> {
     }
 }
 
-/// Whether `q` is an Execute the server refused because the transaction had failed.
+/// Whether `q` is an Execute the server logged and then refused without running
+/// anything: the transaction had failed (25P02), or the portal is one a failed
+/// statement left behind (55000, `PortalRun`: "portal cannot be run" — a simple query
+/// that failed while running inside a transaction block replaces the unnamed portal
+/// with its own, failed one).
 pub fn refused_in_failed_transaction(q: &Query) -> bool {
     q.protocol == Protocol::Extended
         && q.outcome
             .as_ref()
-            .is_some_and(|o| !o.skipped && o.sqlstate.as_deref() == Some("25P02"))
+            .is_some_and(|o| !o.skipped && matches!(o.sqlstate.as_deref(), Some("25P02" | "55000")))
 }
 
 /// Whether a logged statement is the audited one. They must be equal, except for an
-/// Execute refused in a failed transaction (25P02), which `exec_execute_message` logs
-/// before refusing it, but:
+/// Execute refused in a failed transaction (25P02, or 55000 for a failed portal), which
+/// is logged before it is refused, but:
 /// - without parameters: `errdetail_params` calls no type output function in an aborted
 ///   transaction, so the `parameters:` DETAIL is left out;
-/// - with an empty text when the portal is the unnamed one a simple query (a COPY) left
-///   behind by failing inside a transaction block: it survives until ROLLBACK, an
-///   Execute of `""` finds it, and its source text is empty by then.
+/// - with an empty text when the portal is the unnamed one a simple query (a COPY, a
+///   ROLLBACK TO a savepoint that does not exist) left behind by failing inside a
+///   transaction block: it survives until ROLLBACK, an Execute of `""` finds it, and its
+///   source text is empty by then.
 ///
 /// Nothing runs either way. Such an Execute is compared on its portal, and on its
 /// statement and text when the log has a text (an empty one is the simple query's
