@@ -2,11 +2,12 @@
 //! the `query_result` of each, found by the upstream backend pid of its `session_start`.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use jitgate_audit::{EventBody, Param, Protocol};
 use uuid::Uuid;
+
+use super::tail::Tail;
 
 /// How a recorded query ended.
 #[derive(Clone, Debug)]
@@ -41,9 +42,7 @@ pub struct Session {
 
 /// The audit log, read incrementally.
 pub struct AuditLog {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+    tail: Tail,
     line: u64,
     sessions: HashMap<Uuid, Session>,
     by_pid: HashMap<i32, Uuid>,
@@ -52,9 +51,7 @@ pub struct AuditLog {
 impl AuditLog {
     pub fn new(path: PathBuf) -> AuditLog {
         AuditLog {
-            path,
-            offset: 0,
-            partial: Vec::new(),
+            tail: Tail::new(path, 0),
             line: 0,
             sessions: HashMap::new(),
             by_pid: HashMap::new(),
@@ -63,25 +60,10 @@ impl AuditLog {
 
     /// Reads the events appended since the last call.
     pub fn poll(&mut self) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut fresh = Vec::new();
-        if file.read_to_end(&mut fresh).is_err() {
-            return;
-        }
-        self.offset += fresh.len() as u64;
-        self.partial.extend_from_slice(&fresh);
-        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
-            return;
-        };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        let complete = self.tail.poll();
         for line in complete.split_inclusive(|b| *b == b'\n') {
             self.line += 1;
-            match jitgate_audit::reader::parse_line(line, &self.path, self.line) {
+            match jitgate_audit::reader::parse_line(line, self.tail.path(), self.line) {
                 None => {}
                 Some(Ok(event)) => self.event(event.session_id, event.body),
                 Some(Err(e)) => panic!("audit line {} does not parse: {e}", self.line),

@@ -18,3 +18,4 @@ pub mod settings;
 pub mod setup;
 pub mod shrink;
 pub mod stmt;
+pub mod tail;

@@ -15,10 +15,10 @@
 //! (OID <n>)` (FunctionCall).
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use super::stmt::Stmt;
+use super::tail::Tail;
 
 /// One log entry part: `LOG`, `DETAIL`, `ERROR`, … and its message (continuation
 /// lines joined with `\n`).
@@ -38,9 +38,7 @@ pub struct Backend {
 
 /// The server log, read incrementally.
 pub struct ServerLog {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+    tail: Tail,
     backends: HashMap<i32, Backend>,
     /// Where a continuation line goes: the pid of the last entry read.
     last: Option<i32>,
@@ -68,11 +66,8 @@ fn split_line(line: &str) -> Option<(i32, &str, &str)> {
 impl ServerLog {
     /// Starts reading at the log's current end: earlier lines are not looked at.
     pub fn open_at_end(path: PathBuf) -> ServerLog {
-        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         ServerLog {
-            path,
-            offset,
-            partial: Vec::new(),
+            tail: Tail::at_end(path),
             backends: HashMap::new(),
             last: None,
         }
@@ -80,22 +75,10 @@ impl ServerLog {
 
     /// Reads what was appended since the last call.
     pub fn poll(&mut self) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+        let complete = self.tail.poll();
+        if complete.is_empty() {
             return;
         }
-        let mut fresh = Vec::new();
-        if file.read_to_end(&mut fresh).is_err() {
-            return;
-        }
-        self.offset += fresh.len() as u64;
-        self.partial.extend_from_slice(&fresh);
-        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
-            return;
-        };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
         for line in complete[..complete.len() - 1].split(|b| *b == b'\n') {
             self.line(&String::from_utf8_lossy(line));
         }
@@ -205,9 +188,7 @@ mod tests {
 
     fn feed(lines: &str) -> ServerLog {
         let mut log = ServerLog {
-            path: PathBuf::new(),
-            offset: 0,
-            partial: Vec::new(),
+            tail: Tail::new(PathBuf::new(), 0),
             backends: HashMap::new(),
             last: None,
         };
