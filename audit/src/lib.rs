@@ -53,7 +53,7 @@ pub mod writer;
 
 pub use chain::LineHash;
 pub use content::{ContentRules, Redaction};
-pub use error::AuditError;
+pub use error::{AuditError, CutBack};
 pub use event::{
     CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SettingChange,
     StopMethod, Stopped, StoppedWork, SCHEMA_VERSION,
@@ -65,5 +65,7 @@ pub use reader::{read_events, tail, Events};
 pub use replay::{format_event_line, transcript};
 pub use setting::setting_change;
 pub use sqltext::{record_sql, sha256_hex, RecordedSql, DEFAULT_MAX_SQL_BYTES};
-pub use verify::{verify, Problem, ProblemKind, VerifyReport};
-pub use writer::{AuditConfig, AuditHealth, AuditWriter, Durability, Retain, WriterGuard};
+pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyReport, WitnessCheckpoints};
+pub use writer::{
+    AuditConfig, AuditHealth, AuditWriter, CutAcknowledgement, Durability, Retain, WriterGuard,
+};

@@ -83,6 +83,20 @@ pub struct AuditConfig {
     /// A checkpoint when this much time passed since the last one and events are not
     /// yet covered. Default 10 s.
     pub checkpoint_interval: Duration,
+    /// Open a log that was cut back (see [`crate::error::CutBack`]) by recording this
+    /// acknowledgement in it; without it such a log is refused. When set and the log is
+    /// not cut back, opening fails with [`AuditError::NothingToAcknowledge`] and writes
+    /// nothing.
+    pub acknowledge_cut: Option<CutAcknowledgement>,
+}
+
+/// An operator's acknowledgement that a log lost events while jitgate was stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutAcknowledgement {
+    /// Why it is accepted.
+    pub reason: String,
+    /// Who acknowledged it.
+    pub by: String,
 }
 
 /// Retention of closed log files, applied each time a file is closed.
@@ -124,6 +138,7 @@ impl AuditConfig {
             signing_key: None,
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            acknowledge_cut: None,
         }
     }
 }

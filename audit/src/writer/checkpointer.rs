@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::Durability;
 use crate::chain::LineHash;
-use crate::checkpoint::{self, CheckpointFields, CheckpointReason};
+use crate::checkpoint::{self, Checkpoint, CheckpointFields, CheckpointReason};
 use crate::keys::SigningKey;
 use crate::logfile;
 
@@ -30,6 +30,9 @@ pub(super) struct Checkpointer {
     covered: Option<u64>,
     /// `first_seq` of the last checkpoint.
     first_seq: Option<u64>,
+    /// The last checkpoint line (without `\n`), parsed: what the writer checks the log
+    /// against when it opens, and what a witness is given.
+    last: Option<(Checkpoint, Vec<u8>)>,
     every: u64,
     interval: Duration,
     last_at: Instant,
@@ -52,6 +55,7 @@ impl Checkpointer {
             prev: LineHash::GENESIS,
             covered: None,
             first_seq: None,
+            last: None,
             every: every.max(1),
             interval,
             last_at: Instant::now(),
@@ -77,10 +81,21 @@ impl Checkpointer {
             if let Ok(last) = checkpoint::parse_and_check(&line, None) {
                 self.covered = Some(last.last_seq);
                 self.first_seq = Some(last.first_seq);
+                self.last = Some((last, line));
             }
         }
         self.file = Some(file);
         Ok(())
+    }
+
+    /// The last checkpoint in the file (when its last line is one) and its stored bytes.
+    pub(super) fn last(&self) -> Option<&(Checkpoint, Vec<u8>)> {
+        self.last.as_ref()
+    }
+
+    /// `last_seq` of the last checkpoint.
+    pub(super) fn covered(&self) -> Option<u64> {
+        self.covered
     }
 
     /// `first_seq` of the last checkpoint written: where the set is meant to start.
@@ -124,7 +139,6 @@ impl Checkpointer {
         last_seq: u64,
         last_hash: LineHash,
     ) {
-        self.last_at = Instant::now();
         if let Err(e) = self.try_write(reason, file, first_seq, last_seq, last_hash) {
             self.file = None;
             tracing::error!(
@@ -135,7 +149,7 @@ impl Checkpointer {
         }
     }
 
-    fn try_write(
+    pub(super) fn try_write(
         &mut self,
         reason: CheckpointReason,
         file: String,
@@ -143,6 +157,7 @@ impl Checkpointer {
         last_seq: u64,
         last_hash: LineHash,
     ) -> io::Result<()> {
+        self.last_at = Instant::now();
         if self.file.is_none() {
             self.reopen()?;
         }
@@ -157,6 +172,11 @@ impl Checkpointer {
         };
         let mut line = checkpoint::encode(&fields, &self.key).map_err(io::Error::other)?;
         let hash = LineHash::of_line(&line);
+        // Checkpoints are rare: parsing the line just made is simpler than building the
+        // struct twice, and is exactly what a reader of the file will see.
+        let written = checkpoint::parse_and_check(&line, None)
+            .map(|cp| (cp, line.clone()))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
         line.push(b'\n');
         let Some(out) = self.file.as_mut() else {
             return Err(io::Error::other("checkpoints file is not open"));
@@ -168,6 +188,7 @@ impl Checkpointer {
         self.prev = hash;
         self.covered = Some(last_seq);
         self.first_seq = Some(first_seq);
+        self.last = Some(written);
         Ok(())
     }
 

@@ -151,7 +151,101 @@ impl Worker {
             wake: Arc::new(Notify::new()),
         };
         worker.resume_after(end);
+        worker.check_against_checkpoints(cfg, end)?;
         Ok(worker)
+    }
+
+    /// With a signing key: refuses a log that ends before its last checkpoint (cut back
+    /// while jitgate was stopped) unless `cfg.acknowledge_cut` records the loss, then
+    /// signs a `start` checkpoint over what the log holds now. Without one: nothing.
+    fn check_against_checkpoints(
+        &mut self,
+        cfg: &AuditConfig,
+        end: ChainEnd,
+    ) -> Result<(), AuditError> {
+        let Some(cp) = self.checkpoints.as_ref() else {
+            return match &cfg.acknowledge_cut {
+                Some(_) => Err(AuditError::NothingToAcknowledge(
+                    "no audit.signing_key_file is configured, so there are no checkpoints a \
+                     cut-back log could be told from"
+                        .into(),
+                )),
+                None => Ok(()),
+            };
+        };
+        let log_end = end.last_seq.unwrap_or(0);
+        let last = cp.last().map(|(c, _)| (c.last_seq, c.ts, c.last_hash));
+        let cut = match last {
+            Some((seq, ts, _)) if log_end < seq => Some(Some((seq, ts))),
+            Some((seq, _, hash)) if seq > 0 && log_end == seq && end.last_hash != Some(hash) => {
+                return Err(AuditError::Unavailable(format!(
+                    "the last line of {} (seq {seq}) is not the line its last signed checkpoint \
+                     covers: the log was rewritten while jitgate was stopped. Run `jitgate audit \
+                     verify` and restore the log from a copy",
+                    self.naming.live.display()
+                )));
+            }
+            None if log_end > 0 => Some(None),
+            _ => None,
+        };
+        let cut_back = |checkpoint| {
+            Box::new(crate::error::CutBack {
+                log: self.naming.live.clone(),
+                checkpoints: self.naming.checkpoints(),
+                log_ends_at: end.last_seq,
+                checkpoint,
+            })
+        };
+        match (cut, &cfg.acknowledge_cut) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(AuditError::NothingToAcknowledge(format!(
+                    "{} ends at seq {log_end} and its last signed checkpoint covers seq {}: no \
+                     event is missing",
+                    self.naming.live.display(),
+                    last.map_or(0, |l| l.0)
+                )));
+            }
+            (Some(checkpoint), None) => return Err(AuditError::CutBack(cut_back(checkpoint))),
+            (Some(checkpoint), Some(ack)) => {
+                let found = cut_back(checkpoint);
+                tracing::warn!(reason = %ack.reason, by = %ack.by, "{found}; acknowledged");
+                let lost = checkpoint.map(|(seq, _)| (log_end + 1, seq));
+                if let Some((_, to)) = lost {
+                    // The lost events keep their numbers: the gap stays visible.
+                    self.next_seq = to + 1;
+                }
+                let event = Event::new(crate::event::EventBody::LogCutAcknowledged {
+                    lost_from: lost.map(|l| l.0),
+                    lost_to: lost.map(|l| l.1),
+                    checkpoint_ts: checkpoint.map(|c| c.1),
+                    reason: ack.reason.clone(),
+                    acknowledged_by: ack.by.clone(),
+                });
+                self.serialize(std::iter::once(event), super::Ack::Silent);
+                self.flush(Ok(()));
+                if let Some(e) = self.last_error.take() {
+                    return Err(AuditError::Unavailable(e));
+                }
+            }
+        }
+        let last = self.last_seq().unwrap_or(0);
+        if self.checkpoints.as_ref().and_then(Checkpointer::covered) == Some(last) {
+            return Ok(());
+        }
+        let first_seq = self.set_first_seq.unwrap_or(1);
+        let file = fileset::file_name(&self.naming.live);
+        let chain = if last == 0 {
+            LineHash::GENESIS
+        } else {
+            self.chain
+        };
+        let path = self.naming.checkpoints();
+        if let Some(cp) = self.checkpoints.as_mut() {
+            cp.try_write(CheckpointReason::Start, file, first_seq, last, chain)
+                .map_err(|source| AuditError::Io { path, source })?;
+        }
+        Ok(())
     }
 
     /// Whether the live file is a regular file (not a pipe or device).
