@@ -12,6 +12,7 @@
 //! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
 //! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
 //! - `runtime`: the tokio runtime of the binary, shaped by `runtime:` in the config.
+//! - `stdout`: printing that ends quietly on a closed pipe (`jitgate … | head`).
 
 pub mod api;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod notify;
 pub mod pgcluster;
 pub mod runtime;
 pub mod serve;
+pub mod stdout;
 
 pub use error::{ConfigError, Error};
