@@ -542,3 +542,228 @@ async fn kill_9_under_pgbench_loses_no_executed_statement_and_the_log_verifies()
     assert!(!stdout.contains("torn"), "{stdout}");
     assert!(stdout.contains(&format!("..{next},")), "{stdout}");
 }
+
+/// Runs `jitgate serve` and waits (bounded) for it to exit by itself.
+fn serve_expecting_exit(env: &Env) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config", env.config_path.to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("jitgate serve did not refuse the cut-back log: still running after 120 s");
+        }
+    }
+}
+
+/// Cuts the last `n` lines off `live`; returns the `seq` of the first one cut.
+fn cut_lines(live: &Path, n: usize) -> u64 {
+    let content = std::fs::read_to_string(live).unwrap();
+    let lines: Vec<&str> = content.lines().collect();
+    let keep = lines.len() - n;
+    let first_cut: jitgate_audit::Event = serde_json::from_str(lines[keep]).unwrap();
+    std::fs::write(live, lines[..keep].join("\n") + "\n").unwrap();
+    first_cut.seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_cut_back_log_until_the_loss_is_acknowledged() {
+    let mut env = Env::start("cutback").await;
+    keygen(env.dir.path());
+    add_audit_settings(&env, "  signing_key_file: keys/audit-signing.key\n");
+    env.restart().await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..5 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let live = env.audit_path();
+    let checkpoints = jitgate_audit::checkpoints_path(&live);
+    assert!(verify_cli(&env, &[]).status.success());
+
+    // The checkpoints file deleted or emptied: with a key configured, verify fails.
+    let saved = std::fs::read(&checkpoints).unwrap();
+    std::fs::write(&checkpoints, "").unwrap();
+    let out = verify_cli(&env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("holds no checkpoint"), "{}", text(&out));
+    std::fs::remove_file(&checkpoints).unwrap();
+    let out = verify_cli(&env, &["--public-key", "keys/audit-signing.pub"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is missing"), "{}", text(&out));
+    std::fs::write(&checkpoints, &saved).unwrap();
+
+    // Cut the tail at a line boundary while jitgate is stopped.
+    let last = jitgate_audit::read_events(&live)
+        .unwrap()
+        .last()
+        .unwrap()
+        .unwrap()
+        .seq;
+    let first_cut = cut_lines(&live, 3);
+    let out = verify_cli(&env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cut off"), "{}", text(&out));
+
+    // jitgate refuses to start, says what happened and how to acknowledge it.
+    let out = serve_expecting_exit(&env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        format!("ends at seq {}", first_cut - 1),
+        format!("covers up to seq {last}"),
+        format!("events {first_cut}..{last} were removed while jitgate was stopped"),
+        "jitgate audit acknowledge-truncation --reason".to_owned(),
+    ] {
+        assert!(stderr.contains(&part), "{part:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let config = config::load(&env.config_path).unwrap();
+    let refused = jitgate::serve::start(config).await.map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("were removed"), "{refused}");
+
+    // The operator acknowledges; it is recorded, and jitgate starts again.
+    let cfg = env.config_path.to_str().unwrap();
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "restored from the 02:00 snapshot",
+        ],
+        env.dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "again",
+        ],
+        env.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to acknowledge"),
+        "{}",
+        text(&out)
+    );
+    env.restart().await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.simple_query("SELECT 'after'").await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let ack = env
+        .audit_events()
+        .into_iter()
+        .find(|e| matches!(e.body, EventBody::LogCutAcknowledged { .. }))
+        .expect("the acknowledgement is in the log");
+    assert_eq!(ack.seq, last + 1, "the lost events keep their numbers");
+    match &ack.body {
+        EventBody::LogCutAcknowledged {
+            lost_from,
+            lost_to,
+            reason,
+            ..
+        } => {
+            assert_eq!((*lost_from, *lost_to), (Some(first_cut), Some(last)));
+            assert!(reason.contains("02:00 snapshot"));
+        }
+        _ => unreachable!(),
+    }
+    let out = verify_cli(&env, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("note: events {first_cut}..{last} were lost")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("02:00 snapshot"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_commands_end_quietly_when_stdout_is_closed() {
+    let env = Env::start("pipe").await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..20 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    let session = env
+        .audit_events()
+        .into_iter()
+        .find_map(|e| e.session_id)
+        .unwrap()
+        .to_string();
+    // The CLI's config names the admin API's real address (the server bound port 0).
+    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
+    let admin = env.server().admin_addr;
+    let yaml = yaml.replacen(
+        "admin:\n  listen: 127.0.0.1:0\n",
+        &format!("admin:\n  listen: {admin}\n"),
+        1,
+    );
+    assert!(yaml.contains(&admin.to_string()));
+    let cli_config = env.dir.path().join("cli.yaml");
+    std::fs::write(&cli_config, yaml).unwrap();
+    let cfg = cli_config.to_str().unwrap().to_owned();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["audit", "tail"],
+        vec!["audit", "replay", "--session", &session],
+        vec!["audit", "replay", "--session", &session, "--format", "json"],
+        vec!["audit", "search"],
+        vec!["audit", "search", "--json"],
+        vec!["audit", "sessions"],
+        vec!["audit", "export"],
+        vec!["audit", "export", "--format", "csv"],
+        vec!["audit", "verify"],
+        vec!["grants"],
+        vec!["grants", "--json"],
+        vec!["sessions"],
+        vec!["check-config"],
+    ];
+    let _ = &grant;
+    for args in commands {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jitgate"));
+        cmd.args(&args)
+            .args(["--config", &cfg])
+            .current_dir(env.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        // The reader goes away before the command prints anything (`| head -0`).
+        drop(child.stdout.take());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    env.stop().await;
+}

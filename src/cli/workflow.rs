@@ -140,7 +140,8 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
     if view.steps.is_empty() {
         jitgate::outln!(
             "{what} {} unchanged (this was already done): {}",
-            g.id, g.state
+            g.id,
+            g.state
         );
     }
     for step in &view.steps {
@@ -151,12 +152,18 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
             .unwrap_or_default();
         jitgate::outln!(
             "{}: {} by {}{comment}",
-            step.grant_id, step.action, step.actor
+            step.grant_id,
+            step.action,
+            step.actor
         );
     }
     jitgate::outln!(
         "{what} {}: {} → {} as {}, state {}",
-        g.id, g.identity, g.target, g.role, g.state
+        g.id,
+        g.identity,
+        g.target,
+        g.role,
+        g.state
     );
     match g.state {
         GrantState::Pending => {
