@@ -299,6 +299,19 @@ impl AuditWriter {
         Ok((writer, guard))
     }
 
+    /// Copies every checkpoint from now on (starting with the last one written) to
+    /// `witness`, from a thread of its own: the writer never waits for it. Does nothing
+    /// without a signing key (no checkpoints) or on a disabled writer.
+    pub fn attach_witness(
+        &self,
+        witness: Arc<dyn crate::witness::Witness>,
+    ) -> Result<(), AuditError> {
+        match &self.inner {
+            Some(shared) => worker::lock(&shared.worker).attach_witness(witness),
+            None => Ok(()),
+        }
+    }
+
     /// Resolves once the event is written to the OS ([`Durability::Write`]) or fsynced
     /// ([`Durability::Fsync`]), with the `seq` it was given. Errs when the log cannot be
     /// written, the writer is gone, or no ack arrives within the stall timeout. The

@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Durability;
@@ -17,6 +18,7 @@ use crate::chain::LineHash;
 use crate::checkpoint::{self, Checkpoint, CheckpointFields, CheckpointReason};
 use crate::keys::SigningKey;
 use crate::logfile;
+use crate::witness::{Witness, WitnessLine, WitnessQueue};
 
 pub(super) struct Checkpointer {
     key: SigningKey,
@@ -33,6 +35,8 @@ pub(super) struct Checkpointer {
     /// The last checkpoint line (without `\n`), parsed: what the writer checks the log
     /// against when it opens, and what a witness is given.
     last: Option<(Checkpoint, Vec<u8>)>,
+    /// Where checkpoints are copied off the host, when one is attached.
+    witness: Option<WitnessQueue>,
     every: u64,
     interval: Duration,
     last_at: Instant,
@@ -56,6 +60,7 @@ impl Checkpointer {
             covered: None,
             first_seq: None,
             last: None,
+            witness: None,
             every: every.max(1),
             interval,
             last_at: Instant::now(),
@@ -188,7 +193,27 @@ impl Checkpointer {
         self.prev = hash;
         self.covered = Some(last_seq);
         self.first_seq = Some(first_seq);
+        if let Some(witness) = &self.witness {
+            witness.push(WitnessLine {
+                last_seq,
+                line: written.1.clone(),
+            });
+        }
         self.last = Some(written);
+        Ok(())
+    }
+
+    /// Starts copying checkpoints to `witness`, beginning with the last one written
+    /// (it covers everything before it).
+    pub(super) fn attach_witness(&mut self, witness: Arc<dyn Witness>) -> io::Result<()> {
+        let queue = WitnessQueue::start(witness)?;
+        if let Some((cp, line)) = &self.last {
+            queue.push(WitnessLine {
+                last_seq: cp.last_seq,
+                line: line.clone(),
+            });
+        }
+        self.witness = Some(queue);
         Ok(())
     }
 

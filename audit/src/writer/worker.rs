@@ -248,6 +248,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Starts copying checkpoints to `witness` (nothing without a signing key).
+    pub(super) fn attach_witness(
+        &mut self,
+        witness: Arc<dyn crate::witness::Witness>,
+    ) -> Result<(), AuditError> {
+        let path = self.naming.checkpoints();
+        match self.checkpoints.as_mut() {
+            Some(cp) => cp
+                .attach_witness(witness)
+                .map_err(|source| AuditError::Io { path, source }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the live file is a regular file (not a pipe or device).
     pub(super) fn writes_to_regular_file(&self) -> bool {
         self.live.as_ref().is_some_and(|l| l.regular)
@@ -643,7 +657,7 @@ impl Worker {
     }
 }
 
-fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
+pub(super) fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
     // A panic while holding the lock leaves the state as consistent as any failed
     // batch: the next batch re-opens and re-reads the file end.
     worker
