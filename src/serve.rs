@@ -50,8 +50,16 @@ pub struct Server {
 
 /// Opens the configured grant store.
 pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn GrantStore>, Error> {
+    Ok(open_store_and_witness(cfg).await?.0)
+}
+
+/// Opens the configured grant store; a PostgreSQL store is also returned as itself, to
+/// serve as the audit witness.
+async fn open_store_and_witness(
+    cfg: &StoreConfig,
+) -> Result<(Arc<dyn GrantStore>, Option<Arc<PostgresStore>>), Error> {
     Ok(match &cfg.backend {
-        StoreSettings::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreSettings::Sqlite(path) => (Arc::new(SqliteStore::open(path)?), None),
         StoreSettings::Postgres {
             conninfo,
             connect_timeout,
@@ -62,7 +70,8 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn GrantStore>, Error>
                 pool_size: usize::try_from(*pool_size).unwrap_or(4),
                 ..PostgresStoreOptions::default()
             };
-            Arc::new(PostgresStore::connect(conninfo.expose(), options).await?)
+            let store = Arc::new(PostgresStore::connect(conninfo.expose(), options).await?);
+            (store.clone(), Some(store))
         }
     })
 }
@@ -94,7 +103,10 @@ pub async fn start_with_audit(
     audit: AuditWriter,
     audit_guard: Option<WriterGuard>,
 ) -> Result<Server, Error> {
-    let store = open_store(&config.store).await?;
+    let (store, postgres) = open_store_and_witness(&config.store).await?;
+    if let (Some(witness), Some(postgres)) = (&config.witness, postgres) {
+        crate::witness::attach(&audit, postgres, witness.log.clone())?;
+    }
     let engine = Engine::new(store, Arc::new(SystemClock), config.catalog.clone())
         .with_rules(config.rules.clone());
     let registry = SessionRegistry::new();

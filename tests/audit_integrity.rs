@@ -767,3 +767,123 @@ async fn printing_commands_end_quietly_when_stdout_is_closed() {
     }
     env.stop().await;
 }
+
+/// A database (and owner) on the test cluster for a PostgreSQL grant store; returns its
+/// name and a file holding its URL.
+async fn store_database(dir: &Path) -> (String, PathBuf) {
+    let name = common::unique_name("wstore");
+    let owner = format!("{name}_owner");
+    let password = format!("pw-{name}");
+    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
+    tokio::task::spawn_blocking(move || {
+        let cluster = common::cluster();
+        cluster.create_role(&o, &p).unwrap();
+        cluster.create_database(&n, &o).unwrap();
+    })
+    .await
+    .unwrap();
+    let url = common::cluster().url(&owner, &password, &name);
+    let path = dir.join("store.url");
+    std::fs::write(&path, &url).unwrap();
+    (name, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let (store_db, url_file) = store_database(store_dir.path()).await;
+    let store = format!("postgres:\n  url_file: {}\n  connect_timeout: 2s", url_file.display());
+    let mut env = Env::start_config(
+        "witness",
+        harness::EnvConfig {
+            store: Some(&store),
+            ..harness::EnvConfig::default()
+        },
+    )
+    .await;
+    keygen(env.dir.path());
+    add_audit_settings(
+        &env,
+        "  signing_key_file: keys/audit-signing.key\n  checkpoint_every: 5\n  witness_log: test-log\n",
+    );
+    env.restart().await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..30 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let live = env.audit_path();
+    let checkpoints = jitgate_audit::checkpoints_path(&live);
+    let local: Vec<String> = std::fs::read_to_string(&checkpoints)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let last_checkpointed = |lines: &[String]| {
+        lines
+            .iter()
+            .map(|l| jitgate_audit::checkpoint::parse_and_check(l.as_bytes(), None).unwrap().last_seq)
+            .max()
+            .unwrap()
+    };
+
+    // The store holds every checkpoint (stopping waits for the witness to catch up).
+    let db = store_db.clone();
+    let witnessed = tokio::task::spawn_blocking(move || {
+        common::cluster()
+            .psql(
+                &db,
+                "SELECT count(*) || ' ' || max(last_seq) FROM jitgate_audit_checkpoints \
+                 WHERE log = 'test-log'",
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        witnessed.trim(),
+        format!("{} {}", local.len(), last_checkpointed(&local)),
+        "{local:?}"
+    );
+    let out = verify_cli(&env, &["--witness"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "witness:     {} checkpoint(s) in grant store table jitgate_audit_checkpoints, log test-log",
+            local.len()
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // Log and checkpoints file cut back together, to an earlier checkpoint: offline,
+    // nothing shows; the witness does.
+    let keep_cps: Vec<String> = local[..local.len() / 2].to_vec();
+    let keep_to = last_checkpointed(&keep_cps);
+    let content = std::fs::read_to_string(&live).unwrap();
+    let kept: Vec<&str> = content
+        .lines()
+        .take_while(|l| {
+            serde_json::from_str::<jitgate_audit::Event>(l).unwrap().seq <= keep_to
+        })
+        .collect();
+    std::fs::write(&live, kept.join("\n") + "\n").unwrap();
+    std::fs::write(&checkpoints, keep_cps.join("\n") + "\n").unwrap();
+    let out = verify_cli(&env, &[]);
+    assert!(out.status.success(), "a consistent cut passes offline: {}", text(&out));
+    let out = verify_cli(&env, &["--witness"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("the witness (grant store table"), "{all}");
+    assert!(all.contains("cut off"), "{all}");
+    assert!(all.contains(&format!("seq {}", keep_to + 1)), "{all}");
+
+    // And with the checkpoints file gone as well.
+    std::fs::remove_file(&checkpoints).unwrap();
+    let out = verify_cli(&env, &["--witness", "--public-key", "keys/audit-signing.pub"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the witness (grant store table"), "{}", text(&out));
+}

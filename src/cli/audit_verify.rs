@@ -16,9 +16,13 @@ use jitgate_audit::{AuditWriter, CutAcknowledgement, PublicKey, VerifyReport};
 use super::{AuditAcknowledgeCmd, AuditKeygenCmd, AuditVerifyCmd};
 
 /// `jitgate audit verify`.
-pub fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
+pub async fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
     let (path, key, key_source) = resolve(config_path, &cmd)?;
-    let report = jitgate_audit::verify(&path, key.as_ref())
+    let witness = match cmd.witness {
+        true => Some(witness(config_path).await?),
+        false => None,
+    };
+    let report = jitgate_audit::verify_with(&path, key.as_ref(), witness.as_ref())
         .with_context(|| format!("cannot verify the audit log {}", path.display()))?;
     if cmd.json {
         jitgate::outln!("{}", serde_json::to_string_pretty(&as_json(&report))?);
@@ -29,6 +33,31 @@ pub fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
         None => Ok(()),
         Some(first) => bail!("audit log verification FAILED: {first}"),
     }
+}
+
+/// The checkpoints the witness (the PostgreSQL grant store) holds for this log. Failing
+/// to read them fails the command: `--witness` asked for that check.
+async fn witness(config_path: &Path) -> Result<jitgate_audit::WitnessCheckpoints> {
+    let (store, witness) = config::load_witness(config_path)
+        .map_err(anyhow::Error::from)
+        .context("cannot check against the witness")?;
+    let config::StoreSettings::Postgres {
+        conninfo,
+        connect_timeout,
+        ..
+    } = store
+    else {
+        bail!("--witness needs store.postgres in the config");
+    };
+    let options = jitgate_policy::PostgresStoreOptions {
+        connect_timeout,
+        pool_size: 1,
+        ..jitgate_policy::PostgresStoreOptions::default()
+    };
+    let store = jitgate_policy::PostgresStore::connect(conninfo.expose(), options)
+        .await
+        .context("cannot reach the witness (the PostgreSQL grant store)")?;
+    Ok(jitgate::witness::checkpoints(&store, &witness.log).await?)
 }
 
 /// The log to verify and the key to check signatures with (and where it came from).

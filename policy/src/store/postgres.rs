@@ -19,6 +19,7 @@ mod listen;
 mod pool;
 mod row;
 mod schema;
+mod witness;
 
 use std::fmt;
 use std::time::Duration;
@@ -38,6 +39,7 @@ use crate::store::{GrantFilter, GrantStore};
 
 pub use listen::CHANNEL;
 pub use schema::{MIGRATION_LOCK, SCHEMA_VERSION};
+pub use witness::WITNESS_TABLE;
 
 use pool::{describe, AbortOnDrop, Conn, OpError, Pool, PoolSettings};
 use row::{column_list, Encoded, PgTimestamp, COLUMNS, IMMUTABLE};
