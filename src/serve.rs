@@ -91,7 +91,13 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
 
 /// Opens the store and the audit log, binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Server, Error> {
-    let (audit, audit_guard) = AuditWriter::start(config.audit.clone())?;
+    let mut audit_config = config.audit.clone();
+    if let (Some(witness), Some(key)) = (&config.witness, &config.audit.signing_key) {
+        // A log cut back together with its checkpoints file is refused too.
+        audit_config.witnessed =
+            crate::witness::newest(&config.store.backend, witness, &key.public()).await;
+    }
+    let (audit, audit_guard) = AuditWriter::start(audit_config)?;
     start_with_audit(config, audit, Some(audit_guard)).await
 }
 

@@ -10,10 +10,13 @@
 
 use std::sync::Arc;
 
-use jitgate_audit::{AuditWriter, Witness, WitnessCheckpoints, WitnessLine};
-use jitgate_policy::store::postgres::{PostgresStore, WITNESS_TABLE};
+use jitgate_audit::{
+    AuditWriter, PublicKey, Witness, WitnessCheckpoints, WitnessLine, WitnessedCheckpoint,
+};
+use jitgate_policy::store::postgres::{PostgresStore, PostgresStoreOptions, WITNESS_TABLE};
 use tokio::runtime::Handle;
 
+use crate::config::{StoreSettings, WitnessSettings};
 use crate::error::Error;
 
 /// Checkpoints of the log named `log`, copied to the grant store.
@@ -66,4 +69,66 @@ pub async fn checkpoints(store: &PostgresStore, log: &str) -> Result<WitnessChec
         source: format!("grant store table {WITNESS_TABLE}, log {log}"),
         lines: lines.into_iter().map(String::into_bytes).collect(),
     })
+}
+
+/// Connects to the PostgreSQL grant store of `store` with one pooled connection (for the
+/// CLI and the check before the audit log opens).
+pub async fn connect(store: &StoreSettings) -> Result<Option<PostgresStore>, Error> {
+    let StoreSettings::Postgres {
+        conninfo,
+        connect_timeout,
+        ..
+    } = store
+    else {
+        return Ok(None);
+    };
+    let options = PostgresStoreOptions {
+        connect_timeout: *connect_timeout,
+        pool_size: 1,
+        ..PostgresStoreOptions::default()
+    };
+    Ok(Some(
+        PostgresStore::connect(conninfo.expose(), options).await?,
+    ))
+}
+
+/// The newest checkpoint the witness holds for the log, signed by `key`: what the audit
+/// writer checks the log's end against before it opens it. A witness that cannot be
+/// reached, or holds nothing valid, yields `None` (logged): it is not needed to run.
+pub async fn newest(
+    store: &StoreSettings,
+    witness: &WitnessSettings,
+    key: &PublicKey,
+) -> Option<WitnessedCheckpoint> {
+    let read = async {
+        let Some(pg) = connect(store).await? else {
+            return Ok(None);
+        };
+        checkpoints(&pg, &witness.log).await.map(Some)
+    };
+    let held = match read.await {
+        Ok(Some(held)) => held,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, log = %witness.log,
+                "audit witness unreachable: the log's end is checked against the local checkpoints only");
+            return None;
+        }
+    };
+    let mut newest: Option<WitnessedCheckpoint> = None;
+    for line in &held.lines {
+        match jitgate_audit::checkpoint::parse_and_check(line, Some(key)) {
+            Ok(cp) if newest.as_ref().is_none_or(|n| cp.last_seq > n.last_seq) => {
+                newest = Some(WitnessedCheckpoint {
+                    last_seq: cp.last_seq,
+                    ts: cp.ts,
+                    source: format!("the witness, {}", held.source),
+                });
+            }
+            Ok(_) => {}
+            Err(defect) => tracing::warn!(?defect, log = %witness.log,
+                "audit witness holds a checkpoint that is not signed by this log's key; ignored"),
+        }
+    }
+    newest
 }

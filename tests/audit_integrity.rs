@@ -792,7 +792,10 @@ async fn store_database(dir: &Path) -> (String, PathBuf) {
 async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store_db, url_file) = store_database(store_dir.path()).await;
-    let store = format!("postgres:\n  url_file: {}\n  connect_timeout: 2s", url_file.display());
+    let store = format!(
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s",
+        url_file.display()
+    );
     let mut env = Env::start_config(
         "witness",
         harness::EnvConfig {
@@ -825,7 +828,11 @@ async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     let last_checkpointed = |lines: &[String]| {
         lines
             .iter()
-            .map(|l| jitgate_audit::checkpoint::parse_and_check(l.as_bytes(), None).unwrap().last_seq)
+            .map(|l| {
+                jitgate_audit::checkpoint::parse_and_check(l.as_bytes(), None)
+                    .unwrap()
+                    .last_seq
+            })
             .max()
             .unwrap()
     };
@@ -866,14 +873,16 @@ async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     let content = std::fs::read_to_string(&live).unwrap();
     let kept: Vec<&str> = content
         .lines()
-        .take_while(|l| {
-            serde_json::from_str::<jitgate_audit::Event>(l).unwrap().seq <= keep_to
-        })
+        .take_while(|l| serde_json::from_str::<jitgate_audit::Event>(l).unwrap().seq <= keep_to)
         .collect();
     std::fs::write(&live, kept.join("\n") + "\n").unwrap();
     std::fs::write(&checkpoints, keep_cps.join("\n") + "\n").unwrap();
     let out = verify_cli(&env, &[]);
-    assert!(out.status.success(), "a consistent cut passes offline: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "a consistent cut passes offline: {}",
+        text(&out)
+    );
     let out = verify_cli(&env, &["--witness"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
@@ -882,8 +891,62 @@ async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     assert!(all.contains(&format!("seq {}", keep_to + 1)), "{all}");
 
     // And with the checkpoints file gone as well.
+    let saved = std::fs::read(&checkpoints).unwrap();
     std::fs::remove_file(&checkpoints).unwrap();
-    let out = verify_cli(&env, &["--witness", "--public-key", "keys/audit-signing.pub"]);
+    let out = verify_cli(
+        &env,
+        &["--witness", "--public-key", "keys/audit-signing.pub"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("the witness (grant store table"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the witness (grant store table"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&checkpoints, saved).unwrap();
+
+    // jitgate refuses to start on it (the local checkpoints alone would not tell)...
+    let witness_last = last_checkpointed(&local);
+    let refused = jitgate::serve::start(config::load(&env.config_path).unwrap())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the witness, grant store table"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!(
+            "events {}..{witness_last} were removed",
+            keep_to + 1
+        )),
+        "{refused}"
+    );
+    // ...until the loss is acknowledged; then the log verifies against the witness too.
+    let cfg = env.config_path.to_str().unwrap();
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "witness test",
+        ],
+        env.dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    env.restart().await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let out = verify_cli(&env, &["--witness"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "note: events {}..{witness_last} were lost",
+            keep_to + 1
+        )),
+        "{}",
+        text(&out)
+    );
 }

@@ -101,8 +101,8 @@ pub enum AuditError {
 pub struct CutBack {
     /// The live file of the log.
     pub log: PathBuf,
-    /// The checkpoints file.
-    pub checkpoints: PathBuf,
+    /// Where the last checkpoint was found: the checkpoints file, or a witness.
+    pub checkpoints: String,
     /// `seq` of the last event still in the log (`None`: no event left).
     pub log_ends_at: Option<u64>,
     /// The last signed checkpoint's `last_seq` and when it was written (`None`: the
@@ -124,7 +124,7 @@ impl std::fmt::Display for CutBack {
                  was cut back, or its newest file deleted)",
                 self.log.display(),
                 crate::time::display_micros(&ts),
-                self.checkpoints.display(),
+                self.checkpoints,
                 self.log_ends_at.map_or(1, |s| s + 1),
             )?,
             None => write!(
@@ -133,7 +133,7 @@ impl std::fmt::Display for CutBack {
                  the checkpoints were deleted (the log may have been cut back with them), or \
                  audit.signing_key_file was just configured for an existing log",
                 self.log.display(),
-                self.checkpoints.display(),
+                self.checkpoints,
             )?,
         }
         write!(

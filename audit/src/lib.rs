@@ -70,5 +70,6 @@ pub use sqltext::{record_sql, sha256_hex, RecordedSql, DEFAULT_MAX_SQL_BYTES};
 pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyReport, WitnessCheckpoints};
 pub use witness::{Witness, WitnessLine};
 pub use writer::{
-    AuditConfig, AuditHealth, AuditWriter, CutAcknowledgement, Durability, Retain, WriterGuard,
+    AuditConfig, AuditHealth, AuditWriter, CutAcknowledgement, Durability, Retain,
+    WitnessedCheckpoint, WriterGuard,
 };

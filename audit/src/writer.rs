@@ -88,6 +88,21 @@ pub struct AuditConfig {
     /// not cut back, opening fails with [`AuditError::NothingToAcknowledge`] and writes
     /// nothing.
     pub acknowledge_cut: Option<CutAcknowledgement>,
+    /// The newest checkpoint a witness off the host holds (read before opening): when it
+    /// covers more than the log holds, the log was cut back together with the local
+    /// checkpoints file, and opening is refused like any cut-back log.
+    pub witnessed: Option<WitnessedCheckpoint>,
+}
+
+/// The newest checkpoint a witness holds for this log (signature already checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessedCheckpoint {
+    /// Its `last_seq`.
+    pub last_seq: u64,
+    /// When it was written.
+    pub ts: jiff::Timestamp,
+    /// Which witness holds it, for messages.
+    pub source: String,
 }
 
 /// An operator's acknowledgement that a log lost events while jitgate was stopped.
@@ -139,6 +154,7 @@ impl AuditConfig {
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
             acknowledge_cut: None,
+            witnessed: None,
         }
     }
 }

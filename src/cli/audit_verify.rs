@@ -41,22 +41,12 @@ async fn witness(config_path: &Path) -> Result<jitgate_audit::WitnessCheckpoints
     let (store, witness) = config::load_witness(config_path)
         .map_err(anyhow::Error::from)
         .context("cannot check against the witness")?;
-    let config::StoreSettings::Postgres {
-        conninfo,
-        connect_timeout,
-        ..
-    } = store
+    let Some(store) = jitgate::witness::connect(&store)
+        .await
+        .context("cannot reach the witness (the PostgreSQL grant store)")?
     else {
         bail!("--witness needs store.postgres in the config");
     };
-    let options = jitgate_policy::PostgresStoreOptions {
-        connect_timeout,
-        pool_size: 1,
-        ..jitgate_policy::PostgresStoreOptions::default()
-    };
-    let store = jitgate_policy::PostgresStore::connect(conninfo.expose(), options)
-        .await
-        .context("cannot reach the witness (the PostgreSQL grant store)")?;
     Ok(jitgate::witness::checkpoints(&store, &witness.log).await?)
 }
 
@@ -273,6 +263,11 @@ pub async fn acknowledge(config_path: &Path, cmd: AuditAcknowledgeCmd) -> Result
         reason: reason.to_owned(),
         by,
     });
+    if let (Ok((store, witness)), Some(key)) =
+        (config::load_witness(config_path), &audit.signing_key)
+    {
+        audit.witnessed = jitgate::witness::newest(&store, &witness, &key.public()).await;
+    }
     let path = audit.path.clone();
     let (writer, guard) = AuditWriter::start(audit)?;
     drop(writer);

@@ -232,12 +232,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let log_format = raw.log.and_then(|l| l.format).unwrap_or_default();
     let runtime = runtime::runtime(ctx, raw.runtime.as_ref())?;
-    let witness = witness::witness(
-        ctx,
-        &raw.audit,
-        &store.backend,
-        audit.signing_key.is_some(),
-    )?;
+    let witness = witness::witness(ctx, &raw.audit, &store.backend, audit.signing_key.is_some())?;
 
     Ok(Config {
         path: ctx.file().to_path_buf(),

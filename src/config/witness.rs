@@ -90,7 +90,10 @@ pub(super) fn for_verify(
 ) -> Result<WitnessSettings, ConfigError> {
     let (on, _, log) = parse(ctx, raw)?;
     if !on {
-        return Err(ctx.err("audit.witness", "is off: there is no witness to check against"));
+        return Err(ctx.err(
+            "audit.witness",
+            "is off: there is no witness to check against",
+        ));
     }
     if !matches!(store, StoreSettings::Postgres { .. }) {
         return Err(ctx.err(

@@ -175,6 +175,17 @@ impl Worker {
         };
         let log_end = end.last_seq.unwrap_or(0);
         let last = cp.last().map(|(c, _)| (c.last_seq, c.ts, c.last_hash));
+        let source = self.naming.checkpoints().display().to_string();
+        // A witness ahead of the local checkpoints: the log and its checkpoints file were
+        // cut back together.
+        if let Some(w) = cfg
+            .witnessed
+            .as_ref()
+            .filter(|w| w.last_seq > log_end && last.is_none_or(|l| w.last_seq > l.0))
+        {
+            let cut = Some((w.last_seq, w.ts));
+            return self.cut_back(cfg, end, cut, w.source.clone());
+        }
         let cut = match last {
             Some((seq, ts, _)) if log_end < seq => Some(Some((seq, ts))),
             Some((seq, _, hash)) if seq > 0 && log_end == seq && end.last_hash != Some(hash) => {
@@ -188,14 +199,6 @@ impl Worker {
             None if log_end > 0 => Some(None),
             _ => None,
         };
-        let cut_back = |checkpoint| {
-            Box::new(crate::error::CutBack {
-                log: self.naming.live.clone(),
-                checkpoints: self.naming.checkpoints(),
-                log_ends_at: end.last_seq,
-                checkpoint,
-            })
-        };
         match (cut, &cfg.acknowledge_cut) {
             (None, None) => {}
             (None, Some(_)) => {
@@ -206,29 +209,54 @@ impl Worker {
                     last.map_or(0, |l| l.0)
                 )));
             }
-            (Some(checkpoint), None) => return Err(AuditError::CutBack(cut_back(checkpoint))),
-            (Some(checkpoint), Some(ack)) => {
-                let found = cut_back(checkpoint);
-                tracing::warn!(reason = %ack.reason, by = %ack.by, "{found}; acknowledged");
-                let lost = checkpoint.map(|(seq, _)| (log_end + 1, seq));
-                if let Some((_, to)) = lost {
-                    // The lost events keep their numbers: the gap stays visible.
-                    self.next_seq = to + 1;
-                }
-                let event = Event::new(crate::event::EventBody::LogCutAcknowledged {
-                    lost_from: lost.map(|l| l.0),
-                    lost_to: lost.map(|l| l.1),
-                    checkpoint_ts: checkpoint.map(|c| c.1),
-                    reason: ack.reason.clone(),
-                    acknowledged_by: ack.by.clone(),
-                });
-                self.serialize(std::iter::once(event), super::Ack::Silent);
-                self.flush(Ok(()));
-                if let Some(e) = self.last_error.take() {
-                    return Err(AuditError::Unavailable(e));
-                }
-            }
+            (Some(checkpoint), _) => return self.cut_back(cfg, end, checkpoint, source),
         }
+        self.sign_start()
+    }
+
+    /// A cut-back log: refused, or (acknowledged) the acknowledgement is written and the
+    /// log opened.
+    fn cut_back(
+        &mut self,
+        cfg: &AuditConfig,
+        end: ChainEnd,
+        checkpoint: Option<(u64, jiff::Timestamp)>,
+        source: String,
+    ) -> Result<(), AuditError> {
+        let found = Box::new(crate::error::CutBack {
+            log: self.naming.live.clone(),
+            checkpoints: source,
+            log_ends_at: end.last_seq,
+            checkpoint,
+        });
+        let Some(ack) = &cfg.acknowledge_cut else {
+            return Err(AuditError::CutBack(found));
+        };
+        tracing::warn!(reason = %ack.reason, by = %ack.by, "{found}; acknowledged");
+        let log_end = end.last_seq.unwrap_or(0);
+        let lost = checkpoint.map(|(seq, _)| (log_end + 1, seq));
+        if let Some((_, to)) = lost {
+            // The lost events keep their numbers: the gap stays visible.
+            self.next_seq = to + 1;
+        }
+        let event = Event::new(crate::event::EventBody::LogCutAcknowledged {
+            lost_from: lost.map(|l| l.0),
+            lost_to: lost.map(|l| l.1),
+            checkpoint_ts: checkpoint.map(|c| c.1),
+            reason: ack.reason.clone(),
+            acknowledged_by: ack.by.clone(),
+        });
+        self.serialize(std::iter::once(event), super::Ack::Silent);
+        self.flush(Ok(()));
+        if let Some(e) = self.last_error.take() {
+            return Err(AuditError::Unavailable(e));
+        }
+        self.sign_start()
+    }
+
+    /// Signs a `start` checkpoint over what the log holds now, unless the last
+    /// checkpoint already covers it.
+    fn sign_start(&mut self) -> Result<(), AuditError> {
         let last = self.last_seq().unwrap_or(0);
         if self.checkpoints.as_ref().and_then(Checkpointer::covered) == Some(last) {
             return Ok(());
