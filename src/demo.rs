@@ -257,6 +257,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     .with_grant(grant.id);
     server.audit.write(issued).await?;
 
+    // Listen for Ctrl-C/SIGTERM before the tour is printed: whoever reads it may stop the
+    // demo at once, and a signal before the listener exists would kill it uncleanly.
+    let stop = stop_signal();
     crate::outln!(
         "{}",
         tour(
@@ -269,7 +272,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         )
     );
 
-    serve::shutdown_signal().await;
+    stop.await;
     eprintln!("\njitgate demo: stopping…");
     let stopped = server.stop().await;
     let cluster_stop = tokio::task::spawn_blocking(move || cluster.stop()).await;
@@ -280,6 +283,29 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         eprintln!("jitgate demo: state kept in {}", state_dir.display());
     }
     stopped
+}
+
+/// Resolves at SIGINT or SIGTERM; both are listened for from the moment it returns.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            match (interrupt, terminate) {
+                (Some(mut i), Some(mut t)) => {
+                    tokio::select! {
+                        _ = i.recv() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                _ => serve::shutdown_signal().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    serve::shutdown_signal()
 }
 
 fn tour(

@@ -574,7 +574,8 @@ fn cut_lines(live: &Path, n: usize) -> u64 {
     let lines: Vec<&str> = content.lines().collect();
     let keep = lines.len() - n;
     let first_cut: jitgate_audit::Event = serde_json::from_str(lines[keep]).unwrap();
-    std::fs::write(live, lines[..keep].join("\n") + "\n").unwrap();
+    let kept: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(live, kept).unwrap();
     first_cut.seq
 }
 
@@ -949,4 +950,81 @@ async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
         "{}",
         text(&out)
     );
+}
+
+/// Ends a spawned process (SIGTERM) if a test fails before it does.
+struct Terminate(u32);
+
+impl Drop for Terminate {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_signs_checkpoints_so_verify_catches_a_cut_tail() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Terminate(child.id());
+    let stdout = child.stdout.take().unwrap();
+    let tour = tokio::task::spawn_blocking(move || {
+        let mut tour = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            tour.push_str(&line);
+            tour.push('\n');
+            if line.contains("Ctrl-C stops") {
+                break;
+            }
+        }
+        tour
+    });
+    let tour = tokio::time::timeout(Duration::from_secs(180), tour)
+        .await
+        .expect("the demo printed its tour within 3 minutes")
+        .unwrap();
+    assert!(tour.contains("audit verify"), "{tour}");
+    drop(guard); // SIGTERM: the demo stops, writing its shutdown checkpoint
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let config = state.join("jitgate.yaml");
+    let verify = |dir: &Path| {
+        jitgate(
+            &["audit", "verify", "--config", config.to_str().unwrap()],
+            dir,
+        )
+    };
+    let out = verify(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("signature(s) valid"), "{stdout}");
+    assert!(stdout.contains("OK: the audit log is intact"), "{stdout}");
+
+    // Cut the tail: caught.
+    let live = state.join("audit.jsonl");
+    let first_cut = cut_lines(&live, 1);
+    let out = verify(dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cut off"), "{stderr}");
+    assert!(stderr.contains(&format!("seq {first_cut}")), "{stderr}");
 }
