@@ -260,17 +260,21 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     // Listen for Ctrl-C/SIGTERM before the tour is printed: whoever reads it may stop the
     // demo at once, and a signal before the listener exists would kill it uncleanly.
     let stop = stop_signal();
-    crate::outln!(
-        "{}",
-        tour(
-            &server,
-            &cluster,
-            &config_path,
-            &audit_path,
-            (&identity_password, &approver_password),
-            &grant
-        )
+    let tour = tour(
+        &server,
+        &cluster,
+        &config_path,
+        &audit_path,
+        (&identity_password, &approver_password),
+        &grant,
     );
+    {
+        // The demo keeps running (its PostgreSQL must be stopped cleanly) even when
+        // nobody reads its stdout any more: a closed pipe is not a reason to exit.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{tour}").and_then(|()| out.flush());
+    }
 
     stop.await;
     eprintln!("\njitgate demo: stopping…");
