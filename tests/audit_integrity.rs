@@ -284,6 +284,9 @@ fn integrity_settings_are_resolved_and_validated_by_field() {
             "audit.checkpoint_interval",
             "signing_key_file",
         ),
+        ("  witness: store\n", "audit.witness", "store.postgres"),
+        ("  witness: somewhere\n", "audit.witness", "store"),
+        ("  witness_log: \"\"\n", "audit.witness_log", "empty"),
     ];
     for (yaml, field, needle) in cases {
         let (_dir, path) = config_with_audit(yaml);
@@ -319,6 +322,12 @@ fn integrity_settings_are_resolved_and_validated_by_field() {
     assert_eq!(err.field_path(), Some("audit.signing_key_file"), "{err}");
     assert!(err.to_string().contains("PKCS#8"), "{err}");
     assert!(!err.to_string().contains("AAAA"), "{err}");
+
+    // The witness: none with the SQLite store; verify --witness says why.
+    let (_dir, path) = config_with_audit("");
+    assert_eq!(config::load(&path).unwrap().witness, None);
+    let err = config::load_witness(&path).unwrap_err();
+    assert!(err.to_string().contains("store.postgres"), "{err}");
 }
 
 fn free_port() -> u16 {
