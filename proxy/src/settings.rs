@@ -10,6 +10,7 @@ use std::time::Duration;
 use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
+pub use crate::guard::RoleChanges;
 pub use crate::reuse::ReuseSettings;
 
 /// Everything a running proxy needs to know, resolved and validated.
@@ -67,6 +68,9 @@ pub struct TargetSettings {
     /// What sessions on this target record of their statements (SQL size limit,
     /// parameter redaction), per role.
     pub audit: TargetAuditSettings,
+    /// Whether sessions on this target may change roles and the server
+    /// (`targets.<t>.guard.role_changes`, see [`crate::guard`]).
+    pub role_changes: RoleChanges,
 }
 
 /// Audit content rules of one target: the rules for any role, and the rules of roles

@@ -136,6 +136,27 @@ pub(crate) struct RawTarget {
     /// What sessions on this target record of their statements.
     #[serde(default)]
     pub audit: Option<RawTargetAudit>,
+    /// Which statements sessions on this target may not run (issue 17: the statement guard).
+    #[serde(default)]
+    pub guard: RawTargetGuard,
+}
+
+/// `targets.<name>.guard:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTargetGuard {
+    /// Statements that change roles, role membership, or server/database settings.
+    #[serde(default)]
+    pub role_changes: RawRoleChanges,
+}
+
+/// `targets.<name>.guard.role_changes:` — `refuse` (default) or `allow`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawRoleChanges {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 /// `targets.<name>.audit:`

@@ -286,7 +286,8 @@ async fn live(
     tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
 
     let started = Instant::now();
-    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role));
+    let mut tracker =
+        Tracker::new(target.audit.rules_for(&grant.role)).with_role_changes(target.role_changes);
     let (end, refusal) = {
         let mut enforcer = Enforcer::new(
             handle.control().clone(),
