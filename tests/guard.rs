@@ -28,7 +28,11 @@ fn assert_refused(result: Result<impl Sized, tokio_postgres::Error>, sql: &str) 
     let db = e
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error for {sql}: {e}"));
-    assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE, "{sql}: {db:?}");
+    assert_eq!(
+        db.code(),
+        &SqlState::INSUFFICIENT_PRIVILEGE,
+        "{sql}: {db:?}"
+    );
     assert!(
         db.message().starts_with("jitgate refused this statement"),
         "{sql}: {db:?}"
@@ -101,7 +105,11 @@ async fn role_changes_are_refused_in_simple_and_extended_form() {
     assert_eq!(row.get::<_, String>(1), env.upstream_user);
     drop(client);
     let _ = conn.await;
-    assert_eq!(role_state(&env), before, "the server's view of the role changed");
+    assert_eq!(
+        role_state(&env),
+        before,
+        "the server's view of the role changed"
+    );
 
     // Audited as refused: the client's text, a skipped result with 42501.
     env.eventually("session_end written", Duration::from_secs(10), || {
@@ -136,7 +144,10 @@ async fn role_changes_are_refused_in_simple_and_extended_form() {
     assert!(result.2.unwrap().starts_with("jitgate refused"));
     // Passwords in refused statements are masked.
     let raw = std::fs::read_to_string(env.audit_path()).unwrap();
-    assert!(!raw.contains("stolen-pw"), "a password reached the audit log");
+    assert!(
+        !raw.contains("stolen-pw"),
+        "a password reached the audit log"
+    );
     assert!(raw.contains("PASSWORD '<redacted>'"));
     env.stop().await;
 }
@@ -218,7 +229,10 @@ async fn a_refusal_aborts_the_transaction_and_a_multi_statement_query_whole() {
         assert_eq!((errors, status), (vec!["42501".to_string()], b'E'));
         raw.send(&query("COMMIT")).await;
         let (errors, tags, status) = until_ready(&mut raw).await;
-        assert_eq!((errors, tags, status), (vec![], vec!["ROLLBACK".into()], b'I'));
+        assert_eq!(
+            (errors, tags, status),
+            (vec![], vec!["ROLLBACK".into()], b'I')
+        );
     }
     assert_eq!(env.superuser_sql("SELECT count(*) FROM t"), "0");
     assert_eq!(role_state(&env), before);
@@ -252,7 +266,11 @@ async fn fast_path_set_config_of_role_is_refused() {
     for name in ["role", "Session_Authorization"] {
         raw.send(&set_config_call(name, "none")).await;
         let (errors, _, status) = until_ready(&mut raw).await;
-        assert_eq!((errors, status), (vec!["42501".to_string()], b'I'), "{name}");
+        assert_eq!(
+            (errors, status),
+            (vec!["42501".to_string()], b'I'),
+            "{name}"
+        );
     }
     // Another setting goes through (FunctionCallResponse, no error).
     raw.send(&set_config_call("application_name", "fast")).await;
@@ -306,9 +324,11 @@ async fn psql_password_is_refused_and_not_logged() {
     assert!(!out.status.success(), "psql succeeded: {stderr}");
     assert!(stderr.contains("jitgate refused"), "{stderr}");
     assert_eq!(role_state(&env), before);
-    env.eventually("the refused statement audited", Duration::from_secs(10), || {
-        env.audit_events().iter().any(|e| e.kind() == "session_end")
-    })
+    env.eventually(
+        "the refused statement audited",
+        Duration::from_secs(10),
+        || env.audit_events().iter().any(|e| e.kind() == "session_end"),
+    )
     .await;
     let raw = std::fs::read_to_string(env.audit_path()).unwrap();
     assert!(raw.contains("PASSWORD '<redacted>'"), "{raw}");

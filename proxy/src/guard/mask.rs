@@ -17,7 +17,9 @@ pub fn mask_passwords(sql: &[u8]) -> Option<Vec<u8>> {
         .and_then(|t| pg_query::scan(t).ok())
         .map(|r| r.tokens)
     else {
-        return Some(b"<not recorded: jitgate could not scan this refused statement for passwords>".to_vec());
+        return Some(
+            b"<not recorded: jitgate could not scan this refused statement for passwords>".to_vec(),
+        );
     };
     let password = Token::Password as i32;
     let constants = [Token::Sconst as i32, Token::Usconst as i32];
@@ -27,10 +29,8 @@ pub fn mask_passwords(sql: &[u8]) -> Option<Vec<u8>> {
         if pair[0].token != password || !constants.contains(&pair[1].token) {
             continue;
         }
-        let (Ok(start), Ok(end)) = (
-            usize::try_from(pair[1].start),
-            usize::try_from(pair[1].end),
-        ) else {
+        let (Ok(start), Ok(end)) = (usize::try_from(pair[1].start), usize::try_from(pair[1].end))
+        else {
             continue;
         };
         if start < at || end > sql.len() {

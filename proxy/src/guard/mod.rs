@@ -54,7 +54,9 @@ pub const SET_CONFIG_OID: u32 = 2078;
 const GUARDED_SETTINGS: [&str; 2] = ["role", "session_authorization"];
 
 fn guarded_setting(name: &str) -> bool {
-    GUARDED_SETTINGS.iter().any(|s| name.eq_ignore_ascii_case(s))
+    GUARDED_SETTINGS
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s))
 }
 
 /// The verdict on one SQL text (a simple Query — all of its statements — or a Parse).

@@ -73,7 +73,11 @@ pub fn parse_frame(refusal: Refusal, name: &[u8], declared: &[u32], params: usiz
     // Bounded by u16::MAX above.
     out.put_u16(u16::try_from(count).unwrap_or(u16::MAX));
     for i in 0..count {
-        let oid = declared.get(i).copied().filter(|o| *o != 0).unwrap_or(TEXT_OID);
+        let oid = declared
+            .get(i)
+            .copied()
+            .filter(|o| *o != 0)
+            .unwrap_or(TEXT_OID);
         out.put_u32(oid);
     }
     out.freeze()

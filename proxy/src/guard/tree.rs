@@ -37,7 +37,8 @@ pub fn check(sql: &[u8]) -> Option<Refusal> {
     };
     let Ok(text) = std::str::from_utf8(sql) else {
         return Some(Refusal {
-            what: "a statement that is not UTF-8 and may change a role (jitgate could not parse it)",
+            what:
+                "a statement that is not UTF-8 and may change a role (jitgate could not parse it)",
         });
     };
     let Ok(parsed) = pg_query::parse(text, 0) else {
@@ -141,7 +142,9 @@ fn set_config(node: &Value) -> Option<&'static str> {
     match first.and_then(constant_text) {
         Some(name) if !guarded_setting(name) => None,
         Some(_) => Some("set_config of role or session_authorization"),
-        None => Some("set_config with a setting name that is not a string constant (it cannot be decided)"),
+        None => Some(
+            "set_config with a setting name that is not a string constant (it cannot be decided)",
+        ),
     }
 }
 

@@ -817,13 +817,18 @@ fn rollback_to_savepoint_keeps_the_portals_made_before_it() {
 #[test]
 fn a_refused_statement_is_replaced_and_recorded_as_skipped() {
     let mut s = Session::new();
-    let steps = s.send(&[query("SELECT 1; ALTER ROLE CURRENT_USER PASSWORD 'hunter2'")]);
+    let steps = s.send(&[query(
+        "SELECT 1; ALTER ROLE CURRENT_USER PASSWORD 'hunter2'",
+    )]);
     let Step::Replace(frame) = &steps[0] else {
         panic!("not replaced: {steps:?}");
     };
     assert_eq!(frame[0], tags::QUERY);
     let text = String::from_utf8_lossy(frame);
-    assert!(text.contains("DO $jitgate$") && !text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("DO $jitgate$") && !text.contains("hunter2"),
+        "{text}"
+    );
     assert_eq!(
         s.sqls(),
         ["SELECT 1; ALTER ROLE CURRENT_USER PASSWORD '<redacted>'"]
