@@ -83,10 +83,25 @@ fn pgbench_statements_are_not_even_parsed() {
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP);",
         "END;",
         "SELECT count(*) FROM t GROUP BY a",
+        // Not the keywords: parts of longer words.
+        "SELECT user_id, roles, granted, databases, current_user FROM users",
+        "SELECT \"role$x\" FROM t",
     ] {
         assert!(!prefilter::may_change_roles(sql.as_bytes()), "{sql}");
     }
-    assert!(prefilter::may_change_roles(b"create group g"));
+    for sql in [
+        "create group g",
+        "ALTER/**/ROLE x",
+        "alter\nuser x",
+        "SET session_authorization = x",
+        "SELECT \"set_config\"('role', 'x', false)",
+        "SELECT pg_catalog.set_config('role', 'x', false)",
+        "SELECT U&\"\\0073et_config\"('role', 'x', false)",
+        "select 1;grant r to u",
+        "SELECT 1role",
+    ] {
+        assert!(prefilter::may_change_roles(sql.as_bytes()), "{sql}");
+    }
 }
 
 #[test]
