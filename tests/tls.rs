@@ -35,6 +35,9 @@ async fn client_tls_env(prefix: &str, ca: &Ca) -> TlsEnv {
         upstream_tls: "{ mode: disable }",
         files: &[("ca.pem", ca.pem())],
         upstream_port: None,
+        tls_required: false,
+        admin_tls: None,
+        store: None,
     })
     .await;
     env.grant(Duration::from_secs(600)).await;
@@ -217,6 +220,9 @@ async fn upstream_tls_env_at(
         upstream_tls,
         files: &[("upstream-ca.pem", ca_pem)],
         upstream_port: port,
+        tls_required: false,
+        admin_tls: None,
+        store: None,
     })
     .await;
     env.grant(Duration::from_secs(600)).await;

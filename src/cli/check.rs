@@ -53,10 +53,14 @@ pub fn summary(config: &Config) -> String {
         StoreSettings::Sqlite(path) => {
             let _ = writeln!(out, "store:      sqlite {}", path.display());
         }
-        StoreSettings::Postgres { pool_size, .. } => {
+        StoreSettings::Postgres { pool_size, tls, .. } => {
+            let tls = match tls {
+                jitgate_policy::StoreTls::Disable => "no TLS",
+                jitgate_policy::StoreTls::VerifyFull(_) => "TLS verify-full",
+            };
             let _ = writeln!(
                 out,
-                "store:      postgres (shared by replicas; pool of {pool_size})"
+                "store:      postgres (shared by replicas; pool of {pool_size}; {tls})"
             );
         }
     }
