@@ -184,6 +184,7 @@ fn tls_example_loads() {
     let config = config::load(&path).unwrap();
     let tls = config.proxy.tls.as_ref().expect("client TLS configured");
     assert_eq!(tls.alpn_protocols, [b"postgresql".to_vec()]);
+    assert!(config.proxy.tls_required);
     let prod = &config.proxy.targets["prod"];
     match &prod.tls {
         UpstreamTls::VerifyFull { server_name, .. } => assert_eq!(server_name, "db.internal"),

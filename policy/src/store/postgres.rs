@@ -159,7 +159,11 @@ fn prepare(
     options: &PostgresStoreOptions,
 ) -> Result<(Pool, listen::ListenSettings, broadcast::Sender<Uuid>), PolicyError> {
     let mut config: Config = conninfo.parse().map_err(|e| {
-        PolicyError::Store(format!("grant store connection string: {}", describe(&e)))
+        PolicyError::Store(format!(
+            "grant store connection string: {}{}",
+            describe(&e),
+            tls::libpq_only_hint(conninfo)
+        ))
     })?;
     let connector = tls::apply(&mut config, &options.tls)?;
     if config.get_connect_timeout().is_none() {

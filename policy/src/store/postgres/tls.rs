@@ -115,6 +115,25 @@ pub(super) fn apply(config: &mut Config, tls: &StoreTls) -> Result<Connector, Po
     }
 }
 
+/// A hint for a connection string tokio-postgres could not parse because it uses libpq's
+/// own TLS settings (`sslmode=verify-full`, `sslrootcert=`, …); empty otherwise. Names
+/// the settings only, never the string (it holds a password).
+pub(super) fn libpq_only_hint(conninfo: &str) -> &'static str {
+    let libpq_tls = [
+        "sslmode=verify",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+    ];
+    if libpq_tls.iter().any(|k| conninfo.contains(k)) {
+        "; TLS to the grant store is set in store.postgres.tls (mode: verify-full, \
+         ca_file), not in the connection string"
+    } else {
+        ""
+    }
+}
+
 fn client_config(roots: RootCertStore) -> Result<ClientConfig, PolicyError> {
     Ok(
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -165,4 +184,50 @@ pub(super) fn advice(e: &tokio_postgres::Error, otherwise: &'static str) -> &'st
         source = cause.source();
     }
     otherwise
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn verify_full() -> StoreTls {
+        StoreTls::VerifyFull(Arc::new(client_config(RootCertStore::empty()).unwrap()))
+    }
+
+    fn refusal(conninfo: &str, tls: &StoreTls) -> String {
+        let mut config: Config = conninfo.parse().unwrap();
+        apply(&mut config, tls).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_connection_strings_sslmode_follows_store_tls() {
+        // Unset sslmode means libpq's "prefer": never left to apply.
+        let mut config: Config = "host=db.internal user=u".parse().unwrap();
+        apply(&mut config, &verify_full()).unwrap();
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        let mut config: Config = "host=db.internal user=u".parse().unwrap();
+        apply(&mut config, &StoreTls::Disable).unwrap();
+        assert_eq!(config.get_ssl_mode(), SslMode::Disable);
+
+        let weak = refusal("host=db user=u sslmode=require", &StoreTls::Disable);
+        assert!(weak.contains("mode: verify-full"), "{weak}");
+        let off = refusal("host=db user=u sslmode=disable", &verify_full());
+        assert!(off.contains("contradicts"), "{off}");
+        let socket = refusal("host=/run/postgresql user=u", &verify_full());
+        assert!(socket.contains("unix socket"), "{socket}");
+        let nameless = refusal("hostaddr=127.0.0.1 user=u", &verify_full());
+        assert!(nameless.contains("names none"), "{nameless}");
+    }
+
+    #[test]
+    fn libpq_tls_settings_are_pointed_to_store_tls() {
+        assert!(
+            libpq_only_hint("host=h sslmode=verify-full password=x").contains("store.postgres.tls")
+        );
+        assert!(
+            libpq_only_hint("postgres://u:p@h/d?sslrootcert=ca.pem").contains("store.postgres.tls")
+        );
+        assert_eq!(libpq_only_hint("host=h password=verify"), "");
+    }
 }
