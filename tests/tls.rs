@@ -129,7 +129,7 @@ async fn psql_over_tls_require_and_verify_full_and_plain_still_works() {
         describe(&out)
     );
 
-    // The config has no "TLS required" switch, so plain clients are still served.
+    // Without tls.required, plain clients are still served (tests/transit.rs has it on).
     let (info, out) = psql_session(&env, "disable").await;
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);

@@ -77,7 +77,10 @@ async fn tls_required_refuses_plain_clients_with_28000_and_serves_tls_ones() {
     env.grant(Duration::from_secs(600)).await;
 
     // A driver without TLS: FATAL 28000 with what to do.
-    let err = env.connect().await.err().expect("plain connection refused");
+    let err = match env.connect().await {
+        Ok(_) => panic!("a plain connection was served"),
+        Err(e) => e,
+    };
     let db = err
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error: {err:?}"));
