@@ -25,7 +25,11 @@ pub fn summary(config: &Config) -> String {
         out,
         "listen:     {} (client TLS: {})",
         p.listen,
-        if p.tls.is_some() { "on" } else { "off" }
+        match (p.tls.is_some(), p.tls_required) {
+            (true, true) => "required",
+            (true, false) => "on",
+            (false, _) => "off",
+        }
     );
     let mut identities: Vec<&str> = p.identities.keys().map(String::as_str).collect();
     identities.sort_unstable();
@@ -102,7 +106,12 @@ pub fn summary(config: &Config) -> String {
             Durability::Fsync => "fsync",
         }
     );
-    let _ = writeln!(out, "admin:      http://{}", config.admin.listen);
+    let scheme = if config.admin_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let _ = writeln!(out, "admin:      {scheme}://{}", config.admin.listen);
     let _ = writeln!(
         out,
         "limits:     login timeout {}, drain timeout {}, max message {} bytes",
