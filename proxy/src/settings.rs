@@ -20,6 +20,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Client-facing TLS. `None`: SSLRequest is answered with 'N'.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients that did not negotiate TLS are refused (FATAL 28000) after their startup
+    /// packet (`tls.required`; needs `tls`).
+    pub tls_required: bool,
     /// Time a client has from TCP accept to a finished authentication.
     pub login_timeout: Duration,
     /// Upper bound on one frontend message (protects memory from a hostile length field).
@@ -42,6 +45,7 @@ impl fmt::Debug for ProxySettings {
         f.debug_struct("ProxySettings")
             .field("listen", &self.listen)
             .field("tls", &self.tls.is_some())
+            .field("tls_required", &self.tls_required)
             .field("login_timeout", &self.login_timeout)
             .field("max_message_len", &self.max_message_len)
             .field("drain_timeout", &self.drain_timeout)
