@@ -64,10 +64,12 @@ async fn open_store_and_witness(
             conninfo,
             connect_timeout,
             pool_size,
+            tls,
         } => {
             let options = PostgresStoreOptions {
                 connect_timeout: *connect_timeout,
                 pool_size: usize::try_from(*pool_size).unwrap_or(4),
+                tls: tls.clone(),
                 ..PostgresStoreOptions::default()
             };
             let store = Arc::new(PostgresStore::connect(conninfo.expose(), options).await?);
@@ -165,7 +167,10 @@ pub async fn start_with_audit(
         identities,
         mock_secret: rand::random(),
     };
-    let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
+    let admin_task = match config.admin_tls {
+        Some(tls) => tokio::spawn(api::serve_tls(admin_listener, state, shutdown.clone(), tls)),
+        None => tokio::spawn(api::serve(admin_listener, state, shutdown.clone())),
+    };
     tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");
     Ok(Server {
         proxy_addr,

@@ -77,6 +77,7 @@ pub async fn connect(store: &StoreSettings) -> Result<Option<PostgresStore>, Err
     let StoreSettings::Postgres {
         conninfo,
         connect_timeout,
+        tls,
         ..
     } = store
     else {
@@ -85,6 +86,7 @@ pub async fn connect(store: &StoreSettings) -> Result<Option<PostgresStore>, Err
     let options = PostgresStoreOptions {
         connect_timeout: *connect_timeout,
         pool_size: 1,
+        tls: tls.clone(),
         ..PostgresStoreOptions::default()
     };
     Ok(Some(
