@@ -806,7 +806,7 @@ async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     let store_dir = tempfile::tempdir().unwrap();
     let (store_db, url_file) = store_database(store_dir.path()).await;
     let store = format!(
-        "postgres:\n  url_file: {}\n  connect_timeout: 2s",
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}",
         url_file.display()
     );
     let mut env = Env::start_config(
