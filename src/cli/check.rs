@@ -12,7 +12,7 @@ use jitgate_proxy::settings::UpstreamTls;
 /// `jitgate check-config`.
 pub fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
-    print!("{}", summary(&config));
+    jitgate::out!("{}", summary(&config));
     Ok(())
 }
 

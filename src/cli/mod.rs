@@ -335,6 +335,17 @@ pub enum AuditCmd {
     Verify(AuditVerifyCmd),
     /// Make an Ed25519 key pair for signing checkpoints (audit.signing_key_file).
     Keygen(AuditKeygenCmd),
+    /// Accept that the log lost events while jitgate was stopped (it ends before its last
+    /// signed checkpoint), so jitgate starts on it again. The acknowledgement is written
+    /// into the log as a `log_cut_acknowledged` event; run it while jitgate is stopped.
+    AcknowledgeTruncation(AuditAcknowledgeCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditAcknowledgeCmd {
+    /// Why the loss is accepted (recorded in the event), e.g. "disk restored from backup".
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +357,11 @@ pub struct AuditVerifyCmd {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also check against the checkpoints copied to the witness (the PostgreSQL grant
+    /// store of the config's store.postgres): catches a tail cut together with the local
+    /// checkpoints file.
+    #[arg(long)]
+    pub witness: bool,
     #[command(flatten)]
     pub file: AuditFile,
 }

@@ -71,7 +71,7 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
         expires_at: view.expires_at,
         ca_file: ca_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })?;
-    println!(
+    jitgate::outln!(
         "logged in as {} until {} ({}); token stored in {}",
         view.identity,
         view.expires_at,
@@ -84,9 +84,9 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
 /// `jitgate logout`.
 pub fn logout() -> Result<()> {
     if credentials::remove()? {
-        println!("logged out (stored token removed)");
+        jitgate::outln!("logged out (stored token removed)");
     } else {
-        println!("not logged in");
+        jitgate::outln!("not logged in");
     }
     Ok(())
 }
@@ -96,21 +96,21 @@ pub async fn whoami(cmd: JsonFlag) -> Result<()> {
     let (client, creds) = credentials::client()?;
     let me = client.whoami().await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&me)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&me)?);
         return Ok(());
     }
-    println!(
+    jitgate::outln!(
         "{} (identity) at {}",
         me.identity.as_deref().unwrap_or("?"),
         creds.server
     );
     if me.groups.is_empty() {
-        println!("  groups: none");
+        jitgate::outln!("  groups: none");
     } else {
-        println!("  groups: {}", me.groups.join(", "));
+        jitgate::outln!("  groups: {}", me.groups.join(", "));
     }
     if let Some(exp) = me.expires_at {
-        println!(
+        jitgate::outln!(
             "  login valid until {exp} ({})",
             table::relative(exp, Timestamp::now())
         );
@@ -125,7 +125,7 @@ fn humantime(d: std::time::Duration) -> String {
 /// Prints what a workflow call did and what comes next.
 fn report(view: &OutcomeView, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(view)?);
         return Ok(());
     }
     let g = &view.grant.grant;
@@ -136,9 +136,10 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         "request"
     };
     if view.steps.is_empty() {
-        println!(
+        jitgate::outln!(
             "{what} {} unchanged (this was already done): {}",
-            g.id, g.state
+            g.id,
+            g.state
         );
     }
     for step in &view.steps {
@@ -147,26 +148,32 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
             .as_deref()
             .map(|c| format!(" — {c}"))
             .unwrap_or_default();
-        println!(
+        jitgate::outln!(
             "{}: {} by {}{comment}",
-            step.grant_id, step.action, step.actor
+            step.grant_id,
+            step.action,
+            step.actor
         );
     }
-    println!(
+    jitgate::outln!(
         "{what} {}: {} → {} as {}, state {}",
-        g.id, g.identity, g.target, g.role, g.state
+        g.id,
+        g.identity,
+        g.target,
+        g.role,
+        g.state
     );
     match g.state {
         GrantState::Pending => {
             let have = g.human_approvals();
-            println!(
+            jitgate::outln!(
                 "  waiting for approval ({have} so far) until {}; approvers run: jitgate approve {}",
                 g.pending_until.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 g.id
             );
         }
         GrantState::Approved if g.extends.is_some() => {
-            println!(
+            jitgate::outln!(
                 "  grant {} now ends at {} ({})",
                 g.extends.map(|p| p.to_string()).unwrap_or_default(),
                 g.expires_at,
@@ -175,13 +182,13 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         }
         GrantState::Approved => {
             if g.not_before > now {
-                println!(
+                jitgate::outln!(
                     "  starts {} ({})",
                     g.not_before,
                     table::relative(g.not_before, now)
                 );
             }
-            println!(
+            jitgate::outln!(
                 "  expires {} ({}){}",
                 g.expires_at,
                 table::relative(g.expires_at, now),
@@ -195,7 +202,7 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         _ => {}
     }
     if view.sessions_dropped > 0 {
-        println!("  {} live session(s) dropped", view.sessions_dropped);
+        jitgate::outln!("  {} live session(s) dropped", view.sessions_dropped);
     }
     Ok(())
 }
@@ -230,16 +237,16 @@ pub async fn requests(cmd: RequestsCmd) -> Result<()> {
         })
         .await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     if list.is_empty() {
-        println!("no requests");
+        jitgate::outln!("no requests");
         return Ok(());
     }
     let now = Timestamp::now();
     let rows: Vec<Vec<String>> = list.iter().map(|v| request_row(v, now)).collect();
-    print!(
+    jitgate::out!(
         "{}",
         table::render(
             &[
@@ -382,11 +389,11 @@ pub async fn explain(config_path: &Path, cmd: ExplainCmd) -> Result<()> {
         })
         .await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&view.explanation)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&view.explanation)?);
     } else {
-        print!("{}", view.text);
+        jitgate::out!("{}", view.text);
         if !view.text.ends_with('\n') {
-            println!();
+            jitgate::outln!();
         }
     }
     Ok(())

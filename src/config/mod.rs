@@ -17,6 +17,7 @@ mod proxy;
 mod raw;
 mod runtime;
 mod tls;
+mod witness;
 mod workflow;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub use ctx::validate_name;
 use ctx::Ctx;
 use raw::{RawAdmin, RawConfig};
 pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
+pub use witness::{WitnessSettings, DEFAULT_WITNESS};
 pub use workflow::{Notifications, StoreConfig, StoreSettings, UserSessions};
 
 /// Default for `login_timeout`: generous for a human typing a password into psql, short
@@ -74,6 +76,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads of `jitgate serve`'s runtime.
     pub runtime: RuntimeSettings,
+    /// Where the audit checkpoints are copied off the host (`audit.witness`).
+    pub witness: Option<WitnessSettings>,
     /// `admin.tls`: the admin API serves HTTPS with this; `None`: plain HTTP.
     pub admin_tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -169,6 +173,15 @@ pub fn load_audit(path: &Path) -> Result<AuditConfig, ConfigError> {
     audit.durability = raw.audit.durability;
     audit_integrity(&ctx, &raw.audit, &mut audit)?;
     Ok(audit)
+}
+
+/// Resolves the grant store and the audit witness: what `jitgate audit verify --witness`
+/// needs to read the checkpoints kept off the log's host.
+pub fn load_witness(path: &Path) -> Result<(StoreSettings, WitnessSettings), ConfigError> {
+    let (ctx, raw) = read(path)?;
+    let store = workflow::store(&ctx, &raw.store)?;
+    let witness = witness::for_verify(&ctx, &raw.audit, &store.backend)?;
+    Ok((store.backend, witness))
 }
 
 /// Reads and parses the file into the raw structs.
@@ -267,6 +280,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         .transpose()?;
     let log_format = raw.log.and_then(|l| l.format).unwrap_or_default();
     let runtime = runtime::runtime(ctx, raw.runtime.as_ref())?;
+    let witness = witness::witness(ctx, &raw.audit, &store.backend, audit.signing_key.is_some())?;
 
     Ok(Config {
         path: ctx.file().to_path_buf(),
@@ -291,6 +305,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         user_sessions,
         log_format,
         runtime,
+        witness,
         admin_tls,
     })
 }

@@ -297,6 +297,12 @@ pub(crate) struct RawAudit {
     /// A checkpoint after this long with events not yet covered.
     #[serde(default)]
     pub checkpoint_interval: Option<Scalar>,
+    /// Where checkpoints are copied off the host: `store` (default) or `off`.
+    #[serde(default)]
+    pub witness: Option<String>,
+    /// The log's name at the witness (default `<host>:<absolute audit.path>`).
+    #[serde(default)]
+    pub witness_log: Option<String>,
 }
 
 /// `admin:`

@@ -21,6 +21,7 @@ mod pool;
 mod row;
 mod schema;
 mod tls;
+mod witness;
 
 use std::fmt;
 use std::time::Duration;
@@ -40,6 +41,7 @@ use crate::store::{GrantFilter, GrantStore};
 pub use listen::CHANNEL;
 pub use schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 pub use tls::StoreTls;
+pub use witness::WITNESS_TABLE;
 
 use pool::{describe, AbortOnDrop, Conn, OpError, Pool, PoolSettings};
 use row::{column_list, Encoded, PgTimestamp, COLUMNS, IMMUTABLE};
