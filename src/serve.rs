@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, TokenKeys};
+use crate::api::{self, ApiState, LoginLimits, TokenKeys};
 use crate::config::{Config, StoreConfig, StoreSettings};
 use crate::error::Error;
 use crate::lifecycle::{sync, Lifecycle};
@@ -139,13 +139,18 @@ pub async fn start_with_audit(
         audit.clone(),
         Arc::clone(&registry),
     );
+    let refusal_audit = Arc::clone(&ctx.refusal_audit);
+    let mock_secret = ctx.mock_secret;
+    let login_limits = LoginLimits::new(&ctx.settings.client_limits);
     let proxy_task = tokio::spawn(listener::serve(proxy_listener, ctx, shutdown.clone()));
     let state = ApiState {
         lifecycle: lifecycle.clone(),
         token: config.admin.token.clone(),
         login_keys,
         identities,
-        mock_secret: rand::random(),
+        mock_secret,
+        login_limits,
+        refusal_audit,
     };
     let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
     tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");

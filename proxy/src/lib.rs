@@ -14,6 +14,7 @@
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
 //! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
 //! - [`listener`]: accept loop, shutdown/drain.
+//! - [`limits`]: what unauthenticated clients may cost (connections, refusal events).
 //! - [`cores`]: sessions pinned to single-threaded runtimes (`runtime.session_threads`).
 //! - [`error`]: the crate's error enum.
 
@@ -23,6 +24,7 @@ pub mod cancel;
 pub mod cores;
 pub mod error;
 pub mod gate;
+pub mod limits;
 pub mod listener;
 pub mod protocol;
 pub mod registry;
