@@ -40,6 +40,8 @@ pub struct Server {
     pub audit: AuditWriter,
     /// Engine, registry, audit and notifier together (what grant changes go through).
     pub lifecycle: Lifecycle,
+    /// Open client connections, in all and per address (`client_limits`).
+    pub connections: Arc<jitgate_proxy::limits::ConnectionLimits>,
     shutdown: CancellationToken,
     proxy_task: JoinHandle<std::io::Result<()>>,
     admin_task: JoinHandle<std::io::Result<()>>,
@@ -140,6 +142,7 @@ pub async fn start_with_audit(
         Arc::clone(&registry),
     );
     let refusal_audit = Arc::clone(&ctx.refusal_audit);
+    let connections = Arc::clone(&ctx.connections);
     let mock_secret = ctx.mock_secret;
     let login_limits = LoginLimits::new(&ctx.settings.client_limits);
     let proxy_task = tokio::spawn(listener::serve(proxy_listener, ctx, shutdown.clone()));
@@ -161,6 +164,7 @@ pub async fn start_with_audit(
         engine,
         audit,
         lifecycle,
+        connections,
         shutdown,
         proxy_task,
         admin_task,
