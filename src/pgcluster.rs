@@ -424,7 +424,7 @@ impl PgCluster {
     fn write_hba(&self) -> Result<(), PgClusterError> {
         let mut extra: String = self.extra_hba.iter().map(|l| format!("{l}\n")).collect();
         extra.push_str(
-                   "host    all      postgres 127.0.0.1/32  trust\n\
+            "host    all      postgres 127.0.0.1/32  trust\n\
                    host    all      postgres ::1/128       trust\n\
                    host    all      all      127.0.0.1/32  scram-sha-256\n\
                    host    all      all      ::1/128       scram-sha-256\n",

@@ -3,6 +3,7 @@
 //! and rate-limited, `/v1/login` rate limits (429), the upstream authentication method
 //! allow-list (md5 and cleartext refused unless allowed), the cap on the upstream's SCRAM
 //! iteration count, and unknown identities' salts stable across server instances.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 mod harness;
@@ -119,9 +120,11 @@ async fn connection_limits_refuse_with_53300_and_spare_other_addresses() {
     let mut silent_a = raw_from("127.0.0.1", env.proxy_port()).await;
     let mut silent_b = raw_from("127.0.0.1", env.proxy_port()).await;
     let silent_since = Instant::now();
-    env.eventually("both silent clients counted", Duration::from_secs(10), || {
-        open_from(&env, "127.0.0.1") == 2
-    })
+    env.eventually(
+        "both silent clients counted",
+        Duration::from_secs(10),
+        || open_from(&env, "127.0.0.1") == 2,
+    )
     .await;
     let err = refused_from("127.0.0.1", &env).await;
     assert!(
@@ -161,7 +164,10 @@ async fn connection_limits_refuse_with_53300_and_spare_other_addresses() {
     let third = login_from("127.0.0.3", &env).await;
     // 2 + 1 + 1 open: the global limit of 4 is reached for everyone.
     let err = refused_from("127.0.0.4", &env).await;
-    assert!(err.message.contains("4 client connections in all"), "{err:?}");
+    assert!(
+        err.message.contains("4 client connections in all"),
+        "{err:?}"
+    );
 
     // A client that leaves gives its slot back.
     drop(third);
@@ -176,9 +182,11 @@ async fn connection_limits_refuse_with_53300_and_spare_other_addresses() {
     expect_closed_within(&mut silent_b, Duration::from_secs(30)).await;
     let held = silent_since.elapsed();
     assert!(held >= Duration::from_secs(9), "closed early: {held:?}");
-    env.eventually("127.0.0.1's slots are back", Duration::from_secs(10), || {
-        open_from(&env, "127.0.0.1") == 0
-    })
+    env.eventually(
+        "127.0.0.1's slots are back",
+        Duration::from_secs(10),
+        || open_from(&env, "127.0.0.1") == 0,
+    )
     .await;
     let (client, _conn) = env.connect().await.expect("room again");
     client.query_one("SELECT 1", &[]).await.unwrap();
@@ -300,7 +308,11 @@ async fn api_login_is_rate_limited_per_address_and_per_identity() {
     // alice's budget is spent (2), even with the right password.
     let r = login(one.clone(), ALICE, ALICE_PASSWORD).await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     let body: serde_json::Value = r.json().await.unwrap();
     let msg = body["error"].as_str().unwrap();
@@ -309,7 +321,10 @@ async fn api_login_is_rate_limited_per_address_and_per_identity() {
     let r = login(one.clone(), BOB, BOB_PASSWORD).await;
     assert_eq!(r.status(), 429);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("api_logins_per_ip"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("api_logins_per_ip"));
     // ... but not from another address; alice still is (per identity).
     let two = from("127.0.0.2");
     let r = login(two.clone(), BOB, BOB_PASSWORD).await;
@@ -376,7 +391,10 @@ async fn upstream_method_refused_then_allowed(prefix: &str, group: &str, method:
     reconfigure(
         &mut env,
         "auth_methods: [scram-sha-256]",
-        &format!("auth_methods: [scram-sha-256, {}]", method.split(' ').next().unwrap()),
+        &format!(
+            "auth_methods: [scram-sha-256, {}]",
+            method.split(' ').next().unwrap()
+        ),
     )
     .await;
     let (client, _conn) = env.connect().await.expect("allowed now");
@@ -410,11 +428,7 @@ async fn scram_iteration_counts_over_the_cap_are_refused() {
     // refused before any is run. (Its keys are made up: no one could log in with it.)
     let fake = jitgate_proxy::auth::ScramVerifier {
         iterations: 1_000_000,
-        ..jitgate_proxy::auth::ScramVerifier::from_password_with_salt(
-            b"x",
-            b"0123456789abcdef",
-            1,
-        )
+        ..jitgate_proxy::auth::ScramVerifier::from_password_with_salt(b"x", b"0123456789abcdef", 1)
     };
     su(&env, &format!("ALTER ROLE {user} PASSWORD '{fake}'"));
     let started = Instant::now();
@@ -501,8 +515,16 @@ async fn unknown_identities_get_the_same_salt_from_every_replica_and_after_resta
     };
     let yaml = std::fs::read_to_string(&env.config_path)
         .unwrap()
-        .replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{proxy_port}"), 1)
-        .replacen("  listen: 127.0.0.1:0", &format!("  listen: 127.0.0.1:{admin_port}"), 1)
+        .replacen(
+            "listen: 127.0.0.1:0",
+            &format!("listen: 127.0.0.1:{proxy_port}"),
+            1,
+        )
+        .replacen(
+            "  listen: 127.0.0.1:0",
+            &format!("  listen: 127.0.0.1:{admin_port}"),
+            1,
+        )
         .replacen("path: audit.jsonl", "path: audit2.jsonl", 1)
         .replacen("sqlite: grants.db", "sqlite: grants2.db", 1);
     let second_config = env.dir.path().join("second.yaml");

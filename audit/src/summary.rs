@@ -191,7 +191,10 @@ fn details(body: &EventBody) -> String {
             by_client,
             other_clients,
         } => {
-            let mut s = format!("{count} refusals not written since {}:", display_micros(since));
+            let mut s = format!(
+                "{count} refusals not written since {}:",
+                display_micros(since)
+            );
             for (addr, n) in by_client {
                 let _ = write!(s, " {}={n}", clean(addr, false));
             }

@@ -50,7 +50,8 @@ async fn sweep_parked(ctx: Arc<ProxyContext>, stop: CancellationToken) {
 /// Writes the count of pre-authentication refusal events that were not written (see
 /// [`crate::limits::refusals`]) once a minute, and a last time when `stop` is cancelled.
 async fn summarise_refusals(ctx: Arc<ProxyContext>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,

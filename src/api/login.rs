@@ -52,7 +52,13 @@ pub(crate) async fn login(
             ),
         };
         tracing::warn!(identity, %peer, setting, "API login rate-limited");
-        audit_failure(&state, peer, &identity, &format!("API login: rate limit ({setting})")).await;
+        audit_failure(
+            &state,
+            peer,
+            &identity,
+            &format!("API login: rate limit ({setting})"),
+        )
+        .await;
         return Err(ApiError::too_many_requests(
             format!(
                 "too many login attempts {whom}; try again in {} s (limit: {setting} per minute)",

@@ -41,7 +41,9 @@ impl LoginLimits {
     pub fn check(&self, ip: IpAddr, identity: &str) -> Result<(), Throttled> {
         self.per_ip.check(&ip).map_err(Throttled::PerIp)?;
         let key = truncate(identity, MAX_NAME_BYTES).into_owned();
-        self.per_identity.check(&key).map_err(Throttled::PerIdentity)
+        self.per_identity
+            .check(&key)
+            .map_err(Throttled::PerIdentity)
     }
 }
 

@@ -32,29 +32,35 @@ pub(crate) fn client_limits(
     let count = |name: &str, v: Option<u64>, default: usize| -> Result<usize, ConfigError> {
         match v {
             None => Ok(default),
-            Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => {
-                usize::try_from(n).map_err(|_| ctx.err(format!("client_limits.{name}"), "too large"))
-            }
+            Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => usize::try_from(n)
+                .map_err(|_| ctx.err(format!("client_limits.{name}"), "too large")),
             Some(n) => Err(ctx.err(
                 format!("client_limits.{name}"),
                 format!("{n} is out of range (1..={MAX_CONNECTIONS}; the default is {default})"),
             )),
         }
     };
-    let rate = |name: &str, v: Option<u64>, default: NonZeroU32| -> Result<NonZeroU32, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(n) if (1..=MAX_RATE).contains(&n) => u32::try_from(n)
-                .ok()
-                .and_then(NonZeroU32::new)
-                .ok_or_else(|| ctx.err(format!("client_limits.{name}"), "too large")),
-            Some(n) => Err(ctx.err(
-                format!("client_limits.{name}"),
-                format!("{n} per minute is out of range (1..={MAX_RATE}; the default is {default})"),
-            )),
-        }
-    };
-    limits.max_connections = count("max_connections", raw.max_connections, limits.max_connections)?;
+    let rate =
+        |name: &str, v: Option<u64>, default: NonZeroU32| -> Result<NonZeroU32, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (1..=MAX_RATE).contains(&n) => u32::try_from(n)
+                    .ok()
+                    .and_then(NonZeroU32::new)
+                    .ok_or_else(|| ctx.err(format!("client_limits.{name}"), "too large")),
+                Some(n) => Err(ctx.err(
+                    format!("client_limits.{name}"),
+                    format!(
+                        "{n} per minute is out of range (1..={MAX_RATE}; the default is {default})"
+                    ),
+                )),
+            }
+        };
+    limits.max_connections = count(
+        "max_connections",
+        raw.max_connections,
+        limits.max_connections,
+    )?;
     limits.max_connections_per_ip = count(
         "max_connections_per_ip",
         raw.max_connections_per_ip,
@@ -79,7 +85,11 @@ pub(crate) fn client_limits(
         raw.refusal_events_total,
         limits.refusal_events_total,
     )?;
-    limits.api_logins_per_ip = rate("api_logins_per_ip", raw.api_logins_per_ip, limits.api_logins_per_ip)?;
+    limits.api_logins_per_ip = rate(
+        "api_logins_per_ip",
+        raw.api_logins_per_ip,
+        limits.api_logins_per_ip,
+    )?;
     limits.api_logins_per_identity = rate(
         "api_logins_per_identity",
         raw.api_logins_per_identity,
@@ -161,7 +171,10 @@ pub(crate) fn auth_methods(
         }
     }
     if names.is_empty() {
-        return Err(ctx.err(field, "allow at least one method (the default is [scram-sha-256])"));
+        return Err(ctx.err(
+            field,
+            "allow at least one method (the default is [scram-sha-256])",
+        ));
     }
     Ok(methods)
 }
@@ -174,9 +187,8 @@ pub(crate) fn max_scram_iterations(
 ) -> Result<u32, ConfigError> {
     match target.max_scram_iterations {
         None => Ok(DEFAULT_MAX_SCRAM_ITERATIONS),
-        Some(n) if (4096..=10_000_000).contains(&n) => {
-            u32::try_from(n).map_err(|_| ctx.err(format!("{field}.max_scram_iterations"), "too large"))
-        }
+        Some(n) if (4096..=10_000_000).contains(&n) => u32::try_from(n)
+            .map_err(|_| ctx.err(format!("{field}.max_scram_iterations"), "too large")),
         Some(n) => Err(ctx.err(
             format!("{field}.max_scram_iterations"),
             format!(
@@ -200,14 +212,30 @@ mod tests {
 
     #[test]
     fn client_limits_defaults_overrides_and_mistakes() {
-        assert_eq!(client_limits(&ctx(), None).unwrap(), ClientLimits::default());
-        let raw: RawClientLimits =
-            serde_yaml::from_str("max_connections: 10\nmax_connections_per_ip: 2\napi_logins_per_ip: 5\n").unwrap();
+        assert_eq!(
+            client_limits(&ctx(), None).unwrap(),
+            ClientLimits::default()
+        );
+        let raw: RawClientLimits = serde_yaml::from_str(
+            "max_connections: 10\nmax_connections_per_ip: 2\napi_logins_per_ip: 5\n",
+        )
+        .unwrap();
         let l = client_limits(&ctx(), Some(&raw)).unwrap();
-        assert_eq!((l.max_connections, l.max_connections_per_ip, l.api_logins_per_ip.get()), (10, 2, 5));
-        let raw: RawClientLimits = serde_yaml::from_str("max_connections: 10\nmax_connections_per_ip: 20\n").unwrap();
+        assert_eq!(
+            (
+                l.max_connections,
+                l.max_connections_per_ip,
+                l.api_logins_per_ip.get()
+            ),
+            (10, 2, 5)
+        );
+        let raw: RawClientLimits =
+            serde_yaml::from_str("max_connections: 10\nmax_connections_per_ip: 20\n").unwrap();
         let err = client_limits(&ctx(), Some(&raw)).unwrap_err().to_string();
-        assert!(err.contains("client_limits.max_connections_per_ip"), "{err}");
+        assert!(
+            err.contains("client_limits.max_connections_per_ip"),
+            "{err}"
+        );
         let raw: RawClientLimits = serde_yaml::from_str("refusal_events_total: 0\n").unwrap();
         let err = client_limits(&ctx(), Some(&raw)).unwrap_err().to_string();
         assert!(err.contains("client_limits.refusal_events_total"), "{err}");
@@ -219,7 +247,10 @@ mod tests {
         let token = Secret::new("admin-token-0123456789");
         let session = Secret::new("session-key-0123456789");
         let from_token = unknown_identity_key(&ctx(), None, None, &token).unwrap();
-        assert_eq!(from_token, unknown_identity_key(&ctx(), None, None, &token).unwrap());
+        assert_eq!(
+            from_token,
+            unknown_identity_key(&ctx(), None, None, &token).unwrap()
+        );
         let from_session = unknown_identity_key(&ctx(), None, Some(&session), &token).unwrap();
         assert_ne!(from_token, from_session);
         std::env::set_var("JITGATE_TEST_SALT_KEY", "salt-key-0123456789abcdef");
@@ -240,16 +271,33 @@ mod tests {
     #[test]
     fn auth_methods_and_iterations() {
         let t = |extra: &str| -> RawTarget {
-            serde_yaml::from_str(&format!("host: db\ntls: {{ mode: disable }}\nroles: {{}}\n{extra}")).unwrap()
+            serde_yaml::from_str(&format!(
+                "host: db\ntls: {{ mode: disable }}\nroles: {{}}\n{extra}"
+            ))
+            .unwrap()
         };
-        assert_eq!(auth_methods(&ctx(), "targets.p", &t("")).unwrap(), UpstreamAuthMethods::default());
+        assert_eq!(
+            auth_methods(&ctx(), "targets.p", &t("")).unwrap(),
+            UpstreamAuthMethods::default()
+        );
         let m = auth_methods(&ctx(), "targets.p", &t("auth_methods: [md5, password]\n")).unwrap();
         assert!(!m.scram_sha_256 && m.md5 && m.password);
-        let err = auth_methods(&ctx(), "targets.p", &t("auth_methods: [scram, md5]\n")).unwrap_err().to_string();
+        let err = auth_methods(&ctx(), "targets.p", &t("auth_methods: [scram, md5]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("targets.p.auth_methods[0]"), "{err}");
         assert!(auth_methods(&ctx(), "targets.p", &t("auth_methods: []\n")).is_err());
-        assert_eq!(max_scram_iterations(&ctx(), "targets.p", &t("")).unwrap(), 100_000);
-        assert_eq!(max_scram_iterations(&ctx(), "targets.p", &t("max_scram_iterations: 600000\n")).unwrap(), 600_000);
-        assert!(max_scram_iterations(&ctx(), "targets.p", &t("max_scram_iterations: 100\n")).is_err());
+        assert_eq!(
+            max_scram_iterations(&ctx(), "targets.p", &t("")).unwrap(),
+            100_000
+        );
+        assert_eq!(
+            max_scram_iterations(&ctx(), "targets.p", &t("max_scram_iterations: 600000\n"))
+                .unwrap(),
+            600_000
+        );
+        assert!(
+            max_scram_iterations(&ctx(), "targets.p", &t("max_scram_iterations: 100\n")).is_err()
+        );
     }
 }

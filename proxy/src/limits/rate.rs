@@ -85,7 +85,10 @@ mod tests {
             assert!(rate.check(&"a").is_ok());
         }
         let wait = rate.check(&"a").unwrap_err();
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
         assert!(rate.check(&"b").is_ok());
         assert_eq!(rate.keys(), 2);
     }

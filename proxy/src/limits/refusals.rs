@@ -71,7 +71,9 @@ impl RefusalAudit {
 
     fn lock(&self) -> MutexGuard<'_, Suppressed> {
         // Plain counters; a poisoned lock still holds valid ones.
-        self.suppressed.lock().unwrap_or_else(PoisonError::into_inner)
+        self.suppressed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether a refusal of a client at `ip` may be written now; if not, it is counted.
@@ -179,7 +181,10 @@ mod tests {
         assert!(cut.starts_with(&"é".repeat(31)));
         assert!(cut.ends_with("…(80 bytes)"), "{cut}");
         let ev = cut_event("x".repeat(1000));
-        assert_eq!(ev.identity.as_deref().unwrap().len(), 63 + "…(1000 bytes)".len());
+        assert_eq!(
+            ev.identity.as_deref().unwrap().len(),
+            63 + "…(1000 bytes)".len()
+        );
     }
 
     fn cut_event(identity: String) -> Event {
@@ -204,10 +209,9 @@ mod tests {
         assert!(ra.admit(b));
         assert!(!ra.admit(b), "total rate");
         let Some(Event {
-            body:
-                EventBody::RefusalsSuppressed {
-                    count, by_client, ..
-                },
+            body: EventBody::RefusalsSuppressed {
+                count, by_client, ..
+            },
             ..
         }) = ra.take_summary()
         else {

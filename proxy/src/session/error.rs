@@ -46,7 +46,11 @@ pub enum UpstreamError {
          limit of {max} (targets.{target}.max_scram_iterations); set the role's password \
          again with fewer iterations (scram_iterations) or raise the limit"
     )]
-    ScramIterations { target: String, asked: u32, max: u32 },
+    ScramIterations {
+        target: String,
+        asked: u32,
+        max: u32,
+    },
     #[error("the server's SCRAM signature did not verify")]
     ServerSignature,
     #[error("unexpected {0} from the server")]

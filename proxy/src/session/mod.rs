@@ -122,7 +122,11 @@ pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr) {
     );
     match ctx.connections.acquire(peer.ip()) {
         Ok(_slot) => run_inner(ctx, tcp, peer, session_id).instrument(span).await,
-        Err(hit) => over_limit(ctx, tcp, peer, session_id, hit).instrument(span).await,
+        Err(hit) => {
+            over_limit(ctx, tcp, peer, session_id, hit)
+                .instrument(span)
+                .await
+        }
     }
 }
 
@@ -136,18 +140,25 @@ async fn over_limit(
     hit: LimitHit,
 ) {
     let Ok(_refusing) = Arc::clone(&ctx.refusing).try_acquire_owned() else {
-        tracing::warn!(?hit, "connection over the limit closed without an answer (too many being refused)");
+        tracing::warn!(
+            ?hit,
+            "connection over the limit closed without an answer (too many being refused)"
+        );
         return;
     };
     let deadline = tokio::time::Instant::now() + ctx.settings.login_timeout;
-    let hello = match tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref())).await {
-        Ok(Ok(hello)) => hello,
-        _ => return,
-    };
+    let hello =
+        match tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref())).await {
+            Ok(Ok(hello)) => hello,
+            _ => return,
+        };
     let (stream, buf, params) = match hello {
         Hello::Cancel { pid, secret } => return forward_cancel(&ctx, peer, pid, secret).await,
         Hello::Startup {
-            stream, buf, params, ..
+            stream,
+            buf,
+            params,
+            ..
         } => (stream, buf, params),
     };
     let (message, hint, reason) = match hit {
@@ -164,8 +175,14 @@ async fn over_limit(
     };
     tracing::info!(?hit, "connection over the limit refused");
     let error = PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, message).with_hint(hint);
-    let user = params.iter().find(|(k, _)| k == "user").map_or("", |(_, v)| v.as_str());
-    let target = params.iter().find(|(k, _)| k == "database").map_or("", |(_, v)| v.as_str());
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map_or("", |(_, v)| v.as_str());
+    let target = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map_or("", |(_, v)| v.as_str());
     let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
     Refusal::denied(peer, user, target, reason, error)
         .before_auth()

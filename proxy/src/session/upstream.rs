@@ -114,11 +114,19 @@ fn allow(target: &TargetSettings, asked: &'static str, allowed: bool) -> Result<
         (m.md5, "md5"),
         (m.password, "password"),
     ];
-    let allowed: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    let allowed: Vec<&str> = names
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
     Err(UpstreamError::AuthMethodNotAllowed {
         target: target.name.clone(),
         asked,
-        allowed: if allowed.is_empty() { "none".into() } else { allowed.join(", ") },
+        allowed: if allowed.is_empty() {
+            "none".into()
+        } else {
+            allowed.join(", ")
+        },
     })
 }
 
