@@ -58,10 +58,12 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn GrantStore>, Error>
             conninfo,
             connect_timeout,
             pool_size,
+            tls,
         } => {
             let options = PostgresStoreOptions {
                 connect_timeout: *connect_timeout,
                 pool_size: usize::try_from(*pool_size).unwrap_or(4),
+                tls: tls.clone(),
                 ..PostgresStoreOptions::default()
             };
             Arc::new(PostgresStore::connect(conninfo.expose(), options).await?)
@@ -155,7 +157,10 @@ pub async fn start_with_audit(
         login_limits,
         refusal_audit,
     };
-    let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
+    let admin_task = match config.admin_tls {
+        Some(tls) => tokio::spawn(api::serve_tls(admin_listener, state, shutdown.clone(), tls)),
+        None => tokio::spawn(api::serve(admin_listener, state, shutdown.clone())),
+    };
     tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");
     Ok(Server {
         proxy_addr,

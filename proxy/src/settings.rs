@@ -11,6 +11,7 @@ use std::time::Duration;
 use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
+pub use crate::guard::RoleChanges;
 pub use crate::reuse::ReuseSettings;
 
 /// Everything a running proxy needs to know, resolved and validated.
@@ -20,6 +21,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Client-facing TLS. `None`: SSLRequest is answered with 'N'.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients that did not negotiate TLS are refused (FATAL 28000) after their startup
+    /// packet (`tls.required`; needs `tls`).
+    pub tls_required: bool,
     /// Time a client has from TCP accept to a finished authentication.
     pub login_timeout: Duration,
     /// Upper bound on one frontend message (protects memory from a hostile length field).
@@ -48,6 +52,7 @@ impl fmt::Debug for ProxySettings {
         f.debug_struct("ProxySettings")
             .field("listen", &self.listen)
             .field("tls", &self.tls.is_some())
+            .field("tls_required", &self.tls_required)
             .field("login_timeout", &self.login_timeout)
             .field("max_message_len", &self.max_message_len)
             .field("drain_timeout", &self.drain_timeout)
@@ -79,6 +84,9 @@ pub struct TargetSettings {
     pub auth_methods: UpstreamAuthMethods,
     /// Largest SCRAM iteration count jitgate runs PBKDF2 for when this upstream asks.
     pub max_scram_iterations: u32,
+    /// Whether sessions on this target may change roles and the server
+    /// (`targets.<t>.guard.role_changes`, see [`crate::guard`]).
+    pub role_changes: RoleChanges,
 }
 
 /// Default of `targets.<t>.max_scram_iterations`: 25 times PostgreSQL's default of

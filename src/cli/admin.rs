@@ -8,15 +8,13 @@ use std::path::Path;
 use anyhow::Result;
 use jiff::Timestamp;
 use jitgate::api::{AdminClient, GrantView, IssueBody, ListQuery, RevokeBody, SessionView};
-use jitgate::config;
 use jitgate_policy::GrantState;
 
 use super::table;
 use super::{GrantCmd, GrantsCmd, RevokeCmd, SessionsCmd};
 
 fn client(config_path: &Path) -> Result<AdminClient> {
-    let settings = config::load_admin(config_path)?;
-    Ok(AdminClient::from_settings(&settings)?)
+    Ok(AdminClient::from_config(config_path)?)
 }
 
 /// `jitgate grant`.

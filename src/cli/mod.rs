@@ -172,9 +172,16 @@ pub struct JsonFlag {
 
 #[derive(Debug, Args)]
 pub struct LoginCmd {
-    /// The jitgate API, e.g. http://127.0.0.1:6433 (default: the config's admin.listen).
+    /// The jitgate API, e.g. https://jitgate.example.com:6433 (default: the config's
+    /// admin.listen, https with admin.tls). Plain http:// only on loopback: a password is
+    /// never sent in clear text across a network.
     #[arg(long, env = "JITGATE_SERVER", value_name = "URL")]
     pub server: Option<String>,
+    /// CA certificate(s) (PEM) that an https API's certificate must chain to, instead of
+    /// the web PKI roots; remembered for the commands that use the login (default with
+    /// no --server: the config's admin.tls.ca_file).
+    #[arg(long, env = "JITGATE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Your identity (prompted for when omitted).
     #[arg(long)]
     pub identity: Option<String>,

@@ -6,7 +6,6 @@
 //! Every answer says what happened and what comes next.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -26,25 +25,19 @@ use super::{
     RequestsCmd,
 };
 
-/// `http://<addr>` for a listen address, with wildcards reached over loopback.
-fn server_url(mut addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
-    }
-    format!("http://{addr}")
-}
-
 /// `jitgate login`.
 pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
-    let server = match cmd.server {
-        Some(url) => url,
-        None => server_url(config::load_admin_listen(config_path).with_context(|| {
-            "no --server given and the config's admin.listen cannot be read".to_owned()
-        })?),
+    let (server, ca_file) = match cmd.server {
+        Some(url) => (url, cmd.ca_file),
+        None => {
+            let endpoint = config::load_admin_endpoint(config_path).with_context(|| {
+                "no --server given and the config's admin.listen cannot be read".to_owned()
+            })?;
+            (endpoint.url, cmd.ca_file.or(endpoint.ca_file))
+        }
     };
+    // Before the password is asked for: it must not travel in clear text.
+    jitgate::api::check_password_transport(&server)?;
     let identity = match cmd.identity {
         Some(identity) => identity,
         None if std::io::stdin().is_terminal() => {
@@ -60,7 +53,11 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
         None => rpassword::prompt_password(format!("Password for {identity}: "))
             .context("cannot read the password")?,
     };
-    let client = AdminClient::new(server.clone(), Secret::new(String::new()))?;
+    let client = AdminClient::with_ca(
+        server.clone(),
+        Secret::new(String::new()),
+        ca_file.as_deref(),
+    )?;
     let view = client
         .login(&LoginBody {
             identity: identity.clone(),
@@ -72,6 +69,7 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
         identity: view.identity.clone(),
         token: view.token,
         expires_at: view.expires_at,
+        ca_file: ca_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })?;
     println!(
         "logged in as {} until {} ({}); token stored in {}",
@@ -337,7 +335,7 @@ pub async fn deny(cmd: DenyCmd) -> Result<()> {
 /// `jitgate cancel`.
 pub async fn cancel(config_path: &Path, cmd: CancelCmd) -> Result<()> {
     let client = if cmd.admin {
-        AdminClient::from_settings(&config::load_admin(config_path)?)?
+        AdminClient::from_config(config_path)?
     } else {
         credentials::client()?.0
     };
@@ -374,7 +372,7 @@ pub async fn extend(cmd: ExtendCmd) -> Result<()> {
 pub async fn explain(config_path: &Path, cmd: ExplainCmd) -> Result<()> {
     let client = match credentials::client() {
         Ok((client, _)) => client,
-        Err(_) => AdminClient::from_settings(&config::load_admin(config_path)?)?,
+        Err(_) => AdminClient::from_config(config_path)?,
     };
     let view = client
         .explain(&ExplainQuery {

@@ -519,8 +519,9 @@ impl Relay<'_> {
             return Err(end);
         }
         let mark = self.tracker.mark();
-        // Frames the server would ignore (left out), and where an Execute must wait.
-        let mut dropped: Vec<usize> = Vec::new();
+        // Frames the server would ignore (left out: `None`) or must get in another form
+        // (a refusal's substitute), and where an Execute must wait.
+        let mut edits: Vec<(usize, Option<bytes::Bytes>)> = Vec::new();
         let mut stop = frames.len();
         for (i, &(tag, start, end)) in frames.iter().enumerate() {
             let step = match self.tracker.on_client(tag, chunk.slice(start..end), events) {
@@ -534,7 +535,8 @@ impl Relay<'_> {
             };
             match step {
                 Step::Forward => {}
-                Step::Drop => dropped.push(i),
+                Step::Drop => edits.push((i, None)),
+                Step::Replace(frame) => edits.push((i, Some(frame))),
                 Step::Wait => {
                     stop = i;
                     break;
@@ -573,7 +575,7 @@ impl Relay<'_> {
             (true, Some(&(_, body_start, _))) => body_start - 5,
             _ => chunk.len(),
         };
-        if dropped.is_empty() && !self.waiting {
+        if edits.is_empty() && !self.waiting {
             if upto > 0 {
                 let upstream = &mut *self.upstream;
                 guarded!(enforcer, write_flush(upstream, &chunk[..upto]))?
@@ -582,9 +584,12 @@ impl Relay<'_> {
         } else {
             let mut out = BytesMut::with_capacity(upto + tags::FLUSH_MESSAGE.len());
             let mut at = 0;
-            for &i in &dropped {
-                let (_, body_start, end) = frames[i];
+            for (i, replacement) in &edits {
+                let (_, body_start, end) = frames[*i];
                 out.extend_from_slice(&chunk[at..body_start - 5]);
+                if let Some(frame) = replacement {
+                    out.extend_from_slice(frame);
+                }
                 at = end;
             }
             out.extend_from_slice(&chunk[at..upto]);

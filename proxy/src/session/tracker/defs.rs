@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
 
+use crate::guard::Refusal;
 use crate::protocol::frontend::Bind;
 
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
@@ -18,10 +19,14 @@ pub type Name = Bytes;
 /// A prepared statement as a Parse message defined it.
 #[derive(Debug)]
 pub struct StatementDef {
+    /// The text as recorded (for a refused statement: with its passwords masked).
     pub sql: Bytes,
     pub param_types: Vec<u32>,
     /// Looked up once at Parse: a statement may be executed many times.
     pub setting: Option<SettingChange>,
+    /// The guard refused it: the server holds a substitute under its name whose every
+    /// execution fails with 42501 (`guard/substitute.rs`).
+    pub refused: Option<Refusal>,
 }
 
 /// A portal: the statement it was bound from and its parameters as recorded.
