@@ -140,6 +140,10 @@ pub struct PgClusterOptions {
     /// name given here overrides them), e.g. `("log_statement", "all")`. Empty by
     /// default: the cluster runs with the built-in settings only.
     pub settings: Vec<(String, String)>,
+    /// Extra `pg_hba.conf` lines, placed before the built-in ones (so they win), e.g.
+    /// `host all +md5_users 127.0.0.1/32 md5` for a test of an upstream that asks for
+    /// MD5. Empty by default.
+    pub hba: Vec<String>,
 }
 
 /// OS identity the server binaries run as when we are root.
@@ -184,6 +188,8 @@ pub struct PgCluster {
     fast: bool,
     /// [`PgClusterOptions::settings`], applied on every launch.
     extra_settings: Vec<(String, String)>,
+    /// [`PgClusterOptions::hba`], written on every start.
+    extra_hba: Vec<String>,
     server: Option<Server>,
     /// Owned temp dir (when `options.dir` was `None`); removed on stop.
     temp: Option<tempfile::TempDir>,
@@ -221,6 +227,7 @@ impl PgCluster {
             run_as,
             fast: opts.fast,
             extra_settings: opts.settings.clone(),
+            extra_hba: opts.hba.clone(),
             server: None,
             temp,
         };
@@ -415,12 +422,17 @@ impl PgCluster {
     /// Superuser: trust from loopback (admin access for tests/demo only). Everyone else:
     /// SCRAM over loopback TCP. No other address and no socket is accepted.
     fn write_hba(&self) -> Result<(), PgClusterError> {
-        let hba = "# Written by jitgate pgcluster; rewritten on every start.\n\
-                   # TYPE DATABASE USER     ADDRESS       METHOD\n\
-                   host    all      postgres 127.0.0.1/32  trust\n\
+        let mut extra: String = self.extra_hba.iter().map(|l| format!("{l}\n")).collect();
+        extra.push_str(
+            "host    all      postgres 127.0.0.1/32  trust\n\
                    host    all      postgres ::1/128       trust\n\
                    host    all      all      127.0.0.1/32  scram-sha-256\n\
-                   host    all      all      ::1/128       scram-sha-256\n";
+                   host    all      all      ::1/128       scram-sha-256\n",
+        );
+        let hba = format!(
+            "# Written by jitgate pgcluster; rewritten on every start.\n\
+             # TYPE DATABASE USER     ADDRESS       METHOD\n{extra}"
+        );
         let path = self.data_dir.join("pg_hba.conf");
         // initdb created it owned by the server user; truncating keeps owner and mode.
         fs::write(&path, hba).map_err(io_err(format!("writing {}", path.display())))

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, TokenKeys};
+use crate::api::{self, ApiState, LoginLimits, TokenKeys};
 use crate::config::{Config, StoreConfig, StoreSettings};
 use crate::error::Error;
 use crate::lifecycle::{sync, Lifecycle};
@@ -40,6 +40,8 @@ pub struct Server {
     pub audit: AuditWriter,
     /// Engine, registry, audit and notifier together (what grant changes go through).
     pub lifecycle: Lifecycle,
+    /// Open client connections, in all and per address (`client_limits`).
+    pub connections: Arc<jitgate_proxy::limits::ConnectionLimits>,
     shutdown: CancellationToken,
     proxy_task: JoinHandle<std::io::Result<()>>,
     admin_task: JoinHandle<std::io::Result<()>>,
@@ -159,13 +161,19 @@ pub async fn start_with_audit(
         audit.clone(),
         Arc::clone(&registry),
     );
+    let refusal_audit = Arc::clone(&ctx.refusal_audit);
+    let connections = Arc::clone(&ctx.connections);
+    let mock_secret = ctx.mock_secret;
+    let login_limits = LoginLimits::new(&ctx.settings.client_limits);
     let proxy_task = tokio::spawn(listener::serve(proxy_listener, ctx, shutdown.clone()));
     let state = ApiState {
         lifecycle: lifecycle.clone(),
         token: config.admin.token.clone(),
         login_keys,
         identities,
-        mock_secret: rand::random(),
+        mock_secret,
+        login_limits,
+        refusal_audit,
     };
     let admin_task = match config.admin_tls {
         Some(tls) => tokio::spawn(api::serve_tls(admin_listener, state, shutdown.clone(), tls)),
@@ -179,6 +187,7 @@ pub async fn start_with_audit(
         engine,
         audit,
         lifecycle,
+        connections,
         shutdown,
         proxy_task,
         admin_task,

@@ -66,6 +66,8 @@ impl Server {
             login_keys: TokenKeys::random(Duration::from_secs(3600)),
             identities: Arc::new(std::collections::HashMap::new()),
             mock_secret: [7; 32],
+            login_limits: api::LoginLimits::new(&Default::default()),
+            refusal_audit: Arc::new(jitgate_proxy::limits::RefusalAudit::new(&Default::default())),
         };
         let task = tokio::spawn(api::serve(listener, state, shutdown.clone()));
         let client = AdminClient::from_settings(&AdminSettings {

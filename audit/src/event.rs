@@ -259,6 +259,24 @@ pub enum EventBody {
         /// Why, for the DBA.
         reason: String,
     },
+    /// Pre-authentication refusals (`auth_failure`, `access_denied` before a client
+    /// authenticated) that were counted instead of written one by one because they came
+    /// faster than `client_limits.refusal_events_per_ip` / `refusal_events_total` allow.
+    /// Written before the next refusal that is recorded, or by the once-a-minute summary,
+    /// so a flood is always visible in the log.
+    RefusalsSuppressed {
+        /// Refusals not written since `since`.
+        count: u64,
+        /// When the first of them happened.
+        #[serde(with = "crate::time::micros")]
+        since: Timestamp,
+        /// Client IP address → refusals not written, for the addresses with the most
+        /// (at most 20).
+        by_client: std::collections::BTreeMap<String, u64>,
+        /// Refusals not written from addresses not listed in `by_client`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        other_clients: u64,
+    },
     /// A grant became usable.
     GrantIssued {
         /// Start of validity.
@@ -389,6 +407,7 @@ impl EventBody {
             EventBody::SessionEnd { .. } => "session_end",
             EventBody::AuthFailure { .. } => "auth_failure",
             EventBody::AccessDenied { .. } => "access_denied",
+            EventBody::RefusalsSuppressed { .. } => "refusals_suppressed",
             EventBody::GrantIssued { .. } => "grant_issued",
             EventBody::GrantRevoked { .. } => "grant_revoked",
             EventBody::GrantTransition { .. } => "grant_transition",

@@ -185,6 +185,24 @@ fn details(body: &EventBody) -> String {
             clean(client_addr, false),
             one_line(reason, SQL_EXCERPT_CHARS)
         ),
+        EventBody::RefusalsSuppressed {
+            count,
+            since,
+            by_client,
+            other_clients,
+        } => {
+            let mut s = format!(
+                "{count} refusals not written since {}:",
+                display_micros(since)
+            );
+            for (addr, n) in by_client {
+                let _ = write!(s, " {}={n}", clean(addr, false));
+            }
+            if *other_clients > 0 {
+                let _ = write!(s, " others={other_clients}");
+            }
+            s
+        }
         EventBody::GrantIssued {
             not_before,
             expires_at,

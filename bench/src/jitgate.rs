@@ -91,7 +91,9 @@ pub async fn start(
          tls: {{ mode: disable }}\n    roles:\n      {ROLE}: {{ user: {user}, password_file: upstream.password }}\n\
          store: {{ sqlite: grants.db }}\n\
          audit: {{ path: audit.jsonl }}\n\
-         admin: {{ listen: 127.0.0.1:{admin_port}, token_file: admin.token }}\n",
+         admin: {{ listen: 127.0.0.1:{admin_port}, token_file: admin.token }}\n\
+         # Every bench client comes from 127.0.0.1 (the enforcement run opens 1000 sessions).\n\
+         client_limits: {{ max_connections: 100000, max_connections_per_ip: 100000 }}\n",
         pg_port = spec.pg_port,
         db = spec.database,
         user = spec.upstream_user,

@@ -15,6 +15,7 @@
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
 //! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
 //! - [`listener`]: accept loop, shutdown/drain.
+//! - [`limits`]: what unauthenticated clients may cost (connections, refusal events).
 //! - [`cores`]: sessions pinned to single-threaded runtimes (`runtime.session_threads`).
 //! - [`error`]: the crate's error enum.
 
@@ -25,6 +26,7 @@ pub mod cores;
 pub mod error;
 pub mod gate;
 pub mod guard;
+pub mod limits;
 pub mod listener;
 pub mod protocol;
 pub mod registry;

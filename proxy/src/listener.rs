@@ -47,6 +47,28 @@ async fn sweep_parked(ctx: Arc<ProxyContext>, stop: CancellationToken) {
     }
 }
 
+/// Writes the count of pre-authentication refusal events that were not written (see
+/// [`crate::limits::refusals`]) once a minute, and a last time when `stop` is cancelled.
+async fn summarise_refusals(ctx: Arc<ProxyContext>, stop: CancellationToken) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = ctx.refusal_audit.flush(&ctx.audit).await {
+            tracing::error!(error = %e, "could not audit the count of refusals not written");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// How often [`summarise_refusals`] runs.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
 /// Starts a session on an accepted connection: here, or on one of `cores`.
 fn start_session(
     cores: Option<&Cores>,
@@ -98,6 +120,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop_sweeping = CancellationToken::new();
     let sweeper = tokio::spawn(sweep_parked(Arc::clone(&ctx), stop_sweeping.clone()));
+    let summaries = tokio::spawn(summarise_refusals(Arc::clone(&ctx), stop_sweeping.clone()));
     let backstop = backstop::start(Arc::clone(&ctx.registry), stop_sweeping.clone())?;
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -147,6 +170,7 @@ pub async fn serve(
     }
     stop_sweeping.cancel();
     let _ = sweeper.await;
+    let _ = summaries.await;
     let _ = tokio::task::spawn_blocking(move || backstop.join()).await;
     ctx.registry.parked().close_all().await;
     // Parked connections may belong to a core's reactor: closed above, before the cores stop.

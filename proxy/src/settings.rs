@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,12 @@ pub struct ProxySettings {
     /// Sessions run pinned to this many single-threaded runtimes (see
     /// [`crate::cores`]); 0: on the runtime that accepted them.
     pub session_threads: usize,
+    /// What clients that have not authenticated may cost jitgate (connections, audit
+    /// events, `/v1/login` attempts).
+    pub client_limits: ClientLimits,
+    /// Key of the stand-in SCRAM salts and verifiers of unknown identities: the same on
+    /// every replica and across restarts (see `unknown_identity_salt_key` in the README).
+    pub unknown_identity_key: [u8; 32],
 }
 
 impl fmt::Debug for ProxySettings {
@@ -53,6 +60,7 @@ impl fmt::Debug for ProxySettings {
             .field("targets", &self.targets)
             .field("reuse", &self.reuse)
             .field("session_threads", &self.session_threads)
+            .field("client_limits", &self.client_limits)
             .finish()
     }
 }
@@ -72,9 +80,72 @@ pub struct TargetSettings {
     /// What sessions on this target record of their statements (SQL size limit,
     /// parameter redaction), per role.
     pub audit: TargetAuditSettings,
+    /// How jitgate may prove the brokered password to this upstream.
+    pub auth_methods: UpstreamAuthMethods,
+    /// Largest SCRAM iteration count jitgate runs PBKDF2 for when this upstream asks.
+    pub max_scram_iterations: u32,
     /// Whether sessions on this target may change roles and the server
     /// (`targets.<t>.guard.role_changes`, see [`crate::guard`]).
     pub role_changes: RoleChanges,
+}
+
+/// Default of `targets.<t>.max_scram_iterations`: 25 times PostgreSQL's default of
+/// 4096 (about 25 ms of one core per new salt; keys are cached per salt).
+pub const DEFAULT_MAX_SCRAM_ITERATIONS: u32 = 100_000;
+
+/// The upstream authentication methods jitgate answers (`targets.<t>.auth_methods`).
+/// A method not allowed here gets nothing from jitgate: the login is refused before
+/// anything derived from the password is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamAuthMethods {
+    /// `scram-sha-256` (the default, and the only method allowed by default).
+    pub scram_sha_256: bool,
+    /// `md5`: an MD5 hash of password and user name, replayable by whoever sees it.
+    pub md5: bool,
+    /// `password`: the password in clear text.
+    pub password: bool,
+}
+
+impl Default for UpstreamAuthMethods {
+    fn default() -> Self {
+        UpstreamAuthMethods {
+            scram_sha_256: true,
+            md5: false,
+            password: false,
+        }
+    }
+}
+
+/// Limits on clients that have not authenticated (`client_limits:`); see
+/// [`crate::limits`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Open client connections in all (authenticated or not).
+    pub max_connections: usize,
+    /// Open client connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Pre-authentication refusal events written per client IP and minute.
+    pub refusal_events_per_ip: NonZeroU32,
+    /// Pre-authentication refusal events written per minute in all.
+    pub refusal_events_total: NonZeroU32,
+    /// `POST /v1/login` attempts per client IP and minute.
+    pub api_logins_per_ip: NonZeroU32,
+    /// `POST /v1/login` attempts per identity name and minute.
+    pub api_logins_per_identity: NonZeroU32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+        ClientLimits {
+            max_connections: 1000,
+            max_connections_per_ip: 100,
+            refusal_events_per_ip: n(30),
+            refusal_events_total: n(300),
+            api_logins_per_ip: n(30),
+            api_logins_per_identity: n(10),
+        }
+    }
 }
 
 /// Audit content rules of one target: the rules for any role, and the rules of roles

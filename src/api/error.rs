@@ -17,6 +17,8 @@ use super::types::ErrorBody;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -93,6 +105,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -4,7 +4,10 @@
 //! The password is checked against the identity's SCRAM verifier from the config (the
 //! same PBKDF2 the proxy's login uses). An unknown identity runs the same computation
 //! against a stand-in verifier and fails with the same message, so the answer does not
-//! reveal which identities exist. Every failure is an `auth_failure` audit event.
+//! reveal which identities exist. Every failure is an `auth_failure` audit event,
+//! written like the proxy's pre-authentication refusals (names cut, rate-limited, see
+//! `jitgate_proxy::limits::refusals`). Attempts are rate-limited per client address and
+//! per identity ([`super::throttle`]): 429 with `Retry-After` before any PBKDF2.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use jitgate_proxy::auth::ScramVerifier;
 
 use super::auth::{token_matches, Caller};
 use super::error::ApiError;
+use super::throttle::Throttled;
 use super::types::{LoginBody, LoginView, WhoAmI};
 use super::ApiState;
 
@@ -38,6 +42,31 @@ pub(crate) async fn login(
 ) -> Result<Json<LoginView>, ApiError> {
     let Json(body) = body?;
     let identity = body.identity.trim().to_owned();
+    if let Err(throttled) = state.login_limits.check(peer.ip(), &identity) {
+        let (wait, setting, whom) = match throttled {
+            Throttled::PerIp(w) => (w, "client_limits.api_logins_per_ip", "from this address"),
+            Throttled::PerIdentity(w) => (
+                w,
+                "client_limits.api_logins_per_identity",
+                "for this identity",
+            ),
+        };
+        tracing::warn!(identity, %peer, setting, "API login rate-limited");
+        audit_failure(
+            &state,
+            peer,
+            &identity,
+            &format!("API login: rate limit ({setting})"),
+        )
+        .await;
+        return Err(ApiError::too_many_requests(
+            format!(
+                "too many login attempts {whom}; try again in {} s (limit: {setting} per minute)",
+                wait.as_secs().max(1)
+            ),
+            wait,
+        ));
+    }
     let verifier = state
         .identities
         .get(&identity)
@@ -56,14 +85,7 @@ pub(crate) async fn login(
             "API login: unknown identity"
         };
         tracing::warn!(identity, %peer, reason, "login refused");
-        let event = Event::new(EventBody::AuthFailure {
-            client_addr: peer.to_string(),
-            reason: reason.to_owned(),
-        })
-        .with_identity(identity.as_str());
-        if let Err(e) = state.lifecycle.audit.write(event).await {
-            tracing::error!(error = %e, "failed login could not be audited");
-        }
+        audit_failure(&state, peer, &identity, reason).await;
         return Err(ApiError::unauthorized(
             "login failed: wrong identity or password",
         ));
@@ -77,6 +99,23 @@ pub(crate) async fn login(
         token,
         expires_at,
     }))
+}
+
+/// Records a failed or refused login (through the proxy's refusal audit: names cut,
+/// rate-limited, counted when not written).
+async fn audit_failure(state: &ApiState, peer: SocketAddr, identity: &str, reason: &str) {
+    let event = Event::new(EventBody::AuthFailure {
+        client_addr: peer.to_string(),
+        reason: reason.to_owned(),
+    })
+    .with_identity(identity);
+    if let Err(e) = state
+        .refusal_audit
+        .write(&state.lifecycle.audit, peer.ip(), event)
+        .await
+    {
+        tracing::error!(error = %e, "failed login could not be audited");
+    }
 }
 
 /// `GET /v1/whoami`.

@@ -45,6 +45,7 @@ mod error;
 mod grants;
 mod login;
 mod requests;
+mod throttle;
 pub mod tls;
 pub mod token;
 pub mod types;
@@ -65,12 +66,15 @@ pub use auth::Caller;
 pub use client::{check_password_transport, AdminClient, Decision};
 pub use error::ApiError;
 pub use requests::IDEMPOTENCY_KEY;
+pub use throttle::LoginLimits;
 pub use token::TokenKeys;
 pub use types::{
     DecisionBody, ErrorBody, ExplainQuery, ExplainView, ExtendBody, GrantList, GrantView, Health,
     IssueBody, ListQuery, LoginBody, LoginView, OutcomeView, RequestBody, RequestList,
     RequestsQuery, RevokeBody, RevokeView, SessionList, SessionView, StepView, WhoAmI,
 };
+
+use jitgate_proxy::limits::RefusalAudit;
 
 use crate::lifecycle::Lifecycle;
 
@@ -84,8 +88,13 @@ pub struct ApiState {
     pub login_keys: TokenKeys,
     /// Identities' password verifiers (the proxy's), for `POST /v1/login`.
     pub identities: Arc<HashMap<String, ScramVerifier>>,
-    /// Stand-in verifiers for unknown identities derive from this.
+    /// Stand-in verifiers for unknown identities derive from this (the proxy's
+    /// `unknown_identity_key`).
     pub mock_secret: [u8; 32],
+    /// Rate limits of `POST /v1/login`, per client address and per identity.
+    pub login_limits: LoginLimits,
+    /// Failed logins are audited through this (names cut, rate-limited); the proxy's.
+    pub refusal_audit: Arc<RefusalAudit>,
 }
 
 impl std::fmt::Debug for ApiState {

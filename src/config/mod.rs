@@ -13,6 +13,7 @@
 //! typo anywhere is reported.
 
 mod ctx;
+mod limits;
 mod proxy;
 mod raw;
 mod runtime;
@@ -281,6 +282,13 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
     let log_format = raw.log.and_then(|l| l.format).unwrap_or_default();
     let runtime = runtime::runtime(ctx, raw.runtime.as_ref())?;
     let witness = witness::witness(ctx, &raw.audit, &store.backend, audit.signing_key.is_some())?;
+    let client_limits = limits::client_limits(ctx, raw.client_limits.as_ref())?;
+    let unknown_identity_key = limits::unknown_identity_key(
+        ctx,
+        raw.unknown_identities.as_ref(),
+        user_sessions.key.as_ref(),
+        &admin.token,
+    )?;
 
     Ok(Config {
         path: ctx.file().to_path_buf(),
@@ -295,6 +303,8 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             targets,
             reuse: proxy::upstream_reuse(ctx, raw.upstream_reuse.as_ref())?,
             session_threads: runtime.session_threads,
+            client_limits,
+            unknown_identity_key,
         },
         store,
         audit,

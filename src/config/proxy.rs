@@ -122,6 +122,8 @@ pub(crate) fn targets(
                 tls: upstream_tls,
                 audit: target_audit(ctx, &field, target, max_sql_bytes)?,
                 roles,
+                auth_methods: super::limits::auth_methods(ctx, &field, target)?,
+                max_scram_iterations: super::limits::max_scram_iterations(ctx, &field, target)?,
                 role_changes: match target.guard.role_changes {
                     RawRoleChanges::Refuse => RoleChanges::Refuse,
                     RawRoleChanges::Allow => RoleChanges::Allow,

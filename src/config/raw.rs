@@ -43,6 +43,41 @@ pub(crate) struct RawConfig {
     pub upstream_reuse: Option<RawUpstreamReuse>,
     #[serde(default)]
     pub runtime: Option<RawRuntime>,
+    /// What clients that have not authenticated may cost (connections, refusal events,
+    /// `/v1/login` attempts).
+    #[serde(default)]
+    pub client_limits: Option<RawClientLimits>,
+    /// Where the key of unknown identities' stand-in SCRAM salts comes from.
+    #[serde(default)]
+    pub unknown_identities: Option<RawUnknownIdentities>,
+}
+
+/// `client_limits:` (rates are per minute).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientLimits {
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u64>,
+    #[serde(default)]
+    pub refusal_events_per_ip: Option<u64>,
+    #[serde(default)]
+    pub refusal_events_total: Option<u64>,
+    #[serde(default)]
+    pub api_logins_per_ip: Option<u64>,
+    #[serde(default)]
+    pub api_logins_per_identity: Option<u64>,
+}
+
+/// `unknown_identities:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUnknownIdentities {
+    #[serde(default)]
+    pub salt_key_env: Option<String>,
+    #[serde(default)]
+    pub salt_key_file: Option<String>,
 }
 
 /// `runtime:` — the async runtime `jitgate serve` runs on.
@@ -139,6 +174,12 @@ pub(crate) struct RawTarget {
     /// What sessions on this target record of their statements.
     #[serde(default)]
     pub audit: Option<RawTargetAudit>,
+    /// Upstream authentication methods jitgate answers (default `[scram-sha-256]`).
+    #[serde(default)]
+    pub auth_methods: Option<Vec<String>>,
+    /// Largest SCRAM iteration count the upstream may ask for.
+    #[serde(default)]
+    pub max_scram_iterations: Option<u64>,
     /// Which statements sessions on this target may not run (issue 17: the statement guard).
     #[serde(default)]
     pub guard: RawTargetGuard,

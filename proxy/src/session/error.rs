@@ -28,6 +28,29 @@ pub enum UpstreamError {
     Refused { code: String, message: String },
     #[error("the server asked for an authentication method jitgate does not support ({0})")]
     UnsupportedAuth(&'static str),
+    /// The server asked for a method `targets.<t>.auth_methods` does not allow; it was
+    /// sent nothing derived from the password.
+    #[error(
+        "target \"{target}\" asked for {asked} authentication, which jitgate does not answer \
+         unless targets.{target}.auth_methods allows it (allowed now: {allowed}); \
+         configure the server for scram-sha-256 (pg_hba.conf and password_encryption)"
+    )]
+    AuthMethodNotAllowed {
+        target: String,
+        asked: &'static str,
+        allowed: String,
+    },
+    /// The server asked for more SCRAM iterations than `max_scram_iterations` allows.
+    #[error(
+        "target \"{target}\" asked for a SCRAM iteration count of {asked}, over the \
+         limit of {max} (targets.{target}.max_scram_iterations); set the role's password \
+         again with fewer iterations (scram_iterations) or raise the limit"
+    )]
+    ScramIterations {
+        target: String,
+        asked: u32,
+        max: u32,
+    },
     #[error("the server's SCRAM signature did not verify")]
     ServerSignature,
     #[error("unexpected {0} from the server")]

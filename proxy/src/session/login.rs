@@ -57,7 +57,9 @@ pub async fn login<'a>(
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("");
             let reason = error.message.clone();
-            return Err(Some(Refusal::denied(peer, identity, "", reason, error)));
+            return Err(Some(
+                Refusal::denied(peer, identity, "", reason, error).before_auth(),
+            ));
         }
     };
     let span = tracing::Span::current();
@@ -215,7 +217,11 @@ pub async fn login<'a>(
             );
             // Only the database's own refusal is shown; network and TLS details (host
             // names, certificate contents) stay in the operator's log.
-            if let UpstreamError::Refused { .. } | UpstreamError::Timeout(_) = e {
+            if let UpstreamError::Refused { .. }
+            | UpstreamError::Timeout(_)
+            | UpstreamError::AuthMethodNotAllowed { .. }
+            | UpstreamError::ScramIterations { .. } = e
+            {
                 error = error.with_detail(e.to_string());
             }
             return Err(Some(Refusal::denied(

@@ -45,6 +45,7 @@ use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
 use crate::backstop::Escape;
 use crate::cancel::{CancelMap, CancelTarget};
+use crate::limits::{ConnectionLimits, LimitHit, RefusalAudit};
 use crate::protocol::{backend, sqlstate, tags, PgError};
 use crate::registry::{SessionInfo, SessionRegistry};
 use crate::settings::ProxySettings;
@@ -62,8 +63,16 @@ pub struct ProxyContext {
     pub draining: CancellationToken,
     /// Cancelled when live sessions must end (after the drain deadline at shutdown).
     pub terminate: CancellationToken,
-    /// Key for the mock verifiers of unknown identities (random per process).
+    /// Key for the mock verifiers of unknown identities (`settings.unknown_identity_key`:
+    /// the same across restarts and replicas).
     pub mock_secret: [u8; 32],
+    /// Open client connections, in all and per address (`client_limits`).
+    pub connections: Arc<ConnectionLimits>,
+    /// Rate limits and counts of pre-authentication refusal events; shared with the
+    /// admin API's `/v1/login`.
+    pub refusal_audit: Arc<RefusalAudit>,
+    /// Connections over a limit that are being told so (bounded: see [`run`]).
+    refusing: Arc<tokio::sync::Semaphore>,
     /// Upstream SCRAM keys per (credential, salt, iterations): PBKDF2 once per role.
     /// Shared with the backstop, which may open connections of its own (see `stop`).
     pub scram_keys: Arc<ScramKeyCache>,
@@ -77,21 +86,31 @@ impl ProxyContext {
         registry: Arc<SessionRegistry>,
     ) -> Arc<Self> {
         Arc::new(ProxyContext {
-            settings,
             engine,
             audit,
             registry,
             cancels: CancelMap::new(),
             draining: CancellationToken::new(),
             terminate: CancellationToken::new(),
-            mock_secret: rand::random(),
+            mock_secret: settings.unknown_identity_key,
+            connections: ConnectionLimits::new(&settings.client_limits),
+            refusal_audit: Arc::new(RefusalAudit::new(&settings.client_limits)),
+            refusing: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING)),
             scram_keys: Arc::default(),
+            settings,
         })
     }
 }
 
+/// Connections over a connection limit that may be in their startup at once, to be told
+/// why they are refused; past this they are closed without a word.
+const MAX_REFUSING: usize = 64;
+
 /// Serves one accepted connection to its end. Never panics on client input; every
 /// refusal reaches the client as an ErrorResponse.
+///
+/// The connection holds a slot of the connection limits from here to its end; one over
+/// a limit is refused (53300) after its startup packet, where libpq shows the error.
 pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr) {
     let session_id = Uuid::now_v7();
     let span = tracing::info_span!(
@@ -101,7 +120,74 @@ pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr) {
         identity = tracing::field::Empty,
         target = tracing::field::Empty
     );
-    run_inner(ctx, tcp, peer, session_id).instrument(span).await
+    match ctx.connections.acquire(peer.ip()) {
+        Ok(_slot) => run_inner(ctx, tcp, peer, session_id).instrument(span).await,
+        Err(hit) => {
+            over_limit(ctx, tcp, peer, session_id, hit)
+                .instrument(span)
+                .await
+        }
+    }
+}
+
+/// Tells a client over a connection limit which limit and what to do, after its
+/// startup packet (within `login_timeout`); a CancelRequest is still forwarded.
+async fn over_limit(
+    ctx: Arc<ProxyContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    session_id: Uuid,
+    hit: LimitHit,
+) {
+    let Ok(_refusing) = Arc::clone(&ctx.refusing).try_acquire_owned() else {
+        tracing::warn!(
+            ?hit,
+            "connection over the limit closed without an answer (too many being refused)"
+        );
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + ctx.settings.login_timeout;
+    let hello =
+        match tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref())).await {
+            Ok(Ok(hello)) => hello,
+            _ => return,
+        };
+    let (stream, buf, params) = match hello {
+        Hello::Cancel { pid, secret } => return forward_cancel(&ctx, peer, pid, secret).await,
+        Hello::Startup {
+            stream,
+            buf,
+            params,
+            ..
+        } => (stream, buf, params),
+    };
+    let (message, hint, reason) = match hit {
+        LimitHit::PerIp(n) => (
+            format!("too many connections from {}: jitgate allows {n} per client address", peer.ip()),
+            "close some of your other connections, or ask the jitgate operator to raise client_limits.max_connections_per_ip",
+            format!("connection limit per client address reached (client_limits.max_connections_per_ip = {n})"),
+        ),
+        LimitHit::Total(n) => (
+            format!("too many connections: jitgate allows {n} client connections in all"),
+            "try again later, or ask the jitgate operator to raise client_limits.max_connections",
+            format!("global connection limit reached (client_limits.max_connections = {n})"),
+        ),
+    };
+    tracing::info!(?hit, "connection over the limit refused");
+    let error = PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, message).with_hint(hint);
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map_or("", |(_, v)| v.as_str());
+    let target = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map_or("", |(_, v)| v.as_str());
+    let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
+    Refusal::denied(peer, user, target, reason, error)
+        .before_auth()
+        .report(&ctx, &mut conn, session_id)
+        .await;
 }
 
 async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, session_id: Uuid) {
@@ -154,7 +240,7 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
             )
             .with_hint("connect again in a moment");
             let user = params.iter().find(|(k, _)| k == "user").map_or("", |(_, v)| v.as_str());
-            Err(Some(Refusal::denied(peer, user, "", "jitgate is shutting down", error)))
+            Err(Some(Refusal::denied(peer, user, "", "jitgate is shutting down", error).before_auth()))
         }
         r = login::login(&ctx, &mut conn, peer, session_id, minor, &params, login_deadline) => r,
     };

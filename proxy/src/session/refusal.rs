@@ -9,8 +9,13 @@
 //! last one is recorded if the log recovers in time; otherwise the operator's log says
 //! so). The end of an admitted session has its own single path, [`super::teardown`],
 //! recorded as `session_end`.
+//!
+//! Refusals of clients that have not authenticated (failed authentication, bad startup
+//! parameters, connection limits, shutdown before login) carry names the client chose
+//! and can come at any rate: they are written through [`crate::limits::RefusalAudit`]
+//! (names cut, rate-limited, with a count of what was not written).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use jitgate_audit::{Event, EventBody};
 use uuid::Uuid;
@@ -28,6 +33,10 @@ pub struct Refusal {
     /// The identity the client named (empty when it named none), and the target.
     pub identity: String,
     pub target: String,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The client has not authenticated: its names are its own choice (see the module doc).
+    pub pre_auth: bool,
 }
 
 impl Refusal {
@@ -44,7 +53,13 @@ impl Refusal {
             client_addr: peer.to_string(),
             reason: reason.into(),
         };
-        Refusal::of(event, identity, target, error)
+        Refusal::of(peer, event, identity, target, error)
+    }
+
+    /// Marks a refusal of a client that has not authenticated (yet).
+    pub fn before_auth(mut self) -> Refusal {
+        self.pre_auth = true;
+        self
     }
 
     /// The client did not authenticate: why, for the DBA (`reason`; the client's
@@ -60,7 +75,7 @@ impl Refusal {
             client_addr: peer.to_string(),
             reason: reason.into(),
         };
-        Refusal::of(event, identity, target, error)
+        Refusal::of(peer, event, identity, target, error).before_auth()
     }
 
     /// `tls.required` is set and the client did not negotiate TLS. PostgreSQL refuses a
@@ -82,15 +97,23 @@ impl Refusal {
              sslnegotiation=direct)",
         );
         let reason = "the client did not negotiate TLS and tls.required is set";
-        Refusal::denied(peer, param("user"), param("database"), reason, error)
+        Refusal::denied(peer, param("user"), param("database"), reason, error).before_auth()
     }
 
-    fn of(event: EventBody, identity: &str, target: &str, error: PgError) -> Refusal {
+    fn of(
+        peer: SocketAddr,
+        event: EventBody,
+        identity: &str,
+        target: &str,
+        error: PgError,
+    ) -> Refusal {
         Refusal {
             error,
             event,
             identity: identity.to_owned(),
             target: target.to_owned(),
+            ip: peer.ip(),
+            pre_auth: false,
         }
     }
 
@@ -102,7 +125,12 @@ impl Refusal {
             .with_session(session_id)
             .with_identity(&self.identity)
             .with_target(&self.target);
-        if let Err(e) = ctx.audit.write(event).await {
+        let written = if self.pre_auth {
+            ctx.refusal_audit.write(&ctx.audit, self.ip, event).await
+        } else {
+            ctx.audit.write(event).await.map(drop)
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, "could not audit a refused connection");
         }
         conn.send_error(&self.error).await;

@@ -1,6 +1,15 @@
 //! Opening a session on the upstream database as the granted role, with brokered
-//! credentials: TCP (+ verified TLS), StartupMessage, SCRAM-SHA-256 / MD5 / cleartext
-//! authentication, then ParameterStatus and BackendKeyData up to the first ReadyForQuery.
+//! credentials: TCP (+ verified TLS), StartupMessage, SCRAM-SHA-256 (MD5 and cleartext
+//! only where the target's `auth_methods` allows them) authentication, then
+//! ParameterStatus and BackendKeyData up to the first ReadyForQuery.
+//!
+//! Every upstream login of jitgate goes through [`connect`] — client sessions, the side
+//! connections of [`crate::stop`], and the connections later parked for reuse — so the
+//! method allow-list and the cap on the SCRAM iteration count hold for all of them. An
+//! upstream asking for a method that is not allowed is sent nothing derived from the
+//! password. Channel binding (SCRAM-SHA-256-PLUS) is not used: jitgate verifies the
+//! server's certificate itself (`tls.mode: verify-full`) and proves the server's
+//! knowledge of the role's secret by checking its SCRAM signature.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +102,34 @@ fn scram_error(e: crate::auth::client::ScramClientError) -> UpstreamError {
     ))
 }
 
+/// `Ok` when `allowed`; otherwise the error naming the target, the method the server
+/// asked for, and the setting that would allow it.
+fn allow(target: &TargetSettings, asked: &'static str, allowed: bool) -> Result<(), UpstreamError> {
+    if allowed {
+        return Ok(());
+    }
+    let m = target.auth_methods;
+    let names = [
+        (m.scram_sha_256, "scram-sha-256"),
+        (m.md5, "md5"),
+        (m.password, "password"),
+    ];
+    let allowed: Vec<&str> = names
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    Err(UpstreamError::AuthMethodNotAllowed {
+        target: target.name.clone(),
+        asked,
+        allowed: if allowed.is_empty() {
+            "none".into()
+        } else {
+            allowed.join(", ")
+        },
+    })
+}
+
 async fn connect_inner(
     target: &TargetSettings,
     creds: &RoleCredentials,
@@ -140,10 +177,12 @@ async fn connect_inner(
                 }
             }
             backend::Message::AuthenticationCleartextPassword => {
+                allow(target, "password (cleartext)", target.auth_methods.password)?;
                 frontend::password_message(creds.password.expose().as_bytes(), &mut out)
                     .map_err(UpstreamError::Encode)?;
             }
             backend::Message::AuthenticationMd5Password(body) => {
+                allow(target, "md5", target.auth_methods.md5)?;
                 let hash = md5_hash(
                     creds.user.as_bytes(),
                     creds.password.expose().as_bytes(),
@@ -161,6 +200,7 @@ async fn connect_inner(
                 if !has_scram {
                     return Err(UpstreamError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                 }
+                allow(target, "scram-sha-256", target.auth_methods.scram_sha_256)?;
                 // No channel binding, as with postgres-protocol's `unsupported()` before.
                 let client = ScramClient::new();
                 frontend::sasl_initial_response(
@@ -178,6 +218,13 @@ async fn connect_inner(
                 let first = client
                     .handle_server_first(body.data())
                     .map_err(scram_error)?;
+                if first.iterations > target.max_scram_iterations {
+                    return Err(UpstreamError::ScramIterations {
+                        target: target.name.clone(),
+                        asked: first.iterations,
+                        max: target.max_scram_iterations,
+                    });
+                }
                 // PBKDF2 only on a cache miss, and then on a blocking thread.
                 let derived = keys
                     .keys(

@@ -331,6 +331,8 @@ pub(crate) fn unconfigured_target() -> StopTarget {
             targets: std::collections::HashMap::new(),
             reuse: crate::settings::ReuseSettings::default(),
             session_threads: 0,
+            client_limits: Default::default(),
+            unknown_identity_key: [0; 32],
         }),
         target: "prod".into(),
         role: "ro".into(),
