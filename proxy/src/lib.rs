@@ -25,6 +25,7 @@ pub mod error;
 pub mod gate;
 pub mod listener;
 pub mod protocol;
+pub mod provision;
 pub mod registry;
 pub mod reuse;
 pub mod session;

@@ -67,6 +67,27 @@ pub struct TargetSettings {
     /// What sessions on this target record of their statements (SQL size limit,
     /// parameter redaction), per role.
     pub audit: TargetAuditSettings,
+    /// Whether sessions log in as the granted role itself or as a per-grant role.
+    pub provisioning: Provisioning,
+}
+
+/// Which upstream role a session logs in as (see [`crate::provision`]).
+#[derive(Clone, Debug, Default)]
+pub enum Provisioning {
+    /// As the granted role, with its configured password.
+    #[default]
+    Shared,
+    /// As a role created for the grant (member of the granted role), dropped when the
+    /// grant ends.
+    Ephemeral(EphemeralSettings),
+}
+
+/// How jitgate manages per-grant roles on a target.
+#[derive(Clone, Debug)]
+pub struct EphemeralSettings {
+    /// A role with CREATEROLE (and, on PostgreSQL 16+, ADMIN on the granted roles) that
+    /// creates and drops the per-grant roles; its password also keys their passwords.
+    pub admin: RoleCredentials,
 }
 
 /// Audit content rules of one target: the rules for any role, and the rules of roles

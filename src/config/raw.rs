@@ -136,6 +136,21 @@ pub(crate) struct RawTarget {
     /// What sessions on this target record of their statements.
     #[serde(default)]
     pub audit: Option<RawTargetAudit>,
+    /// `shared` (default): sessions log in as the granted role; `ephemeral`: as a role
+    /// jitgate creates per grant and drops when the grant ends.
+    #[serde(default)]
+    pub provisioning: Option<ProvisioningMode>,
+    /// The role that creates and drops per-grant roles (`provisioning: ephemeral`).
+    #[serde(default)]
+    pub admin: Option<RawRole>,
+}
+
+/// `targets.<name>.provisioning:`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ProvisioningMode {
+    Shared,
+    Ephemeral,
 }
 
 /// `targets.<name>.audit:`

@@ -67,6 +67,8 @@ pub struct ProxyContext {
     /// Upstream SCRAM keys per (credential, salt, iterations): PBKDF2 once per role.
     /// Shared with the backstop, which may open connections of its own (see `stop`).
     pub scram_keys: Arc<ScramKeyCache>,
+    /// Per-grant upstream roles (targets with `provisioning: ephemeral`).
+    pub provisioner: Arc<crate::provision::Provisioner>,
 }
 
 impl ProxyContext {
@@ -75,6 +77,7 @@ impl ProxyContext {
         engine: Engine,
         audit: AuditWriter,
         registry: Arc<SessionRegistry>,
+        provisioner: Arc<crate::provision::Provisioner>,
     ) -> Arc<Self> {
         Arc::new(ProxyContext {
             settings,
@@ -86,6 +89,7 @@ impl ProxyContext {
             terminate: CancellationToken::new(),
             mock_secret: rand::random(),
             scram_keys: Arc::default(),
+            provisioner,
         })
     }
 }
@@ -180,6 +184,7 @@ async fn live(
         meta,
         target,
         mut upstream,
+        creds,
         park_key,
         admission,
     } = logged_in;
@@ -198,6 +203,7 @@ async fn live(
         role: grant.role.clone(),
         keys: Arc::clone(&ctx.scram_keys),
         cancel: cancel_target.clone(),
+        creds: Some(creds.clone()),
     });
     // Duplicates of both sockets for the backstop, which ends the session should this
     // thread stop running; a session it could not end is not started.
