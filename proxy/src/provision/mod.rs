@@ -27,6 +27,9 @@ use jitgate_policy::Grant;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use rand::RngCore;
+
+use crate::auth::client::ScramKeys;
 use crate::auth::{ScramKeyCache, ScramVerifier};
 use crate::session::error::UpstreamError;
 use crate::session::upstream::{self, Upstream};
@@ -87,14 +90,14 @@ impl Provisioner {
             return upstream::connect(target, creds, params, keys).await;
         };
         if !self.is_ensured(grant.id) {
-            self.ensure(grant, target, eph, granted, creds, false).await?;
+            self.ensure(grant, target, eph, granted, creds, keys, false).await?;
         }
         match upstream::connect(target, creds, params, keys).await {
             Err(UpstreamError::Refused { code, message }) if code == "28P01" || code == "28000" => {
                 tracing::warn!(grant_id = %grant.id, role = %creds.user, %code, %message,
                     "the per-grant role refused jitgate's login; setting it up again");
                 self.forget(grant.id);
-                self.ensure(grant, target, eph, granted, creds, true).await?;
+                self.ensure(grant, target, eph, granted, creds, keys, true).await?;
                 upstream::connect(target, creds, params, keys).await
             }
             other => other,
@@ -122,7 +125,10 @@ impl Provisioner {
         self.changed.notify_one();
     }
 
-    /// Creates the role (see [`admin::create`]) on the kept admin connection.
+    /// Creates the role (see [`admin::create`]) on the kept admin connection. The SCRAM
+    /// keys derived for its verifier go into `keys`, so the login that follows runs no
+    /// PBKDF2 of its own.
+    #[allow(clippy::too_many_arguments)]
     async fn ensure(
         &self,
         grant: &Grant,
@@ -130,12 +136,16 @@ impl Provisioner {
         eph: &EphemeralSettings,
         granted: &RoleCredentials,
         creds: &RoleCredentials,
+        keys: &ScramKeyCache,
         reset: bool,
     ) -> Result<(), UpstreamError> {
         // A fresh salt for every verifier; PBKDF2 off the session's thread.
+        let mut salt = [0u8; ScramVerifier::DEFAULT_SALT_LEN];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let iterations = ScramVerifier::DEFAULT_ITERATIONS;
         let password = creds.password.clone();
-        let verifier = tokio::task::spawn_blocking(move || {
-            ScramVerifier::from_password(password.expose()).to_string()
+        let derived = tokio::task::spawn_blocking(move || {
+            ScramKeys::derive(password.expose().as_bytes(), &salt, iterations)
         })
         .await
         .map_err(|e| UpstreamError::Provision {
@@ -143,6 +153,9 @@ impl Provisioner {
             code: None,
             message: e.to_string(),
         })?;
+        let password = creds.password.expose().as_bytes();
+        keys.insert(password, &salt, iterations, derived);
+        let verifier = derived.verifier(&salt, iterations).to_string();
         let role = admin::NewRole {
             name: &creds.user,
             granted: &granted.user,
@@ -153,6 +166,7 @@ impl Provisioner {
             valid_until: grant.expires_at,
         };
         let client = self.admin(target, eph).await?;
+        let started = std::time::Instant::now();
         let created = admin::create(&client, &role, reset).await;
         if let Err(UpstreamError::Provision { code: None, .. }) = &created {
             // The connection failed, not the statement: drop it, so the next login opens
@@ -161,7 +175,8 @@ impl Provisioner {
         }
         created?;
         tracing::info!(grant_id = %grant.id, role = %creds.user, granted = %granted.user,
-            valid_until = %grant.expires_at, "per-grant role ready");
+            valid_until = %grant.expires_at, create_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "per-grant role ready");
         self.lock().insert(grant.id);
         Ok(())
     }
