@@ -376,3 +376,60 @@ fn check_config_explains_ephemeral_mistakes() {
     load("    provisioning: ephemeral\n    admin:\n      user: adm\n      password_file: long\n    roles:\n      rw:\n        user: app\n")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_and_the_side_connection_work_as_the_per_grant_role() {
+    use jitgate_audit::{EventBody, StopMethod};
+    let env = ephemeral_env("eph_reuse", None).await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let name = names::role_name(ALICE, grant.id);
+    let registry = &env.server().registry;
+
+    // A clean end parks the connection; the next session of the grant takes it up.
+    let (client, conn) = env.connect().await.unwrap();
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    drop(client);
+    let _ = conn.await;
+    env.eventually("the connection is parked", LIMIT, || registry.parked().len() == 1)
+        .await;
+    let (client, conn) = env.connect().await.unwrap();
+    let again: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(again, pid, "the parked connection was reused");
+    assert_eq!(session_user(&client).await, name);
+
+    // The client vanishes mid-statement: jitgate ends the backend from a connection of
+    // its own, logged in as the per-grant role too.
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    env.eventually("the statement runs", LIMIT, || {
+        env.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND state = 'active'"
+        )) == "1"
+    })
+    .await;
+    conn.abort();
+    let _ = sleeper.await;
+    env.eventually("the backend is terminated", LIMIT, || !env.backend_alive(pid))
+        .await;
+    let terminated = || {
+        env.audit_events().into_iter().any(|e| {
+            matches!(e.body, EventBody::SessionEnd { stopped: Some(ref s), .. } if s.how == StopMethod::Terminate)
+        })
+    };
+    env.eventually("session_end says it was terminated", LIMIT, terminated)
+        .await;
+
+    // A parked connection goes with the role when the grant ends.
+    let (client, conn) = env.connect().await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    env.eventually("parked again", LIMIT, || registry.parked().len() == 1)
+        .await;
+    env.revoke_via_api(grant.id, "done").await;
+    env.eventually("role and parked connection gone", LIMIT, || {
+        registry.parked().is_empty() && !role_exists(&env, &name)
+    })
+    .await;
+    assert_eq!(backends_of(&env, &name), 0);
+    env.stop().await;
+}
