@@ -28,10 +28,19 @@ const ADMIN_PASSWORD: &str = "admin-secret-0123456789";
 /// the granted role, the granted role made NOLOGIN (as the docs recommend), the config
 /// switched to `provisioning: ephemeral` and jitgate restarted on it.
 async fn ephemeral_env(prefix: &str, store: Option<&str>) -> Env {
+    ephemeral_env_on(prefix, store, common::cluster()).await
+}
+
+async fn ephemeral_env_on(
+    prefix: &str,
+    store: Option<&str>,
+    cluster: &'static jitgate::pgcluster::PgCluster,
+) -> Env {
     let mut env = Env::start_config(
         prefix,
         EnvConfig {
             store,
+            cluster: Some(cluster),
             ..EnvConfig::default()
         },
     )
@@ -39,7 +48,6 @@ async fn ephemeral_env(prefix: &str, store: Option<&str>) -> Env {
     let admin = format!("{}_admin", env.target);
     let (a, rw) = (admin.clone(), env.upstream_user.clone());
     tokio::task::spawn_blocking(move || {
-        let cluster = common::cluster();
         cluster.create_role_with(&a, ADMIN_PASSWORD, "CREATEROLE").unwrap();
         cluster
             .psql(
@@ -431,5 +439,32 @@ async fn parked_connections_and_the_side_connection_work_as_the_per_grant_role()
     })
     .await;
     assert_eq!(backends_of(&env, &name), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_log_names_the_person_and_never_holds_the_password() {
+    let cluster = common::logging_cluster();
+    let env = ephemeral_env_on("eph_log", None, cluster).await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let name = names::role_name(ALICE, grant.id);
+    let (client, _conn) = env.connect().await.unwrap();
+    client.simple_query("SELECT 'marker-eph-log'").await.unwrap();
+    let password = names::password(
+        &jitgate_proxy::settings::Secret::new(ADMIN_PASSWORD),
+        &env.target,
+        grant.id,
+    );
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    let create = log
+        .lines()
+        .find(|l| l.contains(&format!("CREATE ROLE \"{name}\"")))
+        .expect("the CREATE ROLE is in the server log");
+    assert!(create.contains("PASSWORD E'SCRAM-SHA-256$4096:"), "{create}");
+    assert!(!log.contains(password.expose()), "the clear password reached the server");
+    assert!(
+        log.contains(&format!("connection authorized: user={name} database={}", env.target)),
+        "the server log names person and grant"
+    );
     env.stop().await;
 }
