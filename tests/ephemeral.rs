@@ -48,7 +48,9 @@ async fn ephemeral_env_on(
     let admin = format!("{}_admin", env.target);
     let (a, rw) = (admin.clone(), env.upstream_user.clone());
     tokio::task::spawn_blocking(move || {
-        cluster.create_role_with(&a, ADMIN_PASSWORD, "CREATEROLE").unwrap();
+        cluster
+            .create_role_with(&a, ADMIN_PASSWORD, "CREATEROLE")
+            .unwrap();
         cluster
             .psql(
                 "postgres",
@@ -103,7 +105,9 @@ fn roles_of_grant(env: &Env, grant_id: Uuid) -> String {
 }
 
 fn role_exists(env: &Env, name: &str) -> bool {
-    env.superuser_sql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) != "0"
+    env.superuser_sql(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+    )) != "0"
 }
 
 fn backends_of(env: &Env, name: &str) -> usize {
@@ -150,7 +154,10 @@ async fn first_session_provisions_later_ones_reuse_and_a_revoke_drops_the_role()
     let env = ephemeral_env("eph_revoke", None).await;
     let grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let name = names::role_name(ALICE, grant.id);
-    assert!(!role_exists(&env, &name), "no role before the first session");
+    assert!(
+        !role_exists(&env, &name),
+        "no role before the first session"
+    );
 
     // First session: the role exists, member of the granted role, VALID UNTIL = the end.
     let (first, _c1) = env.connect().await.unwrap();
@@ -159,7 +166,11 @@ async fn first_session_provisions_later_ones_reuse_and_a_revoke_drops_the_role()
     assert_eq!(valid_until, grant.expires_at.as_microsecond());
     assert!(member, "member of {}", env.upstream_user);
     assert!(comment.contains(&grant.id.to_string()), "{comment}");
-    assert_eq!(backends_of(&env, &name), 1, "pg_stat_activity names person and grant");
+    assert_eq!(
+        backends_of(&env, &name),
+        1,
+        "pg_stat_activity names person and grant"
+    );
     first
         .batch_execute("CREATE TABLE made_by_grantee (x int)")
         .await
@@ -183,8 +194,10 @@ async fn first_session_provisions_later_ones_reuse_and_a_revoke_drops_the_role()
     assert_eq!(session_user(&third).await, name);
 
     env.revoke_via_api(grant.id, "done").await;
-    env.eventually("the per-grant role is dropped", LIMIT, || !role_exists(&env, &name))
-        .await;
+    env.eventually("the per-grant role is dropped", LIMIT, || {
+        !role_exists(&env, &name)
+    })
+    .await;
     assert_eq!(backends_of(&env, &name), 0, "its backends are gone");
     assert!(
         sneaky.simple_query("SELECT 1").await.is_err(),
@@ -220,11 +233,15 @@ async fn expiry_drops_the_role_and_its_objects_go_to_the_granted_role() {
         .await
         .unwrap();
     assert!(role_exists(&env, &name));
-    env.eventually("the role is dropped after expiry", LIMIT, || !role_exists(&env, &name))
-        .await;
+    env.eventually("the role is dropped after expiry", LIMIT, || {
+        !role_exists(&env, &name)
+    })
+    .await;
     assert_eq!(backends_of(&env, &name), 0);
     assert_eq!(
-        env.superuser_sql("SELECT tableowner FROM pg_tables WHERE tablename = 'made_before_expiry'"),
+        env.superuser_sql(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'made_before_expiry'"
+        ),
         env.upstream_user
     );
     env.stop().await;
@@ -258,14 +275,20 @@ async fn a_restart_sweeps_roles_left_behind() {
         jiff::Timestamp::now() > end
     })
     .await;
-    assert!(role_exists(&env, &name), "nothing removed it while jitgate was down");
+    assert!(
+        role_exists(&env, &name),
+        "nothing removed it while jitgate was down"
+    );
 
     env.restart().await;
     env.eventually("the sweeper dropped both leftovers", LIMIT, || {
         !role_exists(&env, &name) && !role_exists(&env, &ghost)
     })
     .await;
-    assert!(role_exists(&env, &lookalike), "a role without the marker is not jitgate's");
+    assert!(
+        role_exists(&env, &lookalike),
+        "a role without the marker is not jitgate's"
+    );
     env.superuser_sql(&format!("DROP ROLE {lookalike}"));
     env.stop().await;
 }
@@ -283,7 +306,11 @@ async fn two_replicas_provision_once_and_follow_extension_and_revoke() {
     .await
     .unwrap();
     let url_file = dir.path().join("store.url");
-    std::fs::write(&url_file, common::cluster().url(&owner, "store-pw", &store_db)).unwrap();
+    std::fs::write(
+        &url_file,
+        common::cluster().url(&owner, "store-pw", &store_db),
+    )
+    .unwrap();
     let store = format!(
         "postgres:\n  url_file: {}\n  connect_timeout: 2s\nreconcile_interval: 60s",
         url_file.display()
@@ -291,7 +318,11 @@ async fn two_replicas_provision_once_and_follow_extension_and_revoke() {
     let env = ephemeral_env("eph_replicas", Some(&store)).await;
     let yaml = std::fs::read_to_string(&env.config_path).unwrap();
     let b_path = env.dir.path().join("jitgate-b.yaml");
-    std::fs::write(&b_path, yaml.replace("path: audit.jsonl", "path: audit-b.jsonl")).unwrap();
+    std::fs::write(
+        &b_path,
+        yaml.replace("path: audit.jsonl", "path: audit-b.jsonl"),
+    )
+    .unwrap();
     let b = serve::start(config::load(&b_path).unwrap()).await.unwrap();
 
     let grant = env.grant(ALICE, Duration::from_secs(600)).await;
@@ -380,7 +411,9 @@ fn check_config_explains_ephemeral_mistakes() {
     let admin_in_shared = load(
         "    admin:\n      user: adm\n      password_file: long\n    roles:\n      rw:\n        user: app\n        password_file: pw\n",
     );
-    assert!(admin_in_shared.unwrap_err().contains("provisioning: ephemeral"));
+    assert!(admin_in_shared
+        .unwrap_err()
+        .contains("provisioning: ephemeral"));
     load("    provisioning: ephemeral\n    admin:\n      user: adm\n      password_file: long\n    roles:\n      rw:\n        user: app\n")
         .unwrap();
 }
@@ -395,13 +428,23 @@ async fn parked_connections_and_the_side_connection_work_as_the_per_grant_role()
 
     // A clean end parks the connection; the next session of the grant takes it up.
     let (client, conn) = env.connect().await.unwrap();
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     drop(client);
     let _ = conn.await;
-    env.eventually("the connection is parked", LIMIT, || registry.parked().len() == 1)
-        .await;
+    env.eventually("the connection is parked", LIMIT, || {
+        registry.parked().len() == 1
+    })
+    .await;
     let (client, conn) = env.connect().await.unwrap();
-    let again: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let again: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(again, pid, "the parked connection was reused");
     assert_eq!(session_user(&client).await, name);
 
@@ -416,8 +459,10 @@ async fn parked_connections_and_the_side_connection_work_as_the_per_grant_role()
     .await;
     conn.abort();
     let _ = sleeper.await;
-    env.eventually("the backend is terminated", LIMIT, || !env.backend_alive(pid))
-        .await;
+    env.eventually("the backend is terminated", LIMIT, || {
+        !env.backend_alive(pid)
+    })
+    .await;
     let terminated = || {
         env.audit_events().into_iter().any(|e| {
             matches!(e.body, EventBody::SessionEnd { stopped: Some(ref s), .. } if s.how == StopMethod::Terminate)
@@ -449,7 +494,10 @@ async fn the_server_log_names_the_person_and_never_holds_the_password() {
     let grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let name = names::role_name(ALICE, grant.id);
     let (client, _conn) = env.connect().await.unwrap();
-    client.simple_query("SELECT 'marker-eph-log'").await.unwrap();
+    client
+        .simple_query("SELECT 'marker-eph-log'")
+        .await
+        .unwrap();
     let password = names::password(
         &jitgate_proxy::settings::Secret::new(ADMIN_PASSWORD),
         &env.target,
@@ -460,10 +508,19 @@ async fn the_server_log_names_the_person_and_never_holds_the_password() {
         .lines()
         .find(|l| l.contains(&format!("CREATE ROLE \"{name}\"")))
         .expect("the CREATE ROLE is in the server log");
-    assert!(create.contains("PASSWORD E'SCRAM-SHA-256$4096:"), "{create}");
-    assert!(!log.contains(password.expose()), "the clear password reached the server");
     assert!(
-        log.contains(&format!("connection authorized: user={name} database={}", env.target)),
+        create.contains("PASSWORD E'SCRAM-SHA-256$4096:"),
+        "{create}"
+    );
+    assert!(
+        !log.contains(password.expose()),
+        "the clear password reached the server"
+    );
+    assert!(
+        log.contains(&format!(
+            "connection authorized: user={name} database={}",
+            env.target
+        )),
         "the server log names person and grant"
     );
     env.stop().await;

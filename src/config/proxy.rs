@@ -9,8 +9,8 @@ use jitgate_audit::{ContentRules, Redaction};
 use jitgate_policy::Catalog;
 use jitgate_proxy::auth::ScramVerifier;
 use jitgate_proxy::settings::{
-    EphemeralSettings, Provisioning, ReuseSettings, RoleCredentials, Secret,
-    TargetAuditSettings, TargetSettings,
+    EphemeralSettings, Provisioning, ReuseSettings, RoleCredentials, Secret, TargetAuditSettings,
+    TargetSettings,
 };
 
 use super::ctx::Ctx;

@@ -140,7 +140,10 @@ impl Lifecycle {
 
     /// The effect of one transition on this process's live sessions.
     fn apply(&self, t: &Transition) -> usize {
-        if matches!(t.action, Action::Revoked | Action::Extended | Action::Expired) {
+        if matches!(
+            t.action,
+            Action::Revoked | Action::Extended | Action::Expired
+        ) {
             self.provisioner.grant_changed(t.grant.id);
         }
         match t.action {

@@ -215,7 +215,11 @@ pub async fn try_lock(client: &Client) -> Result<bool, UpstreamError> {
 /// owns in the target database reassigned to `granted` (the admin when unknown), its
 /// privileges and default privileges dropped, then the role. A role already gone is
 /// not an error.
-pub async fn retire(client: &Client, name: &str, granted: Option<&str>) -> Result<(), UpstreamError> {
+pub async fn retire(
+    client: &Client,
+    name: &str,
+    granted: Option<&str>,
+) -> Result<(), UpstreamError> {
     let role = ident(name);
     match client
         .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
@@ -242,25 +246,31 @@ pub async fn retire(client: &Client, name: &str, granted: Option<&str>) -> Resul
         left += usize::from(!gone);
     }
     if left > 0 {
-        tracing::warn!(role = name, left, "backends of a retired per-grant role did not exit in time; dropping the role anyway");
+        tracing::warn!(
+            role = name,
+            left,
+            "backends of a retired per-grant role did not exit in time; dropping the role anyway"
+        );
     }
     // jitgate made the admin a member when it created the role; a role made by another
     // admin (or by hand) gets the membership now, or the reassignment below says why not.
     let member = client
-        .query_one(
-            "SELECT pg_catalog.pg_has_role($1, 'USAGE')",
-            &[&name],
-        )
+        .query_one("SELECT pg_catalog.pg_has_role($1, 'USAGE')", &[&name])
         .await
         .map_err(failed("check the admin's membership in the per-grant role"))?
         .try_get::<_, bool>(0)
         .map_err(failed("check the admin's membership in the per-grant role"))?;
     if !member {
-        if let Err(e) = client.batch_execute(&format!("GRANT {role} TO CURRENT_USER")).await {
+        if let Err(e) = client
+            .batch_execute(&format!("GRANT {role} TO CURRENT_USER"))
+            .await
+        {
             tracing::debug!(role = name, error = %e, "could not join the per-grant role");
         }
     }
-    let heir = granted.map(ident).unwrap_or_else(|| "CURRENT_USER".to_owned());
+    let heir = granted
+        .map(ident)
+        .unwrap_or_else(|| "CURRENT_USER".to_owned());
     client
         .batch_execute(&format!(
             "REASSIGN OWNED BY {role} TO {heir}; DROP OWNED BY {role}; DROP ROLE {role}"

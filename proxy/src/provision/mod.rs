@@ -90,14 +90,16 @@ impl Provisioner {
             return upstream::connect(target, creds, params, keys).await;
         };
         if !self.is_ensured(grant.id) {
-            self.ensure(grant, target, eph, granted, creds, keys, false).await?;
+            self.ensure(grant, target, eph, granted, creds, keys, false)
+                .await?;
         }
         match upstream::connect(target, creds, params, keys).await {
             Err(UpstreamError::Refused { code, message }) if code == "28P01" || code == "28000" => {
                 tracing::warn!(grant_id = %grant.id, role = %creds.user, %code, %message,
                     "the per-grant role refused jitgate's login; setting it up again");
                 self.forget(grant.id);
-                self.ensure(grant, target, eph, granted, creds, keys, true).await?;
+                self.ensure(grant, target, eph, granted, creds, keys, true)
+                    .await?;
                 upstream::connect(target, creds, params, keys).await
             }
             other => other,

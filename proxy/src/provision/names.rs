@@ -51,7 +51,12 @@ pub fn role_name(identity: &str, grant_id: Uuid) -> String {
 /// The grant a role belongs to, from its name and marker comment; `None` for any role
 /// jitgate did not make (both must agree, so neither alone can mark a role for removal).
 pub fn grant_of(name: &str, comment: &str) -> Option<Uuid> {
-    let id: Uuid = comment.strip_prefix(MARKER)?.split(' ').next()?.parse().ok()?;
+    let id: Uuid = comment
+        .strip_prefix(MARKER)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
     let suffix = format!("_{}", id.simple());
     (name.starts_with(PREFIX) && name.ends_with(&suffix)).then_some(id)
 }
@@ -65,8 +70,7 @@ pub fn marker(grant_id: Uuid, identity: &str) -> String {
 /// password (see the module doc). 256 bits, base64url: nothing SASLprep would change.
 pub fn password(admin_password: &Secret, target: &str, grant_id: Uuid) -> Secret {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(admin_password.expose().as_bytes())
-    {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(admin_password.expose().as_bytes()) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
@@ -114,7 +118,10 @@ mod tests {
         assert_eq!(grant_of(&name, &marker(id, "alice")), Some(id));
         assert_eq!(grant_of("app_rw", &marker(id, "alice")), None);
         assert_eq!(grant_of(&name, "some other comment"), None);
-        assert_eq!(grant_of(&role_name("alice", Uuid::now_v7()), &marker(id, "alice")), None);
+        assert_eq!(
+            grant_of(&role_name("alice", Uuid::now_v7()), &marker(id, "alice")),
+            None
+        );
     }
 
     #[test]
@@ -124,7 +131,10 @@ mod tests {
         assert_eq!(password(&admin, "db", a), password(&admin, "db", a));
         assert_ne!(password(&admin, "db", a), password(&admin, "db", b));
         assert_ne!(password(&admin, "db", a), password(&admin, "db2", a));
-        assert_ne!(password(&admin, "db", a), password(&Secret::new("other"), "db", a));
+        assert_ne!(
+            password(&admin, "db", a),
+            password(&Secret::new("other"), "db", a)
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{admin, Provisioner};
 use crate::registry::SessionRegistry;
 use crate::session::error::UpstreamError;
-use crate::settings::{EphemeralSettings, ProxySettings, Provisioning, TargetSettings};
+use crate::settings::{EphemeralSettings, Provisioning, ProxySettings, TargetSettings};
 
 /// The longest time between two sweeps.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -97,8 +97,8 @@ struct Sweeper<'a> {
 enum Verdict {
     /// Its grant is live: `VALID UNTIL` must be this.
     Keep(Timestamp),
-    /// Its grant ended at this instant (or is unknown: `None`).
-    Retire(Option<Grant>),
+    /// Its grant ended (or is unknown: `None`).
+    Retire(Option<Box<Grant>>),
     /// The store could not say; look again later.
     Unknown,
 }
@@ -108,7 +108,12 @@ impl Sweeper<'_> {
     async fn sweep(&self) -> Result<Duration, UpstreamError> {
         // A connection of its own: retiring waits for backends to exit, which must not
         // hold up logins on the kept one. Closing it releases the lock.
-        let client = admin::connect(self.target, &self.eph.admin, "jitgate: sweeping per-grant roles").await?;
+        let client = admin::connect(
+            self.target,
+            &self.eph.admin,
+            "jitgate: sweeping per-grant roles",
+        )
+        .await?;
         if !admin::try_lock(&client).await? {
             // Another replica is sweeping; look again soon, for changes it listed too early.
             return Ok(Duration::from_secs(1));
@@ -118,7 +123,7 @@ impl Sweeper<'_> {
             let now = self.engine.now();
             let verdict = match self.engine.get(role.grant_id).await {
                 Ok(g) if g.is_active(now) => Verdict::Keep(g.expires_at),
-                Ok(g) => Verdict::Retire(Some(g)),
+                Ok(g) => Verdict::Retire(Some(Box::new(g))),
                 Err(PolicyError::NotFound(_)) => Verdict::Retire(None),
                 Err(e) => {
                     tracing::warn!(grant_id = %role.grant_id, error = %e,

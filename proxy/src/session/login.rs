@@ -180,7 +180,10 @@ pub async fn login<'a>(
     };
 
     // A connection parked by an earlier session of this same grant, else a new one.
-    let creds = ctx.provisioner.credentials(&grant, target, granted).into_owned();
+    let creds = ctx
+        .provisioner
+        .credentials(&grant, target, granted)
+        .into_owned();
     let creds = &creds;
     let park_key = ParkKey::new(grant.id, target, creds, &startup.forward);
     let mut parked = ctx.registry.parked().take(&park_key, &settings.reuse);
@@ -200,7 +203,9 @@ pub async fn login<'a>(
         Some(u) => Ok(u),
         None => {
             let (forward, keys) = (&startup.forward, &ctx.scram_keys);
-            let opening = ctx.provisioner.open(&grant, target, granted, creds, forward, keys);
+            let opening = ctx
+                .provisioner
+                .open(&grant, target, granted, creds, forward, keys);
             opening.await
         }
     };
