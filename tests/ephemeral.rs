@@ -525,3 +525,44 @@ async fn the_server_log_names_the_person_and_never_holds_the_password() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_role_both_succeed() {
+    use jitgate_proxy::provision::admin;
+    use jitgate_proxy::settings::Provisioning;
+    let env = ephemeral_env("eph_race", None).await;
+    let settings = config::load(&env.config_path).unwrap().proxy;
+    let target = &settings.targets[&env.target];
+    let Provisioning::Ephemeral(eph) = &target.provisioning else {
+        panic!("ephemeral target expected")
+    };
+    let (one, two) = tokio::join!(
+        admin::connect(target, &eph.admin, "race one"),
+        admin::connect(target, &eph.admin, "race two")
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let verifier = jitgate_proxy::auth::ScramVerifier::from_password("unused").to_string();
+    for _ in 0..20 {
+        let grant_id = Uuid::now_v7();
+        let name = names::role_name("racer", grant_id);
+        let role = admin::NewRole {
+            name: &name,
+            granted: &env.upstream_user,
+            admin: &eph.admin.user,
+            identity: "racer",
+            grant_id,
+            verifier: &verifier,
+            valid_until: jiff::Timestamp::now() + jiff::SignedDuration::from_mins(5),
+        };
+        let (a, b) = tokio::join!(
+            admin::create(&one, &role, false),
+            admin::create(&two, &role, false)
+        );
+        a.unwrap();
+        b.unwrap();
+        admin::retire(&one, &name, Some(&env.upstream_user))
+            .await
+            .unwrap();
+    }
+    env.stop().await;
+}

@@ -107,7 +107,7 @@ pub struct NewRole<'a> {
 
 /// Creates the role in one round trip (one implicit transaction: the role never exists
 /// without its marker). When it exists already (another replica, or an earlier login of
-/// this grant, made it: 42710), it is left as it is, or with `reset` its password and
+/// this grant, made it: 42710, or 23505 when both created it at once), it is left as it is, or with `reset` its password and
 /// `VALID UNTIL` are set again (the grantee may have changed the password).
 ///
 /// Decisions: `INHERIT` — the role has the granted role's privileges as that role's own
@@ -134,7 +134,9 @@ pub async fn create(client: &Client, role: &NewRole<'_>, reset: bool) -> Result<
         .await
         .map_err(failed("create the per-grant role"))
     {
-        Err(e) if code_of(&e) == Some("42710") => {
+        // 42710: it existed; 23505: another replica's CREATE committed while this one
+        // waited on the name (PostgreSQL reports that race as a unique violation).
+        Err(e) if matches!(code_of(&e), Some("42710" | "23505")) => {
             if reset {
                 client
                     .batch_execute(&format!(
