@@ -2,16 +2,20 @@
 //! psql line to paste — the whole product in one command.
 //!
 //! Everything lives in a state directory (a temp dir removed at exit, or `--dir`, kept
-//! and reused): `jitgate.yaml`, `secrets/` (upstream role password, admin token, the two
-//! identities' passwords, the audit signing key pair), `grants.db`, `audit.jsonl` with
-//! its signed `audit.checkpoints.jsonl`, and the cluster's `pgdata/`. The signing key
-//! makes the demo's log show what `jitgate audit verify` catches: edits, deletions,
-//! reordering and a cut tail.
+//! and reused): `jitgate.yaml`, `secrets/` (the upstream admin role's password, admin
+//! token, the two identities' passwords, the audit signing key pair), `grants.db`,
+//! `audit.jsonl` with its signed `audit.checkpoints.jsonl`, and the cluster's `pgdata/`.
+//! The signing key makes the demo's log show what `jitgate audit verify` catches: edits,
+//! deletions, reordering and a cut tail.
 //!
 //! Two identities: `alice` (a DBA who asks for access; she gets a ready grant so the psql
 //! line works at once) and `bob` (in group `dbas`, who approves). The policy has one rule,
 //! `demo-write`: alice may request `readwrite` on `demo` for up to 2h with a reason, and
 //! one approval from `dbas` is needed; break-glass for 15 minutes, reviewed by `dbas`.
+//!
+//! The target uses per-grant roles (`provisioning: ephemeral`): each grant's sessions
+//! log in as a role of its own (`jit_alice_<grant id>`, member of `demo_rw`), which is
+//! what `pg_stat_activity` shows, and which is dropped when the grant ends.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -50,6 +54,8 @@ pub const ROLE: &str = "readwrite";
 const UPSTREAM_USER: &str = "demo_rw";
 /// The audit signing key in `secrets/` (made by [`signing_key`]).
 const SIGNING_KEY: &str = "audit-signing.key";
+/// The role that creates and drops the per-grant roles.
+const ADMIN_USER: &str = "jitgate_admin";
 const DATABASE: &str = "demo";
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -108,24 +114,35 @@ fn signing_key(secrets: &Path) -> Result<bool, Error> {
     Ok(true)
 }
 
-/// Creates the upstream role and database if they are not there yet.
-fn prepare_database(cluster: &PgCluster, password: &str) -> Result<(), Error> {
-    let exists = cluster.psql(
-        "postgres",
-        &format!("SELECT 1 FROM pg_roles WHERE rolname = '{UPSTREAM_USER}'"),
-    )?;
-    if exists.is_empty() {
-        cluster.create_role(UPSTREAM_USER, password)?;
+/// Creates the granted role (NOLOGIN: sessions log in as per-grant roles that are its
+/// members), the admin role that creates those (CREATEROLE, and ADMIN on the granted
+/// role, as PostgreSQL 16+ requires), and the database, if they are not there yet.
+fn prepare_database(cluster: &PgCluster, admin_password: &str) -> Result<(), Error> {
+    let exists = |role: &str| -> Result<bool, Error> {
+        let sql = format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'");
+        Ok(!cluster.psql("postgres", &sql)?.is_empty())
+    };
+    if exists(UPSTREAM_USER)? {
+        cluster.psql("postgres", &format!("ALTER ROLE {UPSTREAM_USER} NOLOGIN"))?;
     } else {
+        cluster.psql("postgres", &format!("CREATE ROLE {UPSTREAM_USER} NOLOGIN"))?;
+    }
+    if exists(ADMIN_USER)? {
         // Keep the role's password in step with the secret file.
         cluster.psql(
             "postgres",
             &format!(
-                "SET password_encryption = 'scram-sha-256'; ALTER ROLE {UPSTREAM_USER} PASSWORD '{}'",
-                password.replace('\'', "''")
+                "SET password_encryption = 'scram-sha-256'; ALTER ROLE {ADMIN_USER} PASSWORD '{}'",
+                admin_password.replace('\'', "''")
             ),
         )?;
+    } else {
+        cluster.create_role_with(ADMIN_USER, admin_password, "CREATEROLE")?;
     }
+    cluster.psql(
+        "postgres",
+        &format!("GRANT {UPSTREAM_USER} TO {ADMIN_USER} WITH ADMIN OPTION"),
+    )?;
     let db = cluster.psql(
         "postgres",
         &format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"),
@@ -150,7 +167,7 @@ fn config_yaml(
          login_timeout: 30s\n\
          drain_timeout: 5s\n\
          identities:\n  {IDENTITY}:\n    scram_verifier: \"{verifier}\"\n  {APPROVER}:\n    scram_verifier: \"{approver_verifier}\"\n\
-         targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {DATABASE}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {UPSTREAM_USER}\n        password_file: secrets/{UPSTREAM_USER}.password\n\
+         targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {DATABASE}\n    tls: {{ mode: disable }}\n    provisioning: ephemeral\n    admin:\n      user: {ADMIN_USER}\n      password_file: secrets/{ADMIN_USER}.password\n    roles:\n      {ROLE}:\n        user: {UPSTREAM_USER}\n\
          store:\n  sqlite: grants.db\n\
          audit:\n  path: audit.jsonl\n  durability: write\n  signing_key_file: secrets/{SIGNING_KEY}\n\
          admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: secrets/admin.token\n\
@@ -179,7 +196,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     };
     let secrets = state_dir.join("secrets");
     std::fs::create_dir_all(&secrets).map_err(io("creating the secrets dir"))?;
-    let role_password = secret_file(&secrets.join(format!("{UPSTREAM_USER}.password")))?;
+    let admin_password = secret_file(&secrets.join(format!("{ADMIN_USER}.password")))?;
     let identity_password = secret_file(&secrets.join(format!("{IDENTITY}.password")))?;
     let approver_password = secret_file(&secrets.join(format!("{APPROVER}.password")))?;
     secret_file(&secrets.join("admin.token"))?;
@@ -202,7 +219,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         context: "starting PostgreSQL".into(),
         source: std::io::Error::other(e.to_string()),
     })??;
-    prepare_database(&cluster, &role_password)?;
+    prepare_database(&cluster, &admin_password)?;
 
     let verifier = ScramVerifier::from_password(&identity_password).to_string();
     let approver_verifier = ScramVerifier::from_password(&approver_password).to_string();
@@ -338,7 +355,7 @@ fn tour(
     );
     let _ = writeln!(
         s,
-        "upstream: {}  (the throwaway database, as its superuser — watch pg_stat_activity here)",
+        "upstream: {}  (the throwaway database, as its superuser — pg_stat_activity shows alice's session as jit_alice_<grant id>, a role that lives only as long as the grant)",
         cluster.admin_url(DATABASE)
     );
     let _ = writeln!(

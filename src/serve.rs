@@ -14,6 +14,7 @@ use jitgate_policy::{
     Engine, GrantStore, PostgresStore, PostgresStoreOptions, SignedDuration, SqliteStore,
     SystemClock,
 };
+use jitgate_proxy::provision::{self, Provisioner};
 use jitgate_proxy::registry::SessionRegistry;
 use jitgate_proxy::{listener, ProxyContext};
 use tokio::net::TcpListener;
@@ -120,6 +121,8 @@ pub async fn start_with_audit(
     let engine = Engine::new(store, Arc::new(SystemClock), config.catalog.clone())
         .with_rules(config.rules.clone());
     let registry = SessionRegistry::new();
+    let settings = Arc::new(config.proxy);
+    let provisioner = Arc::new(Provisioner::default());
     let (notifier, notifier_guard) =
         Notifier::start(config.notifications.webhooks.clone(), audit.clone());
     let lifecycle = Lifecycle {
@@ -128,14 +131,15 @@ pub async fn start_with_audit(
         audit: audit.clone(),
         notifier,
         own_changes: Default::default(),
+        provisioner: Arc::clone(&provisioner),
     };
     let login_keys = match &config.user_sessions.key {
         Some(key) => TokenKeys::new(key.expose().as_bytes(), config.user_sessions.ttl),
         None => TokenKeys::random(config.user_sessions.ttl),
     };
-    let identities = Arc::new(config.proxy.identities.clone());
+    let identities = Arc::new(settings.identities.clone());
 
-    let proxy_listener = bind("proxy", config.proxy.listen).await?;
+    let proxy_listener = bind("proxy", settings.listen).await?;
     let admin_listener = bind("admin API", config.admin.listen).await?;
     let proxy_addr = local_addr(&proxy_listener)?;
     let admin_addr = local_addr(&admin_listener)?;
@@ -154,12 +158,20 @@ pub async fn start_with_audit(
             config.store.reconcile_interval,
             shutdown.clone(),
         )),
+        tokio::spawn(provision::sweep::run(
+            Arc::clone(&provisioner),
+            Arc::clone(&settings),
+            engine.clone(),
+            Arc::clone(&registry),
+            shutdown.clone(),
+        )),
     ];
     let ctx = ProxyContext::new(
-        Arc::new(config.proxy),
+        settings,
         engine.clone(),
         audit.clone(),
         Arc::clone(&registry),
+        provisioner,
     );
     let refusal_audit = Arc::clone(&ctx.refusal_audit);
     let connections = Arc::clone(&ctx.connections);

@@ -61,6 +61,7 @@ impl Server {
                 audit,
                 notifier: Notifier::disabled(),
                 own_changes: Default::default(),
+                provisioner: Default::default(),
             },
             token: Secret::new(TOKEN),
             login_keys: TokenKeys::random(Duration::from_secs(3600)),

@@ -29,6 +29,7 @@ pub mod guard;
 pub mod limits;
 pub mod listener;
 pub mod protocol;
+pub mod provision;
 pub mod registry;
 pub mod reuse;
 pub mod session;

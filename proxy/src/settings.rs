@@ -87,6 +87,8 @@ pub struct TargetSettings {
     /// Whether sessions on this target may change roles and the server
     /// (`targets.<t>.guard.role_changes`, see [`crate::guard`]).
     pub role_changes: RoleChanges,
+    /// Whether sessions log in as the granted role itself or as a per-grant role.
+    pub provisioning: Provisioning,
 }
 
 /// Default of `targets.<t>.max_scram_iterations`: 25 times PostgreSQL's default of
@@ -146,6 +148,25 @@ impl Default for ClientLimits {
             api_logins_per_identity: n(10),
         }
     }
+}
+
+/// Which upstream role a session logs in as (see [`crate::provision`]).
+#[derive(Clone, Debug, Default)]
+pub enum Provisioning {
+    /// As the granted role, with its configured password.
+    #[default]
+    Shared,
+    /// As a role created for the grant (member of the granted role), dropped when the
+    /// grant ends.
+    Ephemeral(EphemeralSettings),
+}
+
+/// How jitgate manages per-grant roles on a target.
+#[derive(Clone, Debug)]
+pub struct EphemeralSettings {
+    /// A role with CREATEROLE (and, on PostgreSQL 16+, ADMIN on the granted roles) that
+    /// creates and drops the per-grant roles; its password also keys their passwords.
+    pub admin: RoleCredentials,
 }
 
 /// Audit content rules of one target: the rules for any role, and the rules of roles

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use jitgate::config::{self, Config, StoreSettings};
 use jitgate_audit::Durability;
-use jitgate_proxy::settings::UpstreamTls;
+use jitgate_proxy::settings::{Provisioning, UpstreamTls};
 
 /// `jitgate check-config`.
 pub fn run(config_path: &Path) -> Result<()> {
@@ -47,6 +47,13 @@ pub fn summary(config: &Config) -> String {
             "  {}: {}:{} database {} ({tls})",
             t.name, t.host, t.port, t.database
         );
+        if let Provisioning::Ephemeral(eph) = &t.provisioning {
+            let _ = writeln!(
+                out,
+                "    provisioning ephemeral: per-grant roles, created and dropped by {}",
+                eph.admin.user
+            );
+        }
         let mut roles: Vec<_> = t.roles.iter().collect();
         roles.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (name, creds) in roles {

@@ -9,12 +9,14 @@ use jitgate_audit::{ContentRules, Redaction};
 use jitgate_policy::Catalog;
 use jitgate_proxy::auth::ScramVerifier;
 use jitgate_proxy::settings::{
-    ReuseSettings, RoleChanges, RoleCredentials, TargetAuditSettings, TargetSettings,
+    EphemeralSettings, Provisioning, ReuseSettings, RoleChanges, RoleCredentials, Secret,
+    TargetAuditSettings, TargetSettings,
 };
 
 use super::ctx::Ctx;
 use super::raw::{
-    RawIdentity, RawRedact, RawRoleChanges, RawTarget, RawTargetAudit, RawUpstreamReuse,
+    ProvisioningMode, RawIdentity, RawRedact, RawRoleChanges, RawTarget, RawTargetAudit,
+    RawUpstreamReuse,
 };
 use super::tls;
 use crate::error::ConfigError;
@@ -91,6 +93,8 @@ pub(crate) fn targets(
                 "must define at least one role (grants name one of them)",
             ));
         }
+        let provisioning = provisioning(ctx, &field, target)?;
+        let ephemeral = matches!(provisioning, Provisioning::Ephemeral(_));
         let mut roles = HashMap::with_capacity(target.roles.len());
         for (role_name, role) in &target.roles {
             let role_field = format!("{field}.roles.{role_name}");
@@ -98,12 +102,23 @@ pub(crate) fn targets(
             if role.user.is_empty() {
                 return Err(ctx.err(format!("{role_field}.user"), "must not be empty"));
             }
-            let password = ctx.one_secret(
-                &role_field,
-                "password",
-                role.password_env.as_deref(),
-                role.password_file.as_deref(),
-            )?;
+            let password = if !ephemeral {
+                ctx.one_secret(
+                    &role_field,
+                    "password",
+                    role.password_env.as_deref(),
+                    role.password_file.as_deref(),
+                )?
+            } else if role.password_env.is_some() || role.password_file.is_some() {
+                return Err(ctx.err(
+                    role_field,
+                    "has a password, but with provisioning: ephemeral sessions log in as a \
+                     per-grant role that is a member of this role, never as the role itself: \
+                     remove password_env/password_file (and consider ALTER ROLE … NOLOGIN)",
+                ));
+            } else {
+                Secret::default()
+            };
             roles.insert(
                 role_name.clone(),
                 RoleCredentials {
@@ -128,10 +143,55 @@ pub(crate) fn targets(
                     RawRoleChanges::Refuse => RoleChanges::Refuse,
                     RawRoleChanges::Allow => RoleChanges::Allow,
                 },
+                provisioning,
             },
         );
     }
     Ok(out)
+}
+
+/// `targets.<name>.provisioning` and `.admin` → how sessions log in upstream.
+fn provisioning(ctx: &Ctx, field: &str, target: &RawTarget) -> Result<Provisioning, ConfigError> {
+    let mode = target.provisioning.unwrap_or(ProvisioningMode::Shared);
+    match (mode, &target.admin) {
+        (ProvisioningMode::Shared, None) => Ok(Provisioning::Shared),
+        (ProvisioningMode::Shared, Some(_)) => Err(ctx.err(
+            format!("{field}.admin"),
+            "is used only with provisioning: ephemeral (per-grant roles); set that, or \
+             remove admin",
+        )),
+        (ProvisioningMode::Ephemeral, None) => Err(ctx.err(
+            format!("{field}.admin"),
+            "missing: provisioning: ephemeral needs an admin role that may create roles \
+             (user, password_env or password_file; a role with CREATEROLE that is granted \
+             each of this target's roles WITH ADMIN OPTION)",
+        )),
+        (ProvisioningMode::Ephemeral, Some(admin)) => {
+            let admin_field = format!("{field}.admin");
+            if admin.user.is_empty() {
+                return Err(ctx.err(format!("{admin_field}.user"), "must not be empty"));
+            }
+            let password = ctx.one_secret(
+                &admin_field,
+                "password",
+                admin.password_env.as_deref(),
+                admin.password_file.as_deref(),
+            )?;
+            if password.expose().len() < 16 {
+                return Err(ctx.err(
+                    admin_field,
+                    "the admin password keys the passwords of per-grant roles: use at least \
+                     16 characters (a random one: openssl rand -base64 24)",
+                ));
+            }
+            Ok(Provisioning::Ephemeral(EphemeralSettings {
+                admin: RoleCredentials {
+                    user: admin.user.clone(),
+                    password,
+                },
+            }))
+        }
+    }
 }
 
 /// `targets.<name>.audit:` → the content rules of each role (target rules plus role rules).

@@ -183,6 +183,13 @@ pub(crate) struct RawTarget {
     /// Which statements sessions on this target may not run (issue 17: the statement guard).
     #[serde(default)]
     pub guard: RawTargetGuard,
+    /// `shared` (default): sessions log in as the granted role; `ephemeral`: as a role
+    /// jitgate creates per grant and drops when the grant ends.
+    #[serde(default)]
+    pub provisioning: Option<ProvisioningMode>,
+    /// The role that creates and drops per-grant roles (`provisioning: ephemeral`).
+    #[serde(default)]
+    pub admin: Option<RawRole>,
 }
 
 /// `targets.<name>.guard:`
@@ -201,6 +208,14 @@ pub(crate) enum RawRoleChanges {
     #[default]
     Refuse,
     Allow,
+}
+
+/// `targets.<name>.provisioning:`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ProvisioningMode {
+    Shared,
+    Ephemeral,
 }
 
 /// `targets.<name>.audit:`

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use jitgate_audit::{AuditError, AuditWriter, Event, EventBody};
 use jitgate_policy::{Action, Engine, Grant, GrantState, Transition};
+use jitgate_proxy::provision::Provisioner;
 use jitgate_proxy::registry::{Revocation, SessionRegistry};
 use uuid::Uuid;
 
@@ -39,6 +40,9 @@ pub struct Lifecycle {
     pub notifier: Notifier,
     /// Grants this process is changing right now (see the module doc).
     pub own_changes: OwnChanges,
+    /// Per-grant upstream roles: told of every grant end and extension, so the role
+    /// goes (or its `VALID UNTIL` moves) at once.
+    pub provisioner: Arc<Provisioner>,
 }
 
 /// The grants this process is changing right now; shared by clones of a [`Lifecycle`].
@@ -136,6 +140,12 @@ impl Lifecycle {
 
     /// The effect of one transition on this process's live sessions.
     fn apply(&self, t: &Transition) -> usize {
+        if matches!(
+            t.action,
+            Action::Revoked | Action::Extended | Action::Expired
+        ) {
+            self.provisioner.grant_changed(t.grant.id);
+        }
         match t.action {
             Action::Revoked => self.registry.revoke_grant(
                 t.grant.id,

@@ -88,6 +88,8 @@ pub async fn run_sync(
 /// read and its registration: it may be under this grant, and it learns of the change
 /// only if the registry applies (and counts) it (`SessionRegistry::admission`).
 async fn reconcile_one(lifecycle: &Lifecycle, id: Uuid) {
+    // Per-grant roles are kept in line whether or not a session of the grant is here.
+    lifecycle.provisioner.grant_changed(id);
     let held =
         lifecycle.registry.grant_ids().contains(&id) || lifecycle.registry.admissions_in_progress();
     if !held || lifecycle.own_changes.contains(id) {

@@ -85,6 +85,17 @@ impl ScramKeys {
             server_key: keys::hmac(&salted, &[b"Server Key"]),
         }
     }
+
+    /// The verifier a server stores for the password these keys were derived from with
+    /// `salt` and `iterations` (so a role jitgate creates costs one PBKDF2, not two).
+    pub fn verifier(&self, salt: &[u8], iterations: u32) -> crate::auth::ScramVerifier {
+        crate::auth::ScramVerifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: self.stored_key,
+            server_key: self.server_key,
+        }
+    }
 }
 
 impl std::fmt::Debug for ScramKeys {

@@ -65,4 +65,12 @@ pub enum UpstreamError {
     /// The target or role of a session is no longer in the settings it was started with.
     #[error("target {target:?} has no credentials for role {role:?}")]
     NoCredentials { target: String, role: String },
+    /// A statement on the target's admin connection (creating, changing or dropping a
+    /// per-grant role, see `crate::provision`) failed, or the connection did.
+    #[error("could not {what}: {message}{}", code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    Provision {
+        what: &'static str,
+        code: Option<String>,
+        message: String,
+    },
 }

@@ -15,12 +15,12 @@ use super::meta::SessionMeta;
 use super::params::{self, ClientStartup};
 use super::refusal::Refusal;
 use super::stream;
-use super::upstream::{self, Upstream};
+use super::upstream::Upstream;
 use super::ProxyContext;
 use crate::protocol::{sqlstate, PgError};
 use crate::registry::Admission;
 use crate::reuse::{self, ParkKey};
-use crate::settings::TargetSettings;
+use crate::settings::{RoleCredentials, TargetSettings};
 
 /// A client that is authenticated, admitted under a grant, and has its upstream session.
 pub struct LoggedIn<'a> {
@@ -29,6 +29,9 @@ pub struct LoggedIn<'a> {
     pub meta: SessionMeta,
     pub target: &'a TargetSettings,
     pub upstream: Upstream,
+    /// The credentials the upstream session logged in with (the granted role's, or
+    /// its per-grant role's: see [`crate::provision`]).
+    pub creds: RoleCredentials,
     /// Where the upstream connection may be parked when the session ends cleanly.
     pub park_key: ParkKey,
     /// Held from before the grant store was read until the session registers, so a
@@ -152,7 +155,7 @@ pub async fn login<'a>(
         grant_id: grant.id,
     };
 
-    let Some((target, creds)) = settings
+    let Some((target, granted)) = settings
         .targets
         .get(&grant.target)
         .and_then(|t| t.roles.get(&grant.role).map(|c| (t, c)))
@@ -179,6 +182,11 @@ pub async fn login<'a>(
     };
 
     // A connection parked by an earlier session of this same grant, else a new one.
+    let creds = ctx
+        .provisioner
+        .credentials(&grant, target, granted)
+        .into_owned();
+    let creds = &creds;
     let park_key = ParkKey::new(grant.id, target, creds, &startup.forward);
     let mut parked = ctx.registry.parked().take(&park_key, &settings.reuse);
     if settings.session_threads > 0 {
@@ -195,7 +203,13 @@ pub async fn login<'a>(
     }
     let opened = match parked {
         Some(u) => Ok(u),
-        None => upstream::connect(target, creds, &startup.forward, &ctx.scram_keys).await,
+        None => {
+            let (forward, keys) = (&startup.forward, &ctx.scram_keys);
+            let opening = ctx
+                .provisioner
+                .open(&grant, target, granted, creds, forward, keys);
+            opening.await
+        }
     };
     let upstream = match opened {
         Ok(u) => u,
@@ -240,6 +254,7 @@ pub async fn login<'a>(
         meta,
         target,
         upstream,
+        creds: creds.clone(),
         park_key,
         admission: ticket,
     })

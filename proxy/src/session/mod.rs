@@ -76,6 +76,8 @@ pub struct ProxyContext {
     /// Upstream SCRAM keys per (credential, salt, iterations): PBKDF2 once per role.
     /// Shared with the backstop, which may open connections of its own (see `stop`).
     pub scram_keys: Arc<ScramKeyCache>,
+    /// Per-grant upstream roles (targets with `provisioning: ephemeral`).
+    pub provisioner: Arc<crate::provision::Provisioner>,
 }
 
 impl ProxyContext {
@@ -84,6 +86,7 @@ impl ProxyContext {
         engine: Engine,
         audit: AuditWriter,
         registry: Arc<SessionRegistry>,
+        provisioner: Arc<crate::provision::Provisioner>,
     ) -> Arc<Self> {
         Arc::new(ProxyContext {
             engine,
@@ -98,6 +101,7 @@ impl ProxyContext {
             refusing: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING)),
             scram_keys: Arc::default(),
             settings,
+            provisioner,
         })
     }
 }
@@ -271,6 +275,7 @@ async fn live(
         meta,
         target,
         mut upstream,
+        creds,
         park_key,
         admission,
     } = logged_in;
@@ -289,6 +294,7 @@ async fn live(
         role: grant.role.clone(),
         keys: Arc::clone(&ctx.scram_keys),
         cancel: cancel_target.clone(),
+        creds: Some(creds.clone()),
     });
     // Duplicates of both sockets for the backstop, which ends the session should this
     // thread stop running; a session it could not end is not started.

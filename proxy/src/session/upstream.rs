@@ -47,7 +47,8 @@ pub struct Upstream {
     pub reused: bool,
 }
 
-async fn connect_stream(
+/// TCP to `host:port`, then TLS when `tls` requires it (SSLRequest first).
+pub(crate) async fn connect_stream(
     host: &str,
     port: u16,
     tls: &UpstreamTls,

@@ -48,7 +48,7 @@ use crate::cancel::CancelTarget;
 use crate::protocol::tags;
 use crate::session::stream::UpstreamStream;
 use crate::session::upstream::send_cancel;
-use crate::settings::ProxySettings;
+use crate::settings::{ProxySettings, RoleCredentials};
 
 /// How long a backend that was sent Terminate with nothing in flight may take to leave
 /// before it is terminated instead.
@@ -73,6 +73,9 @@ pub struct StopTarget {
     pub role: String,
     /// SCRAM keys of the upstream role (so the side connection costs no PBKDF2).
     pub keys: Arc<ScramKeyCache>,
+    /// The credentials the session logged in with (a per-grant role's under
+    /// `provisioning: ephemeral`); `None`: those configured for `role`.
+    pub creds: Option<RoleCredentials>,
     /// The backend's pid and cancel key, and where the server listens.
     pub cancel: CancelTarget,
 }
@@ -337,6 +340,7 @@ pub(crate) fn unconfigured_target() -> StopTarget {
         target: "prod".into(),
         role: "ro".into(),
         keys: Arc::default(),
+        creds: None,
         cancel: CancelTarget {
             host: "127.0.0.1".into(),
             port: 1,

@@ -85,7 +85,10 @@ impl SideConn {
             .targets
             .get(&t.target)
             .ok_or_else(no_credentials)?;
-        let creds = target.roles.get(&t.role).ok_or_else(no_credentials)?;
+        let creds = match &t.creds {
+            Some(creds) => creds,
+            None => target.roles.get(&t.role).ok_or_else(no_credentials)?,
+        };
         let params: Vec<(String, String)> = PARAMS
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
