@@ -83,6 +83,7 @@ fn transcript_multiline_sql_and_hostile_text() {
             Some(b"o'k\xff"),
         )],
         function_oid: None,
+        params_from: None,
         truncated: false,
         sql_len: None,
         sql_sha256: None,

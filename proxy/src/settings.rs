@@ -11,6 +11,7 @@ use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
 pub use crate::reuse::ReuseSettings;
+pub use crate::session::limits::SessionLimits;
 
 /// Everything a running proxy needs to know, resolved and validated.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct ProxySettings {
     /// Sessions run pinned to this many single-threaded runtimes (see
     /// [`crate::cores`]); 0: on the runtime that accepted them.
     pub session_threads: usize,
+    /// What one session may make jitgate hold (statements, portals, audit per batch).
+    pub session_limits: SessionLimits,
 }
 
 impl fmt::Debug for ProxySettings {
@@ -48,6 +51,7 @@ impl fmt::Debug for ProxySettings {
             .field("targets", &self.targets)
             .field("reuse", &self.reuse)
             .field("session_threads", &self.session_threads)
+            .field("session_limits", &self.session_limits)
             .finish()
     }
 }

@@ -13,6 +13,7 @@
 //! typo anywhere is reported.
 
 mod ctx;
+mod limits;
 mod proxy;
 mod raw;
 mod runtime;
@@ -200,7 +201,8 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
     let identities = proxy::identities(ctx, &raw.identities)?;
-    let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes)?;
+    let max_param_bytes = limits::max_param_bytes(ctx, raw.audit.max_param_bytes)?;
+    let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes, max_param_bytes)?;
     let catalog = proxy::catalog(&identities, &targets);
 
     let store = workflow::store(ctx, &raw.store)?;
@@ -232,6 +234,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             targets,
             reuse: proxy::upstream_reuse(ctx, raw.upstream_reuse.as_ref())?,
             session_threads: runtime.session_threads,
+            session_limits: limits::session_limits(ctx, raw.session_limits.as_ref())?,
         },
         store,
         audit,

@@ -43,6 +43,23 @@ pub(crate) struct RawConfig {
     pub upstream_reuse: Option<RawUpstreamReuse>,
     #[serde(default)]
     pub runtime: Option<RawRuntime>,
+    #[serde(default)]
+    pub session_limits: Option<RawSessionLimits>,
+}
+
+/// `session_limits:` — what one session may make jitgate hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSessionLimits {
+    /// Named prepared statements a session may hold at once.
+    #[serde(default)]
+    pub max_prepared_statements: Option<u64>,
+    /// Named portals a session may hold at once.
+    #[serde(default)]
+    pub max_portals: Option<u64>,
+    /// Bytes of audit events built from one client batch before they are written.
+    #[serde(default)]
+    pub max_audit_batch_bytes: Option<u64>,
 }
 
 /// `runtime:` — the async runtime `jitgate serve` runs on.
@@ -236,6 +253,9 @@ pub(crate) struct RawAudit {
     /// SQL longer than this many bytes is recorded as its head, length and SHA-256.
     #[serde(default)]
     pub max_sql_bytes: Option<u64>,
+    /// Parameter values longer than this many bytes are recorded as head, length, SHA-256.
+    #[serde(default)]
+    pub max_param_bytes: Option<u64>,
     /// `write` (default) or `fsync`.
     #[serde(default)]
     pub durability: jitgate_audit::Durability,

@@ -8,6 +8,7 @@ mod enforce;
 pub mod error;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+pub mod limits;
 pub(crate) mod farewell;
 mod handshake;
 mod login;
@@ -286,7 +287,8 @@ async fn live(
     tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
 
     let started = Instant::now();
-    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role));
+    let mut tracker =
+        Tracker::new(target.audit.rules_for(&grant.role)).with_limits(settings.session_limits);
     let (end, refusal) = {
         let mut enforcer = Enforcer::new(
             handle.control().clone(),
@@ -300,6 +302,7 @@ async fn live(
             audit: &ctx.audit,
             meta: &meta,
             max_message_len: settings.max_message_len,
+            max_audit_batch_bytes: settings.session_limits.max_audit_batch_bytes,
             refusal: Default::default(),
             frames: Vec::with_capacity(16),
             waiting: false,

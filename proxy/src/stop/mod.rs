@@ -330,6 +330,7 @@ pub(crate) fn unconfigured_target() -> StopTarget {
             targets: std::collections::HashMap::new(),
             reuse: crate::settings::ReuseSettings::default(),
             session_threads: 0,
+            session_limits: Default::default(),
         }),
         target: "prod".into(),
         role: "ro".into(),
