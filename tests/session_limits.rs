@@ -146,7 +146,11 @@ async fn a_large_value_executed_many_times_is_recorded_once_with_its_hash() {
     assert!(errors.is_empty(), "{errors:?}");
     let suspended = tags.iter().filter(|t| **t == b's').count();
     let rows = tags.iter().filter(|t| **t == b'D').count();
-    assert_eq!((rows, suspended), (STEPS, STEPS), "each step returned one row");
+    assert_eq!(
+        (rows, suspended),
+        (STEPS, STEPS),
+        "each step returned one row"
+    );
     until_ready(&mut raw).await;
     raw.send(&rawclient::terminate()).await;
     raw.expect_closed().await;
@@ -171,7 +175,10 @@ async fn a_large_value_executed_many_times_is_recorded_once_with_its_hash() {
         ..
     } = executes[0]
     else {
-        panic!("the first execution records the parameters: {:?}", executes[0]);
+        panic!(
+            "the first execution records the parameters: {:?}",
+            executes[0]
+        );
     };
     assert_eq!(params.len(), 1);
     let p = &params[0];
@@ -200,13 +207,27 @@ async fn a_large_value_executed_many_times_is_recorded_once_with_its_hash() {
         .args(["audit", "replay", "--session", &sid])
         .output()
         .expect("run jitgate audit replay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let transcript = String::from_utf8(out.stdout).unwrap();
     let hash_note = format!("1048576 bytes in all, sha256 {}", sha256_hex(&value));
-    let hash_lines = transcript.lines().filter(|l| l.contains(&hash_note)).count();
-    assert_eq!(hash_lines, STEPS, "{}", &transcript[..transcript.len().min(3000)]);
+    let hash_lines = transcript
+        .lines()
+        .filter(|l| l.contains(&hash_note))
+        .count();
     assert_eq!(
-        transcript.matches(&format!("parameters as bound for query #{first}")).count(),
+        hash_lines,
+        STEPS,
+        "{}",
+        &transcript[..transcript.len().min(3000)]
+    );
+    assert_eq!(
+        transcript
+            .matches(&format!("parameters as bound for query #{first}"))
+            .count(),
         STEPS - 1
     );
     env.stop().await;
@@ -246,11 +267,16 @@ async fn too_many_named_statements_end_the_session_with_53400() {
     sync(&mut b);
     raw.send(&b).await;
     let err = raw.expect_error_then_close().await;
-    assert_eq!((err.severity.as_str(), err.code.as_str()), ("FATAL", "53400"));
+    assert_eq!(
+        (err.severity.as_str(), err.code.as_str()),
+        ("FATAL", "53400")
+    );
     assert!(
         err.message.contains("prepared statements")
             && err.message.contains('3')
-            && err.message.contains("session_limits.max_prepared_statements"),
+            && err
+                .message
+                .contains("session_limits.max_prepared_statements"),
         "{}",
         err.message
     );
@@ -259,7 +285,10 @@ async fn too_many_named_statements_end_the_session_with_53400() {
     let (reason, detail) = session_end(&events);
     assert_eq!(reason, EndReason::LimitExceeded);
     assert!(
-        detail.as_deref().unwrap_or("").contains("session_limits.max_prepared_statements"),
+        detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("session_limits.max_prepared_statements"),
         "{detail:?}"
     );
     // The server's view: the backend is gone, and never saw s4.
@@ -276,7 +305,11 @@ async fn too_many_named_statements_end_the_session_with_53400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_named_portals_end_the_session_with_53400() {
-    let env = start("lim_portal", config("", "session_limits:\n  max_portals: 2\n")).await;
+    let env = start(
+        "lim_portal",
+        config("", "session_limits:\n  max_portals: 2\n"),
+    )
+    .await;
     let _grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let other = bystander(&env).await;
     let (mut raw, login) = Raw::login(&env).await;
@@ -298,7 +331,10 @@ async fn too_many_named_portals_end_the_session_with_53400() {
     sync(&mut b);
     raw.send(&b).await;
     let err = raw.expect_error_then_close().await;
-    assert_eq!((err.severity.as_str(), err.code.as_str()), ("FATAL", "53400"));
+    assert_eq!(
+        (err.severity.as_str(), err.code.as_str()),
+        ("FATAL", "53400")
+    );
     assert!(
         err.message.contains("portals") && err.message.contains("session_limits.max_portals"),
         "{}",
@@ -378,7 +414,10 @@ async fn a_huge_pipelined_batch_is_audited_in_slices_and_works() {
         .collect();
     assert_eq!(queries.len(), N, "every Execute is in the log");
     for (i, (id, value)) in queries.iter().enumerate() {
-        assert_eq!((*id, value.as_str()), (i as u64 + 1, i.to_string().as_str()));
+        assert_eq!(
+            (*id, value.as_str()),
+            (i as u64 + 1, i.to_string().as_str())
+        );
     }
     let results = events
         .iter()

@@ -163,7 +163,10 @@ mod tests {
         // Redaction looks at the whole value, before the size limit cuts it.
         let long_secret = rules.param(ParamFormat::Text, None, Some(b"xxxxxxxx secret"));
         assert!(long_secret.redacted && !long_secret.truncated);
-        assert_eq!(long_secret.value_sha256, None, "nothing of a redacted value");
+        assert_eq!(
+            long_secret.value_sha256, None,
+            "nothing of a redacted value"
+        );
         let shown = rules.param(ParamFormat::Text, Some(25), Some(b"plain"));
         assert_eq!(shown.value.as_deref(), Some("plai"));
         assert!(!shown.redacted);

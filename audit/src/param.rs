@@ -335,13 +335,19 @@ mod tests {
         assert!(p.wire_bytes().is_err(), "a head is not the value");
         assert_eq!(p.head_bytes().unwrap().unwrap(), b"select 12");
         let json = serde_json::to_string(&p).unwrap();
-        assert!(json.contains(r#""truncated":true,"value_len":16,"value_sha256":"2b4b"#), "{json}");
+        assert!(
+            json.contains(r#""truncated":true,"value_len":16,"value_sha256":"2b4b"#),
+            "{json}"
+        );
         let back: Param = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
         // At the limit: whole, no extra fields.
         let whole = Param::from_wire_capped(ParamFormat::Text, None, Some(raw), 16);
         assert!(!whole.truncated);
-        assert_eq!((whole.value_len, whole.value_sha256.as_deref()), (None, None));
+        assert_eq!(
+            (whole.value_len, whole.value_sha256.as_deref()),
+            (None, None)
+        );
         assert_eq!(whole.wire_bytes().unwrap().unwrap(), raw);
     }
 

@@ -187,7 +187,8 @@ fn body(out: &mut String, e: &Event, bound: &HashMap<u64, &[Param]>) {
                         out,
                         "    -- [${} truncated: {} bytes in all, sha256 {}]",
                         i + 1,
-                        p.value_len.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        p.value_len
+                            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
                         clean(p.value_sha256.as_deref().unwrap_or("?"), false)
                     );
                 }

@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn absent_means_defaults_and_values_are_range_checked() {
         let ctx = Ctx::new(Path::new("/etc/jitgate.yaml"));
-        assert_eq!(session_limits(&ctx, None).unwrap(), SessionLimits::default());
+        assert_eq!(
+            session_limits(&ctx, None).unwrap(),
+            SessionLimits::default()
+        );
         let raw = RawSessionLimits {
             max_prepared_statements: Some(5),
             max_portals: None,
@@ -112,7 +115,10 @@ mod tests {
             ..RawSessionLimits::default()
         };
         let err = session_limits(&ctx, Some(&zero)).unwrap_err().to_string();
-        assert!(err.contains("session_limits.max_portals") && err.contains("out of range"), "{err}");
+        assert!(
+            err.contains("session_limits.max_portals") && err.contains("out of range"),
+            "{err}"
+        );
         assert_eq!(
             max_param_bytes(&ctx, None).unwrap(),
             jitgate_audit::DEFAULT_MAX_PARAM_BYTES

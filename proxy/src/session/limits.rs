@@ -192,9 +192,20 @@ mod tests {
             query("select 1", vec![]),
             query(
                 &"x".repeat(5000),
-                vec![Param::from_wire(ParamFormat::Text, Some(25), Some(&[b'v'; 3000]))],
+                vec![Param::from_wire(
+                    ParamFormat::Text,
+                    Some(25),
+                    Some(&[b'v'; 3000]),
+                )],
             ),
-            query("", vec![Param::from_wire(ParamFormat::Binary, None, Some(b"\x00\x01"))]),
+            query(
+                "",
+                vec![Param::from_wire(
+                    ParamFormat::Binary,
+                    None,
+                    Some(b"\x00\x01"),
+                )],
+            ),
         ];
         for body in bodies {
             let event = Event::new(body.clone())
@@ -206,7 +217,10 @@ mod tests {
             let line = serde_json::to_string(&event).unwrap().len() + 80; // + seq, prev hash
             let estimate = approx_event_bytes(&body);
             assert!(estimate >= line, "estimate {estimate} < line {line}");
-            assert!(estimate < line + 400, "estimate {estimate} far above line {line}");
+            assert!(
+                estimate < line + 400,
+                "estimate {estimate} far above line {line}"
+            );
         }
     }
 
@@ -236,12 +250,17 @@ mod tests {
             limit: 7,
         };
         let text = e.to_string();
-        assert!(text.contains("named portals") && text.contains('7'), "{text}");
+        assert!(
+            text.contains("named portals") && text.contains('7'),
+            "{text}"
+        );
         assert!(text.contains("session_limits.max_portals"), "{text}");
         let s = LimitExceeded {
             kind: LimitKind::PreparedStatements,
             limit: 3,
         };
-        assert!(s.to_string().contains("session_limits.max_prepared_statements"));
+        assert!(s
+            .to_string()
+            .contains("session_limits.max_prepared_statements"));
     }
 }

@@ -8,9 +8,9 @@ mod enforce;
 pub mod error;
 #[cfg(feature = "failpoints")]
 mod failpoints;
-pub mod limits;
 pub(crate) mod farewell;
 mod handshake;
+pub mod limits;
 mod login;
 mod meta;
 pub mod params;

@@ -252,11 +252,18 @@ impl Tracker {
         let (limit, over) = match kind {
             LimitKind::PreparedStatements => {
                 let limit = self.limits.max_prepared_statements;
-                (limit, self.prediction.statements_over(name, &self.confirmed, limit))
+                (
+                    limit,
+                    self.prediction
+                        .statements_over(name, &self.confirmed, limit),
+                )
             }
             LimitKind::Portals => {
                 let limit = self.limits.max_portals;
-                (limit, self.prediction.portals_over(name, &self.confirmed, limit))
+                (
+                    limit,
+                    self.prediction.portals_over(name, &self.confirmed, limit),
+                )
             }
         };
         if over {

@@ -105,7 +105,10 @@ fn a_portal_run_in_steps_records_its_parameters_once() {
     let q = queries(&events);
     assert_eq!(q.len(), 3);
     assert_eq!(q[0].1.len(), 1, "the first execution records the value");
-    assert!(q[0].1[0].truncated, "capped at the default audit.max_param_bytes");
+    assert!(
+        q[0].1[0].truncated,
+        "capped at the default audit.max_param_bytes"
+    );
     assert_eq!(q[0].2, None);
     for later in &q[1..] {
         assert!(later.1.is_empty(), "later executions do not copy it");
@@ -133,10 +136,17 @@ fn a_portal_without_parameters_points_at_nothing() {
     let mut t = Tracker::default();
     let events = send(
         &mut t,
-        &[parse("", "select 1"), bind("", "", &[]), execute("", 1), execute("", 1)],
+        &[
+            parse("", "select 1"),
+            bind("", "", &[]),
+            execute("", 1),
+            execute("", 1),
+        ],
     )
     .unwrap();
-    assert!(queries(&events).iter().all(|q| q.1.is_empty() && q.2.is_none()));
+    assert!(queries(&events)
+        .iter()
+        .all(|q| q.1.is_empty() && q.2.is_none()));
 }
 
 #[test]
@@ -150,7 +160,11 @@ fn after_a_rollback_the_parameters_are_recorded_again() {
     t.rollback(mark);
     let again = send(&mut t, &[execute("", 1)]).unwrap();
     let q = queries(&again);
-    assert_eq!((q[0].1.len(), q[0].2), (1, None), "not a pointer into the lost batch");
+    assert_eq!(
+        (q[0].1.len(), q[0].2),
+        (1, None),
+        "not a pointer into the lost batch"
+    );
 }
 
 fn limit_of(e: ProtocolError) -> (LimitKind, usize) {
@@ -192,7 +206,11 @@ fn named_portals_beyond_the_limit_are_refused() {
     let mut t = limited(10, 1);
     send(
         &mut t,
-        &[parse("", "select 1"), bind("p1", "", &[]), bind("", "", &[])],
+        &[
+            parse("", "select 1"),
+            bind("p1", "", &[]),
+            bind("", "", &[]),
+        ],
     )
     .unwrap();
     let err = send(&mut t, &[bind("p2", "", &[])]).unwrap_err();
@@ -201,7 +219,10 @@ fn named_portals_beyond_the_limit_are_refused() {
 
 /// Whether `kept` lies inside `buffer`'s bytes.
 fn inside(kept: &Bytes, buffer: &Bytes) -> bool {
-    let (start, end) = (buffer.as_ptr() as usize, buffer.as_ptr() as usize + buffer.len());
+    let (start, end) = (
+        buffer.as_ptr() as usize,
+        buffer.as_ptr() as usize + buffer.len(),
+    );
     let at = kept.as_ptr() as usize;
     !kept.is_empty() && (start..end).contains(&at)
 }
@@ -211,7 +232,10 @@ fn kept_names_and_texts_do_not_pin_the_read_buffer() {
     // A batch of several messages in one buffer, as the relay hands them over.
     let mut batch = BytesMut::new();
     let mut frames = Vec::new();
-    for (tag, body) in [parse("named", "select 'named'"), parse("", "select 'unnamed'")] {
+    for (tag, body) in [
+        parse("named", "select 'named'"),
+        parse("", "select 'unnamed'"),
+    ] {
         let start = batch.len();
         batch.put_slice(&body);
         frames.push((tag, start, batch.len()));
@@ -222,7 +246,8 @@ fn kept_names_and_texts_do_not_pin_the_read_buffer() {
         t.set_copy_retained(copy);
         let mut events = Vec::new();
         for &(tag, start, end) in &frames {
-            t.on_client(tag, batch.slice(start..end), &mut events).unwrap();
+            t.on_client(tag, batch.slice(start..end), &mut events)
+                .unwrap();
         }
         let mut out = Vec::new();
         t.on_server(tags::PARSE_COMPLETE, b"", &mut out);
@@ -232,12 +257,21 @@ fn kept_names_and_texts_do_not_pin_the_read_buffer() {
     // Small buffer: the named statement is copied, the unnamed one stays a slice (no
     // allocation per unnamed statement).
     let t = run(false);
-    let (name, named) = t.confirmed.statements.iter().find(|(k, _)| !k.is_empty()).unwrap();
+    let (name, named) = t
+        .confirmed
+        .statements
+        .iter()
+        .find(|(k, _)| !k.is_empty())
+        .unwrap();
     assert!(!inside(name, &batch) && !inside(&named.sql, &batch));
     assert_eq!(&named.sql[..], b"select 'named'");
     let unnamed = &t.confirmed.statements[&b""[..]];
     assert!(inside(&unnamed.sql, &batch));
     // Large buffer: everything kept is copied.
     let t = run(true);
-    assert!(t.confirmed.statements.values().all(|d| !inside(&d.sql, &batch)));
+    assert!(t
+        .confirmed
+        .statements
+        .values()
+        .all(|d| !inside(&d.sql, &batch)));
 }

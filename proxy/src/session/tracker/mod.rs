@@ -367,9 +367,14 @@ impl Tracker {
     /// The parameters of a portal for the `query` event `query_id` of one of its
     /// executions: recorded with its first execution, pointed at (`params_from`) by the
     /// later ones, so a portal run in many steps does not copy its values each time.
-    fn portal_params(&self, def: Option<&Arc<PortalDef>>, query_id: u64) -> (Vec<Param>, Option<u64>) {
+    fn portal_params(
+        &self,
+        def: Option<&Arc<PortalDef>>,
+        query_id: u64,
+    ) -> (Vec<Param>, Option<u64>) {
         match def {
-            Some(d) if !d.params.is_empty() => match d.params_recorded(query_id, self.params_floor) {
+            Some(d) if !d.params.is_empty() => match d.params_recorded(query_id, self.params_floor)
+            {
                 Some(from) => (Vec::new(), Some(from)),
                 None => (d.params.clone(), None),
             },
@@ -389,3 +394,7 @@ mod protocol_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod limits_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing;
