@@ -3,7 +3,10 @@
 //!
 //! Everything lives in a state directory (a temp dir removed at exit, or `--dir`, kept
 //! and reused): `jitgate.yaml`, `secrets/` (upstream role password, admin token, the two
-//! identities' passwords), `grants.db`, `audit.jsonl`, and the cluster's `pgdata/`.
+//! identities' passwords, the audit signing key pair), `grants.db`, `audit.jsonl` with
+//! its signed `audit.checkpoints.jsonl`, and the cluster's `pgdata/`. The signing key
+//! makes the demo's log show what `jitgate audit verify` catches: edits, deletions,
+//! reordering and a cut tail.
 //!
 //! Two identities: `alice` (a DBA who asks for access; she gets a ready grant so the psql
 //! line works at once) and `bob` (in group `dbas`, who approves). The policy has one rule,
@@ -45,6 +48,8 @@ pub const RULE: &str = "demo-write";
 pub const TARGET: &str = "demo";
 pub const ROLE: &str = "readwrite";
 const UPSTREAM_USER: &str = "demo_rw";
+/// The audit signing key in `secrets/` (made by [`signing_key`]).
+const SIGNING_KEY: &str = "audit-signing.key";
 const DATABASE: &str = "demo";
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -93,6 +98,16 @@ fn free_port() -> Result<u16, Error> {
     Ok(port)
 }
 
+/// Makes the audit signing key pair in `secrets` unless an earlier run in the same
+/// `--dir` did; returns whether it is new.
+fn signing_key(secrets: &Path) -> Result<bool, Error> {
+    if secrets.join(SIGNING_KEY).exists() {
+        return Ok(false);
+    }
+    jitgate_audit::write_key_pair(secrets)?;
+    Ok(true)
+}
+
 /// Creates the upstream role and database if they are not there yet.
 fn prepare_database(cluster: &PgCluster, password: &str) -> Result<(), Error> {
     let exists = cluster.psql(
@@ -137,7 +152,7 @@ fn config_yaml(
          identities:\n  {IDENTITY}:\n    scram_verifier: \"{verifier}\"\n  {APPROVER}:\n    scram_verifier: \"{approver_verifier}\"\n\
          targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {DATABASE}\n    tls: {{ mode: disable }}\n    roles:\n      {ROLE}:\n        user: {UPSTREAM_USER}\n        password_file: secrets/{UPSTREAM_USER}.password\n\
          store:\n  sqlite: grants.db\n\
-         audit:\n  path: audit.jsonl\n  durability: write\n\
+         audit:\n  path: audit.jsonl\n  durability: write\n  signing_key_file: secrets/{SIGNING_KEY}\n\
          admin:\n  listen: 127.0.0.1:{admin_port}\n  token_file: secrets/admin.token\n\
          policy:\n  groups:\n    dbas: [{APPROVER}]\n  rules:\n    - name: {RULE}\n      requesters: {{ identities: [{IDENTITY}] }}\n      targets: [{TARGET}]\n      roles: [{ROLE}]\n      max_duration: 2h\n      reason: required\n      approvals: {{ count: 1, from: [dbas] }}\n      pending_timeout: 30m\n      break_glass: {{ max_duration: 15m, review_by: [dbas] }}\n\
          notifications:\n  expiring_soon: 2m\n",
@@ -168,6 +183,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let identity_password = secret_file(&secrets.join(format!("{IDENTITY}.password")))?;
     let approver_password = secret_file(&secrets.join(format!("{APPROVER}.password")))?;
     secret_file(&secrets.join("admin.token"))?;
+    let new_key = signing_key(&secrets)?;
 
     eprintln!("jitgate demo: starting a throwaway PostgreSQL…");
     let pg_dir = args.dir.as_ref().map(|_| state_dir.clone());
@@ -198,8 +214,16 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         free_port()?,
     );
     write_private(&config_path, &yaml)?;
-    let config = config::load(&config_path)?;
+    let mut config = config::load(&config_path)?;
     let audit_path = config.audit.path.clone();
+    if new_key && std::fs::metadata(&audit_path).is_ok_and(|m| m.len() > 0) {
+        // A --dir from a jitgate that did not sign checkpoints yet: its log has none, which
+        // the writer refuses unless acknowledged. Say so in the log and go on.
+        config.audit.acknowledge_cut = Some(jitgate_audit::CutAcknowledgement {
+            reason: "jitgate demo: checkpoint signing enabled for an existing demo log".into(),
+            by: "jitgate demo".into(),
+        });
+    }
 
     let server = serve::start(config).await?;
     let grant = server
@@ -233,19 +257,26 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     .with_grant(grant.id);
     server.audit.write(issued).await?;
 
-    println!(
-        "{}",
-        tour(
-            &server,
-            &cluster,
-            &config_path,
-            &audit_path,
-            (&identity_password, &approver_password),
-            &grant
-        )
+    // Listen for Ctrl-C/SIGTERM before the tour is printed: whoever reads it may stop the
+    // demo at once, and a signal before the listener exists would kill it uncleanly.
+    let stop = stop_signal();
+    let tour = tour(
+        &server,
+        &cluster,
+        &config_path,
+        &audit_path,
+        (&identity_password, &approver_password),
+        &grant,
     );
+    {
+        // The demo keeps running (its PostgreSQL must be stopped cleanly) even when
+        // nobody reads its stdout any more: a closed pipe is not a reason to exit.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{tour}").and_then(|()| out.flush());
+    }
 
-    serve::shutdown_signal().await;
+    stop.await;
     eprintln!("\njitgate demo: stopping…");
     let stopped = server.stop().await;
     let cluster_stop = tokio::task::spawn_blocking(move || cluster.stop()).await;
@@ -256,6 +287,29 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         eprintln!("jitgate demo: state kept in {}", state_dir.display());
     }
     stopped
+}
+
+/// Resolves at SIGINT or SIGTERM; both are listened for from the moment it returns.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            match (interrupt, terminate) {
+                (Some(mut i), Some(mut t)) => {
+                    tokio::select! {
+                        _ = i.recv() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                _ => serve::shutdown_signal().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    serve::shutdown_signal()
 }
 
 fn tour(
@@ -316,6 +370,10 @@ fn tour(
     let _ = writeln!(
         s,
         "  {jg} audit replay --session <session_id from audit tail>"
+    );
+    let _ = writeln!(
+        s,
+        "  {jg} audit verify                # hash chain + signed checkpoints: edits, deletions, a cut tail"
     );
     let dir = config_path.parent().unwrap_or(Path::new("."));
     let server_url = format!("http://{}", server.admin_addr);

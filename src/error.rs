@@ -22,6 +22,24 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// `jitgate login` would have sent a password in clear text across a network.
+    #[error(
+        "refusing to send your password over plain HTTP to {url}: it is not a loopback address, \
+         so anyone on the network path could read the password. Use the server's https:// \
+         address (the server needs admin.tls: {{ cert_file, key_file }}; give --ca-file if its \
+         certificate is from a private CA), or log in on the server's own host through \
+         http://127.0.0.1:<port>"
+    )]
+    PlainHttpLogin { url: String },
+
+    /// The admin API's address is not a URL jitgate can use.
+    #[error("{url:?} is not a usable jitgate API address ({detail}); expected e.g. https://jitgate.example.com:6433")]
+    AdminUrl { url: String, detail: String },
+
+    /// The CA certificates to verify an https admin API with cannot be used.
+    #[error("CA file {}: {detail}", path.display())]
+    AdminCaFile { path: PathBuf, detail: String },
+
     /// The admin API refused the request; `message` is its own explanation.
     #[error("{message}")]
     Admin { status: u16, message: String },

@@ -12,6 +12,8 @@
 //! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
 //! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
 //! - `runtime`: the tokio runtime of the binary, shaped by `runtime:` in the config.
+//! - `stdout`: printing that ends quietly on a closed pipe (`jitgate … | head`).
+//! - `witness`: the PostgreSQL grant store as the audit checkpoints' witness.
 
 pub mod api;
 pub mod config;
@@ -23,5 +25,7 @@ pub mod notify;
 pub mod pgcluster;
 pub mod runtime;
 pub mod serve;
+pub mod stdout;
+pub mod witness;
 
 pub use error::{ConfigError, Error};

@@ -84,7 +84,10 @@ async fn run(cli: Cli, loaded: Option<config::Config>) -> Result<()> {
         Command::Audit(AuditCmd::Sessions(cmd)) => cli::audit_query::sessions(&config_path, cmd),
         Command::Audit(AuditCmd::Search(cmd)) => cli::audit_query::search(&config_path, cmd),
         Command::Audit(AuditCmd::Export(cmd)) => cli::audit_query::export(&config_path, cmd),
-        Command::Audit(AuditCmd::Verify(cmd)) => cli::audit_verify::verify(&config_path, cmd),
+        Command::Audit(AuditCmd::Verify(cmd)) => cli::audit_verify::verify(&config_path, cmd).await,
         Command::Audit(AuditCmd::Keygen(cmd)) => cli::audit_verify::keygen(cmd),
+        Command::Audit(AuditCmd::AcknowledgeTruncation(cmd)) => {
+            cli::audit_verify::acknowledge(&config_path, cmd).await
+        }
     }
 }

@@ -50,19 +50,30 @@ pub struct Server {
 
 /// Opens the configured grant store.
 pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn GrantStore>, Error> {
+    Ok(open_store_and_witness(cfg).await?.0)
+}
+
+/// Opens the configured grant store; a PostgreSQL store is also returned as itself, to
+/// serve as the audit witness.
+async fn open_store_and_witness(
+    cfg: &StoreConfig,
+) -> Result<(Arc<dyn GrantStore>, Option<Arc<PostgresStore>>), Error> {
     Ok(match &cfg.backend {
-        StoreSettings::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreSettings::Sqlite(path) => (Arc::new(SqliteStore::open(path)?), None),
         StoreSettings::Postgres {
             conninfo,
             connect_timeout,
             pool_size,
+            tls,
         } => {
             let options = PostgresStoreOptions {
                 connect_timeout: *connect_timeout,
                 pool_size: usize::try_from(*pool_size).unwrap_or(4),
+                tls: tls.clone(),
                 ..PostgresStoreOptions::default()
             };
-            Arc::new(PostgresStore::connect(conninfo.expose(), options).await?)
+            let store = Arc::new(PostgresStore::connect(conninfo.expose(), options).await?);
+            (store.clone(), Some(store))
         }
     })
 }
@@ -82,7 +93,13 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
 
 /// Opens the store and the audit log, binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Server, Error> {
-    let (audit, audit_guard) = AuditWriter::start(config.audit.clone())?;
+    let mut audit_config = config.audit.clone();
+    if let (Some(witness), Some(key)) = (&config.witness, &config.audit.signing_key) {
+        // A log cut back together with its checkpoints file is refused too.
+        audit_config.witnessed =
+            crate::witness::newest(&config.store.backend, witness, &key.public()).await;
+    }
+    let (audit, audit_guard) = AuditWriter::start(audit_config)?;
     start_with_audit(config, audit, Some(audit_guard)).await
 }
 
@@ -94,7 +111,10 @@ pub async fn start_with_audit(
     audit: AuditWriter,
     audit_guard: Option<WriterGuard>,
 ) -> Result<Server, Error> {
-    let store = open_store(&config.store).await?;
+    let (store, postgres) = open_store_and_witness(&config.store).await?;
+    if let (Some(witness), Some(postgres)) = (&config.witness, postgres) {
+        crate::witness::attach(&audit, postgres, witness.log.clone())?;
+    }
     let engine = Engine::new(store, Arc::new(SystemClock), config.catalog.clone())
         .with_rules(config.rules.clone());
     let registry = SessionRegistry::new();
@@ -147,7 +167,10 @@ pub async fn start_with_audit(
         identities,
         mock_secret: rand::random(),
     };
-    let admin_task = tokio::spawn(api::serve(admin_listener, state, shutdown.clone()));
+    let admin_task = match config.admin_tls {
+        Some(tls) => tokio::spawn(api::serve_tls(admin_listener, state, shutdown.clone(), tls)),
+        None => tokio::spawn(api::serve(admin_listener, state, shutdown.clone())),
+    };
     tracing::info!(%proxy_addr, %admin_addr, audit = ?audit.path(), "jitgate is serving");
     Ok(Server {
         proxy_addr,

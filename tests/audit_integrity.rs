@@ -284,6 +284,9 @@ fn integrity_settings_are_resolved_and_validated_by_field() {
             "audit.checkpoint_interval",
             "signing_key_file",
         ),
+        ("  witness: store\n", "audit.witness", "store.postgres"),
+        ("  witness: somewhere\n", "audit.witness", "store"),
+        ("  witness_log: \"\"\n", "audit.witness_log", "empty"),
     ];
     for (yaml, field, needle) in cases {
         let (_dir, path) = config_with_audit(yaml);
@@ -319,6 +322,12 @@ fn integrity_settings_are_resolved_and_validated_by_field() {
     assert_eq!(err.field_path(), Some("audit.signing_key_file"), "{err}");
     assert!(err.to_string().contains("PKCS#8"), "{err}");
     assert!(!err.to_string().contains("AAAA"), "{err}");
+
+    // The witness: none with the SQLite store; verify --witness says why.
+    let (_dir, path) = config_with_audit("");
+    assert_eq!(config::load(&path).unwrap().witness, None);
+    let err = config::load_witness(&path).unwrap_err();
+    assert!(err.to_string().contains("store.postgres"), "{err}");
 }
 
 fn free_port() -> u16 {
@@ -359,12 +368,15 @@ fn audited_statements(live: &Path, marker: &str) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_pgbench_loses_no_executed_statement_and_the_log_verifies() {
     let mut env = Env::start("crash").await;
-    env.grant(ALICE, Duration::from_secs(600)).await;
     keygen(env.dir.path());
     add_audit_settings(
         &env,
         "  signing_key_file: keys/audit-signing.key\n  rotate_size: 64KiB\n  compress: true\n  checkpoint_every: 200\n",
     );
+    // Signing from the first event: a key configured for a log that already holds
+    // events is refused until acknowledged (its checkpoints could have been deleted).
+    env.restart().await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
     let (proxy_port, admin_port) = (free_port(), free_port());
     env.server.take().unwrap().stop().await.unwrap();
     let yaml = std::fs::read_to_string(&env.config_path)
@@ -541,4 +553,490 @@ async fn kill_9_under_pgbench_loses_no_executed_statement_and_the_log_verifies()
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("torn"), "{stdout}");
     assert!(stdout.contains(&format!("..{next},")), "{stdout}");
+}
+
+/// Runs `jitgate serve` and waits (bounded) for it to exit by itself.
+fn serve_expecting_exit(env: &Env) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config", env.config_path.to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("jitgate serve did not refuse the cut-back log: still running after 120 s");
+        }
+    }
+}
+
+/// Cuts the last `n` lines off `live`; returns the `seq` of the first one cut.
+fn cut_lines(live: &Path, n: usize) -> u64 {
+    let content = std::fs::read_to_string(live).unwrap();
+    let lines: Vec<&str> = content.lines().collect();
+    let keep = lines.len() - n;
+    let first_cut: jitgate_audit::Event = serde_json::from_str(lines[keep]).unwrap();
+    let kept: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(live, kept).unwrap();
+    first_cut.seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_cut_back_log_until_the_loss_is_acknowledged() {
+    let mut env = Env::start("cutback").await;
+    keygen(env.dir.path());
+    add_audit_settings(&env, "  signing_key_file: keys/audit-signing.key\n");
+    env.restart().await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..5 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let live = env.audit_path();
+    let checkpoints = jitgate_audit::checkpoints_path(&live);
+    assert!(verify_cli(&env, &[]).status.success());
+
+    // The checkpoints file deleted or emptied: with a key configured, verify fails.
+    let saved = std::fs::read(&checkpoints).unwrap();
+    std::fs::write(&checkpoints, "").unwrap();
+    let out = verify_cli(&env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("holds no checkpoint"), "{}", text(&out));
+    std::fs::remove_file(&checkpoints).unwrap();
+    let out = verify_cli(&env, &["--public-key", "keys/audit-signing.pub"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is missing"), "{}", text(&out));
+    std::fs::write(&checkpoints, &saved).unwrap();
+
+    // Cut the tail at a line boundary while jitgate is stopped.
+    let last = jitgate_audit::read_events(&live)
+        .unwrap()
+        .last()
+        .unwrap()
+        .unwrap()
+        .seq;
+    let first_cut = cut_lines(&live, 3);
+    let out = verify_cli(&env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cut off"), "{}", text(&out));
+
+    // jitgate refuses to start, says what happened and how to acknowledge it.
+    let out = serve_expecting_exit(&env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        format!("ends at seq {}", first_cut - 1),
+        format!("covers up to seq {last}"),
+        format!("events {first_cut}..{last} were removed while jitgate was stopped"),
+        "jitgate audit acknowledge-truncation --reason".to_owned(),
+    ] {
+        assert!(stderr.contains(&part), "{part:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let config = config::load(&env.config_path).unwrap();
+    let refused = jitgate::serve::start(config).await.map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("were removed"), "{refused}");
+
+    // The operator acknowledges; it is recorded, and jitgate starts again.
+    let cfg = env.config_path.to_str().unwrap();
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "restored from the 02:00 snapshot",
+        ],
+        env.dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "again",
+        ],
+        env.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to acknowledge"),
+        "{}",
+        text(&out)
+    );
+    env.restart().await;
+    let (client, conn) = env.connect().await.unwrap();
+    client.simple_query("SELECT 'after'").await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let ack = env
+        .audit_events()
+        .into_iter()
+        .find(|e| matches!(e.body, EventBody::LogCutAcknowledged { .. }))
+        .expect("the acknowledgement is in the log");
+    assert_eq!(ack.seq, last + 1, "the lost events keep their numbers");
+    match &ack.body {
+        EventBody::LogCutAcknowledged {
+            lost_from,
+            lost_to,
+            reason,
+            ..
+        } => {
+            assert_eq!((*lost_from, *lost_to), (Some(first_cut), Some(last)));
+            assert!(reason.contains("02:00 snapshot"));
+        }
+        _ => unreachable!(),
+    }
+    let out = verify_cli(&env, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("note: events {first_cut}..{last} were lost")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("02:00 snapshot"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_commands_end_quietly_when_stdout_is_closed() {
+    let env = Env::start("pipe").await;
+    let grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..20 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    let session = env
+        .audit_events()
+        .into_iter()
+        .find_map(|e| e.session_id)
+        .unwrap()
+        .to_string();
+    // The CLI's config names the admin API's real address (the server bound port 0).
+    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
+    let admin = env.server().admin_addr;
+    let yaml = yaml.replacen(
+        "admin:\n  listen: 127.0.0.1:0\n",
+        &format!("admin:\n  listen: {admin}\n"),
+        1,
+    );
+    assert!(yaml.contains(&admin.to_string()));
+    let cli_config = env.dir.path().join("cli.yaml");
+    std::fs::write(&cli_config, yaml).unwrap();
+    let cfg = cli_config.to_str().unwrap().to_owned();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["audit", "tail"],
+        vec!["audit", "replay", "--session", &session],
+        vec!["audit", "replay", "--session", &session, "--format", "json"],
+        vec!["audit", "search"],
+        vec!["audit", "search", "--json"],
+        vec!["audit", "sessions"],
+        vec!["audit", "export"],
+        vec!["audit", "export", "--format", "csv"],
+        vec!["audit", "verify"],
+        vec!["grants"],
+        vec!["grants", "--json"],
+        vec!["sessions"],
+        vec!["check-config"],
+    ];
+    let _ = &grant;
+    for args in commands {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jitgate"));
+        cmd.args(&args)
+            .args(["--config", &cfg])
+            .current_dir(env.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        // The reader goes away before the command prints anything (`| head -0`).
+        drop(child.stdout.take());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    env.stop().await;
+}
+
+/// A database (and owner) on the test cluster for a PostgreSQL grant store; returns its
+/// name and a file holding its URL.
+async fn store_database(dir: &Path) -> (String, PathBuf) {
+    let name = common::unique_name("wstore");
+    let owner = format!("{name}_owner");
+    let password = format!("pw-{name}");
+    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
+    tokio::task::spawn_blocking(move || {
+        let cluster = common::cluster();
+        cluster.create_role(&o, &p).unwrap();
+        cluster.create_database(&n, &o).unwrap();
+    })
+    .await
+    .unwrap();
+    let url = common::cluster().url(&owner, &password, &name);
+    let path = dir.join("store.url");
+    std::fs::write(&path, &url).unwrap();
+    (name, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let (store_db, url_file) = store_database(store_dir.path()).await;
+    let store = format!(
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}",
+        url_file.display()
+    );
+    let mut env = Env::start_config(
+        "witness",
+        harness::EnvConfig {
+            store: Some(&store),
+            ..harness::EnvConfig::default()
+        },
+    )
+    .await;
+    keygen(env.dir.path());
+    add_audit_settings(
+        &env,
+        "  signing_key_file: keys/audit-signing.key\n  checkpoint_every: 5\n  witness_log: test-log\n",
+    );
+    env.restart().await;
+    env.grant(ALICE, Duration::from_secs(600)).await;
+    let (client, conn) = env.connect().await.unwrap();
+    for i in 0..30 {
+        client.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(client);
+    let _ = conn.await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let live = env.audit_path();
+    let checkpoints = jitgate_audit::checkpoints_path(&live);
+    let local: Vec<String> = std::fs::read_to_string(&checkpoints)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let last_checkpointed = |lines: &[String]| {
+        lines
+            .iter()
+            .map(|l| {
+                jitgate_audit::checkpoint::parse_and_check(l.as_bytes(), None)
+                    .unwrap()
+                    .last_seq
+            })
+            .max()
+            .unwrap()
+    };
+
+    // The store holds every checkpoint (stopping waits for the witness to catch up).
+    let db = store_db.clone();
+    let witnessed = tokio::task::spawn_blocking(move || {
+        common::cluster()
+            .psql(
+                &db,
+                "SELECT count(*) || ' ' || max(last_seq) FROM jitgate_audit_checkpoints \
+                 WHERE log = 'test-log'",
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        witnessed.trim(),
+        format!("{} {}", local.len(), last_checkpointed(&local)),
+        "{local:?}"
+    );
+    let out = verify_cli(&env, &["--witness"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "witness:     {} checkpoint(s) in grant store table jitgate_audit_checkpoints, log test-log",
+            local.len()
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // Log and checkpoints file cut back together, to an earlier checkpoint: offline,
+    // nothing shows; the witness does.
+    let keep_cps: Vec<String> = local[..local.len() / 2].to_vec();
+    let keep_to = last_checkpointed(&keep_cps);
+    let content = std::fs::read_to_string(&live).unwrap();
+    let kept: Vec<&str> = content
+        .lines()
+        .take_while(|l| serde_json::from_str::<jitgate_audit::Event>(l).unwrap().seq <= keep_to)
+        .collect();
+    std::fs::write(&live, kept.join("\n") + "\n").unwrap();
+    std::fs::write(&checkpoints, keep_cps.join("\n") + "\n").unwrap();
+    let out = verify_cli(&env, &[]);
+    assert!(
+        out.status.success(),
+        "a consistent cut passes offline: {}",
+        text(&out)
+    );
+    let out = verify_cli(&env, &["--witness"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("the witness (grant store table"), "{all}");
+    assert!(all.contains("cut off"), "{all}");
+    assert!(all.contains(&format!("seq {}", keep_to + 1)), "{all}");
+
+    // And with the checkpoints file gone as well.
+    let saved = std::fs::read(&checkpoints).unwrap();
+    std::fs::remove_file(&checkpoints).unwrap();
+    let out = verify_cli(
+        &env,
+        &["--witness", "--public-key", "keys/audit-signing.pub"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the witness (grant store table"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&checkpoints, saved).unwrap();
+
+    // jitgate refuses to start on it (the local checkpoints alone would not tell)...
+    let witness_last = last_checkpointed(&local);
+    let refused = jitgate::serve::start(config::load(&env.config_path).unwrap())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the witness, grant store table"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!(
+            "events {}..{witness_last} were removed",
+            keep_to + 1
+        )),
+        "{refused}"
+    );
+    // ...until the loss is acknowledged; then the log verifies against the witness too.
+    let cfg = env.config_path.to_str().unwrap();
+    let out = jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            "witness test",
+        ],
+        env.dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    env.restart().await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let out = verify_cli(&env, &["--witness"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "note: events {}..{witness_last} were lost",
+            keep_to + 1
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Ends a spawned process (SIGTERM) if a test fails before it does.
+struct Terminate(u32);
+
+impl Drop for Terminate {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_signs_checkpoints_so_verify_catches_a_cut_tail() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Terminate(child.id());
+    let stdout = child.stdout.take().unwrap();
+    let tour = tokio::task::spawn_blocking(move || {
+        let mut tour = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            tour.push_str(&line);
+            tour.push('\n');
+            if line.contains("Ctrl-C stops") {
+                break;
+            }
+        }
+        tour
+    });
+    let tour = tokio::time::timeout(Duration::from_secs(180), tour)
+        .await
+        .expect("the demo printed its tour within 3 minutes")
+        .unwrap();
+    assert!(tour.contains("audit verify"), "{tour}");
+    drop(guard); // SIGTERM: the demo stops, writing its shutdown checkpoint
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let config = state.join("jitgate.yaml");
+    let verify = |dir: &Path| {
+        jitgate(
+            &["audit", "verify", "--config", config.to_str().unwrap()],
+            dir,
+        )
+    };
+    let out = verify(dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("signature(s) valid"), "{stdout}");
+    assert!(stdout.contains("OK: the audit log is intact"), "{stdout}");
+
+    // Cut the tail: caught.
+    let live = state.join("audit.jsonl");
+    let first_cut = cut_lines(&live, 1);
+    let out = verify(dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cut off"), "{stderr}");
+    assert!(stderr.contains(&format!("seq {first_cut}")), "{stderr}");
 }

@@ -184,6 +184,7 @@ fn tls_example_loads() {
     let config = config::load(&path).unwrap();
     let tls = config.proxy.tls.as_ref().expect("client TLS configured");
     assert_eq!(tls.alpn_protocols, [b"postgresql".to_vec()]);
+    assert!(config.proxy.tls_required);
     let prod = &config.proxy.targets["prod"];
     match &prod.tls {
         UpstreamTls::VerifyFull { server_name, .. } => assert_eq!(server_name, "db.internal"),
@@ -341,20 +342,43 @@ fn workflow_sections_name_the_field_that_is_wrong() {
     // Store: exactly one backend.
     let both = base_yaml().replace(
         "store: { sqlite: grants.db }",
-        "store: { sqlite: grants.db, postgres: { url_env: CFGTEST_STORE_URL } }",
+        "store: { sqlite: grants.db, postgres: { url_env: CFGTEST_STORE_URL, tls: { mode: disable } } }",
     );
     assert_names(&load_err(&both), "store", "not both");
     let neither = base_yaml().replace("store: { sqlite: grants.db }", "store: {}");
     assert_names(&load_err(&neither), "store", "missing grant store");
     let unset = base_yaml().replace(
         "store: { sqlite: grants.db }",
-        "store: { postgres: { url_env: CFGTEST_UNSET_STORE_URL } }",
+        "store: { postgres: { url_env: CFGTEST_UNSET_STORE_URL, tls: { mode: disable } } }",
     );
     assert_names(
         &load_err(&unset),
         "store.postgres.url_env",
         "CFGTEST_UNSET_STORE_URL",
     );
+    // TLS to the store is a choice the operator makes: no tls is an error, and a CA
+    // without verification is refused.
+    let no_tls = base_yaml().replace(
+        "store: { sqlite: grants.db }",
+        "store: { postgres: { url_env: CFGTEST_UNSET_STORE_URL } }",
+    );
+    let err = load_err(&no_tls).to_string();
+    assert!(err.contains("tls"), "{err}");
+    let ca_without_verify = base_yaml().replace(
+        "store: { sqlite: grants.db }",
+        "store: { postgres: { url_env: PATH, tls: { mode: disable, ca_file: ca.pem } } }",
+    );
+    assert_names(
+        &load_err(&ca_without_verify),
+        "store.postgres.tls.ca_file",
+        "only meaningful with mode: verify-full",
+    );
+    let weak = base_yaml().replace(
+        "store: { sqlite: grants.db }",
+        "store: { postgres: { url_env: PATH, tls: { mode: require } } }",
+    );
+    let err = load_err(&weak).to_string();
+    assert!(err.contains("unknown variant `require`"), "{err}");
 
     // Policy: validated against what the config defines, with the rule's path.
     let unknown_role = format!(

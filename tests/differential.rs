@@ -28,7 +28,10 @@
 //! audit's recorded outcome only, never from what the test sent, and each was checked
 //! against PostgreSQL 15.18 (the test [`exclusion_rules_match_the_server`] repeats the
 //! check on every run); see `differential/rules.rs`:
-//! - `skipped: true`: the audit says the server never ran it.
+//! - `skipped: true`: the audit says the server never ran it — except a statement
+//!   jitgate's guard refused (`jitgate refused …`, or 25P02 when the substitute met a
+//!   failed transaction): the server ran and logged the substitute `DO $jitgate$ …` in
+//!   its place, and that is what it is compared with (`rules.rs :: guard_refused`).
 //! - simple Query with SQLSTATE `42601`: `exec_simple_query` runs the raw parser
 //!   (`pg_parse_query`) before the `log_statement` check, so a syntax error is raised
 //!   before anything is logged; the text appears only as `STATEMENT:` after the `ERROR:`.

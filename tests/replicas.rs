@@ -48,7 +48,7 @@ async fn env_on_shared_store(prefix: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let (_, url_file) = store_database(dir.path()).await;
     let store = format!(
-        "postgres:\n  url_file: {}\n  connect_timeout: 2s\nreconcile_interval: 60s",
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}\nreconcile_interval: 60s",
         url_file.display()
     );
     let env = Env::start_config(
@@ -169,7 +169,7 @@ async fn a_replica_without_its_store_admits_nobody_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let (store_db, url_file) = store_database(dir.path()).await;
     let store = format!(
-        "postgres:\n  url_file: {}\n  connect_timeout: 2s",
+        "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}",
         url_file.display()
     );
     let env = Env::start_config(

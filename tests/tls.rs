@@ -35,6 +35,9 @@ async fn client_tls_env(prefix: &str, ca: &Ca) -> TlsEnv {
         upstream_tls: "{ mode: disable }",
         files: &[("ca.pem", ca.pem())],
         upstream_port: None,
+        tls_required: false,
+        admin_tls: None,
+        store: None,
     })
     .await;
     env.grant(Duration::from_secs(600)).await;
@@ -126,7 +129,7 @@ async fn psql_over_tls_require_and_verify_full_and_plain_still_works() {
         describe(&out)
     );
 
-    // The config has no "TLS required" switch, so plain clients are still served.
+    // Without tls.required, plain clients are still served (tests/transit.rs has it on).
     let (info, out) = psql_session(&env, "disable").await;
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
@@ -217,6 +220,9 @@ async fn upstream_tls_env_at(
         upstream_tls,
         files: &[("upstream-ca.pem", ca_pem)],
         upstream_port: port,
+        tls_required: false,
+        admin_tls: None,
+        store: None,
     })
     .await;
     env.grant(Duration::from_secs(600)).await;

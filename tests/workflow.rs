@@ -224,6 +224,35 @@ async fn login_request_approve_connect_extend_revoke() {
     );
     client.simple_query("SELECT 2").await.unwrap();
 
+    // Two more pending extensions, each within the rule's 2h alone (about 45m left +
+    // 60m), not together: the second approval is refused, the grant keeps the first.
+    let hour = ExtendBody {
+        duration: "60m".into(),
+        reason: Some("one more hour".into()),
+        ticket: None,
+    };
+    let first = alice.extend(id, &hour, None).await.unwrap().grant.grant.id;
+    let second = alice.extend(id, &hour, None).await.unwrap().grant.grant.id;
+    carol
+        .decide(first, Decision::Approve, &DecisionBody::default())
+        .await
+        .unwrap();
+    let (code, message) = status(
+        carol
+            .decide(second, Decision::Approve, &DecisionBody::default())
+            .await,
+    );
+    assert_eq!(code, 409, "{message}");
+    assert!(message.contains("latest allowed end"), "{message}");
+    let sessions = admin(&env).sessions().await.unwrap();
+    assert_eq!(
+        sessions[0].deadline,
+        new_end
+            .checked_add(jiff::SignedDuration::from_mins(60))
+            .unwrap(),
+        "only the first extension applied"
+    );
+
     // Revoke ends it at once.
     let revoked = admin(&env)
         .revoke(
@@ -268,6 +297,12 @@ async fn login_request_approve_connect_extend_revoke() {
             "requested",
             "approved",
             "activated",
+            "extension_requested",
+            "approved",
+            "extended",
+            // The two one-hour extensions: the first applied, the second refused (a
+            // refused approval writes nothing).
+            "extension_requested",
             "extension_requested",
             "approved",
             "extended"

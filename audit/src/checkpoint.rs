@@ -43,6 +43,10 @@ pub enum CheckpointReason {
     Rotation,
     /// jitgate shut down.
     Shutdown,
+    /// The writer opened the log: pins what it found (the end of the log, or `last_seq`
+    /// 0 for an empty log), so the checkpoints file is never empty while a key is
+    /// configured, and events written just before a crash get covered.
+    Start,
 }
 
 /// One checkpoint line.

@@ -70,6 +70,16 @@ pub enum AuditError {
         reason: String,
     },
 
+    /// The log ends before its last signed checkpoint (or its checkpoints are gone while
+    /// it holds events): it was cut back while jitgate was stopped. The writer refuses to
+    /// open it until an operator acknowledges the loss, which is itself recorded.
+    #[error("{0}")]
+    CutBack(Box<CutBack>),
+
+    /// `acknowledge-truncation` was asked for, but the log is not cut back.
+    #[error("nothing to acknowledge: {0}")]
+    NothingToAcknowledge(String),
+
     /// A recorded parameter value is not in the documented encoding (hand-edited or
     /// corrupted log), so its original bytes cannot be recovered.
     #[error("invalid parameter value in audit event: {0}")]
@@ -84,4 +94,54 @@ pub enum AuditError {
         #[source]
         source: regex::Error,
     },
+}
+
+/// What the writer found when a log was cut back while jitgate was stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutBack {
+    /// The live file of the log.
+    pub log: PathBuf,
+    /// Where the last checkpoint was found: the checkpoints file, or a witness.
+    pub checkpoints: String,
+    /// `seq` of the last event still in the log (`None`: no event left).
+    pub log_ends_at: Option<u64>,
+    /// The last signed checkpoint's `last_seq` and when it was written (`None`: the
+    /// checkpoints file is missing or holds no checkpoint).
+    pub checkpoint: Option<(u64, jiff::Timestamp)>,
+}
+
+impl std::fmt::Display for CutBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = self.log_ends_at.map_or_else(
+            || "holds no event".to_owned(),
+            |s| format!("ends at seq {s}"),
+        );
+        match self.checkpoint {
+            Some((seq, ts)) => write!(
+                f,
+                "audit log {} {end}, but its last signed checkpoint (written {}, in {}) covers up \
+                 to seq {seq}: events {}..{seq} were removed while jitgate was stopped (the file \
+                 was cut back, or its newest file deleted)",
+                self.log.display(),
+                crate::time::display_micros(&ts),
+                self.checkpoints,
+                self.log_ends_at.map_or(1, |s| s + 1),
+            )?,
+            None => write!(
+                f,
+                "audit log {} {end}, but a signing key is configured and {} holds no checkpoint: \
+                 the checkpoints were deleted (the log may have been cut back with them), or \
+                 audit.signing_key_file was just configured for an existing log",
+                self.log.display(),
+                self.checkpoints,
+            )?,
+        }
+        write!(
+            f,
+            ". jitgate refuses to continue a log that lost events. Keep a copy of the files, \
+             look at them with `jitgate audit verify`, then acknowledge the loss with `jitgate \
+             audit acknowledge-truncation --reason \"…\"` (recorded in the audit log as a \
+             log_cut_acknowledged event) and start jitgate again"
+        )
+    }
 }

@@ -359,6 +359,31 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// An operator acknowledged that the log was cut back while jitgate was stopped (it
+    /// ended before its last signed checkpoint, or its checkpoints file was gone). The
+    /// event's `seq` continues after the last checkpointed `seq`, so the lost events keep
+    /// their numbers and the gap stays visible; `prev` chains to the last line that is
+    /// really in the log. A signed checkpoint covering this event follows at once, which is
+    /// what lets `jitgate audit verify` accept the gap (and report it).
+    LogCutAcknowledged {
+        /// The first `seq` that is missing (`None`: unknown, the checkpoints were gone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lost_from: Option<u64>,
+        /// The last `seq` that is missing: the last checkpointed `seq`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lost_to: Option<u64>,
+        /// When that last checkpoint was written.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::time::micros_opt"
+        )]
+        checkpoint_ts: Option<Timestamp>,
+        /// Why the operator accepted it (`--reason`).
+        reason: String,
+        /// Who acknowledged (the OS user running the command).
+        acknowledged_by: String,
+    },
 }
 
 impl EventBody {
@@ -376,6 +401,7 @@ impl EventBody {
             EventBody::GrantRevoked { .. } => "grant_revoked",
             EventBody::GrantTransition { .. } => "grant_transition",
             EventBody::WebhookDelivery { .. } => "webhook_delivery",
+            EventBody::LogCutAcknowledged { .. } => "log_cut_acknowledged",
         }
     }
 }

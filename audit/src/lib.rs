@@ -26,6 +26,7 @@
 //! - [`keys`]: Ed25519 key pairs ([`SigningKey`], [`PublicKey`]) for checkpoints.
 //! - [`checkpoint`]: the signed checkpoint line format.
 //! - [`verify`]: [`verify()`](verify::verify), checking chains and checkpoints.
+//! - [`witness`]: [`Witness`], copies of the checkpoints kept off the log's host.
 //! - [`replay`]: [`transcript`] and [`format_event_line`].
 //! - [`error`]: the crate error type, [`AuditError`].
 
@@ -49,11 +50,12 @@ mod stopped;
 mod summary;
 pub mod time;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 pub use chain::LineHash;
 pub use content::{ContentRules, Redaction};
-pub use error::AuditError;
+pub use error::{AuditError, CutBack};
 pub use event::{
     CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SettingChange,
     StopMethod, Stopped, StoppedWork, SCHEMA_VERSION,
@@ -65,5 +67,9 @@ pub use reader::{read_events, tail, Events};
 pub use replay::{format_event_line, transcript};
 pub use setting::setting_change;
 pub use sqltext::{record_sql, sha256_hex, RecordedSql, DEFAULT_MAX_SQL_BYTES};
-pub use verify::{verify, Problem, ProblemKind, VerifyReport};
-pub use writer::{AuditConfig, AuditHealth, AuditWriter, Durability, Retain, WriterGuard};
+pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyReport, WitnessCheckpoints};
+pub use witness::{Witness, WitnessLine};
+pub use writer::{
+    AuditConfig, AuditHealth, AuditWriter, CutAcknowledgement, Durability, Retain,
+    WitnessedCheckpoint, WriterGuard,
+};

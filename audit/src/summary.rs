@@ -257,5 +257,22 @@ fn details(body: &EventBody) -> String {
                 .map(|e| format!(": {}", one_line(e, SQL_EXCERPT_CHARS)))
                 .unwrap_or_default()
         ),
+        EventBody::LogCutAcknowledged {
+            lost_from,
+            lost_to,
+            reason,
+            acknowledged_by,
+            ..
+        } => {
+            let lost = match (lost_from, lost_to) {
+                (Some(from), Some(to)) => format!("events {from}..{to} lost"),
+                _ => "checkpoints lost".to_owned(),
+            };
+            format!(
+                "{lost}, acknowledged by {}: {}",
+                clean(acknowledged_by, false),
+                one_line(reason, SQL_EXCERPT_CHARS)
+            )
+        }
     }
 }

@@ -62,6 +62,11 @@ pub enum ProblemKind {
     /// Checkpoints exist but no public key was given, so their signatures were not
     /// checked.
     Unsigned,
+    /// A signing key is configured but the checkpoints file is missing or holds no
+    /// checkpoint: they were deleted, and with them the proof of where the log ended.
+    NoCheckpoints,
+    /// The witness could not be read, or holds a checkpoint that is not valid.
+    Witness,
 }
 
 /// The first problem of one kind of check, located as precisely as possible.
@@ -130,6 +135,12 @@ pub struct VerifyReport {
     pub key: Option<PublicKey>,
     /// Notes that do not make the log bad (a torn tail, no checkpoints configured…).
     pub warnings: Vec<String>,
+    /// Losses an operator acknowledged (`log_cut_acknowledged` events): the log passes,
+    /// and these say which events are gone and when that was accepted.
+    pub acknowledged: Vec<String>,
+    /// What the witness held, when one was given: its name, the number of its
+    /// checkpoints and the highest `seq` they cover.
+    pub witness: Option<(String, u64, Option<u64>)>,
     /// What is wrong; empty for a good log.
     pub problems: Vec<Problem>,
 }
@@ -158,6 +169,33 @@ struct Checkpoints {
     first_seq: Option<u64>,
     /// The highest `last_seq` and the line of that checkpoint.
     max: Option<(u64, u64, String)>,
+    /// The witness's highest checkpoint: `last_seq`, `first_seq`, when it was written.
+    witness_max: Option<(u64, u64, jiff::Timestamp)>,
+}
+
+/// Checkpoints copied off the log's host, to check the log against.
+#[derive(Clone, Debug)]
+pub struct WitnessCheckpoints {
+    /// Where they come from, for messages (e.g. `PostgreSQL grant store, log host:/path`).
+    pub source: String,
+    /// The stored checkpoint lines (without `\n`), in any order.
+    pub lines: Vec<Vec<u8>>,
+}
+
+/// The fields of a `log_cut_acknowledged` event that explain a gap in `seq`.
+#[derive(Deserialize)]
+struct AckFields<'a> {
+    kind: &'a str,
+    #[serde(default)]
+    lost_from: Option<u64>,
+    #[serde(default)]
+    lost_to: Option<u64>,
+    #[serde(default)]
+    ts: Option<&'a str>,
+    #[serde(default)]
+    acknowledged_by: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Only what the chain check needs of an event line.
@@ -172,6 +210,17 @@ struct ChainFields {
 /// `key` for checkpoint signatures. Errs only when there is no log at all; everything
 /// found wrong is in [`VerifyReport::problems`].
 pub fn verify(live: &Path, key: Option<&PublicKey>) -> Result<VerifyReport, AuditError> {
+    verify_with(live, key, None)
+}
+
+/// [`verify`], also checking the log against checkpoints kept by a witness off the log's
+/// host: a witness checkpoint the log does not hold means the tail was cut, even when the
+/// local checkpoints file was cut back with it.
+pub fn verify_with(
+    live: &Path,
+    key: Option<&PublicKey>,
+    witness: Option<&WitnessCheckpoints>,
+) -> Result<VerifyReport, AuditError> {
     let cp_path = fileset::checkpoints_path(live);
     let mut report = VerifyReport {
         live: live.to_path_buf(),
@@ -180,7 +229,10 @@ pub fn verify(live: &Path, key: Option<&PublicKey>) -> Result<VerifyReport, Audi
     };
     // Checkpoints first: they only ever cover lines already in the log, so reading the
     // log after them never finds a checkpoint ahead of it on a running jitgate.
-    let checkpoints = read_checkpoints(&cp_path, key, &mut report);
+    let mut checkpoints = read_checkpoints(&cp_path, key, &mut report);
+    if let Some(witness) = witness {
+        add_witness(&mut checkpoints, witness, key, &mut report);
+    }
     // The live file is opened before the closed ones are listed, and a closed file that
     // is that same file (a rotation in between) is skipped, so a rotation while
     // verifying neither hides nor repeats lines.
@@ -258,6 +310,10 @@ fn read_checkpoints(
     let mut out = Checkpoints::default();
     let file = match File::open(path) {
         Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && key.is_some() => {
+            report.problems.push(no_checkpoints(path, "is missing"));
+            return out;
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             report.warnings.push(format!(
                 "no checkpoints file ({}): checkpoints are written only when audit.signing_key_file \
@@ -368,6 +424,12 @@ fn read_checkpoints(
         prev = LineHash::of_line(line);
         last_seq = cp.last_seq;
         out.first_seq = Some(cp.first_seq);
+        out.max = Some((cp.last_seq, line_no, cp.file.clone()));
+        if cp.last_seq == 0 {
+            // A `start` checkpoint of an empty log: covers nothing, matches trivially.
+            report.checkpoints_matched += 1;
+            continue;
+        }
         let covered = out.by_seq.entry(cp.last_seq).or_insert(Covered {
             hash: cp.last_hash,
             line: line_no,
@@ -386,7 +448,11 @@ fn read_checkpoints(
             break;
         }
         covered.count += 1;
-        out.max = Some((cp.last_seq, line_no, cp.file.clone()));
+    }
+    if key.is_some() && report.checkpoints == 0 {
+        report
+            .problems
+            .push(no_checkpoints(path, "holds no checkpoint"));
     }
     if key.is_none() && report.checkpoints > 0 {
         report.problems.push(Problem {
@@ -403,6 +469,87 @@ fn read_checkpoints(
     }
     report.last_checkpointed = out.max.as_ref().map(|m| m.0);
     out
+}
+
+/// The problem of a configured key without checkpoints.
+fn no_checkpoints(path: &Path, what: &str) -> Problem {
+    Problem {
+        kind: ProblemKind::NoCheckpoints,
+        file: path.to_path_buf(),
+        line: None,
+        seq: None,
+        detail: format!(
+            "a signing key is configured but the checkpoints file {what}: jitgate writes a \
+             signed checkpoint as soon as it opens the log, so the checkpoints were deleted or \
+             emptied, and a cut-off tail or a rewritten log cannot be ruled out (check against \
+             a copy of the checkpoints, or with --witness)"
+        ),
+    }
+}
+
+/// Checks the witness's checkpoints (signature, agreement with the local ones) and adds
+/// them to what the log is checked against.
+fn add_witness(
+    out: &mut Checkpoints,
+    witness: &WitnessCheckpoints,
+    key: Option<&PublicKey>,
+    report: &mut VerifyReport,
+) {
+    let file = PathBuf::from(&witness.source);
+    let problem = |seq: Option<u64>, detail: String| Problem {
+        kind: ProblemKind::Witness,
+        file: file.clone(),
+        line: None,
+        seq,
+        detail,
+    };
+    if key.is_none() {
+        report.problems.push(problem(
+            None,
+            "the witness's checkpoints cannot be checked without a public key (pass \
+             --public-key FILE)"
+                .into(),
+        ));
+        return;
+    }
+    for line in &witness.lines {
+        let cp = match checkpoint::parse_and_check(line, key) {
+            Ok(cp) => cp,
+            Err(defect) => {
+                report.problems.push(problem(
+                    None,
+                    format!("a checkpoint held by the witness is not valid: {defect:?}"),
+                ));
+                return;
+            }
+        };
+        if cp.last_seq > 0 {
+            let covered = out.by_seq.entry(cp.last_seq).or_insert(Covered {
+                hash: cp.last_hash,
+                line: 0,
+                count: 0,
+            });
+            if covered.hash != cp.last_hash {
+                report.problems.push(problem(
+                    Some(cp.last_seq),
+                    format!(
+                        "the witness's checkpoint of seq {} disagrees with the checkpoints file \
+                         about that line's hash: one of them was rewritten",
+                        cp.last_seq
+                    ),
+                ));
+                return;
+            }
+        }
+        if out.witness_max.is_none_or(|(max, _, _)| cp.last_seq > max) {
+            out.witness_max = Some((cp.last_seq, cp.first_seq, cp.ts));
+        }
+    }
+    report.witness = Some((
+        witness.source.clone(),
+        witness.lines.len() as u64,
+        out.witness_max.map(|m| m.0),
+    ));
 }
 
 /// The line-by-line walk over the log files.
@@ -591,7 +738,9 @@ impl Walk<'_> {
         }
         match (expected, self.prev_hash) {
             (Some(expected), Some(prev_hash)) => {
-                if seq != expected {
+                if seq > expected && self.acknowledged_gap(line, expected, seq) {
+                    // An acknowledged loss: the chain continues from the line before.
+                } else if seq != expected {
                     let (kind, detail) = if seq > expected && first_of_file {
                         (
                             ProblemKind::Files,
@@ -692,6 +841,36 @@ impl Walk<'_> {
         true
     }
 
+    /// Whether the line is a signed `log_cut_acknowledged` event explaining exactly the
+    /// gap `expected..seq`. Parsed only at a gap, so intact logs pay nothing for it.
+    fn acknowledged_gap(&mut self, line: &[u8], expected: u64, seq: u64) -> bool {
+        let Ok(ack) = serde_json::from_slice::<AckFields>(line) else {
+            return false;
+        };
+        if ack.kind != "log_cut_acknowledged"
+            || ack.lost_from != Some(expected)
+            || ack.lost_to != Some(seq - 1)
+        {
+            return false;
+        }
+        // Anyone can write such a line; only one a signed checkpoint covers is jitgate's
+        // (the hash itself is compared with the checkpoint right after).
+        if !self.checkpoints.by_seq.contains_key(&seq) {
+            return false;
+        }
+        self.report.acknowledged.push(format!(
+            "events {expected}..{} were lost (the log was cut back while jitgate was stopped); \
+             acknowledged at seq {seq}{}{}{}",
+            seq - 1,
+            ack.ts.map(|t| format!(" on {t}")).unwrap_or_default(),
+            ack.acknowledged_by
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            ack.reason.map(|r| format!(": {r}")).unwrap_or_default(),
+        ));
+        true
+    }
+
     /// The first line of the whole set: chained to genesis, or a start that retention
     /// explains.
     fn first_line_of_set(&mut self, seq: u64, prev: LineHash, path: &Path, line_no: u64) -> bool {
@@ -755,6 +934,32 @@ fn check_cut_off(
         .filter(|(&s, _)| start.is_some_and(|start| s < start))
         .map(|(_, c)| c.count)
         .sum();
+    if let Some((max_seq, first_seq, ts)) = checkpoints.witness_max {
+        let local = checkpoints.max.as_ref().map_or(0, |m| m.0);
+        if max_seq > local && last_seen.is_none_or(|last| last < max_seq) && max_seq >= first_seq {
+            let missing_from = last_seen.map_or(1, |l| l + 1);
+            report.problems.insert(
+                0,
+                Problem {
+                    kind: ProblemKind::CutOff,
+                    file: report.live.clone(),
+                    line: None,
+                    seq: Some(missing_from),
+                    detail: format!(
+                        "the log ends at seq {}, but the witness ({}) holds a signed checkpoint \
+                         written {} covering up to seq {max_seq}, and {} stops at seq {local}: \
+                         events {missing_from}..{max_seq} were cut off, and the checkpoints file \
+                         was cut back with them",
+                        last_seen.map_or_else(|| "(none)".to_owned(), |l| l.to_string()),
+                        report.witness.as_ref().map_or("witness", |w| w.0.as_str()),
+                        crate::time::display_micros(&ts),
+                        file_name(cp_path),
+                    ),
+                },
+            );
+            return;
+        }
+    }
     let Some((max_seq, line, file)) = &checkpoints.max else {
         return;
     };

@@ -83,6 +83,35 @@ pub struct AuditConfig {
     /// A checkpoint when this much time passed since the last one and events are not
     /// yet covered. Default 10 s.
     pub checkpoint_interval: Duration,
+    /// Open a log that was cut back (see [`crate::error::CutBack`]) by recording this
+    /// acknowledgement in it; without it such a log is refused. When set and the log is
+    /// not cut back, opening fails with [`AuditError::NothingToAcknowledge`] and writes
+    /// nothing.
+    pub acknowledge_cut: Option<CutAcknowledgement>,
+    /// The newest checkpoint a witness off the host holds (read before opening): when it
+    /// covers more than the log holds, the log was cut back together with the local
+    /// checkpoints file, and opening is refused like any cut-back log.
+    pub witnessed: Option<WitnessedCheckpoint>,
+}
+
+/// The newest checkpoint a witness holds for this log (signature already checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessedCheckpoint {
+    /// Its `last_seq`.
+    pub last_seq: u64,
+    /// When it was written.
+    pub ts: jiff::Timestamp,
+    /// Which witness holds it, for messages.
+    pub source: String,
+}
+
+/// An operator's acknowledgement that a log lost events while jitgate was stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutAcknowledgement {
+    /// Why it is accepted.
+    pub reason: String,
+    /// Who acknowledged it.
+    pub by: String,
 }
 
 /// Retention of closed log files, applied each time a file is closed.
@@ -124,6 +153,8 @@ impl AuditConfig {
             signing_key: None,
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            acknowledge_cut: None,
+            witnessed: None,
         }
     }
 }
@@ -282,6 +313,19 @@ impl AuditWriter {
             closed,
         };
         Ok((writer, guard))
+    }
+
+    /// Copies every checkpoint from now on (starting with the last one written) to
+    /// `witness`, from a thread of its own: the writer never waits for it. Does nothing
+    /// without a signing key (no checkpoints) or on a disabled writer.
+    pub fn attach_witness(
+        &self,
+        witness: Arc<dyn crate::witness::Witness>,
+    ) -> Result<(), AuditError> {
+        match &self.inner {
+            Some(shared) => worker::lock(&shared.worker).attach_witness(witness),
+            None => Ok(()),
+        }
     }
 
     /// Resolves once the event is written to the OS ([`Durability::Write`]) or fsynced

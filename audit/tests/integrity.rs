@@ -647,7 +647,8 @@ async fn age_rotation_and_interval_checkpoints_happen_without_new_events() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let rotated = f.path.with_file_name("audit.000000000001.jsonl").exists();
-        let checkpointed = f.checkpoints().exists() && !lines(&f.checkpoints()).is_empty();
+        // The first line is the `start` checkpoint of the empty log.
+        let checkpointed = lines(&f.checkpoints()).len() > 1;
         if rotated && checkpointed {
             break;
         }
@@ -661,7 +662,11 @@ async fn age_rotation_and_interval_checkpoints_happen_without_new_events() {
     guard.close().await.unwrap();
     let cps = lines(&f.checkpoints());
     assert!(
-        cps[0].contains("\"reason\":\"interval\"") || cps[0].contains("\"reason\":\"rotation\""),
+        cps[0].contains("\"reason\":\"start\"") && cps[0].contains("\"last_seq\":0,"),
+        "{cps:?}"
+    );
+    assert!(
+        cps[1].contains("\"reason\":\"interval\"") || cps[1].contains("\"reason\":\"rotation\""),
         "{cps:?}"
     );
     assert!(
@@ -702,4 +707,263 @@ async fn a_log_being_written_rotated_and_compressed_verifies_at_any_moment() {
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.seqs, Some((1, 500)));
     assert!(report.files.len() >= 10, "{:?}", report.files);
+}
+
+// ---- A log cut back is always caught (issue 17, item 5) ----
+
+/// Shortens `path` to `len` bytes.
+fn truncate_to(path: &Path, len: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Byte offset where the line of `seq` starts in `path`.
+fn offset_of(path: &Path, seq: u64) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let at = text.find(&format!("\"seq\":{seq},")).unwrap();
+    text[..at].rfind('\n').map_or(0, |nl| nl as u64 + 1)
+}
+
+#[tokio::test]
+async fn with_a_key_a_missing_or_empty_checkpoints_file_fails_verify() {
+    let f = Fixture::standard(false).await;
+    std::fs::write(f.checkpoints(), "").unwrap();
+    let report = f.verify();
+    assert_eq!(
+        report.problems[0].kind,
+        ProblemKind::NoCheckpoints,
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[0].detail.contains("holds no checkpoint"),
+        "{}",
+        report.problems[0]
+    );
+    std::fs::remove_file(f.checkpoints()).unwrap();
+    let report = f.verify();
+    assert_eq!(
+        report.problems[0].kind,
+        ProblemKind::NoCheckpoints,
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[0].detail.contains("is missing"),
+        "{}",
+        report.problems[0]
+    );
+    // Without a key it stays a warning: nothing says checkpoints were ever written.
+    assert!(verify(&f.path, None).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_fresh_log_with_a_key_has_a_start_checkpoint_and_verifies() {
+    let f = Fixture::new();
+    f.write(f.config(), 0..0).await;
+    let cps = lines(&f.checkpoints());
+    assert_eq!(cps.len(), 1, "{cps:?}");
+    assert!(cps[0].contains("\"reason\":\"start\""), "{cps:?}");
+    let report = f.verify();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    // Opening again adds nothing: the start checkpoint still covers the log.
+    f.write(f.config(), 0..0).await;
+    assert_eq!(lines(&f.checkpoints()).len(), 1);
+}
+
+#[tokio::test]
+async fn every_way_of_cutting_the_log_back_is_caught() {
+    // The live file cut mid-line (inside seq 90).
+    let f = Fixture::standard(false).await;
+    truncate_to(&f.path, offset_of(&f.path, 90) + 20);
+    let report = f.verify();
+    assert_problem(&report, ProblemKind::CutOff, 90, "audit.jsonl");
+    assert!(
+        report.problems[0].detail.contains("90..100"),
+        "{}",
+        report.problems[0]
+    );
+
+    // The live file cut at a line boundary (before seq 90).
+    let f = Fixture::standard(false).await;
+    truncate_to(&f.path, offset_of(&f.path, 90));
+    assert_problem(&f.verify(), ProblemKind::CutOff, 90, "audit.jsonl");
+
+    // The newest closed file deleted after a rotation left the live file empty (as the
+    // writer leaves it: the live file renamed to its closed name, a new empty one made).
+    let f = Fixture::new();
+    f.write(f.config(), 0..50).await;
+    let newest = f.path.with_file_name("audit.000000000026.jsonl");
+    std::fs::rename(&f.path, &newest).unwrap();
+    std::fs::write(&f.path, "").unwrap();
+    assert!(f.verify().is_ok());
+    std::fs::remove_file(&newest).unwrap();
+    let report = f.verify();
+    assert_eq!(
+        report.problems[0].kind,
+        ProblemKind::CutOff,
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(report.problems[0].seq, Some(26), "{}", report.problems[0]);
+    let err = AuditWriter::start(f.config()).map(|_| ()).unwrap_err();
+    assert!(
+        err.to_string().contains("events 26..50 were removed"),
+        "{err}"
+    );
+
+    // Log and checkpoints cut back consistently: undetectable offline, caught by a
+    // witness that kept the checkpoints.
+    let f = Fixture::standard(false).await;
+    let witness = WitnessCheckpoints {
+        source: "test witness".into(),
+        lines: lines(&f.checkpoints())
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
+    };
+    truncate_to(&f.path, offset_of(&f.path, 90));
+    edit(&f.checkpoints(), |l| {
+        while l
+            .last()
+            .is_some_and(|c| !c.contains("\"last_seq\":80,") && !c.contains("\"last_seq\":75,"))
+        {
+            l.pop();
+        }
+    });
+    let report = f.verify();
+    assert!(
+        report.is_ok(),
+        "consistent cut is not caught offline: {:?}",
+        report.problems
+    );
+    let report = verify_with(&f.path, Some(&f.key.public()), Some(&witness)).unwrap();
+    assert_problem(&report, ProblemKind::CutOff, 90, "audit.jsonl");
+    assert!(
+        report.problems[0].detail.contains("test witness"),
+        "{}",
+        report.problems[0]
+    );
+    // Even with the checkpoints file deleted too.
+    std::fs::remove_file(f.checkpoints()).unwrap();
+    let report = verify_with(&f.path, Some(&f.key.public()), Some(&witness)).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::CutOff),
+        "{:?}",
+        report.problems
+    );
+    // An intact log passes with its witness.
+    let f = Fixture::standard(true).await;
+    let witness = WitnessCheckpoints {
+        source: "test witness".into(),
+        lines: lines(&f.checkpoints())
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
+    };
+    let report = verify_with(&f.path, Some(&f.key.public()), Some(&witness)).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.witness.as_ref().unwrap().2, Some(100));
+}
+
+#[tokio::test]
+async fn the_writer_refuses_a_cut_back_log_until_the_loss_is_acknowledged() {
+    let f = Fixture::standard(false).await;
+    truncate_to(&f.path, offset_of(&f.path, 90) + 7); // mid-line: the torn part goes too
+    let err = AuditWriter::start(f.config()).map(|_| ()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AuditError::CutBack(_)), "{err:?}");
+    for part in [
+        "ends at seq 89",
+        "covers up to seq 100",
+        "events 90..100 were removed while jitgate was stopped",
+        "jitgate audit acknowledge-truncation --reason",
+    ] {
+        assert!(text.contains(part), "{part:?} not in: {text}");
+    }
+    // Refusing wrote nothing.
+    assert!(!lines(&f.checkpoints())
+        .last()
+        .unwrap()
+        .contains("\"reason\":\"start\""));
+
+    let mut cfg = f.config();
+    cfg.acknowledge_cut = Some(CutAcknowledgement {
+        reason: "disk restored from Tuesday's snapshot".into(),
+        by: "ops-oncall".into(),
+    });
+    f.write(cfg.clone(), 0..0).await;
+    let last: Event = serde_json::from_str(lines(&f.path).last().unwrap()).unwrap();
+    assert_eq!(last.seq, 101, "the lost events keep their numbers");
+    assert!(
+        matches!(&last.body, EventBody::LogCutAcknowledged { lost_from: Some(90), lost_to: Some(100), reason, acknowledged_by, .. }
+            if reason.contains("Tuesday") && acknowledged_by == "ops-oncall"),
+        "{last:?}"
+    );
+    let report = f.verify();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(
+        report.acknowledged[0].contains("events 90..100 were lost"),
+        "{:?}",
+        report.acknowledged
+    );
+    assert!(
+        report.acknowledged[0].contains("Tuesday"),
+        "{:?}",
+        report.acknowledged
+    );
+
+    // Now it opens normally and continues after the acknowledgement.
+    f.write(f.config(), 0..2).await;
+    let report = f.verify();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.seqs, Some((1, 103)));
+    // Acknowledging again has nothing to acknowledge, and writes nothing.
+    let before = std::fs::read(&f.path).unwrap();
+    let err = AuditWriter::start(cfg).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, AuditError::NothingToAcknowledge(_)),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&f.path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_forged_acknowledgement_does_not_hide_a_cut() {
+    let f = Fixture::standard(false).await;
+    truncate_to(&f.path, offset_of(&f.path, 90));
+    // Someone without the key appends a well-chained acknowledgement by hand.
+    let last = lines(&f.path).last().unwrap().clone();
+    let mut forged = Event::new(EventBody::LogCutAcknowledged {
+        lost_from: Some(90),
+        lost_to: Some(100),
+        checkpoint_ts: None,
+        reason: "nothing to see".into(),
+        acknowledged_by: "mallory".into(),
+    });
+    forged.seq = 101;
+    forged.prev = Some(LineHash::of_line(last.as_bytes()));
+    edit(&f.path, |l| l.push(serde_json::to_string(&forged).unwrap()));
+    let report = f.verify();
+    assert_problem(&report, ProblemKind::Sequence, 90, "audit.jsonl");
+    assert!(report.acknowledged.is_empty());
+}
+
+#[tokio::test]
+async fn deleted_checkpoints_stop_the_writer_too() {
+    let f = Fixture::standard(false).await;
+    std::fs::remove_file(f.checkpoints()).unwrap();
+    let err = AuditWriter::start(f.config()).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("holds no checkpoint"), "{err}");
+    // A log without a key is not affected.
+    let mut cfg = f.config();
+    cfg.signing_key = None;
+    f.write(cfg, 0..1).await;
 }

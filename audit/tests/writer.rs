@@ -502,3 +502,94 @@ async fn a_batch_on_a_full_disk_fails_inline_and_the_writer_recovers() {
     let report = verify(&path, None).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// A witness in memory: fails while `down`, blocks while `held`.
+#[derive(Default)]
+struct MemWitness {
+    lines: std::sync::Mutex<Vec<WitnessLine>>,
+    down: std::sync::atomic::AtomicBool,
+    held: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl Witness for MemWitness {
+    fn name(&self) -> String {
+        "memory".into()
+    }
+    fn store(&self, lines: &[WitnessLine]) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            held = self.release.wait(held).unwrap();
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err("connection refused".into());
+        }
+        let mut stored = self.lines.lock().unwrap();
+        for l in lines {
+            if !stored.contains(l) {
+                stored.push(l.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_reach_the_witness_without_slowing_the_writer_even_when_it_is_down_or_stuck() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut cfg = AuditConfig::new(&path);
+    let key = SigningKey::generate();
+    cfg.signing_key = Some(key.clone());
+    cfg.checkpoint_every = 10;
+    cfg.checkpoint_interval = Duration::from_secs(3600);
+    let witness = std::sync::Arc::new(MemWitness::default());
+    let (writer, guard) = AuditWriter::start(cfg).unwrap();
+    // Stuck: every store call blocks. Writing goes on regardless.
+    *witness.held.lock().unwrap() = true;
+    writer.attach_witness(witness.clone()).unwrap();
+    let started = std::time::Instant::now();
+    write_n(&writer, 1, 100).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "writes waited for the witness: {:?}",
+        started.elapsed()
+    );
+    // Down: calls fail and are retried.
+    witness.down.store(true, Ordering::SeqCst);
+    *witness.held.lock().unwrap() = false;
+    witness.release.notify_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while witness.calls.load(Ordering::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no retries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_n(&writer, 2, 15).await;
+    // Back: everything queued arrives, the shutdown checkpoint too.
+    witness.down.store(false, Ordering::SeqCst);
+    guard.close().await.unwrap();
+    let stored = witness.lines.lock().unwrap().clone();
+    let local: Vec<Vec<u8>> = std::fs::read_to_string(checkpoints_path(&path))
+        .unwrap()
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    let stored_lines: Vec<Vec<u8>> = stored.iter().map(|l| l.line.clone()).collect();
+    // The start checkpoint was written before the witness was attached: the witness got
+    // it as the last one then; every later one followed.
+    assert_eq!(
+        stored_lines, local,
+        "witness holds every checkpoint, in order"
+    );
+    assert_eq!(stored.last().unwrap().last_seq, 115);
+    let witnessed = WitnessCheckpoints {
+        source: "memory".into(),
+        lines: stored_lines,
+    };
+    let report = verify_with(&path, Some(&key.public()), Some(&witnessed)).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

@@ -37,6 +37,6 @@ pub use engine::{
 pub use error::PolicyError;
 pub use grant::{Approval, Decision, Grant, GrantState};
 pub use rules::{Explanation, RequestFacts, Rule, Rules, RulesSpec, Verdict};
-pub use store::postgres::{PostgresStore, PostgresStoreOptions};
+pub use store::postgres::{PostgresStore, PostgresStoreOptions, StoreTls};
 pub use store::sqlite::SqliteStore;
 pub use store::{GrantFilter, GrantStore};

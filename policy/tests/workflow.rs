@@ -437,6 +437,47 @@ async fn extensions_go_through_the_rules_and_move_the_deadline() {
 }
 
 #[tokio::test]
+async fn approving_several_pending_extensions_cannot_exceed_max_duration() {
+    let (engine, _clock) = setup();
+    // Ends at 60; the rule allows at most 4h (240) from now.
+    let grant = approved_write_grant(&engine).await;
+    // Each alone fits (60 + 150 = 210 <= 240), both together do not (360).
+    let first = engine
+        .extend(extension(grant, "alice", 150))
+        .await
+        .unwrap()
+        .grant
+        .id;
+    let second = engine
+        .extend(extension(grant, "alice", 150))
+        .await
+        .unwrap()
+        .grant
+        .id;
+    engine.approve(first, "carol", None).await.unwrap();
+    engine.approve(first, "dave", None).await.unwrap();
+    engine.approve(second, "carol", None).await.unwrap();
+    let refused = engine.approve(second, "dave", None).await;
+    assert!(
+        matches!(&refused, Err(PolicyError::Conflict(m))
+            if m.contains("latest allowed end") && m.contains(&at_min(240).to_string())),
+        "{refused:?}"
+    );
+    let admitted = engine.admit("alice", "prod", None).await.unwrap();
+    assert_eq!(
+        admitted.grant.expires_at,
+        at_min(210),
+        "only the first one applied"
+    );
+    // The refused one is still pending and can be denied.
+    let denied = engine
+        .deny(second, "carol", "too long in total")
+        .await
+        .unwrap();
+    assert_eq!(denied.grant.state, GrantState::Denied);
+}
+
+#[tokio::test]
 async fn a_pending_extension_of_a_grant_revoked_meanwhile_cannot_be_applied() {
     let (engine, _clock) = setup();
     let grant = approved_write_grant(&engine).await;

@@ -81,6 +81,10 @@ pub enum ProtocolError {
     /// they would be taken as if they had come over TLS.
     #[error("received unencrypted data after SSL request")]
     UnencryptedDataAfterSslRequest,
+    /// A direct TLS connection (no SSLRequest) whose client did not negotiate ALPN
+    /// `postgresql` (PostgreSQL 17's words).
+    #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
+    DirectTlsWithoutAlpn,
     /// SSLRequest/GSSENCRequest after encryption was already negotiated or refused.
     #[error("encryption was already negotiated on this connection")]
     RepeatedEncryptionRequest,

@@ -9,6 +9,7 @@
 //! - [`stop`]: ending a session's backend so nothing it was asked to do outlives the
 //!   session (terminate from a connection of jitgate's own, not just cancel).
 //! - [`gate`]: whether the backstop may write a client's final error (message boundaries).
+//! - [`guard`]: refuses statements that change roles or the server (issue 17).
 //! - [`session`]: one client session: handshake, admission, upstream connect, relay,
 //!   enforcement, teardown.
 //! - [`reuse`]: upstream connections parked between sessions of one grant.
@@ -23,6 +24,7 @@ pub mod cancel;
 pub mod cores;
 pub mod error;
 pub mod gate;
+pub mod guard;
 pub mod listener;
 pub mod protocol;
 pub mod registry;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
+pub use crate::guard::RoleChanges;
 pub use crate::reuse::ReuseSettings;
 pub use crate::session::limits::SessionLimits;
 
@@ -20,6 +21,9 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Client-facing TLS. `None`: SSLRequest is answered with 'N'.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients that did not negotiate TLS are refused (FATAL 28000) after their startup
+    /// packet (`tls.required`; needs `tls`).
+    pub tls_required: bool,
     /// Time a client has from TCP accept to a finished authentication.
     pub login_timeout: Duration,
     /// Upper bound on one frontend message (protects memory from a hostile length field).
@@ -44,6 +48,7 @@ impl fmt::Debug for ProxySettings {
         f.debug_struct("ProxySettings")
             .field("listen", &self.listen)
             .field("tls", &self.tls.is_some())
+            .field("tls_required", &self.tls_required)
             .field("login_timeout", &self.login_timeout)
             .field("max_message_len", &self.max_message_len)
             .field("drain_timeout", &self.drain_timeout)
@@ -71,6 +76,9 @@ pub struct TargetSettings {
     /// What sessions on this target record of their statements (SQL size limit,
     /// parameter redaction), per role.
     pub audit: TargetAuditSettings,
+    /// Whether sessions on this target may change roles and the server
+    /// (`targets.<t>.guard.role_changes`, see [`crate::guard`]).
+    pub role_changes: RoleChanges,
 }
 
 /// Audit content rules of one target: the rules for any role, and the rules of roles

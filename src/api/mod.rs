@@ -35,8 +35,9 @@
 //! state does not allow it: already denied, expired, not revocable…), 503 (grant store or
 //! audit log unavailable).
 //!
-//! The API is plain HTTP meant for localhost (or a private admin network): bind it to a
-//! loopback address.
+//! The API is plain HTTP meant for localhost, or HTTPS (`admin.tls`, see [`tls`]) for
+//! anything else: `jitgate login` refuses to send a password over plain HTTP to a host
+//! that is not loopback.
 
 mod auth;
 mod client;
@@ -44,6 +45,7 @@ mod error;
 mod grants;
 mod login;
 mod requests;
+pub mod tls;
 pub mod token;
 pub mod types;
 
@@ -60,7 +62,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Caller;
-pub use client::{AdminClient, Decision};
+pub use client::{check_password_transport, AdminClient, Decision};
 pub use error::ApiError;
 pub use requests::IDEMPOTENCY_KEY;
 pub use token::TokenKeys;
@@ -144,6 +146,24 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+/// Like [`serve`], over HTTPS with `config` (`admin.tls`).
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` (the peer's address).
+    let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -8,15 +8,13 @@ use std::path::Path;
 use anyhow::Result;
 use jiff::Timestamp;
 use jitgate::api::{AdminClient, GrantView, IssueBody, ListQuery, RevokeBody, SessionView};
-use jitgate::config;
 use jitgate_policy::GrantState;
 
 use super::table;
 use super::{GrantCmd, GrantsCmd, RevokeCmd, SessionsCmd};
 
 fn client(config_path: &Path) -> Result<AdminClient> {
-    let settings = config::load_admin(config_path)?;
-    Ok(AdminClient::from_settings(&settings)?)
+    Ok(AdminClient::from_config(config_path)?)
 }
 
 /// `jitgate grant`.
@@ -35,16 +33,16 @@ pub async fn grant(config_path: &Path, cmd: GrantCmd) -> Result<()> {
         .await?;
     let g = &view.grant;
     let now = Timestamp::now();
-    println!("grant {}", g.id);
-    println!("  {} → {} as {}", g.identity, g.target, g.role);
+    jitgate::outln!("grant {}", g.id);
+    jitgate::outln!("  {} → {} as {}", g.identity, g.target, g.role);
     if g.not_before > now {
-        println!(
+        jitgate::outln!(
             "  starts  {} ({})",
             g.not_before,
             table::relative(g.not_before, now)
         );
     }
-    println!(
+    jitgate::outln!(
         "  expires {} ({})",
         g.expires_at,
         table::relative(g.expires_at, now)
@@ -65,7 +63,7 @@ pub async fn revoke(config_path: &Path, cmd: RevokeCmd) -> Result<()> {
         )
         .await?;
     let n = view.sessions_dropped;
-    println!(
+    jitgate::outln!(
         "revoked grant {}; {n} live session{} dropped",
         view.grant.grant.id,
         if n == 1 { "" } else { "s" }
@@ -92,16 +90,16 @@ pub async fn grants(config_path: &Path, cmd: GrantsCmd) -> Result<()> {
         grants.retain(is_current);
     }
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&grants)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&grants)?);
         return Ok(());
     }
     if grants.is_empty() {
-        println!("no {}grants", if cmd.all { "" } else { "current " });
+        jitgate::outln!("no {}grants", if cmd.all { "" } else { "current " });
         return Ok(());
     }
     let now = Timestamp::now();
     let rows: Vec<Vec<String>> = grants.iter().map(|v| grant_row(v, now)).collect();
-    print!(
+    jitgate::out!(
         "{}",
         table::render(
             &[
@@ -144,15 +142,15 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCmd) -> Result<()> {
     let client = client(config_path)?;
     let sessions = client.sessions().await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&sessions)?);
         return Ok(());
     }
     if sessions.is_empty() {
-        println!("no live sessions");
+        jitgate::outln!("no live sessions");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = sessions.iter().map(session_row).collect();
-    print!(
+    jitgate::out!(
         "{}",
         table::render(
             &["SESSION", "IDENTITY", "TARGET", "ROLE", "GRANT", "CLIENT", "STARTED", "DEADLINE"],

@@ -58,11 +58,11 @@ pub fn sessions(config_path: &Path, cmd: AuditSessionsCmd) -> Result<()> {
     let path = log_path(config_path, cmd.file)?;
     let (rows, stats) = query::sessions(&path, &filter(cmd.filter, None, cmd.errors))?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
         eprintln!("no sessions match");
     } else {
-        print!("{}", sessions_table(&rows));
+        jitgate::out!("{}", sessions_table(&rows));
     }
     finish(&stats, &path)
 }

@@ -10,24 +10,44 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use jitgate::config;
-use jitgate_audit::{PublicKey, VerifyReport};
+use jitgate::outln;
+use jitgate_audit::{AuditWriter, CutAcknowledgement, PublicKey, VerifyReport};
 
-use super::{AuditKeygenCmd, AuditVerifyCmd};
+use super::{AuditAcknowledgeCmd, AuditKeygenCmd, AuditVerifyCmd};
 
 /// `jitgate audit verify`.
-pub fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
+pub async fn verify(config_path: &Path, cmd: AuditVerifyCmd) -> Result<()> {
     let (path, key, key_source) = resolve(config_path, &cmd)?;
-    let report = jitgate_audit::verify(&path, key.as_ref())
+    let witness = match cmd.witness {
+        true => Some(witness(config_path).await?),
+        false => None,
+    };
+    let report = jitgate_audit::verify_with(&path, key.as_ref(), witness.as_ref())
         .with_context(|| format!("cannot verify the audit log {}", path.display()))?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&as_json(&report))?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&as_json(&report))?);
     } else {
-        print!("{}", render(&report, key_source.as_deref()));
+        jitgate::out!("{}", render(&report, key_source.as_deref()));
     }
     match report.problems.first() {
         None => Ok(()),
         Some(first) => bail!("audit log verification FAILED: {first}"),
     }
+}
+
+/// The checkpoints the witness (the PostgreSQL grant store) holds for this log. Failing
+/// to read them fails the command: `--witness` asked for that check.
+async fn witness(config_path: &Path) -> Result<jitgate_audit::WitnessCheckpoints> {
+    let (store, witness) = config::load_witness(config_path)
+        .map_err(anyhow::Error::from)
+        .context("cannot check against the witness")?;
+    let Some(store) = jitgate::witness::connect(&store)
+        .await
+        .context("cannot reach the witness (the PostgreSQL grant store)")?
+    else {
+        bail!("--witness needs store.postgres in the config");
+    };
+    Ok(jitgate::witness::checkpoints(&store, &witness.log).await?)
 }
 
 /// The log to verify and the key to check signatures with (and where it came from).
@@ -151,8 +171,19 @@ fn render(report: &VerifyReport, key_source: Option<&str>) -> String {
             }
         }
     }
+    if let Some((source, count, last)) = &report.witness {
+        let _ = writeln!(
+            out,
+            "witness:     {count} checkpoint(s) in {source}{}",
+            last.map(|l| format!(", the newest covering seq {l}"))
+                .unwrap_or_default()
+        );
+    }
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
+    }
+    for note in &report.acknowledged {
+        let _ = writeln!(out, "note: {note}");
     }
     if report.is_ok() {
         let _ = writeln!(out, "OK: the audit log is intact");
@@ -205,24 +236,69 @@ fn as_json(report: &VerifyReport) -> serde_json::Value {
         "last_checkpointed": report.last_checkpointed,
         "public_key": report.key.map(|k| k.to_hex()),
         "warnings": report.warnings,
+        "acknowledged": report.acknowledged,
+        "witness": report.witness.as_ref().map(|(source, count, last)| serde_json::json!({
+            "source": source, "checkpoints": count, "last_seq": last,
+        })),
         "problems": problems,
     })
+}
+
+/// `jitgate audit acknowledge-truncation`: records the operator's acknowledgement of a
+/// cut-back log in the log itself (the writer does it when opening the log with it), so
+/// `jitgate serve` starts on it again and `verify` reports the loss instead of failing.
+pub async fn acknowledge(config_path: &Path, cmd: AuditAcknowledgeCmd) -> Result<()> {
+    let reason = cmd.reason.trim();
+    if reason.is_empty() {
+        bail!("--reason must say why the loss is accepted; it is recorded in the audit log");
+    }
+    let mut audit = config::load_audit(config_path)
+        .map_err(anyhow::Error::from)
+        .context("cannot read the audit settings")?;
+    let by = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    audit.acknowledge_cut = Some(CutAcknowledgement {
+        reason: reason.to_owned(),
+        by,
+    });
+    if let (Ok((store, witness)), Some(key)) =
+        (config::load_witness(config_path), &audit.signing_key)
+    {
+        audit.witnessed = jitgate::witness::newest(&store, &witness, &key.public()).await;
+    }
+    let path = audit.path.clone();
+    let (writer, guard) = AuditWriter::start(audit)?;
+    drop(writer);
+    guard.close().await?;
+    let last = jitgate_audit::read_events(&path)?
+        .filter_map(Result::ok)
+        .last()
+        .map(|e| e.seq);
+    outln!(
+        "recorded a log_cut_acknowledged event{} in {}; jitgate serve starts on this log again, \
+         and `jitgate audit verify` reports the loss",
+        last.map(|s| format!(" (seq {s})")).unwrap_or_default(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// `jitgate audit keygen`.
 pub fn keygen(cmd: AuditKeygenCmd) -> Result<()> {
     let made = jitgate_audit::write_key_pair(&cmd.out)?;
-    println!(
+    jitgate::outln!(
         "private key: {} (mode 0600: readable only by the user jitgate runs as)",
         made.private.display()
     );
-    println!("public key:  {}", made.public.display());
-    println!("key:         {}", made.key);
-    println!();
-    println!("To sign checkpoints, add to the audit: section of jitgate.yaml:");
-    println!("  signing_key_file: {}", made.private.display());
-    println!("Give the public key to whoever verifies the log:");
-    println!(
+    jitgate::outln!("public key:  {}", made.public.display());
+    jitgate::outln!("key:         {}", made.key);
+    jitgate::outln!();
+    jitgate::outln!("To sign checkpoints, add to the audit: section of jitgate.yaml:");
+    jitgate::outln!("  signing_key_file: {}", made.private.display());
+    jitgate::outln!("Give the public key to whoever verifies the log:");
+    jitgate::outln!(
         "  jitgate audit verify --public-key {}",
         made.public.display()
     );

@@ -12,7 +12,7 @@ use jitgate_proxy::settings::UpstreamTls;
 /// `jitgate check-config`.
 pub fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
-    print!("{}", summary(&config));
+    jitgate::out!("{}", summary(&config));
     Ok(())
 }
 
@@ -25,7 +25,11 @@ pub fn summary(config: &Config) -> String {
         out,
         "listen:     {} (client TLS: {})",
         p.listen,
-        if p.tls.is_some() { "on" } else { "off" }
+        match (p.tls.is_some(), p.tls_required) {
+            (true, true) => "required",
+            (true, false) => "on",
+            (false, _) => "off",
+        }
     );
     let mut identities: Vec<&str> = p.identities.keys().map(String::as_str).collect();
     identities.sort_unstable();
@@ -53,10 +57,14 @@ pub fn summary(config: &Config) -> String {
         StoreSettings::Sqlite(path) => {
             let _ = writeln!(out, "store:      sqlite {}", path.display());
         }
-        StoreSettings::Postgres { pool_size, .. } => {
+        StoreSettings::Postgres { pool_size, tls, .. } => {
+            let tls = match tls {
+                jitgate_policy::StoreTls::Disable => "no TLS",
+                jitgate_policy::StoreTls::VerifyFull(_) => "TLS verify-full",
+            };
             let _ = writeln!(
                 out,
-                "store:      postgres (shared by replicas; pool of {pool_size})"
+                "store:      postgres (shared by replicas; pool of {pool_size}; {tls})"
             );
         }
     }
@@ -98,7 +106,12 @@ pub fn summary(config: &Config) -> String {
             Durability::Fsync => "fsync",
         }
     );
-    let _ = writeln!(out, "admin:      http://{}", config.admin.listen);
+    let scheme = if config.admin_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let _ = writeln!(out, "admin:      {scheme}://{}", config.admin.listen);
     let _ = writeln!(
         out,
         "limits:     login timeout {}, drain timeout {}, max message {} bytes",

@@ -21,6 +21,9 @@ pub struct Credentials {
     pub identity: String,
     pub token: String,
     pub expires_at: Timestamp,
+    /// The CA file given to `jitgate login --ca-file` for an https API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The credentials file's path.
@@ -104,6 +107,10 @@ pub fn remove() -> Result<bool> {
 /// A client acting as the logged-in identity.
 pub fn client() -> Result<(AdminClient, Credentials)> {
     let creds = load()?;
-    let client = AdminClient::new(creds.server.clone(), Secret::new(creds.token.clone()))?;
+    let client = AdminClient::with_ca(
+        creds.server.clone(),
+        Secret::new(creds.token.clone()),
+        creds.ca_file.as_deref(),
+    )?;
     Ok((client, creds))
 }

@@ -22,13 +22,13 @@ pub fn run(cmd: HashPasswordCmd) -> Result<()> {
         bail!("the password is empty");
     }
     let verifier = ScramVerifier::from_password(&password).to_string();
-    println!("{verifier}");
+    jitgate::outln!("{verifier}");
     if let Some(name) = cmd.identity {
-        println!();
-        println!("# add to the identities: section of the jitgate config");
-        println!("identities:");
-        println!("  {name}:");
-        println!("    scram_verifier: \"{verifier}\"");
+        jitgate::outln!();
+        jitgate::outln!("# add to the identities: section of the jitgate config");
+        jitgate::outln!("identities:");
+        jitgate::outln!("  {name}:");
+        jitgate::outln!("    scram_verifier: \"{verifier}\"");
     }
     Ok(())
 }

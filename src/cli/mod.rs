@@ -172,9 +172,16 @@ pub struct JsonFlag {
 
 #[derive(Debug, Args)]
 pub struct LoginCmd {
-    /// The jitgate API, e.g. http://127.0.0.1:6433 (default: the config's admin.listen).
+    /// The jitgate API, e.g. https://jitgate.example.com:6433 (default: the config's
+    /// admin.listen, https with admin.tls). Plain http:// only on loopback: a password is
+    /// never sent in clear text across a network.
     #[arg(long, env = "JITGATE_SERVER", value_name = "URL")]
     pub server: Option<String>,
+    /// CA certificate(s) (PEM) that an https API's certificate must chain to, instead of
+    /// the web PKI roots; remembered for the commands that use the login (default with
+    /// no --server: the config's admin.tls.ca_file).
+    #[arg(long, env = "JITGATE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Your identity (prompted for when omitted).
     #[arg(long)]
     pub identity: Option<String>,
@@ -328,6 +335,17 @@ pub enum AuditCmd {
     Verify(AuditVerifyCmd),
     /// Make an Ed25519 key pair for signing checkpoints (audit.signing_key_file).
     Keygen(AuditKeygenCmd),
+    /// Accept that the log lost events while jitgate was stopped (it ends before its last
+    /// signed checkpoint), so jitgate starts on it again. The acknowledgement is written
+    /// into the log as a `log_cut_acknowledged` event; run it while jitgate is stopped.
+    AcknowledgeTruncation(AuditAcknowledgeCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditAcknowledgeCmd {
+    /// Why the loss is accepted (recorded in the event), e.g. "disk restored from backup".
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +357,11 @@ pub struct AuditVerifyCmd {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also check against the checkpoints copied to the witness (the PostgreSQL grant
+    /// store of the config's store.postgres): catches a tail cut together with the local
+    /// checkpoints file.
+    #[arg(long)]
+    pub witness: bool,
     #[command(flatten)]
     pub file: AuditFile,
 }

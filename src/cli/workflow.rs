@@ -6,7 +6,6 @@
 //! Every answer says what happened and what comes next.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -26,25 +25,19 @@ use super::{
     RequestsCmd,
 };
 
-/// `http://<addr>` for a listen address, with wildcards reached over loopback.
-fn server_url(mut addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
-    }
-    format!("http://{addr}")
-}
-
 /// `jitgate login`.
 pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
-    let server = match cmd.server {
-        Some(url) => url,
-        None => server_url(config::load_admin_listen(config_path).with_context(|| {
-            "no --server given and the config's admin.listen cannot be read".to_owned()
-        })?),
+    let (server, ca_file) = match cmd.server {
+        Some(url) => (url, cmd.ca_file),
+        None => {
+            let endpoint = config::load_admin_endpoint(config_path).with_context(|| {
+                "no --server given and the config's admin.listen cannot be read".to_owned()
+            })?;
+            (endpoint.url, cmd.ca_file.or(endpoint.ca_file))
+        }
     };
+    // Before the password is asked for: it must not travel in clear text.
+    jitgate::api::check_password_transport(&server)?;
     let identity = match cmd.identity {
         Some(identity) => identity,
         None if std::io::stdin().is_terminal() => {
@@ -60,7 +53,11 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
         None => rpassword::prompt_password(format!("Password for {identity}: "))
             .context("cannot read the password")?,
     };
-    let client = AdminClient::new(server.clone(), Secret::new(String::new()))?;
+    let client = AdminClient::with_ca(
+        server.clone(),
+        Secret::new(String::new()),
+        ca_file.as_deref(),
+    )?;
     let view = client
         .login(&LoginBody {
             identity: identity.clone(),
@@ -72,8 +69,9 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
         identity: view.identity.clone(),
         token: view.token,
         expires_at: view.expires_at,
+        ca_file: ca_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })?;
-    println!(
+    jitgate::outln!(
         "logged in as {} until {} ({}); token stored in {}",
         view.identity,
         view.expires_at,
@@ -86,9 +84,9 @@ pub async fn login(config_path: &Path, cmd: LoginCmd) -> Result<()> {
 /// `jitgate logout`.
 pub fn logout() -> Result<()> {
     if credentials::remove()? {
-        println!("logged out (stored token removed)");
+        jitgate::outln!("logged out (stored token removed)");
     } else {
-        println!("not logged in");
+        jitgate::outln!("not logged in");
     }
     Ok(())
 }
@@ -98,21 +96,21 @@ pub async fn whoami(cmd: JsonFlag) -> Result<()> {
     let (client, creds) = credentials::client()?;
     let me = client.whoami().await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&me)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&me)?);
         return Ok(());
     }
-    println!(
+    jitgate::outln!(
         "{} (identity) at {}",
         me.identity.as_deref().unwrap_or("?"),
         creds.server
     );
     if me.groups.is_empty() {
-        println!("  groups: none");
+        jitgate::outln!("  groups: none");
     } else {
-        println!("  groups: {}", me.groups.join(", "));
+        jitgate::outln!("  groups: {}", me.groups.join(", "));
     }
     if let Some(exp) = me.expires_at {
-        println!(
+        jitgate::outln!(
             "  login valid until {exp} ({})",
             table::relative(exp, Timestamp::now())
         );
@@ -127,7 +125,7 @@ fn humantime(d: std::time::Duration) -> String {
 /// Prints what a workflow call did and what comes next.
 fn report(view: &OutcomeView, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(view)?);
         return Ok(());
     }
     let g = &view.grant.grant;
@@ -138,9 +136,10 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         "request"
     };
     if view.steps.is_empty() {
-        println!(
+        jitgate::outln!(
             "{what} {} unchanged (this was already done): {}",
-            g.id, g.state
+            g.id,
+            g.state
         );
     }
     for step in &view.steps {
@@ -149,26 +148,32 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
             .as_deref()
             .map(|c| format!(" — {c}"))
             .unwrap_or_default();
-        println!(
+        jitgate::outln!(
             "{}: {} by {}{comment}",
-            step.grant_id, step.action, step.actor
+            step.grant_id,
+            step.action,
+            step.actor
         );
     }
-    println!(
+    jitgate::outln!(
         "{what} {}: {} → {} as {}, state {}",
-        g.id, g.identity, g.target, g.role, g.state
+        g.id,
+        g.identity,
+        g.target,
+        g.role,
+        g.state
     );
     match g.state {
         GrantState::Pending => {
             let have = g.human_approvals();
-            println!(
+            jitgate::outln!(
                 "  waiting for approval ({have} so far) until {}; approvers run: jitgate approve {}",
                 g.pending_until.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 g.id
             );
         }
         GrantState::Approved if g.extends.is_some() => {
-            println!(
+            jitgate::outln!(
                 "  grant {} now ends at {} ({})",
                 g.extends.map(|p| p.to_string()).unwrap_or_default(),
                 g.expires_at,
@@ -177,13 +182,13 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         }
         GrantState::Approved => {
             if g.not_before > now {
-                println!(
+                jitgate::outln!(
                     "  starts {} ({})",
                     g.not_before,
                     table::relative(g.not_before, now)
                 );
             }
-            println!(
+            jitgate::outln!(
                 "  expires {} ({}){}",
                 g.expires_at,
                 table::relative(g.expires_at, now),
@@ -197,7 +202,7 @@ fn report(view: &OutcomeView, json: bool) -> Result<()> {
         _ => {}
     }
     if view.sessions_dropped > 0 {
-        println!("  {} live session(s) dropped", view.sessions_dropped);
+        jitgate::outln!("  {} live session(s) dropped", view.sessions_dropped);
     }
     Ok(())
 }
@@ -232,16 +237,16 @@ pub async fn requests(cmd: RequestsCmd) -> Result<()> {
         })
         .await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     if list.is_empty() {
-        println!("no requests");
+        jitgate::outln!("no requests");
         return Ok(());
     }
     let now = Timestamp::now();
     let rows: Vec<Vec<String>> = list.iter().map(|v| request_row(v, now)).collect();
-    print!(
+    jitgate::out!(
         "{}",
         table::render(
             &[
@@ -337,7 +342,7 @@ pub async fn deny(cmd: DenyCmd) -> Result<()> {
 /// `jitgate cancel`.
 pub async fn cancel(config_path: &Path, cmd: CancelCmd) -> Result<()> {
     let client = if cmd.admin {
-        AdminClient::from_settings(&config::load_admin(config_path)?)?
+        AdminClient::from_config(config_path)?
     } else {
         credentials::client()?.0
     };
@@ -374,7 +379,7 @@ pub async fn extend(cmd: ExtendCmd) -> Result<()> {
 pub async fn explain(config_path: &Path, cmd: ExplainCmd) -> Result<()> {
     let client = match credentials::client() {
         Ok((client, _)) => client,
-        Err(_) => AdminClient::from_settings(&config::load_admin(config_path)?)?,
+        Err(_) => AdminClient::from_config(config_path)?,
     };
     let view = client
         .explain(&ExplainQuery {
@@ -384,11 +389,11 @@ pub async fn explain(config_path: &Path, cmd: ExplainCmd) -> Result<()> {
         })
         .await?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&view.explanation)?);
+        jitgate::outln!("{}", serde_json::to_string_pretty(&view.explanation)?);
     } else {
-        print!("{}", view.text);
+        jitgate::out!("{}", view.text);
         if !view.text.ends_with('\n') {
-            println!();
+            jitgate::outln!();
         }
     }
     Ok(())

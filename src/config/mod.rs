@@ -18,10 +18,12 @@ mod proxy;
 mod raw;
 mod runtime;
 mod tls;
+mod witness;
 mod workflow;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jitgate_audit::AuditConfig;
@@ -34,6 +36,7 @@ pub use ctx::validate_name;
 use ctx::Ctx;
 use raw::{RawAdmin, RawConfig};
 pub use runtime::{RuntimeSettings, MAX_WORKER_THREADS};
+pub use witness::{WitnessSettings, DEFAULT_WITNESS};
 pub use workflow::{Notifications, StoreConfig, StoreSettings, UserSessions};
 
 /// Default for `login_timeout`: generous for a human typing a password into psql, short
@@ -74,6 +77,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads of `jitgate serve`'s runtime.
     pub runtime: RuntimeSettings,
+    /// Where the audit checkpoints are copied off the host (`audit.witness`).
+    pub witness: Option<WitnessSettings>,
+    /// `admin.tls`: the admin API serves HTTPS with this; `None`: plain HTTP.
+    pub admin_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where the admin API listens and the bearer token it requires. Also what the CLI's
@@ -82,6 +89,17 @@ pub struct Config {
 pub struct AdminSettings {
     pub listen: SocketAddr,
     pub token: Secret,
+}
+
+/// The admin API's URL as the CLI reaches it through the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// `http://` or, with `admin.tls`, `https://` and `admin.listen` (a wildcard address
+    /// reached over loopback).
+    pub url: String,
+    /// `admin.tls.ca_file`: the CA certificates an https API is verified with; `None`:
+    /// the web PKI roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Log output format of `jitgate serve`.
@@ -107,11 +125,38 @@ pub fn load_admin(path: &Path) -> Result<AdminSettings, ConfigError> {
     admin(&ctx, &raw.admin)
 }
 
-/// Resolves only `admin.listen`: where `jitgate login` finds the server when no
-/// `--server` is given (needs neither the admin token nor any password).
-pub fn load_admin_listen(path: &Path) -> Result<SocketAddr, ConfigError> {
+/// [`load_admin`] and [`load_admin_endpoint`] together: what the CLI's admin-token
+/// commands connect with.
+pub fn load_admin_client(path: &Path) -> Result<(AdminSettings, AdminEndpoint), ConfigError> {
     let (ctx, raw) = read(path)?;
-    ctx.socket_addr("admin.listen", &raw.admin.listen)
+    Ok((admin(&ctx, &raw.admin)?, admin_endpoint(&ctx, &raw.admin)?))
+}
+
+/// Resolves only where the admin API is (`admin.listen`, whether `admin.tls` is set and
+/// its `ca_file`): where `jitgate login` finds the server when no `--server` is given
+/// (needs neither the admin token nor any password).
+pub fn load_admin_endpoint(path: &Path) -> Result<AdminEndpoint, ConfigError> {
+    let (ctx, raw) = read(path)?;
+    admin_endpoint(&ctx, &raw.admin)
+}
+
+fn admin_endpoint(ctx: &Ctx, raw: &RawAdmin) -> Result<AdminEndpoint, ConfigError> {
+    let mut addr = ctx.socket_addr("admin.listen", &raw.listen)?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if raw.tls.is_some() { "https" } else { "http" };
+    let ca_file = match raw.tls.as_ref().and_then(|t| t.ca_file.as_deref()) {
+        Some(file) => Some(ctx.path_field("admin.tls.ca_file", file)?),
+        None => None,
+    };
+    Ok(AdminEndpoint {
+        url: format!("{scheme}://{addr}"),
+        ca_file,
+    })
 }
 
 /// Resolves only `audit.path` (the CLI's audit commands).
@@ -131,6 +176,15 @@ pub fn load_audit(path: &Path) -> Result<AuditConfig, ConfigError> {
     Ok(audit)
 }
 
+/// Resolves the grant store and the audit witness: what `jitgate audit verify --witness`
+/// needs to read the checkpoints kept off the log's host.
+pub fn load_witness(path: &Path) -> Result<(StoreSettings, WitnessSettings), ConfigError> {
+    let (ctx, raw) = read(path)?;
+    let store = workflow::store(&ctx, &raw.store)?;
+    let witness = witness::for_verify(&ctx, &raw.audit, &store.backend)?;
+    Ok((store.backend, witness))
+}
+
 /// Reads and parses the file into the raw structs.
 fn read(path: &Path) -> Result<(Ctx, RawConfig), ConfigError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -148,6 +202,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|t| tls::server_config(ctx, t))
         .transpose()?;
+    let tls_required = raw.tls.as_ref().and_then(|t| t.required).unwrap_or(false);
     let login_timeout = match &raw.login_timeout {
         Some(v) => ctx.duration("login_timeout", &v.0)?,
         None => DEFAULT_LOGIN_TIMEOUT,
@@ -219,14 +274,22 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             format!("{} is also the proxy's listen address", admin.listen),
         ));
     }
+    let admin_tls = raw
+        .admin
+        .tls
+        .as_ref()
+        .map(|t| tls::admin_server_config(ctx, t))
+        .transpose()?;
     let log_format = raw.log.and_then(|l| l.format).unwrap_or_default();
     let runtime = runtime::runtime(ctx, raw.runtime.as_ref())?;
+    let witness = witness::witness(ctx, &raw.audit, &store.backend, audit.signing_key.is_some())?;
 
     Ok(Config {
         path: ctx.file().to_path_buf(),
         proxy: ProxySettings {
             listen,
             tls,
+            tls_required,
             login_timeout,
             max_message_len,
             drain_timeout,
@@ -245,6 +308,8 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         user_sessions,
         log_format,
         runtime,
+        witness,
+        admin_tls,
     })
 }
 

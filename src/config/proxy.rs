@@ -9,11 +9,13 @@ use jitgate_audit::{ContentRules, Redaction};
 use jitgate_policy::Catalog;
 use jitgate_proxy::auth::ScramVerifier;
 use jitgate_proxy::settings::{
-    ReuseSettings, RoleCredentials, TargetAuditSettings, TargetSettings,
+    ReuseSettings, RoleChanges, RoleCredentials, TargetAuditSettings, TargetSettings,
 };
 
 use super::ctx::Ctx;
-use super::raw::{RawIdentity, RawRedact, RawTarget, RawTargetAudit, RawUpstreamReuse};
+use super::raw::{
+    RawIdentity, RawRedact, RawRoleChanges, RawTarget, RawTargetAudit, RawUpstreamReuse,
+};
 use super::tls;
 use crate::error::ConfigError;
 
@@ -122,6 +124,10 @@ pub(crate) fn targets(
                 tls: upstream_tls,
                 audit: target_audit(ctx, &field, target, max_sql_bytes, max_param_bytes)?,
                 roles,
+                role_changes: match target.guard.role_changes {
+                    RawRoleChanges::Refuse => RoleChanges::Refuse,
+                    RawRoleChanges::Allow => RoleChanges::Allow,
+                },
             },
         );
     }

@@ -125,6 +125,9 @@ pub(crate) struct RawWebhook {
 pub(crate) struct RawServerTls {
     pub cert_file: String,
     pub key_file: String,
+    /// Refuse clients that do not negotiate TLS (default false).
+    #[serde(default)]
+    pub required: Option<bool>,
 }
 
 /// `identities.<name>:`
@@ -153,6 +156,27 @@ pub(crate) struct RawTarget {
     /// What sessions on this target record of their statements.
     #[serde(default)]
     pub audit: Option<RawTargetAudit>,
+    /// Which statements sessions on this target may not run (issue 17: the statement guard).
+    #[serde(default)]
+    pub guard: RawTargetGuard,
+}
+
+/// `targets.<name>.guard:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTargetGuard {
+    /// Statements that change roles, role membership, or server/database settings.
+    #[serde(default)]
+    pub role_changes: RawRoleChanges,
+}
+
+/// `targets.<name>.guard.role_changes:` — `refuse` (default) or `allow`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawRoleChanges {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 /// `targets.<name>.audit:`
@@ -243,6 +267,19 @@ pub(crate) struct RawPostgresStore {
     pub connect_timeout: Option<Scalar>,
     #[serde(default)]
     pub pool_size: Option<u32>,
+    /// Required on purpose, like a target's: `{ mode: verify-full, ca_file: … }` or
+    /// `{ mode: disable }`. Not taken from the connection string's `sslmode`.
+    pub tls: RawStoreTls,
+}
+
+/// `store.postgres.tls:` — the certificate's name is checked against the connection
+/// string's `host`, as libpq's verify-full does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStoreTls {
+    pub mode: TlsMode,
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `audit:`
@@ -280,6 +317,12 @@ pub(crate) struct RawAudit {
     /// A checkpoint after this long with events not yet covered.
     #[serde(default)]
     pub checkpoint_interval: Option<Scalar>,
+    /// Where checkpoints are copied off the host: `store` (default) or `off`.
+    #[serde(default)]
+    pub witness: Option<String>,
+    /// The log's name at the witness (default `<host>:<absolute audit.path>`).
+    #[serde(default)]
+    pub witness_log: Option<String>,
 }
 
 /// `admin:`
@@ -300,6 +343,21 @@ pub(crate) struct RawAdmin {
     /// How long a `jitgate login` token lasts (default 8h).
     #[serde(default)]
     pub session_ttl: Option<Scalar>,
+    /// Serve HTTPS instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<RawAdminTls>,
+}
+
+/// `admin.tls:` — the API's certificate, and the CA the CLI trusts for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdminTls {
+    pub cert_file: String,
+    pub key_file: String,
+    /// CA certificates (PEM) the CLI verifies the API with when it reaches it through this
+    /// config file; absent: the web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `log:`

@@ -1,5 +1,6 @@
 //! rustls configurations built from the config file: the client-facing server certificate
-//! and the verifying client config for each upstream that uses TLS.
+//! and the verifying client configs for each upstream and the PostgreSQL grant store
+//! that use TLS (one builder for both: roots from a CA file or the web PKI).
 //!
 //! Always the ring provider with rustls's safe default protocol versions. Errors name the
 //! field and file, never key material.
@@ -12,13 +13,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use jitgate_proxy::settings::UpstreamTls;
 
 use super::ctx::Ctx;
-use super::raw::{RawServerTls, RawUpstreamTls, TlsMode};
+use super::raw::{RawAdminTls, RawServerTls, RawStoreTls, RawUpstreamTls, TlsMode};
 use crate::error::ConfigError;
 
-/// ALPN protocol name of PostgreSQL 17+ (`sslnegotiation=direct` clients send it; older
-/// clients send none, which rustls still accepts).
+/// ALPN protocol name of PostgreSQL 17+ (`sslnegotiation=direct` clients must send it;
+/// older clients send none, which the SSLRequest path still accepts).
 /// <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL>
-const POSTGRES_ALPN: &[u8] = b"postgresql";
+use jitgate_proxy::protocol::startup::POSTGRES_ALPN;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -57,11 +58,31 @@ pub(crate) fn server_config(
     ctx: &Ctx,
     raw: &RawServerTls,
 ) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
-    let certs = load_certs(ctx, "tls.cert_file", &raw.cert_file)?;
-    let key_path = ctx.path_field("tls.key_file", &raw.key_file)?;
+    serving("tls", &raw.cert_file, &raw.key_file, POSTGRES_ALPN, ctx)
+}
+
+/// `admin.tls:` → the admin API's HTTPS server config (HTTP/1.1).
+pub(crate) fn admin_server_config(
+    ctx: &Ctx,
+    raw: &RawAdminTls,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    serving("admin.tls", &raw.cert_file, &raw.key_file, b"http/1.1", ctx)
+}
+
+/// A server config from `{field}.cert_file` and `{field}.key_file`, offering `alpn`.
+fn serving(
+    field: &str,
+    cert_file: &str,
+    key_file: &str,
+    alpn: &[u8],
+    ctx: &Ctx,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let certs = load_certs(ctx, &format!("{field}.cert_file"), cert_file)?;
+    let key_field = format!("{field}.key_file");
+    let key_path = ctx.path_field(&key_field, key_file)?;
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
         ctx.err(
-            "tls.key_file",
+            &key_field,
             format!(
                 "{}: {}",
                 key_path.display(),
@@ -71,16 +92,16 @@ pub(crate) fn server_config(
     })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ctx.err("tls", e.to_string()))?
+        .map_err(|e| ctx.err(field, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
             ctx.err(
-                "tls",
+                field,
                 format!("certificate and key do not form a usable pair: {e}"),
             )
         })?;
-    config.alpn_protocols = vec![POSTGRES_ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -107,18 +128,7 @@ pub(crate) fn upstream(
             Ok(UpstreamTls::Disable)
         }
         TlsMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            match &raw.ca_file {
-                Some(ca) => {
-                    let ca_field = format!("{field}.ca_file");
-                    for cert in load_certs(ctx, &ca_field, ca)? {
-                        roots.add(cert).map_err(|e| {
-                            ctx.err(&ca_field, format!("unusable CA certificate: {e}"))
-                        })?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
+            let config = verifying_client(ctx, field, raw.ca_file.as_deref())?;
             let server_name = raw.server_name.as_deref().unwrap_or(host).to_owned();
             if ServerName::try_from(server_name.as_str()).is_err() {
                 let name_field = match raw.server_name {
@@ -130,15 +140,55 @@ pub(crate) fn upstream(
                     format!("{server_name:?} is not a valid DNS name or IP address"),
                 ));
             }
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ctx.err(field, e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
             Ok(UpstreamTls::VerifyFull {
-                config: Arc::new(config),
+                config,
                 server_name,
             })
         }
+    }
+}
+
+/// A client config that verifies servers against `ca_file` (PEM, at `{field}.ca_file`) or,
+/// without one, the bundled web PKI roots; it offers ALPN `postgresql` as libpq 17 does.
+fn verifying_client(
+    ctx: &Ctx,
+    field: &str,
+    ca_file: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            let ca_field = format!("{field}.ca_file");
+            for cert in load_certs(ctx, &ca_field, ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ctx.err(&ca_field, format!("unusable CA certificate: {e}")))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ctx.err(field, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![POSTGRES_ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `store.postgres.tls:` → how the PostgreSQL grant store is reached.
+pub(crate) fn store(ctx: &Ctx, raw: &RawStoreTls) -> Result<jitgate_policy::StoreTls, ConfigError> {
+    const FIELD: &str = "store.postgres.tls";
+    match raw.mode {
+        TlsMode::Disable if raw.ca_file.is_some() => Err(ctx.err(
+            format!("{FIELD}.ca_file"),
+            "only meaningful with mode: verify-full",
+        )),
+        TlsMode::Disable => Ok(jitgate_policy::StoreTls::Disable),
+        TlsMode::VerifyFull => Ok(jitgate_policy::StoreTls::VerifyFull(verifying_client(
+            ctx,
+            FIELD,
+            raw.ca_file.as_deref(),
+        )?)),
     }
 }

@@ -41,6 +41,8 @@ pub enum StoreSettings {
         conninfo: Secret,
         connect_timeout: Duration,
         pool_size: u32,
+        /// `store.postgres.tls`.
+        tls: jitgate_policy::StoreTls,
     },
 }
 
@@ -97,6 +99,7 @@ pub(super) fn store(ctx: &Ctx, raw: &RawStore) -> Result<StoreConfig, ConfigErro
                     conninfo,
                     connect_timeout,
                     pool_size,
+                    tls: super::tls::store(ctx, &pg.tls)?,
                 }
             }
             (Some(_), Some(_)) => return Err(ctx.err(

@@ -8,12 +8,26 @@ use std::fmt;
 use jitgate_audit::Protocol;
 
 use super::auditlog::Query;
-use super::rules::{agrees, confirmed, exclusion, refused_in_failed_transaction, Rule};
+use super::rules::{
+    agrees, confirmed, exclusion, guard_refused, is_guard_substitute,
+    refused_in_failed_transaction, Rule, GUARD_SUBSTITUTE,
+};
 use super::serverlog::LogError;
 use super::stmt::{param_as_logged, Stmt};
 
 /// The audited query as the server would log it.
 pub fn as_stmt(q: &Query) -> Stmt {
+    if guard_refused(q) {
+        return match q.protocol {
+            Protocol::Simple | Protocol::FunctionCall => Stmt::Simple(GUARD_SUBSTITUTE.into()),
+            Protocol::Extended => Stmt::Extended {
+                statement: q.statement.clone().unwrap_or_default(),
+                portal: q.portal.clone().unwrap_or_default(),
+                sql: GUARD_SUBSTITUTE.into(),
+                params: q.params.iter().map(param_as_logged).collect(),
+            },
+        };
+    }
     match q.protocol {
         Protocol::Simple => Stmt::Simple(q.sql.clone()),
         Protocol::FunctionCall => Stmt::Function(q.function_oid.unwrap_or(0)),
@@ -71,6 +85,7 @@ pub struct Mismatch {
 /// Compares the logged statements and errors with the audited `queries`; `None` when
 /// they agree.
 pub fn compare(log: Vec<Stmt>, errors: &[LogError], queries: &[Query]) -> Option<Mismatch> {
+    let log: Vec<Stmt> = log.into_iter().map(substitute_as_audited).collect();
     let mut audit = Vec::new();
     let mut excluded = Vec::new();
     let mut next_error = 0;
@@ -105,6 +120,25 @@ pub fn compare(log: Vec<Stmt>, errors: &[LogError], queries: &[Query]) -> Option
         audit,
         excluded,
     })
+}
+
+/// A logged substitute of jitgate's guard, in the form [`as_stmt`] gives a refused query.
+fn substitute_as_audited(s: Stmt) -> Stmt {
+    match s {
+        Stmt::Simple(sql) if is_guard_substitute(&sql) => Stmt::Simple(GUARD_SUBSTITUTE.into()),
+        Stmt::Extended {
+            statement,
+            portal,
+            sql,
+            params,
+        } if is_guard_substitute(&sql) => Stmt::Extended {
+            statement,
+            portal,
+            sql: GUARD_SUBSTITUTE.into(),
+            params,
+        },
+        other => other,
+    }
 }
 
 fn is_marker(s: &Stmt) -> bool {

@@ -266,7 +266,18 @@ impl Generator {
 
     fn function_call(&mut self) -> Msg {
         let n = self.rng.gen_range(-1000..1000i32);
-        let (oid, formats, args) = match self.rng.gen_range(0..10) {
+        let (oid, formats, args) = match self.rng.gen_range(0..11) {
+            // set_config('role', …): refused by jitgate's guard (the server runs a
+            // substitute Query in its place).
+            10 => (
+                2078,
+                vec![],
+                vec![
+                    Some(b"role".to_vec()),
+                    Some(b"none".to_vec()),
+                    Some(b"false".to_vec()),
+                ],
+            ),
             0..=2 => (self.abs_oid, vec![], vec![Some(n.to_string().into_bytes())]),
             3 => (
                 self.abs_oid,

@@ -80,8 +80,14 @@ impl Template {
 pub fn extended(rng: &mut StdRng, n: u64) -> Template {
     use Kind::{Int4, Text};
     let q = format!("/*q{n}*/");
-    match rng.gen_range(0..26) {
+    match rng.gen_range(0..28) {
         0..=3 => Template::new(format!("SELECT {n} {q}"), &[]),
+        // Refused by jitgate's guard: the server prepares and runs its substitute.
+        26 => Template::new(
+            format!("SELECT set_config('role', $1::text, false) {q}"),
+            &[Text],
+        ),
+        27 => Template::new(format!("GRANT pg_read_all_data TO CURRENT_USER {q}"), &[]),
         4..=7 => Template::new(
             format!("SELECT generate_series(1, {}) {q}", rng.gen_range(1..6)),
             &[],
@@ -106,8 +112,13 @@ pub fn extended(rng: &mut StdRng, n: u64) -> Template {
 /// SQL for a simple Query message (tag `n`).
 pub fn simple(rng: &mut StdRng, n: u64) -> String {
     let q = format!("/*q{n}*/");
-    match rng.gen_range(0..20) {
+    match rng.gen_range(0..22) {
         0..=3 => format!("SELECT {n} {q}"),
+        // Refused by jitgate's guard (a whole multi-statement text, too).
+        20 => format!("ALTER ROLE CURRENT_USER SET work_mem = '1MB' {q}"),
+        21 => {
+            format!("INSERT INTO t VALUES ('v{n}'); SELECT set_config('role', 'none', false) {q}")
+        }
         4..=5 => format!("SELECT generate_series(1, {}) {q}", rng.gen_range(1..6)),
         6..=7 => format!("INSERT INTO t VALUES ('v{n}') {q}"),
         8 => format!("SELECT 1 / 0 {q}"),

@@ -48,8 +48,36 @@ impl Rule {
 }
 
 /// The rule that leaves `q` out of the expected statements, if any.
+/// What a statement refused by jitgate's guard is compared as: the server ran
+/// jitgate's substitute (`DO $jitgate$ … RAISE …`) in its place — as a simple Query for a
+/// refused Query or FunctionCall, as the same prepared statement for a refused Parse —
+/// and logged it like any statement.
+pub const GUARD_SUBSTITUTE: &str = "<jitgate guard substitute>";
+
+/// Whether the server log's SQL is jitgate's substitute for a refused statement.
+pub fn is_guard_substitute(sql: &str) -> bool {
+    sql.starts_with("DO $jitgate$")
+}
+
+/// Whether the audit says jitgate's guard refused `q` and the server ran the substitute:
+/// `skipped` with jitgate's refusal, or with 25P02 (the substitute reached a failed
+/// transaction; a statement that is not refused is never `skipped` with 25P02).
+pub fn guard_refused(q: &Query) -> bool {
+    q.outcome.as_ref().is_some_and(|o| {
+        o.skipped
+            && (o
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("jitgate refused"))
+                || o.sqlstate.as_deref() == Some("25P02"))
+    })
+}
+
 pub fn exclusion(q: &Query) -> Option<Rule> {
     let outcome = q.outcome.as_ref()?;
+    if guard_refused(q) {
+        return None;
+    }
     let state = outcome.sqlstate.as_deref();
     if outcome.skipped {
         return Some(Rule::Skipped);
@@ -78,9 +106,10 @@ pub fn exclusion(q: &Query) -> Option<Rule> {
 /// with its own, failed one).
 pub fn refused_in_failed_transaction(q: &Query) -> bool {
     q.protocol == Protocol::Extended
-        && q.outcome
-            .as_ref()
-            .is_some_and(|o| !o.skipped && matches!(o.sqlstate.as_deref(), Some("25P02" | "55000")))
+        && q.outcome.as_ref().is_some_and(|o| {
+            (!o.skipped || guard_refused(q))
+                && matches!(o.sqlstate.as_deref(), Some("25P02" | "55000"))
+        })
 }
 
 /// Whether a logged statement is the audited one. They must be equal, except for an

@@ -200,11 +200,27 @@ pub struct EnvSpec<'a> {
     pub files: &'a [(&'a str, &'a str)],
     /// Where the target points; `None` = the shared cluster.
     pub upstream_port: Option<u16>,
+    /// `tls.required` (with `client_tls`).
+    pub tls_required: bool,
+    /// The admin API's certificate (`admin.tls`, with `ca.pem` as its `ca_file`), if any.
+    pub admin_tls: Option<&'a Leaf>,
+    /// The `store:` value as YAML; `None` = a SQLite file.
+    pub store: Option<&'a str>,
 }
 
 impl TlsEnv {
     /// Creates the database and role, writes the config and starts jitgate.
     pub async fn start(spec: EnvSpec<'_>) -> TlsEnv {
+        Self::try_start(spec)
+            .await
+            .unwrap_or_else(|(e, _)| panic!("start server: {e}"))
+    }
+
+    /// [`TlsEnv::start`], returning the error of a server that would not start (and its
+    /// directory, to look at).
+    pub async fn try_start(
+        spec: EnvSpec<'_>,
+    ) -> Result<TlsEnv, (jitgate::error::Error, tempfile::TempDir)> {
         let target = common::unique_name(spec.prefix);
         let upstream_user = format!("{target}_rw");
         let upstream_password = format!("upstream-pw-{target}");
@@ -235,10 +251,23 @@ impl TlsEnv {
             Some(leaf) => {
                 put("proxy.crt", &leaf.cert_pem);
                 put("proxy.key", &leaf.key_pem);
-                "tls:\n  cert_file: proxy.crt\n  key_file: proxy.key\n"
+                if spec.tls_required {
+                    "tls:\n  cert_file: proxy.crt\n  key_file: proxy.key\n  required: true\n"
+                } else {
+                    "tls:\n  cert_file: proxy.crt\n  key_file: proxy.key\n"
+                }
             }
             None => "",
         };
+        let admin_tls = match spec.admin_tls {
+            Some(leaf) => {
+                put("admin.crt", &leaf.cert_pem);
+                put("admin.key", &leaf.key_pem);
+                "  tls: { cert_file: admin.crt, key_file: admin.key, ca_file: ca.pem }\n"
+            }
+            None => "",
+        };
+        let store = spec.store.unwrap_or("{ sqlite: grants.db }");
         let yaml = format!(
             "listen: 127.0.0.1:0\n\
              login_timeout: 10s\n\
@@ -246,9 +275,9 @@ impl TlsEnv {
              {client_tls}\
              identities:\n  {ALICE}:\n    scram_verifier: \"{alice}\"\n\
              targets:\n  {target}:\n    host: 127.0.0.1\n    port: {port}\n    database: {target}\n    tls: {upstream_tls}\n    roles:\n      {ROLE}:\n        user: {upstream_user}\n        password_file: role.password\n\
-             store:\n  sqlite: grants.db\n\
+             store: {store}\n\
              audit:\n  path: audit.jsonl\n\
-             admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n",
+             admin:\n  listen: 127.0.0.1:0\n  token_file: admin.token\n{admin_tls}",
             alice = ScramVerifier::from_password(ALICE_PASSWORD),
             port = spec.upstream_port.unwrap_or_else(|| common::cluster().port()),
             upstream_tls = spec.upstream_tls,
@@ -256,14 +285,17 @@ impl TlsEnv {
         let config_path = dir.path().join("jitgate.yaml");
         put("jitgate.yaml", &yaml);
         let config = config::load(&config_path).expect("load config");
-        let server = serve::start(config).await.expect("start server");
-        TlsEnv {
+        let server = match serve::start(config).await {
+            Ok(server) => server,
+            Err(e) => return Err((e, dir)),
+        };
+        Ok(TlsEnv {
             server: Some(server),
             dir,
             target,
             upstream_user,
             upstream_password,
-        }
+        })
     }
 
     pub fn server(&self) -> &Server {

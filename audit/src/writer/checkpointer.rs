@@ -10,13 +10,15 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Durability;
 use crate::chain::LineHash;
-use crate::checkpoint::{self, CheckpointFields, CheckpointReason};
+use crate::checkpoint::{self, Checkpoint, CheckpointFields, CheckpointReason};
 use crate::keys::SigningKey;
 use crate::logfile;
+use crate::witness::{Witness, WitnessLine, WitnessQueue};
 
 pub(super) struct Checkpointer {
     key: SigningKey,
@@ -30,6 +32,11 @@ pub(super) struct Checkpointer {
     covered: Option<u64>,
     /// `first_seq` of the last checkpoint.
     first_seq: Option<u64>,
+    /// The last checkpoint line (without `\n`), parsed: what the writer checks the log
+    /// against when it opens, and what a witness is given.
+    last: Option<(Checkpoint, Vec<u8>)>,
+    /// Where checkpoints are copied off the host, when one is attached.
+    witness: Option<WitnessQueue>,
     every: u64,
     interval: Duration,
     last_at: Instant,
@@ -52,6 +59,8 @@ impl Checkpointer {
             prev: LineHash::GENESIS,
             covered: None,
             first_seq: None,
+            last: None,
+            witness: None,
             every: every.max(1),
             interval,
             last_at: Instant::now(),
@@ -77,10 +86,21 @@ impl Checkpointer {
             if let Ok(last) = checkpoint::parse_and_check(&line, None) {
                 self.covered = Some(last.last_seq);
                 self.first_seq = Some(last.first_seq);
+                self.last = Some((last, line));
             }
         }
         self.file = Some(file);
         Ok(())
+    }
+
+    /// The last checkpoint in the file (when its last line is one) and its stored bytes.
+    pub(super) fn last(&self) -> Option<&(Checkpoint, Vec<u8>)> {
+        self.last.as_ref()
+    }
+
+    /// `last_seq` of the last checkpoint.
+    pub(super) fn covered(&self) -> Option<u64> {
+        self.covered
     }
 
     /// `first_seq` of the last checkpoint written: where the set is meant to start.
@@ -124,7 +144,6 @@ impl Checkpointer {
         last_seq: u64,
         last_hash: LineHash,
     ) {
-        self.last_at = Instant::now();
         if let Err(e) = self.try_write(reason, file, first_seq, last_seq, last_hash) {
             self.file = None;
             tracing::error!(
@@ -135,7 +154,7 @@ impl Checkpointer {
         }
     }
 
-    fn try_write(
+    pub(super) fn try_write(
         &mut self,
         reason: CheckpointReason,
         file: String,
@@ -143,6 +162,7 @@ impl Checkpointer {
         last_seq: u64,
         last_hash: LineHash,
     ) -> io::Result<()> {
+        self.last_at = Instant::now();
         if self.file.is_none() {
             self.reopen()?;
         }
@@ -157,6 +177,11 @@ impl Checkpointer {
         };
         let mut line = checkpoint::encode(&fields, &self.key).map_err(io::Error::other)?;
         let hash = LineHash::of_line(&line);
+        // Checkpoints are rare: parsing the line just made is simpler than building the
+        // struct twice, and is exactly what a reader of the file will see.
+        let written = checkpoint::parse_and_check(&line, None)
+            .map(|cp| (cp, line.clone()))
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
         line.push(b'\n');
         let Some(out) = self.file.as_mut() else {
             return Err(io::Error::other("checkpoints file is not open"));
@@ -168,6 +193,27 @@ impl Checkpointer {
         self.prev = hash;
         self.covered = Some(last_seq);
         self.first_seq = Some(first_seq);
+        if let Some(witness) = &self.witness {
+            witness.push(WitnessLine {
+                last_seq,
+                line: written.1.clone(),
+            });
+        }
+        self.last = Some(written);
+        Ok(())
+    }
+
+    /// Starts copying checkpoints to `witness`, beginning with the last one written
+    /// (it covers everything before it).
+    pub(super) fn attach_witness(&mut self, witness: Arc<dyn Witness>) -> io::Result<()> {
+        let queue = WitnessQueue::start(witness)?;
+        if let Some((cp, line)) = &self.last {
+            queue.push(WitnessLine {
+                last_seq: cp.last_seq,
+                line: line.clone(),
+            });
+        }
+        self.witness = Some(queue);
         Ok(())
     }
 

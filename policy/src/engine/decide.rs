@@ -195,6 +195,29 @@ impl Engine {
             let new_end = parent.expires_at.checked_add(next.duration).map_err(|e| {
                 PolicyError::InvalidRequest(format!("extended end out of range: {e}"))
             })?;
+            // Each extension was checked against the rule when it was asked for, from the
+            // grant's end at that time; several approved one after another add up, so the
+            // cap is checked again against the grant's end now.
+            let rules = self.rules();
+            if let Some(rule) = next.rule.as_deref().and_then(|r| rules.rule(r)) {
+                let cap = now.checked_add(rule.max_duration()).map_err(|e| {
+                    PolicyError::InvalidRequest(format!("maximum end out of range: {e}"))
+                })?;
+                if new_end > cap {
+                    return Err(PolicyError::Conflict(format!(
+                        "approving extension {} would make grant {} end at {new_end} (it now \
+                         ends at {}, after earlier extensions, plus {:#}), more than rule {:?}'s \
+                         maximum of {:#} from now (latest allowed end: {cap}); deny it, and the \
+                         holder can ask for less",
+                        next.id,
+                        parent.id,
+                        parent.expires_at,
+                        next.duration,
+                        rule.name(),
+                        rule.max_duration()
+                    )));
+                }
+            }
             next.expires_at = new_end;
             let mut extended = parent.clone();
             extended.expires_at = new_end;

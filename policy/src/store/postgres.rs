@@ -7,9 +7,10 @@
 //! delivers the changed ids from every replica (see [`listen`]).
 //!
 //! Connections: a small pool ([`PostgresStoreOptions::pool_size`]) for store calls plus
-//! one listening connection, all plain TCP or a unix socket (`host=/run/postgresql`)
-//! described by a libpq-style connection string or URL. TLS to the store is not supported
-//! yet: `sslmode=require` is refused, `prefer` connects in plain text.
+//! one listening connection, described by a libpq-style connection string or URL, over
+//! TLS verified as libpq's `verify-full` does ([`PostgresStoreOptions::tls`], see
+//! [`tls`]) or, when explicitly disabled, plain TCP or a unix socket
+//! (`host=/run/postgresql`).
 //!
 //! Every call is bounded by [`PostgresStoreOptions::call_timeout`]: an unreachable store
 //! yields [`PolicyError::Store`] ("… unreachable …") quickly, never a hang, so the engine
@@ -19,6 +20,8 @@ mod listen;
 mod pool;
 mod row;
 mod schema;
+mod tls;
+mod witness;
 
 use std::fmt;
 use std::time::Duration;
@@ -26,7 +29,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::broadcast;
 use tokio::time::timeout_at;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Config;
@@ -38,6 +40,8 @@ use crate::store::{GrantFilter, GrantStore};
 
 pub use listen::CHANNEL;
 pub use schema::{MIGRATION_LOCK, SCHEMA_VERSION};
+pub use tls::StoreTls;
+pub use witness::WITNESS_TABLE;
 
 use pool::{describe, AbortOnDrop, Conn, OpError, Pool, PoolSettings};
 use row::{column_list, Encoded, PgTimestamp, COLUMNS, IMMUTABLE};
@@ -64,6 +68,8 @@ pub struct PostgresStoreOptions {
     pub listen_check_interval: Duration,
     /// Longest wait between attempts to re-establish the listening connection.
     pub reconnect_backoff_max: Duration,
+    /// TLS to the store (default: none; the config file makes the operator choose).
+    pub tls: StoreTls,
 }
 
 impl Default for PostgresStoreOptions {
@@ -76,6 +82,7 @@ impl Default for PostgresStoreOptions {
             changes_capacity: 1024,
             listen_check_interval: Duration::from_secs(10),
             reconnect_backoff_max: Duration::from_secs(5),
+            tls: StoreTls::Disable,
         }
     }
 }
@@ -154,16 +161,13 @@ fn prepare(
     options: &PostgresStoreOptions,
 ) -> Result<(Pool, listen::ListenSettings, broadcast::Sender<Uuid>), PolicyError> {
     let mut config: Config = conninfo.parse().map_err(|e| {
-        PolicyError::Store(format!("grant store connection string: {}", describe(&e)))
+        PolicyError::Store(format!(
+            "grant store connection string: {}{}",
+            describe(&e),
+            tls::libpq_only_hint(conninfo)
+        ))
     })?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(PolicyError::Store(
-            "grant store connection string: sslmode=require is not supported yet (the \
-             PostgreSQL grant store connects without TLS); use a unix socket or a trusted \
-             network with sslmode=disable"
-                .to_owned(),
-        ));
-    }
+    let connector = tls::apply(&mut config, &options.tls)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.connect_timeout);
     }
@@ -181,6 +185,7 @@ fn prepare(
             call_timeout: options.call_timeout,
             statement_timeout: options.statement_timeout,
             size: options.pool_size,
+            tls: connector.clone(),
         },
     );
     let listen = listen::ListenSettings {
@@ -190,6 +195,7 @@ fn prepare(
         call_timeout: options.call_timeout,
         check_interval: options.listen_check_interval.max(Duration::from_millis(10)),
         backoff_max: options.reconnect_backoff_max,
+        tls: connector,
     };
     let (changes, _) = broadcast::channel(options.changes_capacity.max(1));
     Ok((pool, listen, changes))

@@ -21,6 +21,13 @@ pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 /// Request code of a GSSENCRequest (1234.5680).
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 
+/// ALPN protocol name of PostgreSQL (17+): a direct TLS client (`sslnegotiation=direct`)
+/// must offer it, and the server picks it when offered.
+pub const POSTGRES_ALPN: &[u8] = b"postgresql";
+/// First byte of a TLS handshake record: a direct TLS client's first byte. (A startup
+/// packet starts with its length's high byte, 0 for any valid one.)
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// The major "version" all special request codes share.
 const SPECIAL_MAJOR: u16 = 1234;
 /// Name of the one startup parameter every connection must give.

@@ -1,5 +1,7 @@
 //! The first bytes of a connection: SSLRequest → TLS (or 'N'), GSSENCRequest → 'N',
-//! CancelRequest, then the StartupMessage.
+//! CancelRequest, then the StartupMessage. A TLS ClientHello as the very first bytes is
+//! PostgreSQL 17's direct TLS (`sslnegotiation=direct`): accepted only with ALPN
+//! `postgresql`, as PostgreSQL does, then the same as after SSLRequest.
 //!
 //! Bytes a client sends after SSLRequest but before the TLS handshake are refused
 //! (the CVE-2021-23214 class of bugs: they would be read as if they came over TLS).
@@ -14,6 +16,7 @@ use tokio_util::either::Either;
 use super::stream::ClientStream;
 use crate::error::ProtocolError;
 use crate::protocol::startup::{parse_startup, StartupMessage};
+use crate::protocol::startup::{POSTGRES_ALPN, TLS_HANDSHAKE_RECORD};
 use crate::protocol::{backend, sqlstate, PgError};
 
 /// What the client came for.
@@ -92,6 +95,11 @@ pub async fn handshake(
     tls: Option<&Arc<rustls::ServerConfig>>,
 ) -> Result<Hello, HandshakeError> {
     let mut buf = BytesMut::with_capacity(1024);
+    if let Some(config) = tls {
+        if starts_with_tls_record(&tcp).await? {
+            return direct_tls(tcp, config, buf).await;
+        }
+    }
     // libpq asks for GSS encryption first, then SSL; each may be asked once.
     let mut gss_refused = false;
     let mut ssl_refused = false;
@@ -117,20 +125,8 @@ pub async fn handshake(
                 }
                 tcp.write_all(b"S").await.map_err(HandshakeError::Io)?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-                let mut tls_stream = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
-                return match read_startup(&mut tls_stream, &mut buf).await? {
-                    StartupMessage::Startup { minor, params, .. } => Ok(Hello::Startup {
-                        stream: Either::Right(Box::new(tls_stream)),
-                        buf,
-                        minor,
-                        params,
-                        tls: true,
-                    }),
-                    StartupMessage::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
-                    _ => {
-                        Err(refuse(&mut tls_stream, ProtocolError::RepeatedEncryptionRequest).await)
-                    }
-                };
+                let tls_stream = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+                return after_tls(tls_stream, buf).await;
             }
             StartupMessage::GssEncRequest => {
                 return Err(refuse(&mut tcp, ProtocolError::RepeatedEncryptionRequest).await);
@@ -146,5 +142,55 @@ pub async fn handshake(
                 })
             }
         }
+    }
+}
+
+/// Whether the client's first byte opens a TLS record (direct TLS), without consuming it.
+async fn starts_with_tls_record(tcp: &TcpStream) -> Result<bool, HandshakeError> {
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await.map_err(HandshakeError::Io)?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE_RECORD)
+}
+
+/// PostgreSQL 17's direct TLS: the handshake first, no SSLRequest. Without ALPN
+/// `postgresql` the client may be something else entirely that was pointed at this port
+/// (the reason PostgreSQL insists on it): it is told why and closed.
+async fn direct_tls(
+    tcp: TcpStream,
+    config: &Arc<rustls::ServerConfig>,
+    buf: BytesMut,
+) -> Result<Hello, HandshakeError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+    let mut tls_stream = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
+    if tls_stream.get_ref().1.alpn_protocol() != Some(POSTGRES_ALPN) {
+        let e = ProtocolError::DirectTlsWithoutAlpn;
+        let mut out = BytesMut::new();
+        let error = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, e.to_string()).with_hint(
+            "a client that starts with TLS (sslnegotiation=direct) must offer the ALPN protocol \
+             \"postgresql\", as PostgreSQL 17 clients do; or connect with sslnegotiation=postgres",
+        );
+        backend::error_response(&mut out, &error);
+        let _ = tls_stream.write_all(&out).await;
+        let _ = tls_stream.shutdown().await;
+        return Err(HandshakeError::Protocol(e));
+    }
+    after_tls(tls_stream, buf).await
+}
+
+/// The startup packet (or a cancel request) over an established TLS connection.
+async fn after_tls(
+    mut tls_stream: tokio_rustls::server::TlsStream<TcpStream>,
+    mut buf: BytesMut,
+) -> Result<Hello, HandshakeError> {
+    match read_startup(&mut tls_stream, &mut buf).await? {
+        StartupMessage::Startup { minor, params, .. } => Ok(Hello::Startup {
+            stream: Either::Right(Box::new(tls_stream)),
+            buf,
+            minor,
+            params,
+            tls: true,
+        }),
+        StartupMessage::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
+        _ => Err(refuse(&mut tls_stream, ProtocolError::RepeatedEncryptionRequest).await),
     }
 }

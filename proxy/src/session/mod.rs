@@ -141,6 +141,11 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     };
     // Until it is authenticated, a client may not make us buffer large messages.
     let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
+    if settings.tls_required && !tls {
+        return Refusal::tls_required(peer, &params)
+            .report(&ctx, &mut conn, session_id)
+            .await;
+    }
     let logged_in = tokio::select! {
         biased;
         _ = ctx.draining.cancelled() => {
@@ -287,8 +292,9 @@ async fn live(
     tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
 
     let started = Instant::now();
-    let mut tracker =
-        Tracker::new(target.audit.rules_for(&grant.role)).with_limits(settings.session_limits);
+    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role))
+        .with_role_changes(target.role_changes)
+        .with_limits(settings.session_limits);
     let (end, refusal) = {
         let mut enforcer = Enforcer::new(
             handle.control().clone(),

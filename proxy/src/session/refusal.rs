@@ -5,7 +5,7 @@
 //! Every refusal after the startup packet goes through here — bad startup parameters,
 //! failed authentication, no grant, no credentials for the granted role, an upstream
 //! that cannot be opened, shutdown, no file descriptors for the backstop, an audit log
-//! that cannot take the session's start — so none is told without being recorded (the
+//! that cannot take the session's start, a client without TLS when TLS is required — so none is told without being recorded (the
 //! last one is recorded if the log recovers in time; otherwise the operator's log says
 //! so). The end of an admitted session has its own single path, [`super::teardown`],
 //! recorded as `session_end`.
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::client::ClientConn;
 use super::ProxyContext;
-use crate::protocol::PgError;
+use crate::protocol::{sqlstate, PgError};
 
 /// A refused client: what it is told and what is recorded.
 pub struct Refusal {
@@ -61,6 +61,28 @@ impl Refusal {
             reason: reason.into(),
         };
         Refusal::of(event, identity, target, error)
+    }
+
+    /// `tls.required` is set and the client did not negotiate TLS. PostgreSQL refuses a
+    /// connection that only a `hostssl` line would match with the same SQLSTATE (28000).
+    pub fn tls_required(peer: SocketAddr, params: &[(String, String)]) -> Refusal {
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let error = PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "jitgate requires TLS: this connection is not encrypted",
+        )
+        .with_hint(
+            "connect with sslmode=require, or better sslmode=verify-full with sslrootcert= \
+             the CA of jitgate's certificate (PostgreSQL 17 clients may add \
+             sslnegotiation=direct)",
+        );
+        let reason = "the client did not negotiate TLS and tls.required is set";
+        Refusal::denied(peer, param("user"), param("database"), reason, error)
     }
 
     fn of(event: EventBody, identity: &str, target: &str, error: PgError) -> Refusal {

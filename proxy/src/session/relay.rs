@@ -550,9 +550,10 @@ impl Relay<'_> {
         loop {
             let mark = self.tracker.mark();
             let mut budget = AuditBudget::new(self.max_audit_batch_bytes);
-            // Frames the server would ignore (left out), where an Execute must wait, and
-            // where the slice ends.
-            let mut dropped: Vec<usize> = Vec::new();
+            // Frames the server would ignore (left out: `None`) or must get in another
+            // form (a refusal's substitute), where an Execute must wait, and where the
+            // slice ends.
+            let mut edits: Vec<(usize, Option<bytes::Bytes>)> = Vec::new();
             let mut stop = frames.len();
             let mut to = frames.len();
             for (i, &(tag, start, end)) in frames.iter().enumerate().skip(from) {
@@ -571,7 +572,8 @@ impl Relay<'_> {
                 };
                 match step {
                     Step::Forward => {}
-                    Step::Drop => dropped.push(i),
+                    Step::Drop => edits.push((i, None)),
+                    Step::Replace(frame) => edits.push((i, Some(frame))),
                     Step::Wait => {
                         stop = i;
                         to = i;
@@ -619,7 +621,7 @@ impl Relay<'_> {
                 _ if to < frames.len() => frames[to].1 - 5,
                 _ => chunk.len(),
             };
-            if dropped.is_empty() && !self.waiting {
+            if edits.is_empty() && !self.waiting {
                 if upto > begin {
                     let upstream = &mut *self.upstream;
                     guarded!(enforcer, write_flush(upstream, &chunk[begin..upto]))?
@@ -628,9 +630,12 @@ impl Relay<'_> {
             } else {
                 let mut out = BytesMut::with_capacity(upto - begin + tags::FLUSH_MESSAGE.len());
                 let mut at = begin;
-                for &i in &dropped {
-                    let (_, body_start, end) = frames[i];
+                for (i, replacement) in &edits {
+                    let (_, body_start, end) = frames[*i];
                     out.extend_from_slice(&chunk[at..body_start - 5]);
+                    if let Some(frame) = replacement {
+                        out.extend_from_slice(frame);
+                    }
                     at = end;
                 }
                 out.extend_from_slice(&chunk[at..upto]);

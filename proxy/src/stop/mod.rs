@@ -323,6 +323,7 @@ pub(crate) fn unconfigured_target() -> StopTarget {
         settings: Arc::new(ProxySettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
+            tls_required: false,
             login_timeout: Duration::from_secs(1),
             max_message_len: 1 << 20,
             drain_timeout: Duration::from_secs(1),

@@ -11,13 +11,14 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket};
 use uuid::Uuid;
 
 use super::pool::{describe, AbortOnDrop};
+use super::tls::{self, Connector};
 use crate::error::PolicyError;
 
 /// The notification channel every writer notifies and every replica listens on.
@@ -36,6 +37,7 @@ pub(super) struct ListenSettings {
     pub(super) call_timeout: Duration,
     pub(super) check_interval: Duration,
     pub(super) backoff_max: Duration,
+    pub(super) tls: Connector,
 }
 
 /// A LISTENing connection: the client (for health checks) and the task that reads
@@ -56,17 +58,27 @@ pub(super) async fn establish(
             settings.target
         ))
     };
-    let (client, connection) =
-        match timeout(settings.connect_timeout, settings.config.connect(NoTls)).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(fail(&format!("cannot connect: {}", describe(&e)))),
-            Err(_) => {
-                return Err(fail(&format!(
-                    "no answer within {:?}",
-                    settings.connect_timeout
-                )))
-            }
-        };
+    let (client, connection) = match timeout(
+        settings.connect_timeout,
+        settings.config.connect(settings.tls.make()),
+    )
+    .await
+    {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            let advice = match tls::advice(&e, "") {
+                "" => String::new(),
+                advice => format!(" ({advice})"),
+            };
+            return Err(fail(&format!("cannot connect: {}{advice}", describe(&e))));
+        }
+        Err(_) => {
+            return Err(fail(&format!(
+                "no answer within {:?}",
+                settings.connect_timeout
+            )))
+        }
+    };
     let driver = AbortOnDrop(tokio::spawn(drive(connection, changes.clone())));
     match timeout(
         settings.call_timeout,
@@ -84,7 +96,10 @@ pub(super) async fn establish(
 }
 
 /// Reads the connection until it ends, forwarding our channel's grant ids.
-async fn drive(mut connection: Connection<Socket, NoTlsStream>, changes: broadcast::Sender<Uuid>) {
+async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
+    mut connection: Connection<Socket, T>,
+    changes: broadcast::Sender<Uuid>,
+) {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {

@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use tokio_postgres::config::Host;
 use tokio_postgres::error::Severity;
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
 use super::schema;
+use super::tls::{self, Connector};
 use crate::error::PolicyError;
 
 /// Aborts a spawned task when dropped, so no connection task outlives its owner.
@@ -157,6 +158,7 @@ pub(super) struct PoolSettings {
     pub(super) call_timeout: Duration,
     pub(super) statement_timeout: Option<Duration>,
     pub(super) size: usize,
+    pub(super) tls: Connector,
 }
 
 /// The pool.
@@ -261,26 +263,30 @@ impl Pool {
     async fn open(&self, op: &str, deadline: Instant) -> Result<Conn, PolicyError> {
         let started = Instant::now();
         let connect_deadline = deadline.min(started + self.settings.connect_timeout);
-        let (client, connection) =
-            match timeout_at(connect_deadline, self.config.connect(NoTls)).await {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    return Err(PolicyError::Store(format!(
-                        "{op}: cannot connect to the grant store at {}: {}; it is unreachable or \
-                     refuses the connection",
-                        self.target,
-                        describe(&e)
-                    )))
-                }
-                Err(_) => {
-                    return Err(PolicyError::Store(format!(
-                        "{op}: cannot connect to the grant store at {}: no answer within {:?}; it \
+        let (client, connection) = match timeout_at(
+            connect_deadline,
+            self.config.connect(self.settings.tls.make()),
+        )
+        .await
+        {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                return Err(PolicyError::Store(format!(
+                    "{op}: cannot connect to the grant store at {}: {}; {}",
+                    self.target,
+                    describe(&e),
+                    tls::advice(&e, "it is unreachable or refuses the connection")
+                )))
+            }
+            Err(_) => {
+                return Err(PolicyError::Store(format!(
+                    "{op}: cannot connect to the grant store at {}: no answer within {:?}; it \
                      is unreachable",
-                        self.target,
-                        connect_deadline.saturating_duration_since(started)
-                    )))
-                }
-            };
+                    self.target,
+                    connect_deadline.saturating_duration_since(started)
+                )))
+            }
+        };
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %describe(&e), "grant store connection ended");

@@ -12,6 +12,7 @@ use super::defs::{function_args, retained, PortalDef, Slot, StatementDef};
 use super::predict::Prediction;
 use super::{name_text, query_event, Op, Request, Step, Tracker};
 use crate::error::ProtocolError;
+use crate::guard::{self, substitute, Refusal, RoleChanges};
 use crate::protocol::frontend::{self, Bind};
 use crate::protocol::tags;
 use crate::session::limits::{LimitExceeded, LimitKind};
@@ -46,6 +47,13 @@ pub(super) fn portal_slot(
         }
     }
     Slot::Def(Arc::new(PortalDef::bound(rules, bind, statement)))
+}
+
+/// The text recorded for a statement: as sent, or — refused — with its passwords masked.
+fn recorded_sql(refusal: Option<Refusal>, sql: &Bytes) -> Bytes {
+    refusal
+        .and_then(|_| guard::mask_passwords(sql))
+        .map_or_else(|| sql.clone(), Bytes::from)
 }
 
 /// Whether two portals were bound from the same statement definition.
@@ -97,18 +105,26 @@ impl Tracker {
                 _ => return Err(ProtocolError::UnexpectedDuringCopy { tag }),
             }
         }
+        let mut step = Step::Forward;
         match tag {
             tags::QUERY => {
                 let q = frontend::parse_query(body)?;
+                let refusal = self.guard(&q.sql);
+                let recorded = recorded_sql(refusal, &q.sql);
                 let query_id = self.next_id();
-                let mut event = query_event(&self.rules, query_id, Protocol::Simple, &q.sql);
+                let mut event = query_event(&self.rules, query_id, Protocol::Simple, &recorded);
                 if let EventBody::Query {
                     setting_change: s, ..
                 } = &mut event
                 {
                     *s = setting_change(&q.sql);
                 }
-                self.statement(event, Request::new(Op::Query, query_id), events);
+                let mut request = Request::new(Op::Query, query_id);
+                if let Some(r) = refusal {
+                    request.refused = true;
+                    step = Step::Replace(substitute::query_frame(r));
+                }
+                self.statement(event, request, events);
             }
             tags::PARSE => {
                 let p = frontend::parse_parse(body)?;
@@ -117,6 +133,16 @@ impl Tracker {
                     self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
                 }
                 let setting = setting_change(&p.sql);
+                let refusal = self.guard(&p.sql);
+                if let Some(r) = refusal {
+                    let params = guard::max_param(&p.sql);
+                    step = Step::Replace(substitute::parse_frame(
+                        r,
+                        &p.statement,
+                        &p.param_types,
+                        params,
+                    ));
+                }
                 // Kept past the batch: a named statement for as long as the client keeps
                 // it, so always copied; the unnamed one until the next Parse, so only
                 // when the buffer is large.
@@ -124,9 +150,10 @@ impl Tracker {
                 let name = retained(p.statement, copy);
                 let def = Arc::new(StatementDef {
                     name: name.clone(),
-                    sql: retained(p.sql, copy),
+                    sql: retained(recorded_sql(refusal, &p.sql), copy),
                     param_types: p.param_types,
                     setting,
+                    refused: refusal,
                 });
                 self.message(Op::Parse { name, def });
             }
@@ -179,13 +206,15 @@ impl Tracker {
                     (*params, *params_from) = self.portal_params(def.as_ref(), query_id);
                     *setting_change = statement.and_then(|s| s.setting);
                 }
-                let request = Request::new(
+                let refused = statement.is_some_and(|s| s.refused.is_some());
+                let mut request = Request::new(
                     Op::Execute {
                         portal: e.portal,
                         def,
                     },
                     query_id,
                 );
+                request.refused = refused;
                 self.statement(event, request, events);
             }
             tags::FUNCTION_CALL => {
@@ -201,7 +230,21 @@ impl Tracker {
                     *params = function_args(&self.rules, &f.arg_formats, &f.args);
                     *function_oid = Some(f.oid);
                 }
-                self.statement(event, Request::new(Op::FunctionCall, query_id), events);
+                let refusal = match self.role_changes {
+                    RoleChanges::Refuse => guard::check_function_call(f.oid, &f.args),
+                    RoleChanges::Allow => None,
+                };
+                let request = match refusal {
+                    // The server gets a Query instead, and answers it as one.
+                    Some(r) => {
+                        step = Step::Replace(substitute::query_frame(r));
+                        let mut request = Request::new(Op::Query, query_id);
+                        request.refused = true;
+                        request
+                    }
+                    None => Request::new(Op::FunctionCall, query_id),
+                };
+                self.statement(event, request, events);
             }
             tags::CLOSE => {
                 let c = frontend::parse_close(body)?;
@@ -237,7 +280,15 @@ impl Tracker {
             // ("invalid frontend message type"), so nothing after it runs.
             _ => self.doomed = true,
         }
-        Ok(Step::Forward)
+        Ok(step)
+    }
+
+    /// The guard's verdict on a SQL text, under the target's setting.
+    fn guard(&self, sql: &[u8]) -> Option<Refusal> {
+        match self.role_changes {
+            RoleChanges::Refuse => guard::check_sql(sql),
+            RoleChanges::Allow => None,
+        }
     }
 
     /// Whether the server will take the next message (it does not skip, and the session

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
 
+use crate::guard::Refusal;
 use crate::protocol::frontend::Bind;
 
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
@@ -32,10 +33,14 @@ pub fn retained(bytes: Bytes, copy: bool) -> Bytes {
 pub struct StatementDef {
     /// Its name (retained: a copy for named statements, see [`retained`]).
     pub name: Name,
+    /// The text as recorded (for a refused statement: with its passwords masked).
     pub sql: Bytes,
     pub param_types: Vec<u32>,
     /// Looked up once at Parse: a statement may be executed many times.
     pub setting: Option<SettingChange>,
+    /// The guard refused it: the server holds a substitute under its name whose every
+    /// execution fails with 42501 (`guard/substitute.rs`).
+    pub refused: Option<Refusal>,
 }
 
 /// A portal: the statement it was bound from and its parameters as recorded.

@@ -42,6 +42,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use jitgate_audit::{escape_bytes, ContentRules, CopyDirection, EventBody, Param, Protocol};
 
+use crate::guard::RoleChanges;
 use crate::protocol::frontend;
 use crate::session::limits::SessionLimits;
 
@@ -50,10 +51,14 @@ use self::defs::{Name, PortalDef, Slot, StatementDef};
 use self::predict::Prediction;
 
 /// What the relay does with a client message the tracker has looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Forward it (after writing the events the call appended).
     Forward,
+    /// Forward this frame (tag, length, body) in its place: the guard refused the
+    /// message, and the substitute makes the server fail it with 42501
+    /// (`guard/substitute.rs`). The events were appended as for `Forward`.
+    Replace(Bytes),
     /// Do not forward it: the server would ignore it (Sync or Flush during COPY data).
     Drop,
     /// Do not forward it yet: which definition it runs depends on answers the server has
@@ -113,6 +118,9 @@ struct Request {
     message: Option<String>,
     /// Result data bytes attributed to it so far.
     bytes: u64,
+    /// The guard refused it (the server got a substitute that fails): its result is
+    /// recorded `skipped`, since the statement the client sent never ran.
+    refused: bool,
 }
 
 impl Request {
@@ -127,6 +135,7 @@ impl Request {
             sqlstate: None,
             message: None,
             bytes: 0,
+            refused: false,
         }
     }
 
@@ -144,7 +153,7 @@ impl Request {
             message: self.message.clone(),
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             bytes: self.bytes,
-            skipped,
+            skipped: skipped || self.refused,
         }
     }
 }
@@ -164,6 +173,8 @@ struct Copy {
 pub struct Tracker {
     /// How statements are recorded (SQL limit, redaction).
     rules: Arc<ContentRules>,
+    /// Whether statements that change roles or the server are refused.
+    role_changes: RoleChanges,
     next_query_id: u64,
     confirmed: Confirmed,
     prediction: Prediction,
@@ -231,6 +242,13 @@ impl Tracker {
             rules,
             ..Tracker::default()
         }
+    }
+
+    /// The same, with statements that change roles or the server refused or allowed
+    /// (refused unless told otherwise).
+    pub fn with_role_changes(mut self, role_changes: RoleChanges) -> Tracker {
+        self.role_changes = role_changes;
+        self
     }
 
     /// The same, under `limits` (statements and portals the session may hold).

@@ -118,8 +118,9 @@ impl Session {
                 .t
                 .on_client(*tag, body.clone(), &mut self.recorded)
                 .unwrap();
+            let wait = step == Step::Wait;
             steps.push(step);
-            if step == Step::Wait {
+            if wait {
                 // The relay forwards a Flush of its own with what came before.
                 self.t.flush_sent();
                 break;
@@ -808,4 +809,63 @@ fn rollback_to_savepoint_keeps_the_portals_made_before_it() {
     s.replies(b"C");
     s.reply(tags::READY_FOR_QUERY, b"T");
     assert_eq!(s.t.disagreements(), 0);
+}
+
+/// The guard (issue 17): a refused Query or Parse is replaced by a substitute the server
+/// fails with 42501; the audit keeps the client's text (passwords masked) and records
+/// the result as skipped.
+#[test]
+fn a_refused_statement_is_replaced_and_recorded_as_skipped() {
+    let mut s = Session::new();
+    let steps = s.send(&[query(
+        "SELECT 1; ALTER ROLE CURRENT_USER PASSWORD 'hunter2'",
+    )]);
+    let Step::Replace(frame) = &steps[0] else {
+        panic!("not replaced: {steps:?}");
+    };
+    assert_eq!(frame[0], tags::QUERY);
+    let text = String::from_utf8_lossy(frame);
+    assert!(
+        text.contains("DO $jitgate$") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert_eq!(
+        s.sqls(),
+        ["SELECT 1; ALTER ROLE CURRENT_USER PASSWORD '<redacted>'"]
+    );
+    s.reply(tags::ERROR_RESPONSE, &error("42501", "exec_stmt_raise"));
+    s.replies(b"Z");
+    assert_eq!(s.results(), [(1, true)]);
+
+    // Extended: the Parse is replaced under the same name; the Execute records the
+    // client's text and is skipped once the server fails the substitute.
+    let steps = s.send(&[
+        parse(b"p", "SELECT set_config('role', $1, false)"),
+        bind(b"", b"p", &["postgres"]),
+        execute(b""),
+        sync(),
+    ]);
+    let Step::Replace(frame) = &steps[0] else {
+        panic!("not replaced: {steps:?}");
+    };
+    assert_eq!(frame[0], tags::PARSE);
+    assert_eq!(&frame[5..7], b"p\0");
+    // One parameter, declared `text` (the client left it to the server).
+    assert_eq!(&frame[frame.len() - 6..], &[0, 1, 0, 0, 0, 25]);
+    assert_eq!(steps[1..], [Step::Forward, Step::Forward, Step::Forward]);
+    assert_eq!(s.sqls()[1], "SELECT set_config('role', $1, false)");
+    s.replies(b"12");
+    s.reply(tags::ERROR_RESPONSE, &error("42501", "exec_stmt_raise"));
+    s.replies(b"Z");
+    assert_eq!(s.results(), [(1, true), (2, true)]);
+
+    // Harmless statements that merely contain the keywords are forwarded as they are.
+    let steps = s.send(&[query("SELECT 'role', 1 AS user_id")]);
+    assert_eq!(steps, [Step::Forward]);
+
+    // Allowed by the target: forwarded.
+    let mut allowed = Session::new();
+    allowed.t = Tracker::default().with_role_changes(crate::guard::RoleChanges::Allow);
+    let steps = allowed.send(&[query("ALTER ROLE CURRENT_USER PASSWORD 'x'")]);
+    assert_eq!(steps, [Step::Forward]);
 }
