@@ -250,6 +250,7 @@ impl Generator {
                 portal: (protocol == Protocol::Extended).then(String::new),
                 params,
                 function_oid: None,
+                params_from: None,
             },
         );
         s.pending = Some((id, error, copy));

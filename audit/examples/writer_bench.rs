@@ -26,6 +26,7 @@ fn event(task: u64, i: u64) -> Event {
             Some(b"48213"),
         )],
         function_oid: None,
+        params_from: None,
         truncated: false,
         sql_len: None,
         sql_sha256: None,

@@ -9,7 +9,7 @@
 use regex::bytes::RegexSet;
 
 use crate::error::AuditError;
-use crate::param::{Param, ParamFormat};
+use crate::param::{Param, ParamFormat, DEFAULT_MAX_PARAM_BYTES};
 use crate::sqltext::{record_sql, RecordedSql, DEFAULT_MAX_SQL_BYTES};
 
 /// Which bind parameter / function argument values are withheld from the log.
@@ -100,6 +100,9 @@ pub struct ContentRules {
     /// SQL longer than this (in bytes as sent) is recorded as its head plus length and
     /// SHA-256 (`audit.max_sql_bytes`).
     pub max_sql_bytes: usize,
+    /// A parameter value longer than this (in bytes as sent) is recorded as its head plus
+    /// length and SHA-256 (`audit.max_param_bytes`).
+    pub max_param_bytes: usize,
     /// Which parameter values are withheld.
     pub redaction: Redaction,
 }
@@ -108,6 +111,7 @@ impl Default for ContentRules {
     fn default() -> Self {
         ContentRules {
             max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
+            max_param_bytes: DEFAULT_MAX_PARAM_BYTES,
             redaction: Redaction::none(),
         }
     }
@@ -119,12 +123,13 @@ impl ContentRules {
         record_sql(raw, self.max_sql_bytes)
     }
 
-    /// The recorded form of one parameter value (`raw` is `None` for SQL NULL).
+    /// The recorded form of one parameter value (`raw` is `None` for SQL NULL): redaction
+    /// first (on the whole value), then the size limit.
     pub fn param(&self, format: ParamFormat, type_oid: Option<u32>, raw: Option<&[u8]>) -> Param {
         if self.redaction.hides(raw) {
             Param::redacted(format, type_oid)
         } else {
-            Param::from_wire(format, type_oid, raw)
+            Param::from_wire_capped(format, type_oid, raw, self.max_param_bytes)
         }
     }
 }
@@ -148,15 +153,25 @@ mod tests {
         assert!(!r.hides(Some(b"\xff\xfe")));
         let rules = ContentRules {
             max_sql_bytes: 10,
+            max_param_bytes: 4,
             redaction: r,
         };
         let hidden = rules.param(ParamFormat::Text, Some(25), Some(b"top secret"));
         assert!(hidden.redacted);
         assert_eq!(hidden.value, None);
         assert_eq!(hidden.type_oid, Some(25));
+        // Redaction looks at the whole value, before the size limit cuts it.
+        let long_secret = rules.param(ParamFormat::Text, None, Some(b"xxxxxxxx secret"));
+        assert!(long_secret.redacted && !long_secret.truncated);
+        assert_eq!(
+            long_secret.value_sha256, None,
+            "nothing of a redacted value"
+        );
         let shown = rules.param(ParamFormat::Text, Some(25), Some(b"plain"));
-        assert_eq!(shown.value.as_deref(), Some("plain"));
+        assert_eq!(shown.value.as_deref(), Some("plai"));
         assert!(!shown.redacted);
+        assert!(shown.truncated);
+        assert_eq!(shown.value_len, Some(5));
     }
 
     #[test]

@@ -171,12 +171,20 @@ pub enum EventBody {
         /// Portal name (extended protocol; `""` is the unnamed portal).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         portal: Option<String>,
-        /// Bind parameters / function arguments, in order.
+        /// Bind parameters / function arguments, in order. Empty when `params_from` is
+        /// set: the parameters are those of that earlier event.
         #[serde(default)]
         params: Vec<Param>,
         /// OID of the function for `function_call`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function_oid: Option<u32>,
+        /// Another execution of a portal whose parameters were already recorded: the
+        /// `query_id` of the `query` event of the same session (the portal's first
+        /// execution, always earlier in the log) whose `params` are this execution's
+        /// too. A portal run in steps (Execute with a row limit, PortalSuspended, Execute
+        /// again) records its parameters once per Bind, not once per step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params_from: Option<u64>,
     },
     /// How a recorded query ended, written after the server answered.
     QueryResult {
@@ -520,6 +528,9 @@ pub enum EndReason {
     ProtocolError,
     /// The audit log could not take an event, so the session was closed (fail closed).
     AuditUnavailable,
+    /// The session tried to hold more than a per-session limit allows (prepared
+    /// statements, portals); `detail` names the limit and the setting that raises it.
+    LimitExceeded,
 }
 
 impl EndReason {
@@ -533,6 +544,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::ProtocolError => "protocol_error",
             EndReason::AuditUnavailable => "audit_unavailable",
+            EndReason::LimitExceeded => "limit_exceeded",
         }
     }
 }

@@ -62,7 +62,7 @@ pub use event::{
 };
 pub use fileset::{checkpoints_path, log_files, LogFile};
 pub use keys::{write_key_pair, KeyPairFiles, PublicKey, SigningKey};
-pub use param::{escape_bytes, unescape_bytes, BYTE_ESCAPE};
+pub use param::{escape_bytes, unescape_bytes, BYTE_ESCAPE, DEFAULT_MAX_PARAM_BYTES};
 pub use reader::{read_events, tail, Events};
 pub use replay::{format_event_line, transcript};
 pub use setting::setting_change;

@@ -8,11 +8,23 @@
 //! ([`unescape_bytes`] undoes [`escape_bytes`]). Binary-format values are standard base64
 //! (with padding). A missing value (`null`) is SQL NULL — unless `redacted` is true: then
 //! the value was withheld by a redaction rule and nothing about it is recorded.
+//!
+//! A value longer than `audit.max_param_bytes` (counted in bytes as sent) is recorded as
+//! its head — cut at a character boundary for text — with `truncated`, the whole
+//! value's length (`value_len`) and its SHA-256 (`value_sha256`), like SQL text (see
+//! `sqltext.rs`): a reviewer can still prove which value ran, and one large value
+//! cannot bloat the log.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AuditError;
+use crate::sqltext::{char_boundary_at_or_before, sha256_hex};
+
+/// Default for `audit.max_param_bytes`: whole for identifiers, numbers, dates, names and
+/// short documents; a bulk value (a file in a `bytea`, a large JSON document) is recorded
+/// as its head, length and SHA-256.
+pub const DEFAULT_MAX_PARAM_BYTES: usize = 4 * 1024;
 
 /// The character that introduces a `\0hh` byte escape in a text value.
 pub const BYTE_ESCAPE: char = '\0';
@@ -46,21 +58,63 @@ pub struct Param {
     /// there. Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redacted: bool,
+    /// The value was longer than `audit.max_param_bytes`: `value` holds only its head
+    /// (the first bytes as sent, cut at a character boundary for text), `value_len` and
+    /// `value_sha256` describe the whole value. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Length in bytes of the whole value as sent (only when `truncated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_len: Option<u64>,
+    /// SHA-256 of the whole value as sent, lowercase hex (only when `truncated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_sha256: Option<String>,
 }
 
 impl Param {
     /// Builds the audit form of a parameter from the raw bytes of a Bind/FunctionCall
     /// message (`raw` is `None` for length -1, i.e. NULL). Never fails: any bytes encode.
     pub fn from_wire(format: ParamFormat, type_oid: Option<u32>, raw: Option<&[u8]>) -> Param {
-        let value = raw.map(|bytes| match format {
-            ParamFormat::Text => escape_bytes(bytes),
-            ParamFormat::Binary => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Param::from_wire_capped(format, type_oid, raw, usize::MAX)
+    }
+
+    /// Like [`Param::from_wire`], with values longer than `max_bytes` recorded as their
+    /// head, length and SHA-256 (`truncated`).
+    pub fn from_wire_capped(
+        format: ParamFormat,
+        type_oid: Option<u32>,
+        raw: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Param {
+        let mut truncated = false;
+        let mut value_len = None;
+        let mut value_sha256 = None;
+        let value = raw.map(|bytes| {
+            let head = if bytes.len() > max_bytes {
+                truncated = true;
+                value_len = Some(bytes.len() as u64);
+                value_sha256 = Some(sha256_hex(bytes));
+                let cut = match format {
+                    ParamFormat::Text => char_boundary_at_or_before(bytes, max_bytes),
+                    ParamFormat::Binary => max_bytes,
+                };
+                &bytes[..cut]
+            } else {
+                bytes
+            };
+            match format {
+                ParamFormat::Text => escape_bytes(head),
+                ParamFormat::Binary => base64::engine::general_purpose::STANDARD.encode(head),
+            }
         });
         Param {
             format,
             type_oid,
             value,
             redacted: false,
+            truncated,
+            value_len,
+            value_sha256,
         }
     }
 
@@ -72,13 +126,27 @@ impl Param {
             type_oid,
             value: None,
             redacted: true,
+            truncated: false,
+            value_len: None,
+            value_sha256: None,
         }
     }
 
     /// The exact bytes the client sent (`None` for NULL): undoes the text escapes or the
-    /// base64. Errs for redacted values (they were never recorded) and for values that
-    /// were not produced by [`Param::from_wire`].
+    /// base64. Errs for redacted values (they were never recorded), truncated ones (use
+    /// [`Param::head_bytes`]) and values that were not produced by [`Param::from_wire`].
     pub fn wire_bytes(&self) -> Result<Option<Vec<u8>>, AuditError> {
+        if self.truncated {
+            return Err(AuditError::InvalidParam(
+                "the value was truncated: only its head, length and SHA-256 were recorded",
+            ));
+        }
+        self.head_bytes()
+    }
+
+    /// The recorded bytes: the whole value, or its head when `truncated`. Errs like
+    /// [`Param::wire_bytes`] otherwise.
+    pub fn head_bytes(&self) -> Result<Option<Vec<u8>>, AuditError> {
         if self.redacted {
             return Err(AuditError::InvalidParam("the value was redacted"));
         }
@@ -218,6 +286,9 @@ mod tests {
                 type_oid: None,
                 value: Some(bad.into()),
                 redacted: false,
+                truncated: false,
+                value_len: None,
+                value_sha256: None,
             };
             assert!(p.wire_bytes().is_err(), "{bad:?}");
         }
@@ -226,6 +297,9 @@ mod tests {
             type_oid: None,
             value: Some("!!".into()),
             redacted: false,
+            truncated: false,
+            value_len: None,
+            value_sha256: None,
         };
         assert!(p.wire_bytes().is_err());
     }
@@ -244,6 +318,52 @@ mod tests {
         // An ordinary value does not carry the flag at all.
         let plain = serde_json::to_string(&Param::from_wire(ParamFormat::Text, None, Some(b"x")));
         assert_eq!(plain.unwrap(), r#"{"format":"text","value":"x"}"#);
+    }
+
+    #[test]
+    fn long_values_keep_head_length_and_hash() {
+        let raw = b"select 123456789";
+        let p = Param::from_wire_capped(ParamFormat::Text, Some(25), Some(raw), 9);
+        assert_eq!(p.value.as_deref(), Some("select 12"));
+        assert!(p.truncated);
+        assert_eq!(p.value_len, Some(16));
+        // sha256("select 123456789"), computed independently with sha256sum.
+        assert_eq!(
+            p.value_sha256.as_deref(),
+            Some("2b4b5242151e532aeced4930c1c14d77d2c8d7f2f6a162b9975e390fcc53b5c6")
+        );
+        assert!(p.wire_bytes().is_err(), "a head is not the value");
+        assert_eq!(p.head_bytes().unwrap().unwrap(), b"select 12");
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            json.contains(r#""truncated":true,"value_len":16,"value_sha256":"2b4b"#),
+            "{json}"
+        );
+        let back: Param = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        // At the limit: whole, no extra fields.
+        let whole = Param::from_wire_capped(ParamFormat::Text, None, Some(raw), 16);
+        assert!(!whole.truncated);
+        assert_eq!(
+            (whole.value_len, whole.value_sha256.as_deref()),
+            (None, None)
+        );
+        assert_eq!(whole.wire_bytes().unwrap().unwrap(), raw);
+    }
+
+    #[test]
+    fn capping_text_does_not_split_a_character_and_binary_cuts_bytes() {
+        let raw = "aé€b".as_bytes();
+        let p = Param::from_wire_capped(ParamFormat::Text, None, Some(raw), 2);
+        assert_eq!(p.value.as_deref(), Some("a"));
+        assert_eq!(p.value_len, Some(raw.len() as u64));
+        let bin = Param::from_wire_capped(ParamFormat::Binary, None, Some(&[0, 1, 2, 255]), 3);
+        assert_eq!(bin.value.as_deref(), Some("AAEC"));
+        assert_eq!(bin.head_bytes().unwrap().unwrap(), [0, 1, 2]);
+        assert_eq!(bin.value_len, Some(4));
+        // NULL is never truncated.
+        let null = Param::from_wire_capped(ParamFormat::Text, None, None, 0);
+        assert!(!null.truncated && null.value.is_none());
     }
 
     #[test]

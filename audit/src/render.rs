@@ -79,6 +79,11 @@ pub(crate) fn param_note(p: &Param) -> String {
         ParamFormat::Text => "text",
         ParamFormat::Binary => "binary base64",
     };
+    let format = if p.truncated {
+        format!("{format}, head only")
+    } else {
+        format.to_owned()
+    };
     match p.type_oid {
         Some(oid) => format!("({format}, oid {oid})"),
         None => format!("({format})"),

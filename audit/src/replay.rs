@@ -5,13 +5,14 @@
 //! how and why the session ended. Results are labelled with their query number because
 //! pipelined extended-protocol queries may complete after later queries were sent.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use uuid::Uuid;
 
 pub use crate::summary::format_event_line;
 
-use crate::event::{Event, EventBody, StopMethod, Stopped, StoppedWork};
+use crate::event::{Event, EventBody, Param, StopMethod, Stopped, StoppedWork};
 use crate::render::{clean, micros_as_ms, millis, one_line, param_note, param_value, rows};
 use crate::time::display_micros;
 
@@ -27,8 +28,19 @@ pub fn transcript(events: impl IntoIterator<Item = Event>, session: Uuid) -> Opt
     }
     let mut out = String::new();
     header(&mut out, session, &events);
+    // A portal executed in steps records its parameters with its first execution; the
+    // later ones point at it (`params_from`) and are shown with the same values.
+    let mut bound: HashMap<u64, &[Param]> = HashMap::new();
     for event in &events {
-        body(&mut out, event);
+        if let EventBody::Query {
+            query_id, params, ..
+        } = &event.body
+        {
+            bound.insert(*query_id, params);
+        }
+    }
+    for event in &events {
+        body(&mut out, event, &bound);
     }
     if !events
         .iter()
@@ -111,7 +123,7 @@ fn header(out: &mut String, session: Uuid, events: &[Event]) {
     }
 }
 
-fn body(out: &mut String, e: &Event) {
+fn body(out: &mut String, e: &Event, bound: &HashMap<u64, &[Param]>) {
     let ts = display_micros(&e.ts);
     match &e.body {
         // Already rendered in the header.
@@ -128,6 +140,7 @@ fn body(out: &mut String, e: &Event) {
             sql_len,
             sql_sha256,
             setting_change,
+            params_from,
         } => {
             let _ = write!(out, "\n{ts}  query #{query_id} ({}", protocol.as_str());
             if let Some(statement) = statement {
@@ -154,8 +167,31 @@ fn body(out: &mut String, e: &Event) {
             if let Some(change) = setting_change {
                 let _ = writeln!(out, "    -- [changes the session's {}]", change.as_str());
             }
+            let params = match params_from {
+                Some(from) => {
+                    let earlier = bound.get(from).copied();
+                    let what = if earlier.is_some() {
+                        "parameters as bound for"
+                    } else {
+                        "parameters recorded with (not in this log)"
+                    };
+                    let _ = writeln!(out, "    -- [same portal: {what} query #{from}]");
+                    earlier.unwrap_or(params)
+                }
+                None => params,
+            };
             for (i, p) in params.iter().enumerate() {
                 let _ = writeln!(out, "    ${} = {} {}", i + 1, param_value(p), param_note(p));
+                if p.truncated {
+                    let _ = writeln!(
+                        out,
+                        "    -- [${} truncated: {} bytes in all, sha256 {}]",
+                        i + 1,
+                        p.value_len
+                            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        clean(p.value_sha256.as_deref().unwrap_or("?"), false)
+                    );
+                }
             }
         }
         EventBody::QueryResult {

@@ -59,7 +59,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// `at` moved back (by at most 3 bytes) when it falls inside a UTF-8 character; where the
 /// bytes around it are not UTF-8, `at` itself (the escape keeps them lossless anyway).
-fn char_boundary_at_or_before(raw: &[u8], at: usize) -> usize {
+pub(crate) fn char_boundary_at_or_before(raw: &[u8], at: usize) -> usize {
     let at = at.min(raw.len());
     let start = at.saturating_sub(3);
     for cut in (start..at).rev() {

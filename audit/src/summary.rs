@@ -73,6 +73,7 @@ fn details(body: &EventBody) -> String {
             params,
             truncated,
             setting_change,
+            params_from,
             ..
         } => {
             let mut s = format!(
@@ -82,6 +83,9 @@ fn details(body: &EventBody) -> String {
             );
             if !params.is_empty() {
                 let _ = write!(s, " ({} params)", params.len());
+            }
+            if let Some(from) = params_from {
+                let _ = write!(s, " (params of q{from})");
             }
             if *truncated {
                 s.push_str(" [truncated]");

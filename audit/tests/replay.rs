@@ -83,6 +83,7 @@ fn transcript_multiline_sql_and_hostile_text() {
             Some(b"o'k\xff"),
         )],
         function_oid: None,
+        params_from: None,
         truncated: false,
         sql_len: None,
         sql_sha256: None,
@@ -153,4 +154,49 @@ fn one_line_summaries() {
     let excerpt = line.split_once("simple: ").unwrap().1;
     assert!(excerpt.starts_with("SELECT xxx"), "{line}");
     assert_eq!(excerpt.chars().count(), 201, "{line}");
+}
+
+#[test]
+fn a_portal_run_in_steps_shows_its_parameters_under_every_step() {
+    let query = |query_id, params, params_from| EventBody::Query {
+        query_id,
+        protocol: Protocol::Extended,
+        sql: "SELECT * FROM big WHERE k = $1".into(),
+        statement: Some(String::new()),
+        portal: Some("c".into()),
+        params,
+        function_oid: None,
+        params_from,
+        truncated: false,
+        sql_len: None,
+        sql_sha256: None,
+        setting_change: None,
+    };
+    let value = vec![b'z'; 100];
+    let long = Param::from_wire_capped(ParamFormat::Text, Some(25), Some(&value), 8);
+    let events = vec![
+        common::ctx(query(7, vec![long], None), "2026-11-27T23:38:18Z"),
+        common::ctx(query(8, vec![], Some(7)), "2026-11-27T23:38:19Z"),
+        common::ctx(query(9, vec![], Some(3)), "2026-11-27T23:38:20Z"),
+    ];
+    let text = transcript(events.clone(), common::session_id()).unwrap();
+    let value_line = "    $1 = 'zzzzzzzz' (text, head only, oid 25)\n";
+    let hash_line = format!(
+        "    -- [$1 truncated: 100 bytes in all, sha256 {}]\n",
+        sha256_hex(&value)
+    );
+    assert_eq!(text.matches(value_line).count(), 2, "{text}");
+    assert_eq!(text.matches(&hash_line).count(), 2, "{text}");
+    assert!(
+        text.contains("query #8 (extended, statement \"\", portal \"c\")\n    SELECT * FROM big WHERE k = $1\n    -- [same portal: parameters as bound for query #7]\n"),
+        "{text}"
+    );
+    // An event it points at that is not in this log (e.g. a log cut to a time range).
+    assert!(
+        text.contains(
+            "    -- [same portal: parameters recorded with (not in this log) query #3]\n"
+        ),
+        "{text}"
+    );
+    assert!(format_event_line(&events[1]).contains("(params of q7)"));
 }

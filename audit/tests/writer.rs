@@ -19,6 +19,7 @@ fn query(task: u64, i: u64) -> Event {
         portal: None,
         params: vec![],
         function_oid: None,
+        params_from: None,
         truncated: false,
         sql_len: None,
         sql_sha256: None,

@@ -95,6 +95,10 @@ pub enum ProtocolError {
     /// CopyDone, CopyFail, Sync or Flush (PostgreSQL's own words; it ends the session too).
     #[error("unexpected message type 0x{tag:02X} during COPY from stdin")]
     UnexpectedDuringCopy { tag: u8 },
+    /// Not malformed, but over a per-session limit (prepared statements, portals): the
+    /// session ends with 53400 (see `session/limits.rs`).
+    #[error("{0}")]
+    SessionLimit(crate::session::limits::LimitExceeded),
     /// A Close/Describe message names something that is neither a statement nor a portal.
     #[error("malformed {message} message: invalid target type {kind:?} (expected 'S' or 'P')")]
     InvalidKind { message: &'static str, kind: char },
@@ -106,6 +110,7 @@ impl ProtocolError {
         match self {
             ProtocolError::UnsupportedVersion { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             ProtocolError::MissingUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            ProtocolError::SessionLimit(_) => sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
             _ => sqlstate::PROTOCOL_VIOLATION,
         }
     }

@@ -13,6 +13,7 @@ use jitgate_audit::ContentRules;
 use crate::auth::ScramVerifier;
 pub use crate::guard::RoleChanges;
 pub use crate::reuse::ReuseSettings;
+pub use crate::session::limits::SessionLimits;
 
 /// Everything a running proxy needs to know, resolved and validated.
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct ProxySettings {
     /// Key of the stand-in SCRAM salts and verifiers of unknown identities: the same on
     /// every replica and across restarts (see `unknown_identity_salt_key` in the README).
     pub unknown_identity_key: [u8; 32],
+    /// What one session may make jitgate hold (statements, portals, audit per batch).
+    pub session_limits: SessionLimits,
 }
 
 impl fmt::Debug for ProxySettings {
@@ -61,6 +64,7 @@ impl fmt::Debug for ProxySettings {
             .field("reuse", &self.reuse)
             .field("session_threads", &self.session_threads)
             .field("client_limits", &self.client_limits)
+            .field("session_limits", &self.session_limits)
             .finish()
     }
 }

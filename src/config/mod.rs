@@ -14,6 +14,7 @@
 
 mod ctx;
 mod limits;
+mod session_limits;
 mod proxy;
 mod raw;
 mod runtime;
@@ -256,7 +257,8 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
     let identities = proxy::identities(ctx, &raw.identities)?;
-    let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes)?;
+    let max_param_bytes = session_limits::max_param_bytes(ctx, raw.audit.max_param_bytes)?;
+    let targets = proxy::targets(ctx, &raw.targets, max_sql_bytes, max_param_bytes)?;
     let catalog = proxy::catalog(&identities, &targets);
 
     let store = workflow::store(ctx, &raw.store)?;
@@ -305,6 +307,7 @@ fn resolve(ctx: &Ctx, raw: RawConfig) -> Result<Config, ConfigError> {
             session_threads: runtime.session_threads,
             client_limits,
             unknown_identity_key,
+            session_limits: session_limits::session_limits(ctx, raw.session_limits.as_ref())?,
         },
         store,
         audit,

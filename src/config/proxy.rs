@@ -65,11 +65,13 @@ pub(crate) fn identities(
 }
 
 /// `targets:` → target name → upstream settings (credentials resolved); SQL longer than
-/// `max_sql_bytes` (`audit.max_sql_bytes`) is recorded truncated on every target.
+/// `max_sql_bytes` (`audit.max_sql_bytes`) and parameter values longer than
+/// `max_param_bytes` (`audit.max_param_bytes`) are recorded truncated on every target.
 pub(crate) fn targets(
     ctx: &Ctx,
     raw: &BTreeMap<String, RawTarget>,
     max_sql_bytes: usize,
+    max_param_bytes: usize,
 ) -> Result<HashMap<String, TargetSettings>, ConfigError> {
     let mut out = HashMap::with_capacity(raw.len());
     for (name, target) in raw {
@@ -135,7 +137,7 @@ pub(crate) fn targets(
                 port,
                 database,
                 tls: upstream_tls,
-                audit: target_audit(ctx, &field, target, max_sql_bytes)?,
+                audit: target_audit(ctx, &field, target, max_sql_bytes, max_param_bytes)?,
                 roles,
                 auth_methods: super::limits::auth_methods(ctx, &field, target)?,
                 max_scram_iterations: super::limits::max_scram_iterations(ctx, &field, target)?,
@@ -200,6 +202,7 @@ fn target_audit(
     field: &str,
     target: &RawTarget,
     max_sql_bytes: usize,
+    max_param_bytes: usize,
 ) -> Result<TargetAuditSettings, ConfigError> {
     let empty = RawTargetAudit::default();
     let raw = target.audit.as_ref().unwrap_or(&empty);
@@ -225,6 +228,7 @@ fn target_audit(
             role.clone(),
             Arc::new(ContentRules {
                 max_sql_bytes,
+                max_param_bytes,
                 redaction: merged,
             }),
         );
@@ -232,6 +236,7 @@ fn target_audit(
     Ok(TargetAuditSettings {
         default: Arc::new(ContentRules {
             max_sql_bytes,
+            max_param_bytes,
             redaction: base,
         }),
         roles,
@@ -314,7 +319,7 @@ mod tests {
 
     fn audit(yaml: &str) -> Result<TargetAuditSettings, ConfigError> {
         let ctx = Ctx::new(Path::new("/etc/jitgate.yaml"));
-        target_audit(&ctx, "targets.prod", &target(yaml), 1000)
+        target_audit(&ctx, "targets.prod", &target(yaml), 1000, 500)
     }
 
     #[test]
@@ -322,6 +327,7 @@ mod tests {
         let a = audit("").unwrap();
         let rules = a.rules_for("ro");
         assert_eq!(rules.max_sql_bytes, 1000);
+        assert_eq!(rules.max_param_bytes, 500);
         assert!(rules.redaction.is_empty());
     }
 

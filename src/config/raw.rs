@@ -50,6 +50,8 @@ pub(crate) struct RawConfig {
     /// Where the key of unknown identities' stand-in SCRAM salts comes from.
     #[serde(default)]
     pub unknown_identities: Option<RawUnknownIdentities>,
+    #[serde(default)]
+    pub session_limits: Option<RawSessionLimits>,
 }
 
 /// `client_limits:` (rates are per minute).
@@ -78,6 +80,21 @@ pub(crate) struct RawUnknownIdentities {
     pub salt_key_env: Option<String>,
     #[serde(default)]
     pub salt_key_file: Option<String>,
+}
+
+/// `session_limits:` — what one session may make jitgate hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSessionLimits {
+    /// Named prepared statements a session may hold at once.
+    #[serde(default)]
+    pub max_prepared_statements: Option<u64>,
+    /// Named portals a session may hold at once.
+    #[serde(default)]
+    pub max_portals: Option<u64>,
+    /// Bytes of audit events built from one client batch before they are written.
+    #[serde(default)]
+    pub max_audit_batch_bytes: Option<u64>,
 }
 
 /// `runtime:` — the async runtime `jitgate serve` runs on.
@@ -329,6 +346,9 @@ pub(crate) struct RawAudit {
     /// SQL longer than this many bytes is recorded as its head, length and SHA-256.
     #[serde(default)]
     pub max_sql_bytes: Option<u64>,
+    /// Parameter values longer than this many bytes are recorded as head, length, SHA-256.
+    #[serde(default)]
+    pub max_param_bytes: Option<u64>,
     /// `write` (default) or `fsync`.
     #[serde(default)]
     pub durability: jitgate_audit::Durability,

@@ -89,9 +89,21 @@ impl AuditLog {
                 portal,
                 params,
                 function_oid,
+                params_from,
                 ..
             } => {
                 let s = self.sessions.entry(session).or_default();
+                // Another execution of a bound portal: its parameters are those recorded
+                // with the portal's first execution, earlier in the same session.
+                let params = match params_from {
+                    Some(from) => {
+                        let i = *s.by_id.get(&from).unwrap_or_else(|| {
+                            panic!("query {query_id}: params_from {from} names no earlier query of the session")
+                        });
+                        s.queries[i].params.clone()
+                    }
+                    None => params,
+                };
                 s.by_id.insert(query_id, s.queries.len());
                 s.queries.push(Query {
                     query_id,

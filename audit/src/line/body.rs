@@ -28,6 +28,7 @@ pub(super) fn write(
             portal,
             params,
             function_oid,
+            params_from,
         } => {
             out.extend_from_slice(b",\"kind\":\"query\",\"query_id\":");
             out.extend_from_slice(digits.format(*query_id).as_bytes());
@@ -56,6 +57,10 @@ pub(super) fn write(
             if let Some(oid) = function_oid {
                 out.extend_from_slice(b",\"function_oid\":");
                 out.extend_from_slice(digits.format(*oid).as_bytes());
+            }
+            if let Some(from) = params_from {
+                out.extend_from_slice(b",\"params_from\":");
+                out.extend_from_slice(digits.format(*from).as_bytes());
             }
             out.push(b'}');
             Ok(true)
@@ -115,6 +120,9 @@ fn param(p: &Param, out: &mut Vec<u8>, digits: &mut Digits) -> Result<(), serde_
         type_oid,
         value,
         redacted,
+        truncated,
+        value_len,
+        value_sha256,
     } = p;
     out.extend_from_slice(match format {
         ParamFormat::Text => b"{\"format\":\"text\"",
@@ -132,6 +140,14 @@ fn param(p: &Param, out: &mut Vec<u8>, digits: &mut Digits) -> Result<(), serde_
     if *redacted {
         out.extend_from_slice(b",\"redacted\":true");
     }
+    if *truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    if let Some(len) = value_len {
+        out.extend_from_slice(b",\"value_len\":");
+        out.extend_from_slice(digits.format(*len).as_bytes());
+    }
+    optional_string(out, b",\"value_sha256\":", value_sha256.as_deref())?;
     out.push(b'}');
     Ok(())
 }
@@ -164,6 +180,7 @@ mod tests {
             portal: Some(String::new()),
             params,
             function_oid: Some(1234),
+            params_from: Some(7),
         }
     }
 
@@ -175,14 +192,21 @@ mod tests {
                 type_oid: Some(23),
                 value: Some("12\"3".into()),
                 redacted: false,
+                truncated: false,
+                value_len: None,
+                value_sha256: None,
             },
             Param {
                 format: ParamFormat::Binary,
                 type_oid: None,
                 value: None,
                 redacted: true,
+                truncated: false,
+                value_len: None,
+                value_sha256: None,
             },
             Param::from_wire(ParamFormat::Text, None, Some(b"\xff\x00ok")),
+            Param::from_wire_capped(ParamFormat::Binary, Some(17), Some(b"0123456789"), 4),
         ];
         same_as_serde(query(params.clone(), None));
         same_as_serde(query(Vec::new(), None));
@@ -199,6 +223,7 @@ mod tests {
             portal: None,
             params: Vec::new(),
             function_oid: None,
+            params_from: None,
         });
     }
 

@@ -175,6 +175,7 @@ mod tests {
             portal: None,
             params: vec![],
             function_oid: None,
+            params_from: None,
             truncated: false,
             sql_len: None,
             sql_sha256: None,

@@ -57,6 +57,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "sql_sha256",
     "setting_change",
     "params",
+    "params_from",
     "tag",
     "rows",
     "sqlstate",
@@ -351,6 +352,7 @@ mod tests {
             portal: Some(String::new()),
             params: vec![Param::from_wire(ParamFormat::Text, Some(23), Some(b"42"))],
             function_oid: None,
+            params_from: None,
         })
         .with_identity("alice");
         let mut row = String::new();

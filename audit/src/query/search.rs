@@ -53,6 +53,7 @@ impl Found {
             params,
             truncated,
             setting_change,
+            params_from,
             ..
         } = &q.body
         else {
@@ -103,6 +104,9 @@ impl Found {
             n => {
                 let _ = write!(s, " ({n} params)");
             }
+        }
+        if let Some(from) = params_from {
+            let _ = write!(s, " (params of q{from})");
         }
         s
     }

@@ -36,6 +36,7 @@ fn query(id: u64, sql: &str) -> EventBody {
         portal: None,
         params: vec![],
         function_oid: None,
+        params_from: None,
     }
 }
 

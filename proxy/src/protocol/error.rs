@@ -149,6 +149,8 @@ pub mod sqlstate {
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
     /// Too many connections for this identity, target or proxy.
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    /// A per-session limit of the configuration (statements, portals) was exceeded.
+    pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
     /// A proxy limit (e.g. message size) was exceeded.
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     /// The query was cancelled (e.g. because the grant ended mid-query).

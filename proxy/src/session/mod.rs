@@ -10,6 +10,7 @@ pub mod error;
 mod failpoints;
 pub(crate) mod farewell;
 mod handshake;
+pub mod limits;
 mod login;
 mod meta;
 pub mod params;
@@ -383,8 +384,9 @@ async fn live(
     tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
 
     let started = Instant::now();
-    let mut tracker =
-        Tracker::new(target.audit.rules_for(&grant.role)).with_role_changes(target.role_changes);
+    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role))
+        .with_role_changes(target.role_changes)
+        .with_limits(settings.session_limits);
     let (end, refusal) = {
         let mut enforcer = Enforcer::new(
             handle.control().clone(),
@@ -398,6 +400,7 @@ async fn live(
             audit: &ctx.audit,
             meta: &meta,
             max_message_len: settings.max_message_len,
+            max_audit_batch_bytes: settings.session_limits.max_audit_batch_bytes,
             refusal: Default::default(),
             frames: Vec::with_capacity(16),
             waiting: false,

@@ -32,6 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::client::ClientConn;
 use super::enforce::Enforcer;
+use super::limits::{AuditBudget, LimitExceeded};
 use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
 use super::scan::{BackendScanner, BadLength};
@@ -59,6 +60,8 @@ pub enum End {
     UpstreamProtocol(String),
     /// The audit log could not take a `query` event: nothing was forwarded.
     Audit(AuditError),
+    /// The client tried to hold more than a per-session limit allows.
+    Limit(LimitExceeded),
     ClientIo(std::io::Error),
     UpstreamIo(std::io::Error),
 }
@@ -100,6 +103,9 @@ pub struct Relay<'a> {
     pub audit: &'a AuditWriter,
     pub meta: &'a SessionMeta,
     pub max_message_len: usize,
+    /// A client batch is audited and forwarded in slices whose events come to at most
+    /// about this many bytes (`session_limits.max_audit_batch_bytes`).
+    pub max_audit_batch_bytes: usize,
     /// Transaction status and refusal state (fail closed when the audit log fails).
     pub refusal: RefusalState,
     /// Frame positions of the current client batch (kept to reuse its allocation).
@@ -130,6 +136,15 @@ const FINISH_LIMIT: Duration = Duration::from_millis(100);
 /// More deferred outcomes than this (a pipelined burst) are written at once, so the
 /// list and the one write that takes it stay small.
 const MAX_DEFERRED: usize = 64;
+
+/// A client read buffer larger than this is "large": the tracker copies what it keeps
+/// past the batch out of it (see `Tracker::set_copy_retained`), and the buffer is
+/// replaced by a fresh one after the batch, so no later batch lives in it. Smaller
+/// buffers are left alone: what is kept from them pins at most this much.
+const LARGE_INBUF: usize = 64 * 1024;
+
+/// Capacity of the fresh client read buffer that replaces a large one.
+const FRESH_INBUF: usize = 8 * 1024;
 
 /// The server → client side of the relay: the read buffer (after a write cut short by
 /// enforcement: what was not sent), where the server's stream stands, and the outcomes
@@ -470,6 +485,7 @@ impl Relay<'_> {
     }
 
     /// The whole frames at the front of the client buffer: audit, then forward (or refuse).
+    /// A large read buffer is left behind (see [`LARGE_INBUF`]).
     async fn on_client_frames(
         &mut self,
         enforcer: &mut Enforcer,
@@ -480,10 +496,19 @@ impl Relay<'_> {
         quit: bool,
     ) -> Result<(), End> {
         let inbuf = &mut self.client.inbuf;
+        let large = inbuf.capacity() > LARGE_INBUF;
         let mut chunk = inbuf.split_to(consumed).freeze();
         if quit && inbuf.has_remaining() {
             inbuf.clear();
         }
+        if large {
+            // The rest (part of a message at most) moves to a fresh buffer: the large one
+            // is freed once this batch and what is in flight from it are done.
+            let mut fresh = BytesMut::with_capacity(FRESH_INBUF.max(inbuf.len()));
+            fresh.extend_from_slice(inbuf);
+            *inbuf = fresh;
+        }
+        self.tracker.set_copy_retained(large);
         if self.refusal.discarding {
             // Still inside a refused extended group: drop messages up to its Sync.
             let upto = frames
@@ -518,94 +543,119 @@ impl Relay<'_> {
         if let Some(end) = enforcer.due() {
             return Err(end);
         }
-        let mark = self.tracker.mark();
-        // Frames the server would ignore (left out: `None`) or must get in another form
-        // (a refusal's substitute), and where an Execute must wait.
-        let mut edits: Vec<(usize, Option<bytes::Bytes>)> = Vec::new();
-        let mut stop = frames.len();
-        for (i, &(tag, start, end)) in frames.iter().enumerate() {
-            let step = match self.tracker.on_client(tag, chunk.slice(start..end), events) {
-                Ok(step) => step,
-                Err(e) => {
-                    // Nothing of this batch is forwarded, so nothing of it is recorded.
-                    self.tracker.rollback(mark);
-                    events.clear();
-                    return Err(End::ClientProtocol(e));
+        // Audited and forwarded in slices: the events of one slice come to at most about
+        // `max_audit_batch_bytes`, so a huge pipelined batch never has all its events in
+        // memory at once.
+        let mut from = 0;
+        loop {
+            let mark = self.tracker.mark();
+            let mut budget = AuditBudget::new(self.max_audit_batch_bytes);
+            // Frames the server would ignore (left out: `None`) or must get in another
+            // form (a refusal's substitute), where an Execute must wait, and where the
+            // slice ends.
+            let mut edits: Vec<(usize, Option<bytes::Bytes>)> = Vec::new();
+            let mut stop = frames.len();
+            let mut to = frames.len();
+            for (i, &(tag, start, end)) in frames.iter().enumerate().skip(from) {
+                let before = events.len();
+                let step = match self.tracker.on_client(tag, chunk.slice(start..end), events) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        // Nothing of this slice is forwarded, so nothing of it is recorded.
+                        self.tracker.rollback(mark);
+                        events.clear();
+                        return Err(match e {
+                            ProtocolError::SessionLimit(limit) => End::Limit(limit),
+                            e => End::ClientProtocol(e),
+                        });
+                    }
+                };
+                match step {
+                    Step::Forward => {}
+                    Step::Drop => edits.push((i, None)),
+                    Step::Replace(frame) => edits.push((i, Some(frame))),
+                    Step::Wait => {
+                        stop = i;
+                        to = i;
+                        break;
+                    }
                 }
-            };
-            match step {
-                Step::Forward => {}
-                Step::Drop => edits.push((i, None)),
-                Step::Replace(frame) => edits.push((i, Some(frame))),
-                Step::Wait => {
-                    stop = i;
+                if budget.add(&events[before..]) && i + 1 < frames.len() {
+                    to = i + 1;
                     break;
                 }
             }
-        }
-        let mut quit = quit;
-        if stop < frames.len() {
-            // The waiting Execute and what follows it go back in front of the buffer.
-            let offset = frames[stop].1 - 5;
-            let inbuf = &mut self.client.inbuf;
-            let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
-            held.extend_from_slice(&chunk[offset..]);
-            held.extend_from_slice(inbuf);
-            *inbuf = held;
-            chunk.truncate(offset);
-            frames.truncate(stop);
-            quit = false;
-            self.waiting = true;
-        }
-        if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
-            self.tracker.rollback(mark);
-            return self.refuse_batch(enforcer, frames, e).await;
-        }
-        if let Some(end) = enforcer.due() {
-            // The grant ended while the audit log took the statements: they are in the
-            // log, and are recorded as never run.
-            let mut skipped = Vec::new();
-            self.tracker.abandon(mark, &mut skipped);
-            self.defer(&mut skipped, deferred);
-            return Err(end);
-        }
-        // The client's Terminate stays here: the session's end decides whether the
-        // upstream connection is closed (Terminate) or reset and parked for reuse.
-        let upto = match (quit, frames.last()) {
-            (true, Some(&(_, body_start, _))) => body_start - 5,
-            _ => chunk.len(),
-        };
-        if edits.is_empty() && !self.waiting {
-            if upto > 0 {
-                let upstream = &mut *self.upstream;
-                guarded!(enforcer, write_flush(upstream, &chunk[..upto]))?
-                    .map_err(End::UpstreamIo)?;
+            let mut quit = quit && to == frames.len();
+            if stop < frames.len() {
+                // The waiting Execute and what follows it go back in front of the buffer.
+                let offset = frames[stop].1 - 5;
+                let inbuf = &mut self.client.inbuf;
+                let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
+                held.extend_from_slice(&chunk[offset..]);
+                held.extend_from_slice(inbuf);
+                *inbuf = held;
+                chunk.truncate(offset);
+                frames.truncate(stop);
+                quit = false;
+                self.waiting = true;
             }
-        } else {
-            let mut out = BytesMut::with_capacity(upto + tags::FLUSH_MESSAGE.len());
-            let mut at = 0;
-            for (i, replacement) in &edits {
-                let (_, body_start, end) = frames[*i];
-                out.extend_from_slice(&chunk[at..body_start - 5]);
-                if let Some(frame) = replacement {
-                    out.extend_from_slice(frame);
+            if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
+                self.tracker.rollback(mark);
+                return self.refuse_batch(enforcer, &frames[from..], e).await;
+            }
+            if let Some(end) = enforcer.due() {
+                // The grant ended while the audit log took the statements: they are in
+                // the log, and are recorded as never run.
+                let mut skipped = Vec::new();
+                self.tracker.abandon(mark, &mut skipped);
+                self.defer(&mut skipped, deferred);
+                return Err(end);
+            }
+            // The slice's bytes: from its first frame to its last, or to the end of what
+            // is left of the chunk. The client's Terminate stays here: the session's end
+            // decides whether the upstream connection is closed (Terminate) or reset and
+            // parked for reuse.
+            let begin = frames.get(from).map_or(chunk.len(), |f| f.1 - 5);
+            let upto = match (quit, frames.last()) {
+                (true, Some(&(_, body_start, _))) => body_start - 5,
+                _ if to < frames.len() => frames[to].1 - 5,
+                _ => chunk.len(),
+            };
+            if edits.is_empty() && !self.waiting {
+                if upto > begin {
+                    let upstream = &mut *self.upstream;
+                    guarded!(enforcer, write_flush(upstream, &chunk[begin..upto]))?
+                        .map_err(End::UpstreamIo)?;
                 }
-                at = end;
+            } else {
+                let mut out = BytesMut::with_capacity(upto - begin + tags::FLUSH_MESSAGE.len());
+                let mut at = begin;
+                for (i, replacement) in &edits {
+                    let (_, body_start, end) = frames[*i];
+                    out.extend_from_slice(&chunk[at..body_start - 5]);
+                    if let Some(frame) = replacement {
+                        out.extend_from_slice(frame);
+                    }
+                    at = end;
+                }
+                out.extend_from_slice(&chunk[at..upto]);
+                if self.waiting {
+                    // Have the server send the answers the waiting Execute needs now, not
+                    // at the client's next Sync (which is behind the Execute).
+                    out.extend_from_slice(&tags::FLUSH_MESSAGE);
+                    self.tracker.flush_sent();
+                }
+                let upstream = &mut *self.upstream;
+                guarded!(enforcer, write_flush(upstream, &out))?.map_err(End::UpstreamIo)?;
             }
-            out.extend_from_slice(&chunk[at..upto]);
-            if self.waiting {
-                // Have the server send the answers the waiting Execute needs now, not
-                // at the client's next Sync (which is behind the Execute).
-                out.extend_from_slice(&tags::FLUSH_MESSAGE);
-                self.tracker.flush_sent();
+            if quit {
+                return Err(End::ClientQuit { clean: true });
             }
-            let upstream = &mut *self.upstream;
-            guarded!(enforcer, write_flush(upstream, &out))?.map_err(End::UpstreamIo)?;
+            if to >= frames.len() {
+                return Ok(());
+            }
+            from = to;
         }
-        if quit {
-            return Err(End::ClientQuit { clean: true });
-        }
-        Ok(())
     }
 
     /// Writes the batch's events (its `query` events) behind the deferred outcomes, in one

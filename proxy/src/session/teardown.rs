@@ -244,6 +244,16 @@ pub async fn teardown(end: End, mut s: Ending<'_>) -> Outcome {
                 stopped,
             }
         }
+        End::Limit(limit) => {
+            let stopped = s.drop_session(limit.pg_error()).await;
+            Outcome {
+                reason: EndReason::LimitExceeded,
+                detail: Some(limit.to_string()),
+                late_ms: None,
+                upstream_open: false,
+                stopped,
+            }
+        }
         End::ClientProtocol(e) => {
             let error = PgError::fatal(e.sqlstate(), e.to_string());
             let stopped = s.drop_session(error).await;

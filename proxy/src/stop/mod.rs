@@ -336,6 +336,7 @@ pub(crate) fn unconfigured_target() -> StopTarget {
             session_threads: 0,
             client_limits: Default::default(),
             unknown_identity_key: [0; 32],
+            session_limits: Default::default(),
         }),
         target: "prod".into(),
         role: "ro".into(),

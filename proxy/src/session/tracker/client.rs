@@ -8,13 +8,14 @@ use bytes::Bytes;
 use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
-use super::defs::{function_args, PortalDef, Slot, StatementDef};
+use super::defs::{function_args, retained, PortalDef, Slot, StatementDef};
 use super::predict::Prediction;
 use super::{name_text, query_event, Op, Request, Step, Tracker};
 use crate::error::ProtocolError;
 use crate::guard::{self, substitute, Refusal, RoleChanges};
 use crate::protocol::frontend::{self, Bind};
 use crate::protocol::tags;
+use crate::session::limits::{LimitExceeded, LimitKind};
 
 /// Why a statement forwarded while the server skips will not run.
 pub(super) const SKIPPED_UNTIL_SYNC: &str =
@@ -127,6 +128,10 @@ impl Tracker {
             }
             tags::PARSE => {
                 let p = frontend::parse_parse(body)?;
+                let named = !p.statement.is_empty();
+                if named && self.runs() {
+                    self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
+                }
                 let setting = setting_change(&p.sql);
                 let refusal = self.guard(&p.sql);
                 if let Some(r) = refusal {
@@ -138,26 +143,33 @@ impl Tracker {
                         params,
                     ));
                 }
+                // Kept past the batch: a named statement for as long as the client keeps
+                // it, so always copied; the unnamed one until the next Parse, so only
+                // when the buffer is large.
+                let copy = named || self.copy_retained;
+                let name = retained(p.statement, copy);
                 let def = Arc::new(StatementDef {
-                    sql: recorded_sql(refusal, &p.sql),
+                    name: name.clone(),
+                    sql: retained(recorded_sql(refusal, &p.sql), copy),
                     param_types: p.param_types,
                     setting,
                     refused: refusal,
                 });
-                self.message(Op::Parse {
-                    name: p.statement,
-                    def,
-                });
+                self.message(Op::Parse { name, def });
             }
             tags::BIND => {
                 let b = frontend::parse_bind(body.clone())?;
-                if !(self.doomed || self.server_skipping) {
+                if self.runs() {
+                    if !b.portal.is_empty() {
+                        self.check_limit(LimitKind::Portals, &b.portal)?;
+                    }
                     let slot =
                         portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, None);
                     self.prediction
                         .bind(&b.portal, slot.clone(), &self.confirmed);
                     let op = Op::Bind {
-                        portal: b.portal,
+                        // A named portal's name is kept as long as the portal: copied.
+                        portal: retained(b.portal, true),
                         statement: b.statement,
                         def: slot.def().cloned(),
                         body,
@@ -185,12 +197,13 @@ impl Tracker {
                     portal,
                     params,
                     setting_change,
+                    params_from,
                     ..
                 } = &mut event
                 {
                     *st = def.as_ref().map(|d| name_text(&d.statement_name));
                     *portal = Some(name_text(&e.portal));
-                    *params = Tracker::portal_params(def.as_ref());
+                    (*params, *params_from) = self.portal_params(def.as_ref(), query_id);
                     *setting_change = statement.and_then(|s| s.setting);
                 }
                 let refused = statement.is_some_and(|s| s.refused.is_some());
@@ -278,10 +291,42 @@ impl Tracker {
         }
     }
 
+    /// Whether the server will take the next message (it does not skip, and the session
+    /// is not doomed).
+    fn runs(&self) -> bool {
+        !(self.doomed || self.server_skipping)
+    }
+
+    /// Refuses a new named statement or portal beyond the session's limit (the session
+    /// then ends: see `session/limits.rs`).
+    fn check_limit(&self, kind: LimitKind, name: &[u8]) -> Result<(), ProtocolError> {
+        let (limit, over) = match kind {
+            LimitKind::PreparedStatements => {
+                let limit = self.limits.max_prepared_statements;
+                (
+                    limit,
+                    self.prediction
+                        .statements_over(name, &self.confirmed, limit),
+                )
+            }
+            LimitKind::Portals => {
+                let limit = self.limits.max_portals;
+                (
+                    limit,
+                    self.prediction.portals_over(name, &self.confirmed, limit),
+                )
+            }
+        };
+        if over {
+            return Err(ProtocolError::SessionLimit(LimitExceeded { kind, limit }));
+        }
+        Ok(())
+    }
+
     /// A message that defines or drops a name (or describes one): the server ignores it
     /// while it skips or once the session is doomed; else it is answered in turn.
     fn message(&mut self, op: Op) {
-        if !(self.doomed || self.server_skipping) {
+        if self.runs() {
             self.push(Request::new(op, 0));
         }
     }

@@ -5,6 +5,7 @@
 //! Names are the raw bytes of the protocol message: the server compares them byte for
 //! byte in the session's encoding, so the tracker does too.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,9 +17,22 @@ use crate::protocol::frontend::Bind;
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
 pub type Name = Bytes;
 
+/// Bytes kept past the batch they came in: copied out of the read buffer when `copy`,
+/// so that a small name or text does not keep a whole (possibly huge) buffer alive.
+/// Empty bytes never pin anything.
+pub fn retained(bytes: Bytes, copy: bool) -> Bytes {
+    if copy && !bytes.is_empty() {
+        Bytes::copy_from_slice(&bytes)
+    } else {
+        bytes
+    }
+}
+
 /// A prepared statement as a Parse message defined it.
 #[derive(Debug)]
 pub struct StatementDef {
+    /// Its name (retained: a copy for named statements, see [`retained`]).
+    pub name: Name,
     /// The text as recorded (for a refused statement: with its passwords masked).
     pub sql: Bytes,
     pub param_types: Vec<u32>,
@@ -37,6 +51,9 @@ pub struct PortalDef {
     /// which the protocol does not show).
     pub statement: Option<Arc<StatementDef>>,
     pub params: Vec<Param>,
+    /// The `query_id` of the `query` event that recorded `params` (the portal's first
+    /// execution); 0 until then. Later executions point at it (`params_from`).
+    recorded_in: AtomicU64,
 }
 
 fn format_of(code: i16) -> ParamFormat {
@@ -65,11 +82,29 @@ impl PortalDef {
                 rules.param(format_of(bind.param_format(i)), oid, v.as_deref())
             })
             .collect();
+        // The statement's own (retained) name when it is known: no copy per Bind.
+        let statement_name = match &statement {
+            Some(s) => s.name.clone(),
+            None => retained(bind.statement.clone(), true),
+        };
         PortalDef {
-            statement_name: bind.statement.clone(),
+            statement_name,
             statement,
             params,
+            recorded_in: AtomicU64::new(0),
         }
+    }
+
+    /// The query whose event recorded the parameters, if one did after `floor` (events
+    /// up to `floor` may not be in the log: see `Tracker::rollback`). The first
+    /// execution after that records them (`None`, and `query_id` is remembered).
+    pub fn params_recorded(&self, query_id: u64, floor: u64) -> Option<u64> {
+        let at = self.recorded_in.load(Ordering::Relaxed);
+        if at > floor {
+            return Some(at);
+        }
+        self.recorded_in.store(query_id, Ordering::Relaxed);
+        None
     }
 }
 

@@ -44,6 +44,7 @@ use jitgate_audit::{escape_bytes, ContentRules, CopyDirection, EventBody, Param,
 
 use crate::guard::RoleChanges;
 use crate::protocol::frontend;
+use crate::session::limits::SessionLimits;
 
 use self::confirmed::Confirmed;
 use self::defs::{Name, PortalDef, Slot, StatementDef};
@@ -190,6 +191,15 @@ pub struct Tracker {
     /// Executes whose recorded text turned out not to be what the server bound (a
     /// definition changed outside the protocol, e.g. SQL `DEALLOCATE` and `PREPARE`).
     disagreements: u64,
+    /// How many statements and portals the session may hold.
+    limits: SessionLimits,
+    /// The current batch is in a large read buffer: what is kept past it (even of the
+    /// unnamed statement and portal) is copied out (see `defs::retained`).
+    copy_retained: bool,
+    /// `query` events up to this id may not be in the log (a batch was rolled back after
+    /// they were built): a later execution records its parameters again rather than
+    /// point at one of them.
+    params_floor: u64,
 }
 
 /// A point to return to when a batch of client messages is refused before forwarding.
@@ -216,6 +226,7 @@ fn query_event(rules: &ContentRules, query_id: u64, protocol: Protocol, sql: &[u
         portal: None,
         params: Vec::new(),
         function_oid: None,
+        params_from: None,
     }
 }
 
@@ -238,6 +249,20 @@ impl Tracker {
     pub fn with_role_changes(mut self, role_changes: RoleChanges) -> Tracker {
         self.role_changes = role_changes;
         self
+    }
+
+    /// The same, under `limits` (statements and portals the session may hold).
+    pub fn with_limits(mut self, limits: SessionLimits) -> Tracker {
+        self.limits = limits;
+        self
+    }
+
+    /// Says whether the client batch about to be looked at sits in a large read buffer:
+    /// then the names and texts the tracker keeps past the batch are copied out of it.
+    /// In small buffers they are kept as slices (no allocation per statement): a slice
+    /// keeps at most that small buffer alive.
+    pub fn set_copy_retained(&mut self, copy: bool) {
+        self.copy_retained = copy;
     }
 
     /// Queries audited so far.
@@ -275,6 +300,9 @@ impl Tracker {
     /// Forgets the messages seen since `mark`: they never reached the server, so no
     /// answer will come for them. Query ids are not reused.
     pub fn rollback(&mut self, mark: Mark) {
+        // Events built since the mark may never be written: no later execution may point
+        // at their parameters.
+        self.params_floor = self.next_query_id;
         self.pending.truncate(mark.pending);
         self.server_skipping = mark.server_skipping;
         self.doomed = mark.doomed;
@@ -354,9 +382,22 @@ impl Tracker {
         self.next_query_id
     }
 
-    /// The parameters of a portal, for its `query` event.
-    fn portal_params(def: Option<&Arc<PortalDef>>) -> Vec<Param> {
-        def.map(|d| d.params.clone()).unwrap_or_default()
+    /// The parameters of a portal for the `query` event `query_id` of one of its
+    /// executions: recorded with its first execution, pointed at (`params_from`) by the
+    /// later ones, so a portal run in many steps does not copy its values each time.
+    fn portal_params(
+        &self,
+        def: Option<&Arc<PortalDef>>,
+        query_id: u64,
+    ) -> (Vec<Param>, Option<u64>) {
+        match def {
+            Some(d) if !d.params.is_empty() => match d.params_recorded(query_id, self.params_floor)
+            {
+                Some(from) => (Vec::new(), Some(from)),
+                None => (d.params.clone(), None),
+            },
+            _ => (Vec::new(), None),
+        }
     }
 }
 
@@ -367,3 +408,11 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod protocol_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod limits_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing;

@@ -83,6 +83,33 @@ impl<T> Overlay<T> {
         self.now.clear();
         self.group.clear();
     }
+
+    /// Whether defining `name` would make the server hold more than `limit` named
+    /// definitions (the unnamed one is not counted) at some point of the stream: the
+    /// names it holds for certain or perhaps. O(1) while the names are well under the
+    /// limit; counted exactly (once per new name) only near it.
+    fn over_limit(&self, name: &[u8], confirmed: &HashMap<Name, Arc<T>>, limit: usize) -> bool {
+        // Every name confirmed or touched by a message not yet answered, "" included:
+        // one more stays within the limit.
+        if confirmed.len() + self.now.len() < limit {
+            return false;
+        }
+        let held = |s: &Slot<T>| !matches!(s, Slot::Absent);
+        if held(&self.get(name, confirmed)) {
+            // Not a new name (the server refuses to define it twice).
+            return false;
+        }
+        let confirmed_held = confirmed
+            .keys()
+            .filter(|k| !k.is_empty() && self.now.get(*k).is_none_or(held))
+            .count();
+        let predicted_new = self
+            .now
+            .iter()
+            .filter(|(k, s)| !k.is_empty() && !confirmed.contains_key(*k) && held(s))
+            .count();
+        confirmed_held + predicted_new >= limit
+    }
 }
 
 /// The tracker's view of the names as the server will see them at the next message.
@@ -109,6 +136,16 @@ impl Prediction {
 
     pub fn portal(&self, name: &[u8], c: &Confirmed) -> Slot<PortalDef> {
         self.portals.get(name, &c.portals)
+    }
+
+    /// Whether a Parse of the new statement `name` would exceed `limit` named statements.
+    pub fn statements_over(&self, name: &[u8], c: &Confirmed, limit: usize) -> bool {
+        self.statements.over_limit(name, &c.statements, limit)
+    }
+
+    /// Whether a Bind of the new portal `name` would exceed `limit` named portals.
+    pub fn portals_over(&self, name: &[u8], c: &Confirmed, limit: usize) -> bool {
+        self.portals.over_limit(name, &c.portals, limit)
     }
 
     /// Parse: `name` holds `def` for the rest of the group.

@@ -78,6 +78,7 @@ fn rules(max_sql_bytes: usize, redaction: Redaction) -> Arc<ContentRules> {
     Arc::new(ContentRules {
         max_sql_bytes,
         redaction,
+        ..ContentRules::default()
     })
 }
 
