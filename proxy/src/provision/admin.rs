@@ -14,6 +14,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
+use super::authcheck::AuthChecked;
 use super::names::{self, ident, literal};
 use crate::session::error::UpstreamError;
 use crate::session::upstream::{connect_stream, CONNECT_TIMEOUT};
@@ -68,6 +69,8 @@ pub async fn connect(
 ) -> Result<Client, UpstreamError> {
     let open = async {
         let stream = connect_stream(&target.host, target.port, &target.tls).await?;
+        // The target's auth_methods and SCRAM iteration cap, as for sessions.
+        let stream = AuthChecked::new(stream, target);
         let mut config = tokio_postgres::Config::new();
         config
             .user(&admin.user)

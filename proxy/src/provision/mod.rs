@@ -16,6 +16,7 @@
 //! on); later sessions of the grant log in as the role directly.
 
 pub mod admin;
+mod authcheck;
 pub mod names;
 pub mod sweep;
 
