@@ -14,10 +14,10 @@
 
 mod ctx;
 mod limits;
-mod session_limits;
 mod proxy;
 mod raw;
 mod runtime;
+mod session_limits;
 mod tls;
 mod witness;
 mod workflow;
