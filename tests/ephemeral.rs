@@ -67,7 +67,7 @@ async fn ephemeral_env_on(
         .replace(
             "    roles:\n",
             &format!(
-                "    provisioning: ephemeral\n    admin:\n      user: {admin}\n      password_file: admin.password\n    roles:\n"
+                "    provisioning: ephemeral\n    guard: {{ role_changes: allow }}\n    admin:\n      user: {admin}\n      password_file: admin.password\n    roles:\n"
             ),
         );
     assert_ne!(yaml, eph);
@@ -182,7 +182,8 @@ async fn first_session_provisions_later_ones_reuse_and_a_revoke_drops_the_role()
     assert_eq!(roles_of_grant(&env, grant.id), "1");
 
     // The grantee gives the role a password of their own and logs in directly: possible
-    // while the grant lasts (this branch has no role-change guard), gone with the grant.
+    // while the grant lasts (this target allows role changes: `guard.role_changes: allow`,
+    // to show that ephemeral roles make them harmless), gone with the grant.
     second
         .batch_execute("ALTER ROLE CURRENT_USER PASSWORD 'grantee-chosen-pw'")
         .await
@@ -279,7 +280,7 @@ async fn a_restart_sweeps_roles_left_behind() {
         "CREATE ROLE {ghost} LOGIN IN ROLE {rw}; COMMENT ON ROLE {ghost} IS '{marker}'; \
          CREATE ROLE {lookalike} NOLOGIN",
         rw = env.upstream_user,
-        marker = names::marker(ghost_grant, "ghost"),
+        marker = names::marker(ghost_grant, &format!("{}_admin", env.target), "ghost"),
     ));
     assert!(
         role_exists(&env, &name),
@@ -318,7 +319,7 @@ async fn two_replicas_provision_once_and_follow_extension_and_revoke() {
     )
     .unwrap();
     let store = format!(
-        "postgres:\n  url_file: {}\n  connect_timeout: 2s\nreconcile_interval: 60s",
+        "postgres:\n  url_file: {}\n  tls: {{ mode: disable }}\n  connect_timeout: 2s\nreconcile_interval: 60s",
         url_file.display()
     );
     let env = ephemeral_env("eph_replicas", Some(&store)).await;

@@ -130,7 +130,7 @@ pub async fn create(client: &Client, role: &NewRole<'_>, reset: bool) -> Result<
          IN ROLE {granted} ROLE {admin}; COMMENT ON ROLE {name} IS {comment}",
         granted = ident(role.granted),
         admin = ident(role.admin),
-        comment = literal(&names::marker(role.grant_id, role.identity)),
+        comment = literal(&names::marker(role.grant_id, role.admin, role.identity)),
     );
     match client
         .batch_execute(&sql)
@@ -171,7 +171,7 @@ pub async fn set_valid_until(
 }
 
 /// Every per-grant role on the server (marked, and named after the grant its marker names).
-pub async fn list(client: &Client) -> Result<Vec<Provisioned>, UpstreamError> {
+pub async fn list(client: &Client, admin: &str) -> Result<Vec<Provisioned>, UpstreamError> {
     let rows = client
         .query(
             "SELECT r.rolname::pg_catalog.text, d.description, \
@@ -193,7 +193,7 @@ pub async fn list(client: &Client) -> Result<Vec<Provisioned>, UpstreamError> {
     for row in rows {
         let name: String = row.try_get(0).map_err(failed("read a per-grant role"))?;
         let comment: String = row.try_get(1).map_err(failed("read a per-grant role"))?;
-        let Some(grant_id) = names::grant_of(&name, &comment) else {
+        let Some(grant_id) = names::grant_of(&name, &comment, admin) else {
             continue;
         };
         out.push(Provisioned {

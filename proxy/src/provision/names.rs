@@ -49,21 +49,22 @@ pub fn role_name(identity: &str, grant_id: Uuid) -> String {
 }
 
 /// The grant a role belongs to, from its name and marker comment; `None` for any role
-/// jitgate did not make (both must agree, so neither alone can mark a role for removal).
-pub fn grant_of(name: &str, comment: &str) -> Option<Uuid> {
-    let id: Uuid = comment
-        .strip_prefix(MARKER)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()?;
+/// jitgate did not make (both must agree, so neither alone can mark a role for removal)
+/// and for roles another deployment made: the marker names the admin role that created
+/// it, and only roles of `admin` are this deployment's (replicas share the admin role;
+/// a second jitgate with its own admin role on the same server never touches them).
+pub fn grant_of(name: &str, comment: &str, admin: &str) -> Option<Uuid> {
+    let rest = comment.strip_prefix(MARKER)?;
+    let (id, rest) = rest.split_once(' ')?;
+    let id: Uuid = id.parse().ok()?;
+    let owner = rest.strip_prefix("by ")?.split(" (identity ").next()?;
     let suffix = format!("_{}", id.simple());
-    (name.starts_with(PREFIX) && name.ends_with(&suffix)).then_some(id)
+    (owner == admin && name.starts_with(PREFIX) && name.ends_with(&suffix)).then_some(id)
 }
 
-/// The marker comment of the role of `grant_id` held by `identity`.
-pub fn marker(grant_id: Uuid, identity: &str) -> String {
-    format!("{MARKER}{grant_id} (identity {identity})")
+/// The marker comment of the role of `grant_id` held by `identity`, created by `admin`.
+pub fn marker(grant_id: Uuid, admin: &str, identity: &str) -> String {
+    format!("{MARKER}{grant_id} by {admin} (identity {identity})")
 }
 
 /// The password of the role of `grant_id` on `target`, derived from the target's admin
@@ -108,18 +109,31 @@ mod tests {
         assert!(name.starts_with("jit_alice_smith_2_"), "{name}");
         let long = role_name(&"x".repeat(63), id);
         assert_eq!(long.len(), 63);
-        assert_eq!(grant_of(&long, &marker(id, "x")), Some(id));
+        assert_eq!(grant_of(&long, &marker(id, "adm", "x"), "adm"), Some(id));
     }
 
     #[test]
     fn a_role_is_ours_only_when_name_and_marker_agree() {
         let id = Uuid::now_v7();
         let name = role_name("alice", id);
-        assert_eq!(grant_of(&name, &marker(id, "alice")), Some(id));
-        assert_eq!(grant_of("app_rw", &marker(id, "alice")), None);
-        assert_eq!(grant_of(&name, "some other comment"), None);
         assert_eq!(
-            grant_of(&role_name("alice", Uuid::now_v7()), &marker(id, "alice")),
+            grant_of(&name, &marker(id, "adm", "alice"), "adm"),
+            Some(id)
+        );
+        assert_eq!(grant_of("app_rw", &marker(id, "adm", "alice"), "adm"), None);
+        assert_eq!(grant_of(&name, "some other comment", "adm"), None);
+        // Another deployment's role (another admin role made it) is not ours.
+        assert_eq!(
+            grant_of(&name, &marker(id, "other_adm", "alice"), "adm"),
+            None
+        );
+        assert_eq!(grant_of(&name, &marker(id, "adm", "alice"), "adm_x"), None);
+        assert_eq!(
+            grant_of(
+                &role_name("alice", Uuid::now_v7()),
+                &marker(id, "adm", "alice"),
+                "adm"
+            ),
             None
         );
     }

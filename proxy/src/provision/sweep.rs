@@ -119,7 +119,7 @@ impl Sweeper<'_> {
             return Ok(Duration::from_secs(1));
         }
         let mut next = SWEEP_INTERVAL;
-        for role in admin::list(&client).await? {
+        for role in admin::list(&client, &self.eph.admin.user).await? {
             let now = self.engine.now();
             let verdict = match self.engine.get(role.grant_id).await {
                 Ok(g) if g.is_active(now) => Verdict::Keep(g.expires_at),
