@@ -781,30 +781,10 @@ async fn printing_commands_end_quietly_when_stdout_is_closed() {
     env.stop().await;
 }
 
-/// A database (and owner) on the test cluster for a PostgreSQL grant store; returns its
-/// name and a file holding its URL.
-async fn store_database(dir: &Path) -> (String, PathBuf) {
-    let name = common::unique_name("wstore");
-    let owner = format!("{name}_owner");
-    let password = format!("pw-{name}");
-    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
-    tokio::task::spawn_blocking(move || {
-        let cluster = common::cluster();
-        cluster.create_role(&o, &p).unwrap();
-        cluster.create_database(&n, &o).unwrap();
-    })
-    .await
-    .unwrap();
-    let url = common::cluster().url(&owner, &password, &name);
-    let path = dir.join("store.url");
-    std::fs::write(&path, &url).unwrap();
-    (name, path)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grant_store_witnesses_checkpoints_and_catches_a_consistent_cut() {
     let store_dir = tempfile::tempdir().unwrap();
-    let (store_db, url_file) = store_database(store_dir.path()).await;
+    let (store_db, url_file) = common::store_database(store_dir.path(), "wstore").await;
     let store = format!(
         "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}",
         url_file.display()

@@ -303,21 +303,7 @@ async fn a_restart_sweeps_roles_left_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_provision_once_and_follow_extension_and_revoke() {
     let dir = tempfile::tempdir().unwrap();
-    let store_db = common::unique_name("ephstore");
-    let owner = format!("{store_db}_owner");
-    let (n, o) = (store_db.clone(), owner.clone());
-    tokio::task::spawn_blocking(move || {
-        common::cluster().create_role(&o, "store-pw").unwrap();
-        common::cluster().create_database(&n, &o).unwrap();
-    })
-    .await
-    .unwrap();
-    let url_file = dir.path().join("store.url");
-    std::fs::write(
-        &url_file,
-        common::cluster().url(&owner, "store-pw", &store_db),
-    )
-    .unwrap();
+    let (_store_db, url_file) = common::store_database(dir.path(), "ephstore").await;
     let store = format!(
         "postgres:\n  url_file: {}\n  tls: {{ mode: disable }}\n  connect_timeout: 2s\nreconcile_interval: 60s",
         url_file.display()

@@ -15,25 +15,6 @@ use jitgate::config;
 use jitgate::serve::{self, Server};
 use jitgate_proxy::settings::Secret;
 
-/// A store database on the shared cluster, and the connection string file for it.
-async fn store_database(dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    let name = common::unique_name("store");
-    let owner = format!("{name}_owner");
-    let password = format!("pw-{name}");
-    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
-    tokio::task::spawn_blocking(move || {
-        let cluster = common::cluster();
-        cluster.create_role(&o, &p).unwrap();
-        cluster.create_database(&n, &o).unwrap();
-    })
-    .await
-    .unwrap();
-    let url = common::cluster().url(&owner, &password, &name);
-    let path = dir.join("store.url");
-    std::fs::write(&path, &url).unwrap();
-    (name, path)
-}
-
 /// Replica B: the same config file as A, except its own audit log and listeners.
 async fn second_replica(env: &Env) -> Server {
     let yaml = std::fs::read_to_string(&env.config_path).unwrap();
@@ -46,7 +27,7 @@ async fn second_replica(env: &Env) -> Server {
 
 async fn env_on_shared_store(prefix: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let (_, url_file) = store_database(dir.path()).await;
+    let (_, url_file) = common::store_database(dir.path(), "store").await;
     let store = format!(
         "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}\nreconcile_interval: 60s",
         url_file.display()
@@ -167,7 +148,7 @@ async fn an_extension_on_b_moves_the_deadline_on_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_without_its_store_admits_nobody_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let (store_db, url_file) = store_database(dir.path()).await;
+    let (store_db, url_file) = common::store_database(dir.path(), "store").await;
     let store = format!(
         "postgres:\n  url_file: {}\n  connect_timeout: 2s\n  tls: {{ mode: disable }}",
         url_file.display()

@@ -232,17 +232,7 @@ async fn direct_tls_with_alpn_is_served_and_audited_and_without_alpn_refused() {
 /// A store database on the shared cluster (ssl on, certificate for localhost and
 /// 127.0.0.1) and a key/value connection string to it naming `host`.
 async fn store_conninfo(host: &str) -> (String, String) {
-    let name = common::unique_name("tls_store");
-    let owner = format!("{name}_owner");
-    let password = format!("pw-{name}");
-    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
-    tokio::task::spawn_blocking(move || {
-        let cluster = common::cluster();
-        cluster.create_role(&o, &p).unwrap();
-        cluster.create_database(&n, &o).unwrap();
-    })
-    .await
-    .unwrap();
+    let (name, owner, password) = common::owned_database("tls_store").await;
     let conninfo = format!(
         "host={host} hostaddr=127.0.0.1 port={} user={owner} password={password} dbname={name}",
         common::cluster().port()

@@ -66,3 +66,34 @@ pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{}_{}_{n}", prefix.to_ascii_lowercase(), std::process::id())
 }
+
+/// A database on the shared cluster with an owner role of its own (for a PostgreSQL grant
+/// store, say): `(database, owner, owner's password)`, names starting with `prefix`.
+pub async fn owned_database(prefix: &str) -> (String, String, String) {
+    let name = unique_name(prefix);
+    let owner = format!("{name}_owner");
+    let password = format!("pw-{name}");
+    let (n, o, p) = (name.clone(), owner.clone(), password.clone());
+    match tokio::task::spawn_blocking(move || {
+        let cluster = cluster();
+        cluster.create_role(&o, &p)?;
+        cluster.create_database(&n, &o)
+    })
+    .await
+    {
+        Ok(Ok(())) => (name, owner, password),
+        Ok(Err(e)) => panic!("creating database {name}: {e}"),
+        Err(e) => panic!("creating database {name}: {e}"),
+    }
+}
+
+/// [`owned_database`] for a PostgreSQL grant store, and the file in `dir` holding its URL
+/// (`store.postgres.url_file`).
+pub async fn store_database(dir: &std::path::Path, prefix: &str) -> (String, std::path::PathBuf) {
+    let (name, owner, password) = owned_database(prefix).await;
+    let path = dir.join("store.url");
+    if let Err(e) = std::fs::write(&path, cluster().url(&owner, &password, &name)) {
+        panic!("writing {}: {e}", path.display());
+    }
+    (name, path)
+}
