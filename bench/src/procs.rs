@@ -1,11 +1,13 @@
 //! Child processes and what /proc says about them: free ports, readiness, CPU time, RSS,
 //! and a guard that kills a child when the run ends (or fails).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,8 +17,20 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A free loopback port (racy by nature; servers are started right after).
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("probing a free port")?;
-    Ok(listener.local_addr().context("probing a free port")?.port())
+    // The probe's port is free again once it is closed, so the next probe may get the
+    // same one (seen: jitgate's proxy and admin listeners given one port). Never hand
+    // out a port twice in one run.
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..100 {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("probing a free port")?;
+        let port = listener.local_addr().context("probing a free port")?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port found that this run has not used already")
 }
 
 /// `127.0.0.1:port`.
