@@ -90,6 +90,24 @@ async fn session_of(env: &Env, pid: i32) -> (Uuid, Vec<Event>) {
     find().expect("session found")
 }
 
+/// The session was ended by a limit: FATAL 53400 whose message holds every one of
+/// `words`, and `session_end` with reason `limit_exceeded`. Returns the session's events.
+async fn ended_by_limit(env: &Env, raw: &mut Raw, pid: i32, words: &[&str]) -> Vec<Event> {
+    let err = raw.expect_error_then_close().await;
+    assert_eq!(
+        (err.severity.as_str(), err.code.as_str()),
+        ("FATAL", "53400")
+    );
+    assert!(
+        words.iter().all(|w| err.message.contains(w)),
+        "{} lacks one of {words:?}",
+        err.message
+    );
+    let (_, events) = session_of(env, pid).await;
+    assert_eq!(session_end(&events).0, EndReason::LimitExceeded);
+    events
+}
+
 fn session_end(events: &[Event]) -> (EndReason, Option<String>) {
     events
         .iter()
@@ -266,24 +284,18 @@ async fn too_many_named_statements_end_the_session_with_53400() {
     parse(&mut b, "s4", "select 4");
     sync(&mut b);
     raw.send(&b).await;
-    let err = raw.expect_error_then_close().await;
-    assert_eq!(
-        (err.severity.as_str(), err.code.as_str()),
-        ("FATAL", "53400")
-    );
-    assert!(
-        err.message.contains("prepared statements")
-            && err.message.contains('3')
-            && err
-                .message
-                .contains("session_limits.max_prepared_statements"),
-        "{}",
-        err.message
-    );
-
-    let (_, events) = session_of(&env, login.pid).await;
-    let (reason, detail) = session_end(&events);
-    assert_eq!(reason, EndReason::LimitExceeded);
+    let events = ended_by_limit(
+        &env,
+        &mut raw,
+        login.pid,
+        &[
+            "prepared statements",
+            "3",
+            "session_limits.max_prepared_statements",
+        ],
+    )
+    .await;
+    let (_, detail) = session_end(&events);
     assert!(
         detail
             .as_deref()
@@ -330,18 +342,13 @@ async fn too_many_named_portals_end_the_session_with_53400() {
     execute(&mut b, "p3", 0);
     sync(&mut b);
     raw.send(&b).await;
-    let err = raw.expect_error_then_close().await;
-    assert_eq!(
-        (err.severity.as_str(), err.code.as_str()),
-        ("FATAL", "53400")
-    );
-    assert!(
-        err.message.contains("portals") && err.message.contains("session_limits.max_portals"),
-        "{}",
-        err.message
-    );
-    let (_, events) = session_of(&env, login.pid).await;
-    assert_eq!(session_end(&events).0, EndReason::LimitExceeded);
+    let events = ended_by_limit(
+        &env,
+        &mut raw,
+        login.pid,
+        &["portals", "session_limits.max_portals"],
+    )
+    .await;
     // Nothing of the refused batch was recorded as run.
     assert!(!events.iter().any(|e| matches!(&e.body,
         EventBody::Query { portal: Some(p), .. } if p == "p3")));
