@@ -99,6 +99,11 @@ pub enum ProtocolError {
     /// session ends with 53400 (see `session/limits.rs`).
     #[error("{0}")]
     SessionLimit(crate::session::limits::LimitExceeded),
+    /// The server's answers to SQL that defines or drops statement and cursor names
+    /// disagreed with jitgate's parse of it: jitgate no longer knows what those names
+    /// hold, so it cannot audit what they run, and ends the session (fail closed).
+    #[error("jitgate lost track of the prepared statements and cursors this session defined with SQL, so it could not audit what they run; the session was ended (reconnect; if this repeats, report the statements to the jitgate operator)")]
+    UnfollowedNames,
     /// A Close/Describe message names something that is neither a statement nor a portal.
     #[error("malformed {message} message: invalid target type {kind:?} (expected 'S' or 'P')")]
     InvalidKind { message: &'static str, kind: char },
@@ -111,6 +116,7 @@ impl ProtocolError {
             ProtocolError::UnsupportedVersion { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             ProtocolError::MissingUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             ProtocolError::SessionLimit(_) => sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+            ProtocolError::UnfollowedNames => sqlstate::INTERNAL_ERROR,
             _ => sqlstate::PROTOCOL_VIOLATION,
         }
     }

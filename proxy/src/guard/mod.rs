@@ -21,6 +21,7 @@ mod mask;
 mod prefilter;
 pub mod substitute;
 mod tree;
+pub mod words;
 
 use bytes::Bytes;
 
@@ -44,6 +45,27 @@ pub enum RoleChanges {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
     pub what: &'static str,
+    pub reason: Reason,
+}
+
+/// The rule a refused statement broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// It changes a role or the server (the guard).
+    RoleChange,
+    /// It may define or drop prepared statements or cursors, and jitgate could not
+    /// parse it to follow which (the tracker: `session/tracker/sqlnames.rs`).
+    UnfollowedNames,
+}
+
+impl Refusal {
+    /// A statement that changes a role or the server.
+    pub const fn role_change(what: &'static str) -> Refusal {
+        Refusal {
+            what,
+            reason: Reason::RoleChange,
+        }
+    }
 }
 
 /// OID of the built-in `set_config(text, text, boolean)` (pg_proc.dat), the one function
@@ -82,9 +104,9 @@ pub fn check_function_call(oid: u32, args: &[Option<Bytes>]) -> Option<Refusal> 
         },
         _ => true,
     };
-    refused.then_some(Refusal {
-        what: "set_config of role or session_authorization (fast-path call)",
-    })
+    refused.then_some(Refusal::role_change(
+        "set_config of role or session_authorization (fast-path call)",
+    ))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::Refusal;
+use super::{Reason, Refusal};
 use crate::protocol::tags;
 
 /// Type OID `text`: declared for parameters the client left to the server to infer (a
@@ -26,13 +26,25 @@ use crate::protocol::tags;
 /// type would fail the Bind with an internal error instead of the refusal).
 const TEXT_OID: u32 = 25;
 
-/// The SQL the server runs instead of a refused statement.
+/// The SQL the server runs instead of a refused statement (the error's text says which
+/// rule it broke).
 pub fn refusal_sql(refusal: Refusal) -> String {
-    let message = format!(
-        "jitgate refused this statement: it changes a role or the server ({})",
-        refusal.what
-    );
-    let hint = "Grants through jitgate cannot change roles, role membership, server or database settings. Ask a database administrator to make this change outside jitgate.";
+    let (message, hint) = match refusal.reason {
+        Reason::RoleChange => (
+            format!(
+                "jitgate refused this statement: it changes a role or the server ({})",
+                refusal.what
+            ),
+            "Grants through jitgate cannot change roles, role membership, server or database settings. Ask a database administrator to make this change outside jitgate.",
+        ),
+        Reason::UnfollowedNames => (
+            format!(
+                "jitgate refused this statement: it may define or drop prepared statements or cursors, and jitgate could not parse it to audit what they run ({})",
+                refusal.what
+            ),
+            "Check the statement's syntax; send statement and cursor names as UTF-8 text.",
+        ),
+    };
     format!(
         "DO $jitgate$ BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {}, HINT = {}; END $jitgate$",
         literal(&message),

@@ -130,7 +130,7 @@ fn passwords_are_masked() {
 
 #[test]
 fn the_substitute_parses_and_holds_no_client_text() {
-    let r = Refusal { what: "ALTER ROLE" };
+    let r = Refusal::role_change("ALTER ROLE");
     let sql = substitute::refusal_sql(r);
     assert!(pg_query::parse(&sql, 0).is_ok(), "{sql}");
     assert!(check_sql(sql.as_bytes()).is_none());

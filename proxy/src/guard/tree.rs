@@ -32,14 +32,13 @@ use super::{guarded_setting, Refusal};
 
 /// Parses `sql` and looks for a refused statement anywhere in it.
 pub fn check(sql: &[u8]) -> Option<Refusal> {
-    const UNPARSABLE: Refusal = Refusal {
-        what: "a statement jitgate could not parse although it may change a role (the server would very likely reject it too)",
-    };
+    const UNPARSABLE: Refusal = Refusal::role_change(
+        "a statement jitgate could not parse although it may change a role (the server would very likely reject it too)",
+    );
     let Ok(text) = std::str::from_utf8(sql) else {
-        return Some(Refusal {
-            what:
-                "a statement that is not UTF-8 and may change a role (jitgate could not parse it)",
-        });
+        return Some(Refusal::role_change(
+            "a statement that is not UTF-8 and may change a role (jitgate could not parse it)",
+        ));
     };
     let Ok(parsed) = pg_query::parse(text, 0) else {
         return Some(UNPARSABLE);
@@ -82,7 +81,7 @@ fn walk(v: &Value, f: &mut impl FnMut(&str, &Value) -> bool) -> bool {
 fn find(tree: &Value) -> Option<Refusal> {
     let mut found = None;
     walk(tree, &mut |key, node| {
-        found = refused(key, node).map(|what| Refusal { what });
+        found = refused(key, node).map(Refusal::role_change);
         found.is_some()
     });
     found

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
-use super::defs::{function_args, retained, PortalDef, Slot, StatementDef};
+use super::defs::{function_args, key, retained, PortalDef, Slot, StatementDef};
+use super::effects::Effects;
 use super::predict::Prediction;
+use super::sqlnames::{self, Parsed};
 use super::{name_text, query_event, Op, Request, Step, Tracker};
 use crate::error::ProtocolError;
 use crate::guard::{self, substitute, Refusal, RoleChanges};
@@ -105,11 +107,17 @@ impl Tracker {
                 _ => return Err(ProtocolError::UnexpectedDuringCopy { tag }),
             }
         }
+        if self.unfollowed {
+            return Err(ProtocolError::UnfollowedNames);
+        }
+        if let Some(limit) = self.over_limit {
+            return Err(ProtocolError::SessionLimit(limit));
+        }
         let mut step = Step::Forward;
         match tag {
             tags::QUERY => {
                 let q = frontend::parse_query(body)?;
-                let refusal = self.guard(&q.sql);
+                let (refusal, names) = self.look_at(&q.sql);
                 let recorded = recorded_sql(refusal, &q.sql);
                 let query_id = self.next_id();
                 let mut event = query_event(&self.rules, query_id, Protocol::Simple, &recorded);
@@ -119,7 +127,9 @@ impl Tracker {
                 {
                     *s = setting_change(&q.sql);
                 }
-                let mut request = Request::new(Op::Query, query_id);
+                // The server keeps the whole text as the source of what it defines.
+                let effects = names.map(|n| Effects::new(&n, &Bytes::copy_from_slice(&q.sql), &[]));
+                let mut request = Request::new(Op::Query { effects }, query_id);
                 if let Some(r) = refusal {
                     request.refused = true;
                     step = Step::Replace(substitute::query_frame(r));
@@ -127,13 +137,18 @@ impl Tracker {
                 self.statement(event, request, events);
             }
             tags::PARSE => {
-                let p = frontend::parse_parse(body)?;
+                let mut p = frontend::parse_parse(body)?;
+                p.statement = key(p.statement);
                 let named = !p.statement.is_empty();
                 if named && self.runs() {
                     self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
                 }
                 let setting = setting_change(&p.sql);
-                let refusal = self.guard(&p.sql);
+                let (refusal, names) = self.look_at(&p.sql);
+                // A Parse holds one statement (the server refuses more).
+                let names = names
+                    .filter(|n| n.len() == 1)
+                    .and_then(|n| n.first().cloned());
                 if let Some(r) = refusal {
                     let params = guard::max_param(&p.sql);
                     step = Step::Replace(substitute::parse_frame(
@@ -154,11 +169,14 @@ impl Tracker {
                     param_types: p.param_types,
                     setting,
                     refused: refusal,
+                    names,
                 });
                 self.message(Op::Parse { name, def });
             }
             tags::BIND => {
-                let b = frontend::parse_bind(body.clone())?;
+                let mut b = frontend::parse_bind(body.clone())?;
+                b.portal = key(b.portal);
+                b.statement = key(b.statement);
                 if self.runs() {
                     if !b.portal.is_empty() {
                         self.check_limit(LimitKind::Portals, &b.portal)?;
@@ -180,7 +198,8 @@ impl Tracker {
             }
             tags::EXECUTE => {
                 let e = frontend::parse_execute(body)?;
-                let slot = self.prediction.portal(&e.portal, &self.confirmed);
+                let portal_key = key(e.portal.clone());
+                let slot = self.prediction.portal(&portal_key, &self.confirmed);
                 let runs = !(self.doomed || self.server_skipping);
                 // With nothing in front of the server the prediction is its state and
                 // cannot be ambiguous; the check keeps a waiting relay from spinning.
@@ -207,10 +226,18 @@ impl Tracker {
                     *setting_change = statement.and_then(|s| s.setting);
                 }
                 let refused = statement.is_some_and(|s| s.refused.is_some());
+                let effects = match (statement, &def) {
+                    (Some(s), Some(d)) if !refused => s
+                        .names
+                        .as_ref()
+                        .map(|n| Effects::new(std::slice::from_ref(n), &s.sql, &d.params)),
+                    _ => None,
+                };
                 let mut request = Request::new(
                     Op::Execute {
-                        portal: e.portal,
+                        portal: portal_key,
                         def,
+                        effects,
                     },
                     query_id,
                 );
@@ -238,7 +265,7 @@ impl Tracker {
                     // The server gets a Query instead, and answers it as one.
                     Some(r) => {
                         step = Step::Replace(substitute::query_frame(r));
-                        let mut request = Request::new(Op::Query, query_id);
+                        let mut request = Request::new(Op::Query { effects: None }, query_id);
                         request.refused = true;
                         request
                     }
@@ -250,7 +277,7 @@ impl Tracker {
                 let c = frontend::parse_close(body)?;
                 self.message(Op::Close {
                     statement: c.kind == tags::KIND_STATEMENT,
-                    name: c.name,
+                    name: key(c.name),
                 });
             }
             tags::DESCRIBE => {
@@ -283,11 +310,19 @@ impl Tracker {
         Ok(step)
     }
 
-    /// The guard's verdict on a SQL text, under the target's setting.
-    fn guard(&self, sql: &[u8]) -> Option<Refusal> {
-        match self.role_changes {
+    /// The verdict on a SQL text (the guard's, under the target's setting; then whether
+    /// jitgate can follow the names it defines), and what its statements do to names.
+    fn look_at(&self, sql: &[u8]) -> (Option<Refusal>, Option<Box<[Parsed]>>) {
+        let guarded = match self.role_changes {
             RoleChanges::Refuse => guard::check_sql(sql),
             RoleChanges::Allow => None,
+        };
+        if guarded.is_some() {
+            return (guarded, None);
+        }
+        match sqlnames::scan(sql) {
+            Ok(names) => (None, names),
+            Err(refusal) => (Some(refusal), None),
         }
     }
 

@@ -2,12 +2,15 @@
 //! added when ParseComplete / BindComplete arrives for it, removed at CloseComplete,
 //! and portals go when the server says the transaction ended. A Bind the server refused
 //! after it had created the portal leaves that portal behind (see
-//! [`Confirmed::bind_failed`]).
+//! [`Confirmed::bind_failed`]). SQL that defines or drops names (`PREPARE`, `DECLARE`,
+//! `DEALLOCATE`, `CLOSE`, `DISCARD ALL`) takes effect at its CommandComplete
+//! ([`Confirmed::apply`]); a cursor declared `WITH HOLD` outlives the transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::defs::{Name, PortalDef, StatementDef};
+use super::effects::Effect;
 
 #[derive(Debug, Default)]
 pub struct Confirmed {
@@ -16,13 +19,29 @@ pub struct Confirmed {
     /// Portals in `portals` that a refused Bind left behind: the server runs nothing
     /// under them (see [`Confirmed::bind_failed`]).
     failed: HashSet<Name>,
+    /// Portals in `portals` that are holdable cursors (kept when a transaction ends).
+    holdable: usize,
 }
 
 impl Confirmed {
     /// BindComplete: `name` holds `def`.
     pub fn bound(&mut self, name: Name, def: Arc<PortalDef>) {
         self.failed.remove(&name);
-        self.portals.insert(name, def);
+        self.insert_portal(name, def);
+    }
+
+    fn insert_portal(&mut self, name: Name, def: Arc<PortalDef>) {
+        self.holdable += usize::from(def.holdable);
+        if let Some(old) = self.portals.insert(name, def) {
+            self.holdable -= usize::from(old.holdable);
+        }
+    }
+
+    fn remove_portal(&mut self, name: &[u8]) {
+        self.failed.remove(name);
+        if let Some(old) = self.portals.remove(name) {
+            self.holdable -= usize::from(old.holdable);
+        }
     }
 
     /// A Bind the server refused after it had created its portal (PostgreSQL 15
@@ -35,7 +54,7 @@ impl Confirmed {
     /// portal the Bind would have made: its text is what the server logs for it.
     pub fn bind_failed(&mut self, name: Name, def: Arc<PortalDef>) {
         self.failed.insert(name.clone());
-        self.portals.insert(name, def);
+        self.insert_portal(name, def);
     }
 
     /// Whether the portal under `name` is one a refused Bind left behind.
@@ -45,15 +64,66 @@ impl Confirmed {
 
     /// CloseComplete for a portal.
     pub fn portal_closed(&mut self, name: &[u8]) {
-        self.failed.remove(name);
-        self.portals.remove(name);
+        self.remove_portal(name);
     }
 
     /// The transaction ended (ReadyForQuery `I`, COMMIT, ROLLBACK): the server dropped
-    /// every portal (portals made by the protocol are never holdable).
+    /// every portal but holdable cursors (portals made by the protocol never are). A
+    /// holdable cursor declared in a transaction that rolled back is gone too; it is
+    /// kept here, which is safe: whatever runs under its name runs it or nothing.
     pub fn transaction_ended(&mut self) {
+        self.failed.clear();
+        if self.holdable == 0 {
+            self.portals.clear();
+        } else {
+            self.portals.retain(|_, p| p.holdable);
+        }
+    }
+
+    /// A statement that defines or drops names completed: `running` is the portal that
+    /// ran it (an Execute's; `None` for a simple Query, whose unnamed portal goes anyway).
+    pub fn apply(&mut self, effect: &Effect, running: Option<&[u8]>) {
+        match effect {
+            Effect::Prepare(def) => {
+                self.statements.insert(def.name.clone(), Arc::clone(def));
+            }
+            Effect::Declare(name, def) => {
+                self.failed.remove(name);
+                self.insert_portal(name.clone(), Arc::clone(def));
+            }
+            Effect::Deallocate(name) => {
+                self.statements.remove(name);
+            }
+            // The unnamed statement is not among the prepared statements SQL can reach.
+            Effect::DeallocateAll => self.statements.retain(|name, _| name.is_empty()),
+            Effect::Close(name) => self.remove_portal(name),
+            Effect::CloseAll => self.close_all(running),
+            Effect::DiscardAll => {
+                self.close_all(running);
+                self.statements.retain(|name, _| name.is_empty());
+            }
+            Effect::Other => {}
+        }
+    }
+
+    /// Every portal but the one running (the server does not drop an active portal).
+    fn close_all(&mut self, running: Option<&[u8]>) {
+        let keep = running.and_then(|r| self.portals.remove_entry(r));
         self.portals.clear();
         self.failed.clear();
+        self.holdable = 0;
+        if let Some((name, def)) = keep {
+            self.insert_portal(name, def);
+        }
+    }
+
+    /// Named statements and portals held (for the session's limits).
+    pub fn named(&self) -> (usize, usize) {
+        let unnamed = |has: bool| usize::from(has);
+        (
+            self.statements.len() - unnamed(self.statements.contains_key(&b""[..])),
+            self.portals.len() - unnamed(self.portals.contains_key(&b""[..])),
+        )
     }
 
     /// A simple Query ran: it dropped the unnamed statement first, and each statement

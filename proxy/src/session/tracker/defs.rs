@@ -3,7 +3,8 @@
 //! certain, one definition or nothing, or several candidates ([`Slot`]).
 //!
 //! Names are the raw bytes of the protocol message: the server compares them byte for
-//! byte in the session's encoding, so the tracker does too.
+//! byte in the session's encoding, so the tracker does too — and only their first 63
+//! bytes, as the server's name tables do (see [`key`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,11 +12,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
 
+use super::sqlnames::Parsed;
 use crate::guard::Refusal;
 use crate::protocol::frontend::Bind;
 
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
 pub type Name = Bytes;
+
+/// Bytes of a name the server's tables of prepared statements and portals compare
+/// (`NAMEDATALEN - 1`): the keys of both are `char[NAMEDATALEN]`, filled with `strlcpy`,
+/// so two names that share their first 63 bytes are one name there.
+pub const NAME_KEY_LEN: usize = 63;
+
+/// A name as the server's tables key it: its first [`NAME_KEY_LEN`] bytes (no copy).
+pub fn key(name: Name) -> Name {
+    if name.len() > NAME_KEY_LEN {
+        name.slice(..NAME_KEY_LEN)
+    } else {
+        name
+    }
+}
 
 /// Bytes kept past the batch they came in: copied out of the read buffer when `copy`,
 /// so that a small name or text does not keep a whole (possibly huge) buffer alive.
@@ -41,6 +57,24 @@ pub struct StatementDef {
     /// The guard refused it: the server holds a substitute under its name whose every
     /// execution fails with 42501 (`guard/substitute.rs`).
     pub refused: Option<Refusal>,
+    /// What running it does to names, when it is SQL `PREPARE`, `DECLARE`, `DEALLOCATE`,
+    /// `CLOSE` or `DISCARD ALL` (see `sqlnames.rs`).
+    pub names: Option<Parsed>,
+}
+
+impl StatementDef {
+    /// A statement defined by SQL `PREPARE`. Its text is the whole text that ran the
+    /// `PREPARE` (the server keeps and logs the source text, not the inner statement).
+    pub fn prepared(name: Name, source: Bytes) -> StatementDef {
+        StatementDef {
+            name,
+            sql: source,
+            param_types: Vec::new(),
+            setting: None,
+            refused: None,
+            names: None,
+        }
+    }
 }
 
 /// A portal: the statement it was bound from and its parameters as recorded.
@@ -54,6 +88,9 @@ pub struct PortalDef {
     /// The `query_id` of the `query` event that recorded `params` (the portal's first
     /// execution); 0 until then. Later executions point at it (`params_from`).
     recorded_in: AtomicU64,
+    /// A cursor declared `WITH HOLD`: it outlives the transaction (portals made by the
+    /// protocol never do).
+    pub holdable: bool,
 }
 
 fn format_of(code: i16) -> ParamFormat {
@@ -92,6 +129,20 @@ impl PortalDef {
             statement,
             params,
             recorded_in: AtomicU64::new(0),
+            holdable: false,
+        }
+    }
+
+    /// A cursor defined by SQL `DECLARE`: the server runs it under no statement name and
+    /// logs the whole text that declared it (`source`), with the parameters that text
+    /// was run with.
+    pub fn cursor(source: Bytes, params: Vec<Param>, holdable: bool) -> PortalDef {
+        PortalDef {
+            statement_name: Name::new(),
+            statement: Some(Arc::new(StatementDef::prepared(Name::new(), source))),
+            params,
+            recorded_in: AtomicU64::new(0),
+            holdable,
         }
     }
 

@@ -32,8 +32,10 @@
 mod client;
 mod confirmed;
 mod defs;
+mod effects;
 mod predict;
 mod replies;
+mod sqlnames;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,10 +46,11 @@ use jitgate_audit::{escape_bytes, ContentRules, CopyDirection, EventBody, Param,
 
 use crate::guard::RoleChanges;
 use crate::protocol::frontend;
-use crate::session::limits::SessionLimits;
+use crate::session::limits::{LimitExceeded, SessionLimits};
 
 use self::confirmed::Confirmed;
 use self::defs::{Name, PortalDef, Slot, StatementDef};
+use self::effects::Effects;
 use self::predict::Prediction;
 
 /// What the relay does with a client message the tracker has looked at.
@@ -87,13 +90,18 @@ enum Op {
         portal: Name,
         /// The portal whose text the `query` event recorded.
         def: Option<Arc<PortalDef>>,
+        /// What it does to names, when its statement is SQL that defines or drops them.
+        effects: Option<Box<Effects>>,
     },
     Close {
         statement: bool,
         name: Name,
     },
     Sync,
-    Query,
+    Query {
+        /// What its statements do to names, when one of them may define or drop one.
+        effects: Option<Box<Effects>>,
+    },
     FunctionCall,
     /// Answered with nothing: Flush, and CopyData / CopyDone / CopyFail (consumed by a
     /// COPY, or ignored outside one).
@@ -196,6 +204,12 @@ pub struct Tracker {
     /// The current batch is in a large read buffer: what is kept past it (even of the
     /// unnamed statement and portal) is copied out (see `defs::retained`).
     copy_retained: bool,
+    /// The server's answers to SQL that defines names disagreed with the parse: what a
+    /// name holds is no longer known, and the session is ended at the next message.
+    unfollowed: bool,
+    /// SQL defined more statements or cursors than the session's limits allow: the
+    /// session is ended at the next message.
+    over_limit: Option<LimitExceeded>,
     /// `query` events up to this id may not be in the log (a batch was rolled back after
     /// they were built): a later execution records its parameters again rather than
     /// point at one of them.
@@ -366,7 +380,20 @@ impl Tracker {
             }
             Op::Close { statement, name } => p.close(*statement, name, c),
             Op::Sync => p.sync(),
-            Op::Query => p.query(c),
+            Op::Query { effects } => {
+                p.query(c);
+                for e in effects.iter().flat_map(|e| &e.list) {
+                    p.define(e, false, c);
+                }
+            }
+            Op::Execute {
+                effects: Some(effects),
+                ..
+            } => {
+                for e in &effects.list {
+                    p.define(e, true, c);
+                }
+            }
             Op::Describe | Op::Execute { .. } | Op::FunctionCall | Op::Silent { .. } => {}
         }
     }
@@ -412,6 +439,10 @@ mod protocol_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod limits_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sqlnames_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -23,7 +23,12 @@
 //! - Close drops the name (closing a missing name is not an error);
 //! - a simple Query drops the unnamed statement, and the unnamed portal once one of its
 //!   statements runs (an empty Query, or one that fails before running, leaves it);
-//! - nothing runs while the server skips until Sync.
+//! - nothing runs while the server skips until Sync;
+//! - SQL `PREPARE` and `DECLARE` define a name when their statement completes: run by an
+//!   Execute, for the rest of its group; run by a simple Query, whose later statements
+//!   may fail and whose failure does not stop the messages behind it, the name holds the
+//!   new definition or its old value. Names SQL drops (`DEALLOCATE`, `CLOSE`, `DISCARD
+//!   ALL`) need no prediction: "its definition or nothing" stays true.
 //!
 //! The end of a transaction (a Sync outside a transaction block, COMMIT) drops every
 //! portal. That is not modelled here: a dropped name holds nothing, and whatever runs
@@ -35,6 +40,7 @@ use std::sync::Arc;
 
 use super::confirmed::Confirmed;
 use super::defs::{Name, PortalDef, Slot, StatementDef};
+use super::effects::Effect;
 
 /// Values of names touched since the last Sync: in the group (what a later message of
 /// the group sees) and over the group (every value the name may hold after it).
@@ -184,6 +190,40 @@ impl Prediction {
             self.statements
                 .set(&Name::new(), Slot::Absent, &c.statements);
         }
+    }
+
+    /// What a statement that defines names will define (see [`Prediction::prepared`]).
+    pub fn define(&mut self, effect: &Effect, certain: bool, c: &Confirmed) {
+        match effect {
+            Effect::Prepare(def) => self.prepared(def, certain, c),
+            Effect::Declare(name, def) => self.declared(name, def, certain, c),
+            _ => {}
+        }
+    }
+
+    /// A statement SQL `PREPARE` defines, once the message running it completes
+    /// (`certain`: an Execute, else a Query, which may stop before it).
+    pub fn prepared(&mut self, def: &Arc<StatementDef>, certain: bool, c: &Confirmed) {
+        if self.skipping {
+            return;
+        }
+        let mut slot = Slot::Def(Arc::clone(def));
+        if !certain {
+            slot = slot.union(&self.statement(&def.name, c));
+        }
+        self.statements.set(&def.name, slot, &c.statements);
+    }
+
+    /// A cursor SQL `DECLARE` defines (as for [`Prediction::prepared`]).
+    pub fn declared(&mut self, name: &Name, def: &Arc<PortalDef>, certain: bool, c: &Confirmed) {
+        if self.skipping {
+            return;
+        }
+        let mut slot = Slot::Def(Arc::clone(def));
+        if !certain {
+            slot = slot.union(&self.portal(name, c));
+        }
+        self.portals.set(name, slot, &c.portals);
     }
 
     /// Sync: the group ends (each name may hold any of its group values) and so does

@@ -9,12 +9,12 @@ use jitgate_audit::EventBody;
 use super::{Step, Tracker};
 use crate::protocol::tags;
 
-fn cstr(b: &mut BytesMut, s: &[u8]) {
+pub(super) fn cstr(b: &mut BytesMut, s: &[u8]) {
     b.put_slice(s);
     b.put_u8(0);
 }
 
-fn parse(name: &[u8], sql: &str) -> (u8, Bytes) {
+pub(super) fn parse(name: &[u8], sql: &str) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     cstr(&mut b, name);
     cstr(&mut b, sql.as_bytes());
@@ -22,13 +22,18 @@ fn parse(name: &[u8], sql: &str) -> (u8, Bytes) {
     (tags::PARSE, b.freeze())
 }
 
-fn bind(portal: &[u8], statement: &[u8], values: &[&str]) -> (u8, Bytes) {
+pub(super) fn bind(portal: &[u8], statement: &[u8], values: &[&str]) -> (u8, Bytes) {
     let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
     bind_with(portal, statement, &[], &values)
 }
 
 /// A Bind with parameter format codes (0 text, 1 binary) and raw values.
-fn bind_with(portal: &[u8], statement: &[u8], formats: &[i16], values: &[&[u8]]) -> (u8, Bytes) {
+pub(super) fn bind_with(
+    portal: &[u8],
+    statement: &[u8],
+    formats: &[i16],
+    values: &[&[u8]],
+) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     cstr(&mut b, portal);
     cstr(&mut b, statement);
@@ -45,31 +50,31 @@ fn bind_with(portal: &[u8], statement: &[u8], formats: &[i16], values: &[&[u8]])
     (tags::BIND, b.freeze())
 }
 
-fn execute(portal: &[u8]) -> (u8, Bytes) {
+pub(super) fn execute(portal: &[u8]) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     cstr(&mut b, portal);
     b.put_i32(0);
     (tags::EXECUTE, b.freeze())
 }
 
-fn close_portal(name: &[u8]) -> (u8, Bytes) {
+pub(super) fn close_portal(name: &[u8]) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     b.put_u8(tags::KIND_PORTAL);
     cstr(&mut b, name);
     (tags::CLOSE, b.freeze())
 }
 
-fn query(sql: &str) -> (u8, Bytes) {
+pub(super) fn query(sql: &str) -> (u8, Bytes) {
     let mut b = BytesMut::new();
     cstr(&mut b, sql.as_bytes());
     (tags::QUERY, b.freeze())
 }
 
-fn sync() -> (u8, Bytes) {
+pub(super) fn sync() -> (u8, Bytes) {
     (tags::SYNC, Bytes::new())
 }
 
-fn flush() -> (u8, Bytes) {
+pub(super) fn flush() -> (u8, Bytes) {
     (tags::FLUSH, Bytes::new())
 }
 
@@ -81,7 +86,7 @@ fn copy_done() -> (u8, Bytes) {
     (tags::COPY_DONE, Bytes::new())
 }
 
-fn error(code: &str, routine: &str) -> Vec<u8> {
+pub(super) fn error(code: &str, routine: &str) -> Vec<u8> {
     format!("SERROR\0VERROR\0C{code}\0Mfailed\0R{routine}\0\0").into_bytes()
 }
 
@@ -93,15 +98,15 @@ fn error_in(code: &str, routine: &str, context: &str) -> Vec<u8> {
 
 /// A session under test: what the client sent was recorded as, and the events the
 /// server's replies completed.
-struct Session {
-    t: Tracker,
+pub(super) struct Session {
+    pub(super) t: Tracker,
     /// `query` events (and results written with them), in order.
-    recorded: Vec<EventBody>,
-    out: Vec<EventBody>,
+    pub(super) recorded: Vec<EventBody>,
+    pub(super) out: Vec<EventBody>,
 }
 
 impl Session {
-    fn new() -> Session {
+    pub(super) fn new() -> Session {
         Session {
             t: Tracker::default(),
             recorded: Vec::new(),
@@ -111,7 +116,7 @@ impl Session {
 
     /// Sends messages as the relay does, up to one that must wait; returns what the
     /// tracker said of each it looked at.
-    fn send(&mut self, messages: &[(u8, Bytes)]) -> Vec<Step> {
+    pub(super) fn send(&mut self, messages: &[(u8, Bytes)]) -> Vec<Step> {
         let mut steps = Vec::new();
         for (tag, body) in messages {
             let step = self
@@ -129,11 +134,11 @@ impl Session {
         steps
     }
 
-    fn reply(&mut self, tag: u8, body: &[u8]) {
+    pub(super) fn reply(&mut self, tag: u8, body: &[u8]) {
         self.t.on_server(tag, body, &mut self.out);
     }
 
-    fn replies(&mut self, tags_: &[u8]) {
+    pub(super) fn replies(&mut self, tags_: &[u8]) {
         for &tag in tags_ {
             match tag {
                 tags::READY_FOR_QUERY => self.reply(tag, b"I"),
@@ -144,7 +149,7 @@ impl Session {
     }
 
     /// SQL of each `query` event recorded so far.
-    fn sqls(&self) -> Vec<String> {
+    pub(super) fn sqls(&self) -> Vec<String> {
         self.recorded
             .iter()
             .filter_map(|e| match e {
@@ -155,7 +160,7 @@ impl Session {
     }
 
     /// The message of the result of `query_id`.
-    fn message(&self, query_id: u64) -> Option<String> {
+    pub(super) fn message(&self, query_id: u64) -> Option<String> {
         self.recorded.iter().chain(&self.out).find_map(|e| match e {
             EventBody::QueryResult {
                 query_id: id,
@@ -167,7 +172,7 @@ impl Session {
     }
 
     /// (query_id, skipped) of every result, recorded with the query or completed later.
-    fn results(&self) -> Vec<(u64, bool)> {
+    pub(super) fn results(&self) -> Vec<(u64, bool)> {
         self.recorded
             .iter()
             .chain(&self.out)

@@ -30,9 +30,11 @@ use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
 use super::defs::{Name, PortalDef};
-use super::{Copy, Op, Request, Tracker};
+use super::effects::Effect;
+use super::{sqlnames, Copy, Op, Request, Tracker};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::{frontend, tags};
+use crate::session::limits::{LimitExceeded, LimitKind};
 
 /// Why statements still waiting when the server ended the session did not run.
 const SKIPPED_SERVER_GONE: &str =
@@ -131,6 +133,9 @@ impl Tracker {
                 // next ReadyForQuery that says the transaction ended; until then a portal
                 // the server dropped is still here, which only means an Execute of it is
                 // recorded with its text and then refused (34000, recorded as skipped).
+                if let Some(t) = &parsed {
+                    self.names_done(&t.tag);
+                }
                 self.statement_done(out, false, |r| {
                     if let Some(t) = parsed {
                         r.tag = Some(t.tag);
@@ -185,7 +190,7 @@ impl Tracker {
     fn take_front(&mut self, expected: impl Fn(&Op) -> bool) -> Option<Op> {
         let front = self.front()?;
         if !expected(&front.op) {
-            if matches!(front.op, Op::Query) {
+            if matches!(front.op, Op::Query { .. }) {
                 // RowDescription inside a Query's results.
                 return None;
             }
@@ -238,7 +243,7 @@ impl Tracker {
     ) {
         let bytes = std::mem::take(&mut self.data_bytes);
         let Some(r) = self.front() else { return };
-        if !matches!(r.op, Op::Execute { .. } | Op::Query) {
+        if !matches!(r.op, Op::Execute { .. } | Op::Query { .. }) {
             tracing::warn!(front = ?r.op, "a statement's completion from the server matches no statement the tracker expected; ignored");
             return;
         }
@@ -263,9 +268,60 @@ impl Tracker {
         }
     }
 
+    /// A statement of the front Query or Execute completed with `tag`: what it did to
+    /// the names (SQL `PREPARE`, `DECLARE`, …) takes effect, if the tag is the one the
+    /// parse expected. A tag that says a name was defined or dropped where the parse
+    /// saw no such statement, or the other way round, means the tracker no longer knows
+    /// what the names hold: the session is ended (see `Tracker::unfollowed`).
+    fn names_done(&mut self, tag: &str) {
+        self.front();
+        let Some(front) = self.pending.front_mut() else {
+            return;
+        };
+        let (effects, running) = match &mut front.op {
+            Op::Query { effects } => (effects, None),
+            Op::Execute {
+                effects, portal, ..
+            } => (effects, Some(&portal[..])),
+            _ => return,
+        };
+        let effect = match effects.as_mut() {
+            Some(effects) => effects.next(),
+            None => None,
+        };
+        let agrees = match effect {
+            Some(e) => e.agrees(tag),
+            None => !sqlnames::is_name_tag(tag),
+        };
+        if !agrees {
+            self.unfollowed = true;
+            tracing::error!(
+                tag,
+                "a statement that defines or drops prepared statements or cursors completed where jitgate's parse did not expect it; the session will be ended"
+            );
+            return;
+        }
+        let Some(effect) = effect else { return };
+        self.confirmed.apply(effect, running);
+        if matches!(effect, Effect::Prepare(_) | Effect::Declare(..)) {
+            let (statements, portals) = self.confirmed.named();
+            if statements > self.limits.max_prepared_statements {
+                self.over_limit = Some(LimitExceeded {
+                    kind: LimitKind::PreparedStatements,
+                    limit: self.limits.max_prepared_statements,
+                });
+            } else if portals > self.limits.max_portals {
+                self.over_limit = Some(LimitExceeded {
+                    kind: LimitKind::Portals,
+                    limit: self.limits.max_portals,
+                });
+            }
+        }
+    }
+
     /// Cross-check: the portal the server ran is the one whose text was recorded.
     fn check_execute(&mut self, r: &Request) {
-        let Op::Execute { portal, def } = &r.op else {
+        let Op::Execute { portal, def, .. } = &r.op else {
             return;
         };
         let held = self.confirmed.portals.get(portal);
@@ -373,7 +429,7 @@ impl Tracker {
         front.answered = true;
         front.sqlstate = fields.code.clone();
         front.message = fields.message.clone();
-        let extended = !matches!(front.op, Op::Query | Op::FunctionCall | Op::Sync);
+        let extended = !matches!(front.op, Op::Query { .. } | Op::FunctionCall | Op::Sync);
         if extended || fatal {
             if let Some(r) = self.pending.pop_front() {
                 if let Op::Parse { name, .. } = &r.op {
@@ -442,10 +498,10 @@ impl Tracker {
             Some(r) if matches!(r.op, Op::Sync) => {
                 self.pending.pop_front();
             }
-            Some(r) if matches!(r.op, Op::Query | Op::FunctionCall) && r.answered => {
+            Some(r) if matches!(r.op, Op::Query { .. } | Op::FunctionCall) && r.answered => {
                 r.bytes += bytes;
                 if let Some(r) = self.pending.pop_front() {
-                    if matches!(r.op, Op::Query) {
+                    if matches!(r.op, Op::Query { .. }) {
                         self.confirmed.simple_query(r.tag.is_some());
                     }
                     out.push(r.result(false));

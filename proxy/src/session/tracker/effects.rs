@@ -1,0 +1,93 @@
+//! What running a statement of `sqlnames.rs` does to the names, made concrete before it
+//! is forwarded: the definitions a `PREPARE` or `DECLARE` will create are built then (with
+//! the text and parameters the server will keep), so that the prediction and, once the
+//! server confirms, the confirmed state hold the same definition (definitions are
+//! compared by identity, see `defs::Slot`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jitgate_audit::Param;
+
+use super::defs::{Name, PortalDef, StatementDef};
+use super::sqlnames::Parsed;
+
+/// One statement's effect on the names.
+#[derive(Debug)]
+pub enum Effect {
+    Prepare(Arc<StatementDef>),
+    Declare(Name, Arc<PortalDef>),
+    Deallocate(Name),
+    DeallocateAll,
+    Close(Name),
+    CloseAll,
+    DiscardAll,
+    Other,
+}
+
+impl Effect {
+    /// The effect of `parsed`, run from the text `source` with `params` (a Parse's
+    /// statement run by Execute; none for a simple Query).
+    pub fn of(parsed: &Parsed, source: &Bytes, params: &[Param]) -> Effect {
+        match parsed {
+            Parsed::Prepare(name) => Effect::Prepare(Arc::new(StatementDef::prepared(
+                name.clone(),
+                source.clone(),
+            ))),
+            Parsed::Declare { name, hold } => Effect::Declare(
+                name.clone(),
+                Arc::new(PortalDef::cursor(source.clone(), params.to_vec(), *hold)),
+            ),
+            Parsed::Deallocate(name) => Effect::Deallocate(name.clone()),
+            Parsed::DeallocateAll => Effect::DeallocateAll,
+            Parsed::Close(name) => Effect::Close(name.clone()),
+            Parsed::CloseAll => Effect::CloseAll,
+            Parsed::DiscardAll => Effect::DiscardAll,
+            Parsed::Other => Effect::Other,
+        }
+    }
+
+    /// The parse it was made from agrees with the server's tag for the statement.
+    pub fn agrees(&self, tag: &str) -> bool {
+        let expected = match self {
+            Effect::Prepare(_) => "PREPARE",
+            Effect::Declare(..) => "DECLARE CURSOR",
+            Effect::Deallocate(_) => "DEALLOCATE",
+            Effect::DeallocateAll => "DEALLOCATE ALL",
+            Effect::Close(_) => "CLOSE CURSOR",
+            Effect::CloseAll => "CLOSE CURSOR ALL",
+            Effect::DiscardAll => "DISCARD ALL",
+            Effect::Other => return !super::sqlnames::is_name_tag(tag),
+        };
+        expected == tag
+    }
+}
+
+/// The effects of the statements of one Query (or the one statement of an Execute), in
+/// order, and how many the server has completed.
+#[derive(Debug)]
+pub struct Effects {
+    pub list: Vec<Effect>,
+    pub done: usize,
+}
+
+impl Effects {
+    /// The effects of `parsed`, run from `source` with `params`.
+    pub fn new(parsed: &[Parsed], source: &Bytes, params: &[Param]) -> Box<Effects> {
+        Box::new(Effects {
+            list: parsed
+                .iter()
+                .map(|p| Effect::of(p, source, params))
+                .collect(),
+            done: 0,
+        })
+    }
+
+    /// The next statement completed: its effect (`None`: more statements completed than
+    /// the parse found).
+    pub fn next(&mut self) -> Option<&Effect> {
+        let e = self.list.get(self.done);
+        self.done += 1;
+        e
+    }
+}
