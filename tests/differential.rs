@@ -42,7 +42,9 @@
 //!   SQL) before it logs.
 //! - extended Execute with SQLSTATE `34000` or `22021`: `exec_execute_message` reads the
 //!   portal name (`pq_getmsgstring`, which rejects bytes that are not valid UTF-8 with
-//!   22021) and looks it up (`GetPortalByName`, 34000 when missing) before it logs. An
+//!   22021) and looks it up (`GetPortalByName`, 34000 `portal "…" does not exist` when
+//!   missing) before it logs (a `CLOSE` or `FETCH` of a missing cursor run by Execute
+//!   fails with 34000 `cursor "…" does not exist` after it was logged, and stays). An
 //!   Execute in a failed transaction is logged and then refused (25P02), so it stays.
 //! - FunctionCall with SQLSTATE `25P02` or `42883`: `HandleFunctionRequest` refuses a
 //!   call in a failed transaction, and `fetch_fp_info` a missing function, before the

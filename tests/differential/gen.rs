@@ -74,7 +74,7 @@ impl Generator {
     }
 
     fn action(&mut self, out: &mut Vec<Msg>) {
-        match self.rng.gen_range(0..36) {
+        match self.rng.gen_range(0..40) {
             0..=5 => {
                 let n = self.tag();
                 out.push(Msg::Query(pools::simple(&mut self.rng, n)));
@@ -98,7 +98,8 @@ impl Generator {
             29..=30 => out.push(self.function_call()),
             31..=32 => self.copy_in(out),
             33 => self.copy_out(out),
-            _ => self.transaction(out),
+            34..=35 => self.transaction(out),
+            _ => self.sql_names(out),
         }
     }
 
@@ -384,6 +385,94 @@ impl Generator {
                 max_rows: 0,
             });
             out.push(Msg::Sync);
+        }
+    }
+
+    /// SQL that defines or drops the names the protocol runs under — `PREPARE`,
+    /// `DECLARE [WITH HOLD]`, `DEALLOCATE [ALL]`, `CLOSE [ALL]`, `DISCARD ALL`, alone or
+    /// several in one Query — sent as a simple Query or run by Execute, with names shared
+    /// with Parse and Bind; the names are then bound and executed through the protocol.
+    fn sql_names(&mut self, out: &mut Vec<Msg>) {
+        let n = self.tag();
+        let q = format!("/*q{n}*/");
+        let statement = ["s1", "s2"].choose(&mut self.rng).unwrap().to_string();
+        let portal = ["p1", "p2"].choose(&mut self.rng).unwrap().to_string();
+        let (inner, params) = match self.rng.gen_range(0..4) {
+            0 => (format!("SELECT {n}"), vec![]),
+            1 => ("SELECT $1::text".to_string(), vec![Kind::Text]),
+            2 => ("INSERT INTO t VALUES ($1)".to_string(), vec![Kind::Text]),
+            _ => ("SELECT generate_series(1, 4)".to_string(), vec![]),
+        };
+        let hold = if self.rng.gen_bool(0.5) {
+            " WITH HOLD"
+        } else {
+            ""
+        };
+        let (sql, defines) = match self.rng.gen_range(0..12) {
+            0..=2 => (format!("PREPARE {statement} AS {inner} {q}"), Some(true)),
+            3..=5 => (
+                format!("DECLARE {portal} CURSOR{hold} FOR SELECT generate_series(1, 5) {q}"),
+                Some(false),
+            ),
+            6 => (format!("DEALLOCATE {statement} {q}"), None),
+            7 => (format!("CLOSE {portal} {q}"), None),
+            8 => (
+                ["DEALLOCATE ALL", "CLOSE ALL", "DISCARD ALL"]
+                    .choose(&mut self.rng)
+                    .map(|w| format!("{w} {q}"))
+                    .unwrap(),
+                None,
+            ),
+            9 => (
+                format!("DEALLOCATE {statement}; PREPARE {statement} AS {inner} {q}"),
+                Some(true),
+            ),
+            10 => (
+                format!("CLOSE {portal}; DECLARE {portal} CURSOR{hold} FOR SELECT {n} {q}"),
+                Some(false),
+            ),
+            _ => (format!("PREPARE {statement} AS SELEC {n} {q}"), Some(true)),
+        };
+        if self.rng.gen_bool(0.7) {
+            out.push(Msg::Query(sql));
+        } else {
+            // Run by Execute: a Parse holds one statement (the server refuses more).
+            out.push(Msg::Parse {
+                name: vec![],
+                sql,
+                types: vec![],
+            });
+            out.push(Msg::Bind {
+                portal: vec![],
+                statement: vec![],
+                formats: vec![],
+                params: vec![],
+                result_formats: vec![],
+            });
+            out.push(Msg::Execute {
+                portal: vec![],
+                max_rows: 0,
+            });
+            if self.rng.gen_bool(0.6) {
+                out.push(Msg::Sync);
+            }
+        }
+        match defines {
+            Some(true) => {
+                let template = Template { sql: inner, params };
+                self.parsed.push((statement.into_bytes(), template));
+                if self.rng.gen_bool(0.6) {
+                    self.bind(out);
+                    self.execute(out);
+                }
+            }
+            Some(false) => {
+                self.bound.push(portal.into_bytes());
+                if self.rng.gen_bool(0.6) {
+                    self.execute(out);
+                }
+            }
+            None => {}
         }
     }
 

@@ -64,13 +64,17 @@ pub fn is_guard_substitute(sql: &str) -> bool {
 /// transaction; a statement that is not refused is never `skipped` with 25P02).
 pub fn guard_refused(q: &Query) -> bool {
     q.outcome.as_ref().is_some_and(|o| {
+        let message = o.message.as_deref().unwrap_or_default();
         o.skipped
-            && (o
-                .message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("jitgate refused"))
-                || o.sqlstate.as_deref() == Some("25P02"))
+            && (message.starts_with("jitgate refused")
+                || (o.sqlstate.as_deref() == Some("25P02") && !shielded(message)))
     })
+}
+
+/// Whether the audit says jitgate's crash shield kept an Execute from the server (it
+/// sent a Parse the server refuses with 25P02 and does not log: nothing to compare).
+fn shielded(message: &str) -> bool {
+    message.starts_with("not executed: jitgate did not forward")
 }
 
 pub fn exclusion(q: &Query) -> Option<Rule> {
@@ -89,7 +93,17 @@ pub fn exclusion(q: &Query) -> Option<Rule> {
         {
             Some(Rule::EmptyExecute)
         }
-        Protocol::Extended if matches!(state, Some("34000" | "22021")) => {
+        // 34000 from the portal lookup (`portal "…" does not exist`), not from a
+        // statement that ran and failed (`CLOSE`/`FETCH` of a missing cursor: `cursor
+        // "…" does not exist`, logged first).
+        Protocol::Extended
+            if state == Some("22021")
+                || (state == Some("34000")
+                    && outcome
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("portal "))) =>
+        {
             Some(Rule::ExecuteRefused)
         }
         Protocol::FunctionCall if matches!(state, Some("25P02" | "42883")) => {
@@ -260,6 +274,14 @@ mod tests {
         );
         assert_eq!(exclusion(&portal), Some(Rule::ExecuteRefused));
         assert!(confirmed(Rule::ExecuteRefused, &portal, &errors, &mut next));
+        // A statement that ran and failed with 34000 (CLOSE of a missing cursor) stays.
+        let cursor = query(
+            Protocol::Extended,
+            "CLOSE c",
+            "34000",
+            "cursor \"c\" does not exist",
+        );
+        assert_eq!(exclusion(&cursor), None);
         // A failure after logging (e.g. division by zero) excludes nothing.
         let ran = query(
             Protocol::Extended,

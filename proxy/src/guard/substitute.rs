@@ -95,6 +95,28 @@ pub fn parse_frame(refusal: Refusal, name: &[u8], declared: &[u32], params: usiz
     out.freeze()
 }
 
+/// The statement name of [`aborted_parse_frame`]'s Parse (it never gets defined).
+const SHIELD_STATEMENT: &[u8] = b"jitgate: not run";
+
+/// A Parse that the server fails with 25P02 — "current transaction is aborted" — without
+/// any other effect, sent in place of a message the server must not get while its
+/// transaction is aborted (see `session/tracker/shield.rs`). In an aborted transaction
+/// the server refuses any Parse but of COMMIT or ROLLBACK after parsing it, before it
+/// looks at the name, so nothing is defined and no name in use is touched; the error
+/// makes the server skip to the next Sync, as the replaced message's error would have.
+pub fn aborted_parse_frame() -> Bytes {
+    let sql = b"SELECT NULL";
+    let mut out = BytesMut::with_capacity(SHIELD_STATEMENT.len() + sql.len() + 9);
+    out.put_u8(tags::PARSE);
+    put_len(&mut out, 4 + SHIELD_STATEMENT.len() + 1 + sql.len() + 1 + 2);
+    out.put_slice(SHIELD_STATEMENT);
+    out.put_u8(0);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_u16(0);
+    out.freeze()
+}
+
 fn put_len(out: &mut BytesMut, len: usize) {
     // Our frames are small (a fixed text, a name and at most 65535 types): within i32.
     out.put_i32(i32::try_from(len).unwrap_or(i32::MAX));

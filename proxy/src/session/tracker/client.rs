@@ -198,6 +198,17 @@ impl Tracker {
             }
             tags::EXECUTE => {
                 let e = frontend::parse_execute(body)?;
+                let mut shielded = false;
+                if self.runs() {
+                    match self.shield_execute(&e.portal) {
+                        Some(Step::Wait) if self.in_flight() => return Ok(Step::Wait),
+                        Some(Step::Replace(frame)) => {
+                            shielded = true;
+                            step = Step::Replace(frame);
+                        }
+                        _ => {}
+                    }
+                }
                 let portal_key = key(e.portal.clone());
                 let slot = self.prediction.portal(&portal_key, &self.confirmed);
                 let runs = !(self.doomed || self.server_skipping);
@@ -227,7 +238,7 @@ impl Tracker {
                 }
                 let refused = statement.is_some_and(|s| s.refused.is_some());
                 let effects = match (statement, &def) {
-                    (Some(s), Some(d)) if !refused => s
+                    (Some(s), Some(d)) if !refused && !shielded => s
                         .names
                         .as_ref()
                         .map(|n| Effects::new(std::slice::from_ref(n), &s.sql, &d.params)),
@@ -242,6 +253,7 @@ impl Tracker {
                     query_id,
                 );
                 request.refused = refused;
+                request.shielded = shielded;
                 self.statement(event, request, events);
             }
             tags::FUNCTION_CALL => {

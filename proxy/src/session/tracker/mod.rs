@@ -35,6 +35,7 @@ mod defs;
 mod effects;
 mod predict;
 mod replies;
+mod shield;
 mod sqlnames;
 
 use std::collections::VecDeque;
@@ -129,6 +130,8 @@ struct Request {
     /// The guard refused it (the server got a substitute that fails): its result is
     /// recorded `skipped`, since the statement the client sent never ran.
     refused: bool,
+    /// An Execute the shield replaced (`shield.rs`): recorded `skipped`, with why.
+    shielded: bool,
 }
 
 impl Request {
@@ -144,6 +147,7 @@ impl Request {
             message: None,
             bytes: 0,
             refused: false,
+            shielded: false,
         }
     }
 
@@ -153,15 +157,20 @@ impl Request {
 
     /// Its `query_result` event.
     fn result(&self, skipped: bool) -> EventBody {
+        let message = if self.shielded {
+            Some(shield::SHIELDED.to_owned())
+        } else {
+            self.message.clone()
+        };
         EventBody::QueryResult {
             query_id: self.query_id,
             tag: self.tag.clone(),
             rows: self.rows,
             sqlstate: self.sqlstate.clone(),
-            message: self.message.clone(),
+            message,
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             bytes: self.bytes,
-            skipped: skipped || self.refused,
+            skipped: skipped || self.refused || self.shielded,
         }
     }
 }
@@ -204,6 +213,11 @@ pub struct Tracker {
     /// The current batch is in a large read buffer: what is kept past it (even of the
     /// unnamed statement and portal) is copied out (see `defs::retained`).
     copy_retained: bool,
+    /// The last ReadyForQuery said the transaction is aborted, and it ended a simple
+    /// Query that failed: the server's unnamed portal may be that Query's, which an
+    /// Execute must not reach (`shield.rs`). Cleared when the transaction leaves the
+    /// aborted state or the unnamed portal is bound or closed.
+    dangling_unnamed: bool,
     /// The server's answers to SQL that defines names disagreed with the parse: what a
     /// name holds is no longer known, and the session is ended at the next message.
     unfollowed: bool,

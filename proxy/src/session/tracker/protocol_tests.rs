@@ -611,10 +611,13 @@ fn a_bind_that_fails_as_it_plans_leaves_its_empty_portal_until_the_block_ends() 
         vec![(1, false), (2, true), (3, true), (4, false)]
     );
     assert!(s.message(3).unwrap().contains("holds no statement"));
-    // ROLLBACK ends the block and drops the portal.
-    s.send(&[query("ROLLBACK"), execute(b""), sync()]);
+    // ROLLBACK ends the block and drops the portal. The Execute behind it waits for
+    // its answer (`shield.rs`: the Query could have failed and left its portal).
+    let steps = s.send(&[query("ROLLBACK"), execute(b""), sync()]);
+    assert_eq!(steps[1], Step::Wait);
     s.reply(tags::COMMAND_COMPLETE, b"ROLLBACK\0");
     s.reply(tags::READY_FOR_QUERY, b"I");
+    assert_eq!(s.send(&[execute(b""), sync()]), vec![Step::Forward; 2]);
     s.reply(
         tags::ERROR_RESPONSE,
         &error("34000", "exec_execute_message"),

@@ -109,6 +109,7 @@ impl Tracker {
                     if statement {
                         self.confirmed.statements.remove(&name);
                     } else {
+                        self.dangling_unnamed &= !name.is_empty();
                         self.confirmed.portal_closed(&name);
                     }
                 }
@@ -204,6 +205,7 @@ impl Tracker {
     /// had under that name.
     fn confirm_bind(&mut self, op: Op) {
         if let Some((portal, def)) = self.bound_portal(&op) {
+            self.dangling_unnamed &= !portal.is_empty();
             self.confirmed.bound(portal, def);
         }
     }
@@ -503,6 +505,9 @@ impl Tracker {
                 if let Some(r) = self.pending.pop_front() {
                     if matches!(r.op, Op::Query { .. }) {
                         self.confirmed.simple_query(r.tag.is_some());
+                        if r.sqlstate.is_some() && status == Some(tags::TX_FAILED) {
+                            self.dangling_unnamed = true;
+                        }
                     }
                     out.push(r.result(false));
                 }
@@ -510,6 +515,9 @@ impl Tracker {
             other => {
                 tracing::debug!(front = ?other.map(|r| &r.op), "ReadyForQuery that ends nothing forwarded; ignored");
             }
+        }
+        if status != Some(tags::TX_FAILED) {
+            self.dangling_unnamed = false;
         }
         if status == Some(tags::TX_IDLE) {
             self.confirmed.transaction_ended();

@@ -255,3 +255,41 @@ fn statements_prepared_by_sql_count_against_the_session_limit() {
     let r = s.t.on_client(tags::QUERY, b.freeze(), &mut s.recorded);
     assert!(matches!(r, Err(ProtocolError::SessionLimit(_))), "{r:?}");
 }
+
+/// The crash shield (`shield.rs`): an Execute of the unnamed portal without a Bind,
+/// after a simple Query failed in a transaction block, never reaches the server.
+#[test]
+fn an_execute_of_a_failed_querys_unnamed_portal_is_shielded() {
+    let mut s = Session::new();
+    s.send(&[query("BEGIN")]);
+    complete(&mut s, "BEGIN");
+    ready(&mut s, b'T');
+    // Pipelined behind a Query that may fail: it waits for the answer.
+    let steps = s.send(&[query("COPY t FROM STDIN"), execute(b"")]);
+    assert_eq!(steps[1], Step::Wait);
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &super::protocol_tests::error("22P04", "CopyReadAttributesText"),
+    );
+    ready(&mut s, b'E');
+    let steps = s.send(&[execute(b""), sync()]);
+    assert!(
+        matches!(&steps[0], Step::Replace(f) if f[0] == tags::PARSE),
+        "{steps:?}"
+    );
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &super::protocol_tests::error("25P02", "exec_parse_message"),
+    );
+    ready(&mut s, b'E');
+    assert_eq!(s.results().last(), Some(&(3, true)));
+    // With a Bind before it, it runs as sent (the server refuses it itself).
+    let steps = s.send(&[bind(b"", b"", &[]), execute(b""), sync()]);
+    assert_eq!(steps, vec![Step::Forward; 3]);
+    // Once the transaction is over, as sent.
+    s.replies(b"EZ");
+    s.send(&[query("ROLLBACK")]);
+    complete(&mut s, "ROLLBACK");
+    ready(&mut s, b'I');
+    assert_eq!(s.send(&[execute(b""), sync()]), vec![Step::Forward; 2]);
+}
