@@ -189,7 +189,14 @@ async fn the_audit_records_exactly_what_the_server_ran() {
         started.elapsed(),
         settings.seed
     );
+    let crashes = server_crashes(&world.env.cluster.log_path());
     world.env.stop().await;
+    assert!(
+        crashes.is_empty(),
+        "the server crashed (seed {}); what the crashed backend ran last:\n{}",
+        settings.seed,
+        crashes.join("\n\n")
+    );
     if !findings.is_empty() {
         let report: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
         panic!(
@@ -205,6 +212,27 @@ async fn the_audit_records_exactly_what_the_server_ran() {
         settings.seed,
         complained.join("\n")
     );
+}
+
+/// For each backend crash in the server log (`server process (PID n) was terminated by
+/// signal`), the last lines that backend logged: a crash restarts every backend, which
+/// the comparison would otherwise only see as incomplete logs.
+fn server_crashes(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .filter_map(|l| {
+            let pid = l.split("server process (PID ").nth(1)?.split(')').next()?;
+            if !l.contains("was terminated by signal") {
+                return None;
+            }
+            let tag = format!("[{pid}]");
+            let own: Vec<&str> = lines.iter().copied().filter(|x| x.contains(&tag)).collect();
+            let tail = own[own.len().saturating_sub(12)..].join("\n");
+            Some(format!("{l}\n{tail}"))
+        })
+        .collect()
 }
 
 /// The tracker's complaints during the sequences `range` of one connection, with the
@@ -553,6 +581,120 @@ async fn a_refused_bind_leaves_the_portal_the_tracker_expects() {
         got[..5],
         ["1", "E:22012", "Z:I", "E:34000", "Z:I"],
         "{got:?}"
+    );
+    world.env.stop().await;
+}
+
+/// Names defined with SQL and run through the protocol are audited with what the server
+/// ran — its own log's `execute s1/p1: PREPARE …` and `execute <unnamed>/c1: DECLARE …`
+/// — including a protocol name that SQL dropped and redefined in one Query pipelined
+/// ahead of the Execute (the audit used to keep the old text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_defined_with_sql_are_audited_with_what_the_server_ran() {
+    let world = setup("diffsqlnames").await;
+    let mut runner = Runner::new(
+        world.proxy.clone(),
+        world.env.cluster.log_path(),
+        Some(world.env.audit_path()),
+    );
+    let execute = |portal: &[u8]| Msg::Execute {
+        portal: portal.to_vec(),
+        max_rows: 0,
+    };
+    let bind = |portal: &[u8], statement: &[u8], value: &[u8]| Msg::Bind {
+        portal: portal.to_vec(),
+        statement: statement.to_vec(),
+        formats: vec![],
+        params: vec![Some(value.to_vec())],
+        result_formats: vec![],
+    };
+    let redefine = "DEALLOCATE s1; PREPARE s1 AS INSERT INTO t VALUES ($1)";
+    let msgs = vec![
+        Msg::Parse {
+            name: b"s1".to_vec(),
+            sql: "SELECT $1::text".into(),
+            types: vec![],
+        },
+        Msg::Sync,
+        Msg::Query(redefine.into()),
+        bind(b"p1", b"s1", b"evil"),
+        execute(b"p1"),
+        Msg::Sync,
+        Msg::Query("DECLARE c1 CURSOR WITH HOLD FOR SELECT v FROM t".into()),
+        execute(b"c1"),
+        Msg::Sync,
+    ];
+    let run = runner.run_connection(&[one(msgs)]).await;
+    if let Some(f) = &run.failure {
+        panic!("{f}");
+    }
+    let ran: Vec<&Stmt> = run
+        .logged
+        .iter()
+        .filter(|s| matches!(s, Stmt::Extended { portal, .. } if portal == "p1" || portal == "c1"))
+        .collect();
+    let want = [
+        Stmt::Extended {
+            statement: "s1".into(),
+            portal: "p1".into(),
+            sql: redefine.into(),
+            params: vec![Some("evil".into())],
+        },
+        Stmt::Extended {
+            statement: String::new(),
+            portal: "c1".into(),
+            sql: "DECLARE c1 CURSOR WITH HOLD FOR SELECT v FROM t".into(),
+            params: vec![],
+        },
+    ];
+    assert_eq!(ran, want.iter().collect::<Vec<_>>(), "the server's log");
+    world.env.stop().await;
+}
+
+/// PostgreSQL 15.18 crashes (SIGSEGV; every backend is restarted) on an Execute of the
+/// unnamed portal a simple query left when it failed in a transaction block, once a
+/// longer message has reused that query's memory. Through jitgate the Execute never
+/// reaches the server: the client gets 25P02 as it would have, the audit says why, and
+/// the server keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_crash_the_server_with_a_failed_querys_portal() {
+    let world = setup("diffcrash").await;
+    let mut runner = Runner::new(
+        world.proxy.clone(),
+        world.env.cluster.log_path(),
+        Some(world.env.audit_path()),
+    );
+    let long = format!("SELECT 1 /* {} */", "x".repeat(300));
+    let msgs = vec![
+        Msg::Query("BEGIN".into()),
+        Msg::Query("COPY t FROM STDIN".into()),
+        Msg::CopyFail("stop".into()),
+        Msg::Query(long),
+        Msg::Execute {
+            portal: vec![],
+            max_rows: 0,
+        },
+        Msg::Sync,
+    ];
+    let run = runner.run_connection(&[one(msgs)]).await;
+    if let Some(f) = &run.failure {
+        panic!("{f}");
+    }
+    let got = &run.exchanges[0].responses;
+    assert_eq!(
+        got[..9],
+        ["C", "Z:T", "G", "E:57014", "Z:E", "E:25P02", "Z:E", "E:25P02", "Z:E"],
+        "{got:?}"
+    );
+    let log = std::fs::read_to_string(world.env.cluster.log_path()).unwrap();
+    assert!(
+        !log.contains("terminated by signal"),
+        "a backend crashed:\n{log}"
+    );
+    let audit = std::fs::read_to_string(world.env.audit_path()).unwrap();
+    assert!(
+        audit.contains("not executed: jitgate did not forward this Execute"),
+        "the audit says why the Execute did not run"
     );
     world.env.stop().await;
 }

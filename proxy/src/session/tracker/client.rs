@@ -201,7 +201,7 @@ impl Tracker {
                 let mut shielded = false;
                 if self.runs() {
                     match self.shield_execute(&e.portal) {
-                        Some(Step::Wait) if self.in_flight() => return Ok(Step::Wait),
+                        Some(Step::Wait) => return Ok(Step::Wait),
                         Some(Step::Replace(frame)) => {
                             shielded = true;
                             step = Step::Replace(frame);

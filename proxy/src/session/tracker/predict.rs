@@ -144,11 +144,6 @@ impl Prediction {
         self.portals.get(name, &c.portals)
     }
 
-    /// Whether a message not yet answered binds or closes the portal `name`.
-    pub fn touches_portal(&self, name: &[u8]) -> bool {
-        self.portals.now.contains_key(name)
-    }
-
     /// Whether a Parse of the new statement `name` would exceed `limit` named statements.
     pub fn statements_over(&self, name: &[u8], c: &Confirmed, limit: usize) -> bool {
         self.statements.over_limit(name, &c.statements, limit)

@@ -517,13 +517,25 @@ fn answers_to_a_flush_settle_the_prediction() {
 #[test]
 fn a_query_that_fails_in_a_block_leaves_the_bound_portal() {
     let mut s = Session::new();
-    s.send(&[
+    let steps = s.send(&[
         query("BEGIN"),
         parse(b"", "SELECT generate_series(1, 4)"),
         bind(b"", b"", &[]),
         query("SELECT * FROM no_such_table"),
         execute(b""),
     ]);
+    // The Execute waits for the Query's answer (`shield.rs`): had the Query failed
+    // after making its own portal, that portal would be the unnamed one.
+    assert_eq!(steps[4], Step::Wait);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.replies(b"12");
+    s.reply(tags::ERROR_RESPONSE, &error("42P01", "parserOpenTable"));
+    s.reply(tags::READY_FOR_QUERY, b"E");
+    // The transaction is aborted: the server would refuse the Execute (25P02), and
+    // jitgate sends it a Parse it refuses the same way instead.
+    let steps = s.send(&[execute(b""), sync()]);
+    assert!(matches!(steps[0], Step::Replace(_)), "{steps:?}");
     assert_eq!(
         s.sqls(),
         vec![
@@ -579,9 +591,13 @@ fn an_execute_pipelined_behind_an_extended_copy_never_runs() {
 #[test]
 fn a_bind_that_fails_as_it_plans_leaves_its_empty_portal_until_the_block_ends() {
     let mut s = Session::new();
-    s.send(&[
-        query("BEGIN"),
-        sync(),
+    // (BEGIN answered first: an Execute of the unnamed portal without a Bind waits for
+    // the answers to a simple Query in front of it, see `shield.rs`.)
+    s.send(&[query("BEGIN"), sync()]);
+    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    s.reply(tags::READY_FOR_QUERY, b"T");
+    let steps = s.send(&[
         parse(b"s1", "SELECT 1 / 0"),
         bind(b"", b"s1", &[]),
         execute(b""),
@@ -589,9 +605,7 @@ fn a_bind_that_fails_as_it_plans_leaves_its_empty_portal_until_the_block_ends() 
         execute(b""),
         query("SELECT 2"),
     ]);
-    s.reply(tags::COMMAND_COMPLETE, b"BEGIN\0");
-    s.reply(tags::READY_FOR_QUERY, b"T");
-    s.reply(tags::READY_FOR_QUERY, b"T");
+    assert_eq!(steps, vec![Step::Forward; 6]);
     s.replies(b"1");
     // 22012 while planning: the constant 1 / 0 is folded in Bind.
     s.reply(tags::ERROR_RESPONSE, &error("22012", "int4div"));

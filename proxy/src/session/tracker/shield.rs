@@ -13,8 +13,10 @@
 //! as not run, with the reason.
 //!
 //! When jitgate cannot yet know whether the portal is such a one (a simple Query is still
-//! unanswered), the Execute waits for the server's answers ([`Step::Wait`]). Drivers
-//! always Bind before they Execute the unnamed portal, so they never meet either.
+//! unanswered, or in an aborted transaction a Bind or Close of the unnamed portal is),
+//! the Execute waits for the server's answers ([`Step::Wait`]). Outside an aborted
+//! transaction, drivers always Bind before they Execute the unnamed portal, so they
+//! never meet either.
 
 use super::{Op, Step, Tracker};
 use crate::guard::substitute;
@@ -26,17 +28,35 @@ impl Tracker {
     /// For an Execute of `portal` that the server will take: `Some(step)` when it must
     /// wait or be replaced (see the module doc).
     pub(super) fn shield_execute(&self, portal: &[u8]) -> Option<Step> {
-        if !portal.is_empty() || self.prediction.touches_portal(b"") {
+        if !portal.is_empty() {
             return None;
+        }
+        // Bound or closed earlier in this group: if that failed, the server skips this
+        // Execute; if it ran, the portal is no longer the failed query's.
+        for r in self.pending.iter().rev() {
+            match &r.op {
+                Op::Bind { portal, .. }
+                | Op::Close {
+                    statement: false,
+                    name: portal,
+                } if portal.is_empty() => return None,
+                Op::Sync | Op::Query { .. } => break,
+                _ => {}
+            }
         }
         let query_pending = self
             .pending
             .iter()
             .any(|r| matches!(r.op, Op::Query { .. }));
-        if query_pending {
+        if !self.dangling_unnamed && !query_pending {
+            return None;
+        }
+        // The unnamed portal may be a failed query's, and only the server's answers can
+        // tell whether what is in flight (that Query; a Bind or Close of the portal,
+        // which fails in an aborted transaction unless it is ROLLBACK's) changed that.
+        if self.in_flight() {
             return Some(Step::Wait);
         }
-        self.dangling_unnamed
-            .then(|| Step::Replace(substitute::aborted_parse_frame()))
+        Some(Step::Replace(substitute::aborted_parse_frame()))
     }
 }

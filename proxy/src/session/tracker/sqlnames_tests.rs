@@ -283,11 +283,19 @@ fn an_execute_of_a_failed_querys_unnamed_portal_is_shielded() {
     );
     ready(&mut s, b'E');
     assert_eq!(s.results().last(), Some(&(3, true)));
-    // With a Bind before it, it runs as sent (the server refuses it itself).
-    let steps = s.send(&[bind(b"", b"", &[]), execute(b""), sync()]);
-    assert_eq!(steps, vec![Step::Forward; 3]);
-    // Once the transaction is over, as sent.
+    // A Bind in an aborted transaction may fail and leave the portal: the Execute
+    // behind it waits, and is shielded once the Bind failed.
+    let steps = s.send(&[bind(b"", b"s", &[]), sync(), execute(b""), sync()]);
+    assert_eq!(steps[2], Step::Wait);
+    s.reply(
+        tags::ERROR_RESPONSE,
+        &super::protocol_tests::error("25P02", "exec_bind_message"),
+    );
+    ready(&mut s, b'E');
+    let steps = s.send(&[execute(b""), sync()]);
+    assert!(matches!(&steps[0], Step::Replace(_)), "{steps:?}");
     s.replies(b"EZ");
+    // Once the transaction is over, as sent.
     s.send(&[query("ROLLBACK")]);
     complete(&mut s, "ROLLBACK");
     ready(&mut s, b'I');
