@@ -3,14 +3,18 @@
 //! (or superuser), each granted role existing and not a superuser, and on PostgreSQL 16+
 //! ADMIN OPTION on each granted role. Every problem is one line naming target, role and
 //! fix, with exit code 1; an unreachable server or a wrong password fails too, without
-//! the password in the output. `jitgate serve` with the same problem still starts.
+//! the password in the output. `jitgate serve` with the same problem still starts, and
+//! warns in its log.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 mod harness;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use harness::Env;
 
@@ -115,12 +119,17 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
         text(&out)
     );
 
-    // serve only warns: it starts, and sessions of other roles are unaffected by this.
-    {
-        let config = jitgate::config::load(&env.config_path).unwrap();
-        let server = jitgate::serve::start(config).await.expect("serve starts anyway");
-        server.stop().await.unwrap();
-    }
+    // serve only warns: it starts serving and says in its log what is wrong.
+    let config = env.config_path.clone();
+    let warning = tokio::task::spawn_blocking(move || serve_warning(&config, "neither CREATEROLE"))
+        .await
+        .unwrap();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains(&format!("fix: ALTER ROLE \"{admin}\" CREATEROLE"))
+            && warning.contains("jitgate starts anyway"),
+        "{warning}"
+    );
 
     // Fixed as the lines say: CREATEROLE (and ADMIN OPTION, which 16+ needs), the
     // missing role created, the superuser one dropped from the config.
@@ -192,6 +201,53 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
     assert!(l.contains("cannot log in") && l.contains("could not connect"), "{l}");
     assert!(!text(&out).contains(ADMIN_PASSWORD), "{}", text(&out));
     env.stop().await;
+}
+
+/// Runs `jitgate serve` on `config` until its log has said both that it is serving and a
+/// line containing `needle`; returns that line. Panics after a generous bound.
+fn serve_warning(config: &Path, needle: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(config.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for out in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut serving, mut found, mut seen) = (false, None, Vec::new());
+    while !(serving && found.is_some()) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                serving |= line.contains("jitgate is serving");
+                if line.contains(needle) {
+                    found = Some(line.clone());
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not both start and warn about {needle:?}: {seen:#?}");
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    found.unwrap()
 }
 
 fn one_of(lines: &[String], needle: &str) -> String {
