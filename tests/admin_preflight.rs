@@ -13,10 +13,11 @@ mod harness;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
-use harness::Env;
+use harness::{Env, EnvConfig};
+use jitgate::pgcluster::{PgCluster, PgClusterOptions};
 
 const ADMIN_PASSWORD: &str = "admin-preflight-secret-42";
 
@@ -200,6 +201,77 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
     );
     assert!(l.contains("cannot log in") && l.contains("could not connect"), "{l}");
     assert!(!text(&out).contains(ADMIN_PASSWORD), "{}", text(&out));
+    env.stop().await;
+}
+
+/// A cluster whose pg_hba.conf asks members of `pf_cleartext` for a cleartext password.
+fn cleartext_cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let opts = PgClusterOptions {
+            fast: true,
+            hba: vec!["host all +pf_cleartext 127.0.0.1/32 password".into()],
+            ..PgClusterOptions::default()
+        };
+        let cluster = PgCluster::start(opts).expect("start the cleartext test cluster");
+        cluster
+            .psql("postgres", "CREATE ROLE pf_cleartext NOLOGIN")
+            .expect("create the hba group");
+        cluster
+    })
+}
+
+/// The check logs in as the provisioner does: a server asking the admin role for a
+/// method the target does not allow gets nothing, and the check fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_holds_the_admin_login_to_the_targets_auth_methods() {
+    let cluster = tokio::task::spawn_blocking(cleartext_cluster).await.unwrap();
+    let mut env = Env::start_config(
+        "preflight_pw",
+        EnvConfig {
+            cluster: Some(cluster),
+            ..EnvConfig::default()
+        },
+    )
+    .await;
+    env.server.take().unwrap().stop().await.unwrap();
+    let t = env.target.clone();
+    let admin = format!("{t}_admin");
+    cluster
+        .create_role_with(&admin, ADMIN_PASSWORD, "CREATEROLE")
+        .unwrap();
+    env.superuser_sql(&format!("GRANT pf_cleartext TO {admin}"));
+    make_ephemeral(&env, &admin, "");
+
+    let out = check_config(&env.config_path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let l = one_of(
+        &problem_lines(&out, &t),
+        &format!("cannot log in as admin role \"{admin}\""),
+    );
+    assert!(
+        l.contains("password (cleartext)") && l.contains(&format!("targets.{t}.auth_methods")),
+        "{l}"
+    );
+    assert!(!text(&out).contains(ADMIN_PASSWORD), "{}", text(&out));
+
+    // Allowed for this target, the same login works and the check passes.
+    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        yaml.replace(
+            "    provisioning: ephemeral\n",
+            "    provisioning: ephemeral\n    auth_methods: [scram-sha-256, password]\n",
+        ),
+    )
+    .unwrap();
+    let out = check_config(&env.config_path);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("can create per-grant roles"),
+        "{}",
+        text(&out)
+    );
     env.stop().await;
 }
 
