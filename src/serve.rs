@@ -100,7 +100,10 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
 /// warning per problem: a database that is down or a missing privilege must not keep
 /// jitgate from starting (the other targets work), but the operator should hear of it
 /// before the first login of a grant fails.
-async fn warn_unless_admins_can_provision(settings: Arc<ProxySettings>, shutdown: CancellationToken) {
+async fn warn_unless_admins_can_provision(
+    settings: Arc<ProxySettings>,
+    shutdown: CancellationToken,
+) {
     let check = provision::preflight::check_all(settings.targets.values());
     let reports = tokio::select! {
         _ = shutdown.cancelled() => return,

@@ -104,9 +104,16 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
             && l.contains(&format!("fix: ALTER ROLE \"{admin}\" CREATEROLE")),
         "{l}"
     );
-    let l = one(&format!("role \"{missing}\" (targets.{t}.roles.ghost) does not exist"));
-    assert!(l.contains(&format!("CREATE ROLE \"{missing}\" NOLOGIN")), "{l}");
-    let l = one(&format!("role \"{su}\" (targets.{t}.roles.root) is a superuser"));
+    let l = one(&format!(
+        "role \"{missing}\" (targets.{t}.roles.ghost) does not exist"
+    ));
+    assert!(
+        l.contains(&format!("CREATE ROLE \"{missing}\" NOLOGIN")),
+        "{l}"
+    );
+    let l = one(&format!(
+        "role \"{su}\" (targets.{t}.roles.root) is a superuser"
+    ));
     assert!(l.contains("fix:"), "{l}");
     // The summary still came first, and the check says what failing means.
     assert!(
@@ -147,7 +154,10 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
     if version >= 160_000 {
         // CREATEROLE alone is not enough from 16 on: each granted role needs ADMIN.
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        let l = one_of(&problem_lines(&out, &t), &format!("cannot grant role \"{rw}\""));
+        let l = one_of(
+            &problem_lines(&out, &t),
+            &format!("cannot grant role \"{rw}\""),
+        );
         assert!(
             l.contains(&format!("GRANT \"{rw}\" TO \"{admin}\" WITH ADMIN OPTION")),
             "{l}"
@@ -199,7 +209,10 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
         &problem_lines(&out, &t),
         &format!("at 127.0.0.1:{closed_port}"),
     );
-    assert!(l.contains("cannot log in") && l.contains("could not connect"), "{l}");
+    assert!(
+        l.contains("cannot log in") && l.contains("could not connect"),
+        "{l}"
+    );
     assert!(!text(&out).contains(ADMIN_PASSWORD), "{}", text(&out));
     env.stop().await;
 }
@@ -225,7 +238,9 @@ fn cleartext_cluster() -> &'static PgCluster {
 /// method the target does not allow gets nothing, and the check fails saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_holds_the_admin_login_to_the_targets_auth_methods() {
-    let cluster = tokio::task::spawn_blocking(cleartext_cluster).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(cleartext_cluster)
+        .await
+        .unwrap();
     let mut env = Env::start_config(
         "preflight_pw",
         EnvConfig {

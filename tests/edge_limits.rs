@@ -249,7 +249,11 @@ async fn ipv6_clients_count_per_network_and_mapped_ipv4_per_address() {
     env.grant(ALICE, Duration::from_secs(300)).await;
     // Listen on [::] (dual stack): IPv4 clients arrive IPv4-mapped.
     reconfigure(&mut env, "listen: 127.0.0.1:0\n", "listen: \"[::]:0\"\n").await;
-    assert!(env.server().proxy_addr.is_ipv6(), "{}", env.server().proxy_addr);
+    assert!(
+        env.server().proxy_addr.is_ipv6(),
+        "{}",
+        env.server().proxy_addr
+    );
 
     let mut a = raw_v6(env.proxy_port()).await;
     a.send(&startup_for(ALICE, &env.target)).await;
@@ -261,12 +265,19 @@ async fn ipv6_clients_count_per_network_and_mapped_ipv4_per_address() {
     .await;
     // Another address of ::1's /64 is the same client for the limit.
     assert_eq!(open_from(&env, "::abcd:1"), 2);
-    assert_eq!(open_from(&env, "0:0:0:1::1"), 0, "the next /64 is another client");
+    assert_eq!(
+        open_from(&env, "0:0:0:1::1"),
+        0,
+        "the next /64 is another client"
+    );
 
     let mut third = raw_v6(env.proxy_port()).await;
     third.send(&startup_for(ALICE, &env.target)).await;
     let err = third.expect_error_then_close().await;
-    assert_eq!((err.severity.as_str(), err.code.as_str()), ("FATAL", "53300"));
+    assert_eq!(
+        (err.severity.as_str(), err.code.as_str()),
+        ("FATAL", "53300")
+    );
     assert!(
         err.message
             .contains("too many connections from ::/64: jitgate allows 2 per client network"),

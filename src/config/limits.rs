@@ -265,7 +265,10 @@ mod tests {
         for (yaml, want) in [("32", 32), ("56", 56), ("128", 128)] {
             let raw: RawClientLimits =
                 serde_yaml::from_str(&format!("ipv6_prefix_len: {yaml}\n")).unwrap();
-            assert_eq!(client_limits(&ctx(), Some(&raw)).unwrap().ipv6_prefix_len, want);
+            assert_eq!(
+                client_limits(&ctx(), Some(&raw)).unwrap().ipv6_prefix_len,
+                want
+            );
         }
         for bad in ["0", "31", "129", "300"] {
             let raw: RawClientLimits =

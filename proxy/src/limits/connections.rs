@@ -141,7 +141,10 @@ impl ConnectionLimits {
     pub fn open(&self, ip: IpAddr) -> (usize, usize) {
         let group = self.group(ip);
         let counts = self.lock();
-        (counts.total, counts.per_ip.get(&group).copied().unwrap_or(0))
+        (
+            counts.total,
+            counts.per_ip.get(&group).copied().unwrap_or(0),
+        )
     }
 }
 
@@ -203,16 +206,25 @@ mod tests {
     fn ipv6_groups_by_prefix_and_displays_the_network() {
         let g = |s: &str, len: u8| IpGroup::of(ip(s), len);
         // /64: the interface identifier does not matter, the subnet does.
-        assert_eq!(g("2001:db8:1:2::1", 64), g("2001:db8:1:2:ffff:ffff:ffff:ffff", 64));
+        assert_eq!(
+            g("2001:db8:1:2::1", 64),
+            g("2001:db8:1:2:ffff:ffff:ffff:ffff", 64)
+        );
         assert_ne!(g("2001:db8:1:2::1", 64), g("2001:db8:1:3::1", 64));
-        assert_eq!(g("2001:db8:1:2:abcd::9", 64).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(
+            g("2001:db8:1:2:abcd::9", 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
         assert_eq!(g("2001:db8:1:2:abcd::9", 64).unit(), "network");
         // Other lengths, including ones that cut inside a group of 16 bits.
         assert_eq!(g("2001:db8:1:2::1", 48).to_string(), "2001:db8:1::/48");
         assert_eq!(g("2001:db8:ffff::1", 36).to_string(), "2001:db8:f000::/36");
         assert_eq!(g("2001:db8:1:2:3:4:5:6", 32).to_string(), "2001:db8::/32");
         assert_eq!(g("2001:db8:1:2::7f", 121).to_string(), "2001:db8:1:2::/121");
-        assert_eq!(g("2001:db8:1:2::80", 121).to_string(), "2001:db8:1:2::80/121");
+        assert_eq!(
+            g("2001:db8:1:2::80", 121).to_string(),
+            "2001:db8:1:2::80/121"
+        );
         // /128: every address alone, shown as itself.
         assert_ne!(g("2001:db8::1", 128), g("2001:db8::2", 128));
         assert_eq!(g("2001:db8::1", 128).to_string(), "2001:db8::1");

@@ -81,10 +81,14 @@ pub async fn check_all<'a>(
 ) -> Vec<Preflight> {
     let mut sorted: Vec<&TargetSettings> = targets.into_iter().collect();
     sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    join_all(sorted.into_iter().filter_map(|target| match &target.provisioning {
-        Provisioning::Ephemeral(eph) => Some(check(target, eph)),
-        Provisioning::Shared => None,
-    }))
+    join_all(
+        sorted
+            .into_iter()
+            .filter_map(|target| match &target.provisioning {
+                Provisioning::Ephemeral(eph) => Some(check(target, eph)),
+                Provisioning::Shared => None,
+            }),
+    )
     .await
 }
 
@@ -103,8 +107,7 @@ pub async fn check(target: &TargetSettings, eph: &EphemeralSettings) -> Prefligh
                 "target \"{}\": cannot log in as admin role \"{}\" at {}:{} database \"{}\": \
                  {e}; fix the server address, targets.{}.admin's credential, or the \
                  server's pg_hba.conf",
-                target.name, eph.admin.user, target.host, target.port, target.database,
-                target.name
+                target.name, eph.admin.user, target.host, target.port, target.database, target.name
             ));
             return report;
         }
