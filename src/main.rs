@@ -62,7 +62,7 @@ async fn run(cli: Cli, loaded: Option<config::Config>) -> Result<()> {
             })
             .await?)
         }
-        Command::CheckConfig => cli::check::run(&config_path),
+        Command::CheckConfig => cli::check::run(&config_path).await,
         Command::HashPassword(cmd) => cli::hash::run(cmd),
         Command::Grant(cmd) => cli::admin::grant(&config_path, cmd).await,
         Command::Revoke(cmd) => cli::admin::revoke(&config_path, cmd).await,

@@ -16,6 +16,7 @@ use jitgate_policy::{
 };
 use jitgate_proxy::provision::{self, Provisioner};
 use jitgate_proxy::registry::SessionRegistry;
+use jitgate_proxy::settings::ProxySettings;
 use jitgate_proxy::{listener, ProxyContext};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -94,6 +95,34 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
     })
 }
 
+/// Checks, off the startup path, that each ephemeral target's admin credential can
+/// provision (`provision::preflight`, as `jitgate check-config` does), and logs a
+/// warning per problem: a database that is down or a missing privilege must not keep
+/// jitgate from starting (the other targets work), but the operator should hear of it
+/// before the first login of a grant fails.
+async fn warn_unless_admins_can_provision(
+    settings: Arc<ProxySettings>,
+    shutdown: CancellationToken,
+) {
+    let check = provision::preflight::check_all(settings.targets.values());
+    let reports = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        reports = check => reports,
+    };
+    for report in reports {
+        if report.ok() {
+            tracing::info!(target = %report.target, "{report}");
+        } else {
+            for problem in &report.problems {
+                tracing::warn!(
+                    target = %report.target,
+                    "{problem} (jitgate starts anyway; grants on this target fail at login until this is fixed)"
+                );
+            }
+        }
+    }
+}
+
 /// Opens the store and the audit log, binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Server, Error> {
     let mut audit_config = config.audit.clone();
@@ -163,6 +192,10 @@ pub async fn start_with_audit(
             Arc::clone(&settings),
             engine.clone(),
             Arc::clone(&registry),
+            shutdown.clone(),
+        )),
+        tokio::spawn(warn_unless_admins_can_provision(
+            Arc::clone(&settings),
             shutdown.clone(),
         )),
     ];

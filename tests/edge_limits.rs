@@ -205,6 +205,114 @@ async fn connection_limits_refuse_with_53300_and_spare_other_addresses() {
     env.stop().await;
 }
 
+/// A raw connection to the proxy over IPv6 loopback (`::1`, the only IPv6 address a
+/// loopback interface has). Fails the test, rather than skipping it, on a machine
+/// without IPv6 loopback.
+async fn raw_v6(port: u16) -> Raw {
+    let tcp = tokio::time::timeout(
+        rawclient::LIMIT,
+        tokio::net::TcpStream::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))),
+    )
+    .await
+    .expect("connect in time")
+    .unwrap_or_else(|e| {
+        panic!(
+            "this test needs IPv6 loopback (::1), which this machine does not offer ({e}); \
+             the grouping itself is covered by jitgate-proxy's limits::connections unit tests"
+        )
+    });
+    Raw {
+        tcp,
+        buf: BytesMut::new(),
+    }
+}
+
+/// IPv6 clients count per network (`client_limits.ipv6_prefix_len`, default /64) and
+/// the refusal names the network; an IPv4 client that reaches a dual-stack listener as
+/// `::ffff:a.b.c.d` still counts as its IPv4 address.
+///
+/// Through jitgate this can use loopback only: `::1` is the one IPv6 address a test
+/// machine is sure to have (binding other addresses of its /64 needs root), so the proof
+/// that different addresses of one /64 share a count is the unit test
+/// `one_ipv6_network_shares_one_limit`; here the same server counter is asked about a
+/// neighbour of `::1` in its /64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_count_per_network_and_mapped_ipv4_per_address() {
+    let mut env = Env::start_config(
+        "connlimit6",
+        EnvConfig {
+            extra_top: "client_limits:\n  max_connections: 10\n  max_connections_per_ip: 2\n",
+            ..EnvConfig::default()
+        },
+    )
+    .await;
+    env.grant(ALICE, Duration::from_secs(300)).await;
+    // Listen on [::] (dual stack): IPv4 clients arrive IPv4-mapped.
+    reconfigure(&mut env, "listen: 127.0.0.1:0\n", "listen: \"[::]:0\"\n").await;
+    assert!(
+        env.server().proxy_addr.is_ipv6(),
+        "{}",
+        env.server().proxy_addr
+    );
+
+    let mut a = raw_v6(env.proxy_port()).await;
+    a.send(&startup_for(ALICE, &env.target)).await;
+    a.authenticate_cached(ALICE_PASSWORD).await;
+    let _silent = raw_v6(env.proxy_port()).await;
+    env.eventually("both ::1 clients counted", Duration::from_secs(10), || {
+        open_from(&env, "::1") == 2
+    })
+    .await;
+    // Another address of ::1's /64 is the same client for the limit.
+    assert_eq!(open_from(&env, "::abcd:1"), 2);
+    assert_eq!(
+        open_from(&env, "0:0:0:1::1"),
+        0,
+        "the next /64 is another client"
+    );
+
+    let mut third = raw_v6(env.proxy_port()).await;
+    third.send(&startup_for(ALICE, &env.target)).await;
+    let err = third.expect_error_then_close().await;
+    assert_eq!(
+        (err.severity.as_str(), err.code.as_str()),
+        ("FATAL", "53300")
+    );
+    assert!(
+        err.message
+            .contains("too many connections from ::/64: jitgate allows 2 per client network"),
+        "{err:?}"
+    );
+
+    // IPv4 over the dual-stack listener: counted per IPv4 address, named as one.
+    let _v4a = login_from("127.0.0.1", &env).await;
+    let _v4b = login_from("127.0.0.1", &env).await;
+    assert_eq!(open_from(&env, "127.0.0.1"), 2);
+    assert_eq!(open_from(&env, "::ffff:127.0.0.1"), 2);
+    let err = refused_from("127.0.0.1", &env).await;
+    assert!(
+        err.message
+            .contains("too many connections from 127.0.0.1: jitgate allows 2 per client address"),
+        "{err:?}"
+    );
+    // Had mapped addresses been grouped as IPv6 (::ffff:0:0/64), 127.0.0.2 would share
+    // 127.0.0.1's count and be refused.
+    let _other = login_from("127.0.0.2", &env).await;
+    assert_eq!(open_from(&env, "127.0.0.2"), 1);
+
+    let denied = events_of(&env, "access_denied");
+    assert_eq!(
+        denied
+            .iter()
+            .filter(|e| matches!(&e.body, EventBody::AccessDenied { reason, .. }
+                if reason.contains("client_limits.max_connections_per_ip = 2")))
+            .count(),
+        2
+    );
+    drop(a);
+    env.stop().await;
+}
+
 /// Starts a login as `identity` and fails it at once with an unsupported SASL mechanism
 /// (an `auth_failure` without any PBKDF2), from `source`.
 async fn bad_login_from(source: &str, env: &Env, identity: &str) {

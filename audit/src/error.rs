@@ -76,6 +76,21 @@ pub enum AuditError {
     #[error("{0}")]
     CutBack(Box<CutBack>),
 
+    /// Another writer (a running `jitgate serve`, or a CLI command appending to the log)
+    /// holds the log's writer lock; see [`crate::writer_lock`].
+    #[error(
+        "the audit log {} is in use by a running jitgate ({}); stop it first (or give this \
+         one its own audit.path): two writers would corrupt its sequence and hash chain",
+        path.display(),
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    InUse {
+        /// The live file.
+        path: PathBuf,
+        /// The holder's pid, when it left one in the lock file.
+        pid: Option<u32>,
+    },
+
     /// `acknowledge-truncation` was asked for, but the log is not cut back.
     #[error("nothing to acknowledge: {0}")]
     NothingToAcknowledge(String),

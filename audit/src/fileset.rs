@@ -9,7 +9,8 @@
 //!   compressed;
 //! - `DIR/audit.jsonl`: the live file jitgate appends to.
 //!
-//! `DIR/audit.checkpoints.jsonl` holds the signed checkpoints. A live file without an
+//! `DIR/audit.checkpoints.jsonl` holds the signed checkpoints; `DIR/audit.lock` is the
+//! writer lock's file (it holds the pid of the last writer; the lock is what counts). A live file without an
 //! extension (`DIR/audit`) gives `DIR/audit.000000000001` and `DIR/audit.checkpoints.jsonl`.
 
 use std::ffi::OsStr;
@@ -116,6 +117,11 @@ impl Naming {
         let zst = if compressed { ZST } else { "" };
         self.dir
             .join(format!("{}.{first_seq:012}{}{zst}", self.stem, self.ext))
+    }
+
+    /// The writer lock's file (see `crate::writer_lock`).
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.dir.join(format!("{}.lock", self.stem))
     }
 
     pub(crate) fn checkpoints(&self) -> PathBuf {

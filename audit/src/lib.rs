@@ -52,6 +52,7 @@ pub mod time;
 pub mod verify;
 pub mod witness;
 pub mod writer;
+pub mod writer_lock;
 
 pub use chain::LineHash;
 pub use content::{ContentRules, Redaction};

@@ -38,15 +38,7 @@ pub(crate) struct LogEnd {
 /// for appending and reading. Returns whether the file was created by this call, so the
 /// caller can make the new directory entry durable.
 pub(crate) fn open_append(path: &Path) -> io::Result<(File, bool)> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir)?;
-        }
-    }
+    create_parent(path)?;
     let mut opts = OpenOptions::new();
     opts.read(true).append(true);
     #[cfg(unix)]
@@ -60,6 +52,20 @@ pub(crate) fn open_append(path: &Path) -> io::Result<(File, bool)> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Creates `path`'s directory (mode 0700) when it does not exist yet.
+pub(crate) fn create_parent(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// Audit logs hold SQL and parameter values; an existing file readable by group/others

@@ -130,6 +130,9 @@ pub struct ClientLimits {
     pub max_connections: usize,
     /// Open client connections from one IP address.
     pub max_connections_per_ip: usize,
+    /// IPv6 clients count against `max_connections_per_ip` per network of this many
+    /// leading bits (32..=128; IPv4 per address). See [`crate::limits::IpGroup`].
+    pub ipv6_prefix_len: u8,
     /// Pre-authentication refusal events written per client IP and minute.
     pub refusal_events_per_ip: NonZeroU32,
     /// Pre-authentication refusal events written per minute in all.
@@ -146,6 +149,7 @@ impl Default for ClientLimits {
         ClientLimits {
             max_connections: 1000,
             max_connections_per_ip: 100,
+            ipv6_prefix_len: 64,
             refusal_events_per_ip: n(30),
             refusal_events_total: n(300),
             api_logins_per_ip: n(30),

@@ -1,18 +1,38 @@
 //! `jitgate check-config`: load the whole config (every secret must resolve) and summarise
-//! it, so an operator sees what `serve` would run with — never any secret.
+//! it, so an operator sees what `serve` would run with — never any secret. For each
+//! target with `provisioning: ephemeral` it then logs in with the admin credential and
+//! checks that it can create per-grant roles (`jitgate_proxy::provision::preflight`);
+//! any problem, an unreachable server included, fails the check.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use jitgate::config::{self, Config, StoreSettings};
 use jitgate_audit::Durability;
+use jitgate_proxy::provision::preflight;
 use jitgate_proxy::settings::{Provisioning, UpstreamTls};
 
 /// `jitgate check-config`.
-pub fn run(config_path: &Path) -> Result<()> {
+pub async fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
     jitgate::out!("{}", summary(&config));
+    let reports = preflight::check_all(config.proxy.targets.values()).await;
+    let mut problems = 0;
+    for report in &reports {
+        if report.ok() {
+            jitgate::outln!("{report}");
+        } else {
+            problems += report.problems.len();
+            eprintln!("{report}");
+        }
+    }
+    if problems > 0 {
+        bail!(
+            "{problems} problem(s) with the admin credential of ephemeral targets (see above); \
+             jitgate would start, but logins to these targets would fail"
+        );
+    }
     Ok(())
 }
 

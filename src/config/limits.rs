@@ -17,6 +17,9 @@ use crate::error::ConfigError;
 
 /// Largest accepted connection limit.
 const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Shortest accepted `client_limits.ipv6_prefix_len`: a shorter one would put whole
+/// providers' customers behind one limit.
+const MIN_IPV6_PREFIX_LEN: u8 = 32;
 /// Largest accepted rate (per minute).
 const MAX_RATE: u64 = 1_000_000;
 
@@ -74,6 +77,20 @@ pub(crate) fn client_limits(
                 limits.max_connections_per_ip, limits.max_connections
             ),
         ));
+    }
+    if let Some(len) = raw.ipv6_prefix_len {
+        limits.ipv6_prefix_len = u8::try_from(len)
+            .ok()
+            .filter(|l| (MIN_IPV6_PREFIX_LEN..=128).contains(l))
+            .ok_or_else(|| {
+                ctx.err(
+                    "client_limits.ipv6_prefix_len",
+                    format!(
+                        "{len} is out of range ({MIN_IPV6_PREFIX_LEN}..=128 bits; the default \
+                         is 64, the network one IPv6 client is usually given)"
+                    ),
+                )
+            })?;
     }
     limits.refusal_events_per_ip = rate(
         "refusal_events_per_ip",
@@ -240,6 +257,28 @@ mod tests {
         let err = client_limits(&ctx(), Some(&raw)).unwrap_err().to_string();
         assert!(err.contains("client_limits.refusal_events_total"), "{err}");
         assert!(serde_yaml::from_str::<RawClientLimits>("max_conections: 1\n").is_err());
+    }
+
+    #[test]
+    fn ipv6_prefix_len_defaults_to_64_and_is_range_checked() {
+        assert_eq!(client_limits(&ctx(), None).unwrap().ipv6_prefix_len, 64);
+        for (yaml, want) in [("32", 32), ("56", 56), ("128", 128)] {
+            let raw: RawClientLimits =
+                serde_yaml::from_str(&format!("ipv6_prefix_len: {yaml}\n")).unwrap();
+            assert_eq!(
+                client_limits(&ctx(), Some(&raw)).unwrap().ipv6_prefix_len,
+                want
+            );
+        }
+        for bad in ["0", "31", "129", "300"] {
+            let raw: RawClientLimits =
+                serde_yaml::from_str(&format!("ipv6_prefix_len: {bad}\n")).unwrap();
+            let err = client_limits(&ctx(), Some(&raw)).unwrap_err().to_string();
+            assert!(
+                err.contains("client_limits.ipv6_prefix_len") && err.contains("32..=128"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub(crate) struct RawClientLimits {
     pub max_connections: Option<u64>,
     #[serde(default)]
     pub max_connections_per_ip: Option<u64>,
+    /// IPv6 clients share `max_connections_per_ip` per network of this many bits.
+    #[serde(default)]
+    pub ipv6_prefix_len: Option<u64>,
     #[serde(default)]
     pub refusal_events_per_ip: Option<u64>,
     #[serde(default)]

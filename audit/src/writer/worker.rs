@@ -28,6 +28,7 @@ use crate::checkpoint::CheckpointReason;
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::fileset::{self, Naming};
+use crate::writer_lock::WriterLock;
 
 /// Most events written by one `write_all`; bounds ack latency of the first event.
 const MAX_BATCH_EVENTS: usize = 1024;
@@ -85,6 +86,9 @@ pub(super) struct Worker {
     armed: Option<Instant>,
     /// Wakes the writer thread without a queued message.
     wake: Arc<Notify>,
+    /// This writer's lock on the log, held until the writer thread ends (`None`: a pipe
+    /// or device, or finished).
+    writer_lock: Option<WriterLock>,
 }
 
 impl Worker {
@@ -95,6 +99,8 @@ impl Worker {
             let path = path.to_path_buf();
             move |source| AuditError::Io { path, source }
         };
+        // Before anything is read: a second writer must not even cut a torn tail.
+        let writer_lock = WriterLock::acquire(&naming)?;
         let (live, end) = LiveFile::open(&naming, cfg.durability).map_err(io_err(&cfg.path))?;
         let checkpoints = match &cfg.signing_key {
             Some(key) => {
@@ -149,6 +155,7 @@ impl Worker {
             finished: false,
             armed: None,
             wake: Arc::new(Notify::new()),
+            writer_lock,
         };
         worker.resume_after(end);
         worker.check_against_checkpoints(cfg, end)?;
@@ -747,6 +754,8 @@ pub(super) fn run(worker: &Mutex<Worker>, mut rx: mpsc::Receiver<Msg>) {
     // the end of a pipe sees it) and refuse anything later.
     w.live = None;
     w.checkpoints = None;
+    // Everything is written and closed: the next writer (a restart) may take the log.
+    w.writer_lock = None;
     w.finished = true;
     for closer in w.closers.drain(..) {
         let _ = closer.send(result.clone().map_err(AuditError::Unavailable));

@@ -12,6 +12,6 @@ pub mod connections;
 pub mod rate;
 pub mod refusals;
 
-pub use connections::{ConnectionLimits, LimitHit, Slot};
+pub use connections::{ConnectionLimits, IpGroup, LimitHit, Slot};
 pub use rate::{KeyedRate, Rate};
 pub use refusals::RefusalAudit;

@@ -48,9 +48,22 @@ fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> UpstreamError
         None => UpstreamError::Provision {
             what,
             code: None,
-            message: e.to_string(),
+            message: with_causes(&e),
         },
     }
+}
+
+/// `e` and its causes: `tokio-postgres` says only "error communicating with the server"
+/// and keeps the reason (e.g. `authcheck`'s refusal of a method) as its source.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The SQLSTATE of a failed statement.

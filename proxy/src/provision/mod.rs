@@ -8,6 +8,8 @@
 //! - [`names`]: role name, marker comment, derived password (shared by replicas without
 //!   being stored: see there), quoting;
 //! - [`admin`]: the statements on the target's admin connection;
+//! - [`preflight`]: whether the admin credential can provision (check-config, serve
+//!   startup);
 //! - [`sweep`]: retiring roles of ended grants, moving `VALID UNTIL` on extension, and
 //!   removing leftovers after a crash — once per target across replicas.
 //!
@@ -18,6 +20,7 @@
 pub mod admin;
 mod authcheck;
 pub mod names;
+pub mod preflight;
 pub mod sweep;
 
 use std::borrow::Cow;

@@ -167,8 +167,8 @@ async fn over_limit(
         } => (stream, buf, params),
     };
     let (message, hint, reason) = match hit {
-        LimitHit::PerIp(n) => (
-            format!("too many connections from {}: jitgate allows {n} per client address", peer.ip()),
+        LimitHit::PerIp(n, group) => (
+            format!("too many connections from {group}: jitgate allows {n} per client {}", group.unit()),
             "close some of your other connections, or ask the jitgate operator to raise client_limits.max_connections_per_ip",
             format!("connection limit per client address reached (client_limits.max_connections_per_ip = {n})"),
         ),
