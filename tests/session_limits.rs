@@ -434,3 +434,55 @@ async fn a_huge_pipelined_batch_is_audited_in_slices_and_works() {
     assert_eq!(session_end(&events).0, EndReason::ClientQuit);
     env.stop().await;
 }
+
+/// Statements prepared with SQL count too, and by their bytes: a few large `PREPARE`s
+/// end the session with 53400 naming `max_retained_bytes`, and the server's backend goes
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_bytes_of_statements_end_the_session_with_53400() {
+    let env = start(
+        "lim_bytes",
+        config("", "session_limits:\n  max_retained_bytes: 131072\n"),
+    )
+    .await;
+    let _grant = env.grant(ALICE, Duration::from_secs(600)).await;
+    let other = bystander(&env).await;
+    let (mut raw, login) = Raw::login(&env).await;
+    let text = format!("select '{}'", "x".repeat(50_000));
+
+    // Two statements of 50 kB fit under 128 KiB, one by Parse and one by SQL PREPARE.
+    let mut b = BytesMut::new();
+    parse(&mut b, "s1", &text);
+    sync(&mut b);
+    frontend::query(&format!("PREPARE s2 AS {text}"), &mut b).expect("Query");
+    raw.send(&b).await;
+    let (_, errors) = until_ready(&mut raw).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let (_, errors) = until_ready(&mut raw).await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // A third is one too many, however it is made.
+    let mut b = BytesMut::new();
+    frontend::query(&format!("PREPARE s3 AS {text}"), &mut b).expect("Query");
+    raw.send(&b).await;
+    let _ = until_ready(&mut raw).await;
+    let mut b = BytesMut::new();
+    frontend::query("select 1", &mut b).expect("Query");
+    raw.send(&b).await;
+    let events = ended_by_limit(
+        &env,
+        &mut raw,
+        login.pid,
+        &["bytes", "131072", "session_limits.max_retained_bytes"],
+    )
+    .await;
+    assert_eq!(session_end(&events).0, EndReason::LimitExceeded);
+    env.eventually("the ended session's backend gone", LIMIT, || {
+        !env.backend_alive(login.pid)
+    })
+    .await;
+    let n: i32 = other.query_one("select 41 + 1", &[]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    drop(other);
+    env.stop().await;
+}

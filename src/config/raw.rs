@@ -98,6 +98,9 @@ pub(crate) struct RawSessionLimits {
     /// Bytes of audit events built from one client batch before they are written.
     #[serde(default)]
     pub max_audit_batch_bytes: Option<u64>,
+    /// Bytes kept for a session's named prepared statements and portals.
+    #[serde(default)]
+    pub max_retained_bytes: Option<u64>,
 }
 
 /// `runtime:` — the async runtime `jitgate serve` runs on.

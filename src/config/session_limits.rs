@@ -5,6 +5,7 @@
 
 use jitgate_proxy::session::limits::{
     DEFAULT_MAX_AUDIT_BATCH_BYTES, DEFAULT_MAX_PORTALS, DEFAULT_MAX_PREPARED_STATEMENTS,
+    DEFAULT_MAX_RETAINED_BYTES,
 };
 use jitgate_proxy::settings::SessionLimits;
 
@@ -18,6 +19,10 @@ pub const MAX_COUNT_LIMIT: u64 = 1_000_000;
 pub const MIN_AUDIT_BATCH_BYTES: u64 = 4 * 1024;
 /// Largest accepted `session_limits.max_audit_batch_bytes`.
 pub const MAX_AUDIT_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// Smallest accepted `session_limits.max_retained_bytes`: a few statements.
+pub const MIN_RETAINED_BYTES: u64 = 64 * 1024;
+/// Largest accepted `session_limits.max_retained_bytes`.
+pub const MAX_RETAINED_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// Smallest accepted `audit.max_param_bytes`: enough to recognise a value.
 pub const MIN_MAX_PARAM_BYTES: u64 = 16;
 /// Largest accepted `audit.max_param_bytes` (PostgreSQL caps a value at 1 GB).
@@ -72,6 +77,13 @@ pub(crate) fn session_limits(
             raw.max_audit_batch_bytes,
             (MIN_AUDIT_BATCH_BYTES, MAX_AUDIT_BATCH_BYTES),
             DEFAULT_MAX_AUDIT_BATCH_BYTES,
+        )?,
+        max_retained_bytes: in_range(
+            ctx,
+            "session_limits.max_retained_bytes",
+            raw.max_retained_bytes,
+            (MIN_RETAINED_BYTES, MAX_RETAINED_BYTES),
+            DEFAULT_MAX_RETAINED_BYTES,
         )?,
     })
 }

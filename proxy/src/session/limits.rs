@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 10_000;
 pub const DEFAULT_MAX_PORTALS: usize = 1_000;
 /// Default for `session_limits.max_audit_batch_bytes`.
 pub const DEFAULT_MAX_AUDIT_BATCH_BYTES: usize = 1024 * 1024;
+/// Default for `session_limits.max_retained_bytes`: far above what drivers' statement
+/// caches hold (256 statements of a few KiB), far below what would strain jitgate.
+pub const DEFAULT_MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The limits of one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +44,11 @@ pub struct SessionLimits {
     /// Bytes of audit events (approximate, as written) built from one client batch before
     /// they are written and that part of the batch forwarded.
     pub max_audit_batch_bytes: usize,
+    /// Bytes jitgate keeps for the session's named prepared statements (their text) and
+    /// named portals (their recorded parameters, and the text they were bound from),
+    /// approximately: the counts alone would let 10 000 statements of a megabyte each
+    /// through.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -49,6 +57,7 @@ impl Default for SessionLimits {
             max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
             max_portals: DEFAULT_MAX_PORTALS,
             max_audit_batch_bytes: DEFAULT_MAX_AUDIT_BATCH_BYTES,
+            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
         }
     }
 }
@@ -58,6 +67,8 @@ impl Default for SessionLimits {
 pub enum LimitKind {
     PreparedStatements,
     Portals,
+    /// Bytes kept for named statements and portals.
+    RetainedBytes,
 }
 
 /// A session tried to hold more than its limit allows.
@@ -74,6 +85,7 @@ impl LimitExceeded {
         match self.kind {
             LimitKind::PreparedStatements => "session_limits.max_prepared_statements",
             LimitKind::Portals => "session_limits.max_portals",
+            LimitKind::RetainedBytes => "session_limits.max_retained_bytes",
         }
     }
 
@@ -81,6 +93,9 @@ impl LimitExceeded {
         match self.kind {
             LimitKind::PreparedStatements => "named prepared statements",
             LimitKind::Portals => "named portals",
+            LimitKind::RetainedBytes => {
+                "bytes of statement text and parameters kept for named prepared statements and portals"
+            }
         }
     }
 
@@ -93,8 +108,11 @@ impl LimitExceeded {
                 self.what()
             ))
             .with_hint(format!(
-                "close (DEALLOCATE) {} the session no longer needs, or ask the operator to raise {}",
-                self.what(),
+                "close (DEALLOCATE, CLOSE) {} the session no longer needs, or ask the operator to raise {}",
+                match self.kind {
+                    LimitKind::RetainedBytes => "prepared statements and portals",
+                    _ => self.what(),
+                },
                 self.setting()
             ))
     }

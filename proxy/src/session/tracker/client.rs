@@ -171,6 +171,9 @@ impl Tracker {
                     refused: refusal,
                     names,
                 });
+                if named && self.runs() {
+                    self.check_bytes(def.size())?;
+                }
                 self.message(Op::Parse { name, def });
             }
             tags::BIND => {
@@ -183,6 +186,9 @@ impl Tracker {
                     }
                     let slot =
                         portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, None);
+                    if !b.portal.is_empty() {
+                        self.check_bytes(slot.def().map_or(0, |d| d.size()))?;
+                    }
                     self.prediction
                         .bind(&b.portal, slot.clone(), &self.confirmed);
                     let op = Op::Bind {
@@ -193,6 +199,7 @@ impl Tracker {
                         body,
                     };
                     // Predicted above: straight into the queue.
+                    self.predicted_bytes += op.retained_bytes();
                     self.pending.push_back(Request::new(op, 0));
                 }
             }
@@ -363,9 +370,23 @@ impl Tracker {
                     self.prediction.portals_over(name, &self.confirmed, limit),
                 )
             }
+            LimitKind::RetainedBytes => return self.check_bytes(0),
         };
         if over {
             return Err(ProtocolError::SessionLimit(LimitExceeded { kind, limit }));
+        }
+        Ok(())
+    }
+
+    /// Refuses a named definition of `size` bytes that would make the session keep more
+    /// than its limit (counting what is in flight as if it all succeeds).
+    fn check_bytes(&self, size: usize) -> Result<(), ProtocolError> {
+        let limit = self.limits.max_retained_bytes;
+        if self.confirmed.retained_bytes() + self.predicted_bytes + size > limit {
+            return Err(ProtocolError::SessionLimit(LimitExceeded {
+                kind: LimitKind::RetainedBytes,
+                limit,
+            }));
         }
         Ok(())
     }

@@ -21,6 +21,18 @@ pub struct Confirmed {
     failed: HashSet<Name>,
     /// Portals in `portals` that are holdable cursors (kept when a transaction ends).
     holdable: usize,
+    /// Bytes the named definitions keep (`size()`), for the session's limit.
+    bytes: usize,
+}
+
+/// What a named definition counts towards the retained bytes (the unnamed ones are
+/// replaced as they go, and are not counted, as for the count limits).
+fn counted(name: &[u8], size: usize) -> usize {
+    if name.is_empty() {
+        0
+    } else {
+        size
+    }
 }
 
 impl Confirmed {
@@ -32,8 +44,11 @@ impl Confirmed {
 
     fn insert_portal(&mut self, name: Name, def: Arc<PortalDef>) {
         self.holdable += usize::from(def.holdable);
+        self.bytes += counted(&name, def.size());
+        let counted_name = name.clone();
         if let Some(old) = self.portals.insert(name, def) {
             self.holdable -= usize::from(old.holdable);
+            self.bytes -= counted(&counted_name, old.size());
         }
     }
 
@@ -41,7 +56,45 @@ impl Confirmed {
         self.failed.remove(name);
         if let Some(old) = self.portals.remove(name) {
             self.holdable -= usize::from(old.holdable);
+            self.bytes -= counted(name, old.size());
         }
+    }
+
+    /// ParseComplete (or SQL `PREPARE`): `name` holds `def`.
+    pub fn define_statement(&mut self, name: Name, def: Arc<StatementDef>) {
+        self.bytes += counted(&name, def.size());
+        let counted_name = name.clone();
+        if let Some(old) = self.statements.insert(name, def) {
+            self.bytes -= counted(&counted_name, old.size());
+        }
+    }
+
+    /// CloseComplete, SQL `DEALLOCATE`, a simple Query or failed Parse (unnamed).
+    pub fn drop_statement(&mut self, name: &[u8]) {
+        if let Some(old) = self.statements.remove(name) {
+            self.bytes -= counted(name, old.size());
+        }
+    }
+
+    /// Every named statement goes (`DEALLOCATE ALL`, `DISCARD ALL`); the unnamed one
+    /// is not among the prepared statements SQL can reach.
+    fn drop_named_statements(&mut self) {
+        self.statements.retain(|name, _| name.is_empty());
+        self.recount();
+    }
+
+    /// Bytes the named definitions keep.
+    pub fn retained_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn recount(&mut self) {
+        self.bytes = self
+            .statements
+            .iter()
+            .map(|(n, d)| counted(n, d.size()))
+            .chain(self.portals.iter().map(|(n, d)| counted(n, d.size())))
+            .sum();
     }
 
     /// A Bind the server refused after it had created its portal (PostgreSQL 15
@@ -74,9 +127,13 @@ impl Confirmed {
     pub fn transaction_ended(&mut self) {
         self.failed.clear();
         if self.holdable == 0 {
-            self.portals.clear();
+            if !self.portals.is_empty() {
+                self.portals.clear();
+                self.recount();
+            }
         } else {
             self.portals.retain(|_, p| p.holdable);
+            self.recount();
         }
     }
 
@@ -84,23 +141,18 @@ impl Confirmed {
     /// ran it (an Execute's; `None` for a simple Query, whose unnamed portal goes anyway).
     pub fn apply(&mut self, effect: &Effect, running: Option<&[u8]>) {
         match effect {
-            Effect::Prepare(def) => {
-                self.statements.insert(def.name.clone(), Arc::clone(def));
-            }
+            Effect::Prepare(def) => self.define_statement(def.name.clone(), Arc::clone(def)),
             Effect::Declare(name, def) => {
                 self.failed.remove(name);
                 self.insert_portal(name.clone(), Arc::clone(def));
             }
-            Effect::Deallocate(name) => {
-                self.statements.remove(name);
-            }
-            // The unnamed statement is not among the prepared statements SQL can reach.
-            Effect::DeallocateAll => self.statements.retain(|name, _| name.is_empty()),
+            Effect::Deallocate(name) => self.drop_statement(name),
+            Effect::DeallocateAll => self.drop_named_statements(),
             Effect::Close(name) => self.remove_portal(name),
             Effect::CloseAll => self.close_all(running),
             Effect::DiscardAll => {
                 self.close_all(running);
-                self.statements.retain(|name, _| name.is_empty());
+                self.drop_named_statements();
             }
             Effect::Other => {}
         }
@@ -112,6 +164,7 @@ impl Confirmed {
         self.portals.clear();
         self.failed.clear();
         self.holdable = 0;
+        self.recount();
         if let Some((name, def)) = keep {
             self.insert_portal(name, def);
         }
@@ -131,7 +184,7 @@ impl Confirmed {
     /// least one statement; one that failed before running — empty, syntax or analysis
     /// error, failed transaction — made no portal and left the old one).
     pub fn simple_query(&mut self, ran_one: bool) {
-        self.statements.remove(&b""[..]);
+        self.drop_statement(b"");
         if ran_one {
             self.portal_closed(b"");
         }

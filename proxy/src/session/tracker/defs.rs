@@ -62,7 +62,16 @@ pub struct StatementDef {
     pub names: Option<Parsed>,
 }
 
+/// What a definition costs beyond its variable fields (allocation, map entry), for
+/// `session_limits.max_retained_bytes`.
+const DEF_OVERHEAD: usize = 96;
+
 impl StatementDef {
+    /// About how many bytes it keeps.
+    pub fn size(&self) -> usize {
+        DEF_OVERHEAD + self.name.len() + self.sql.len() + 4 * self.param_types.len()
+    }
+
     /// A statement defined by SQL `PREPARE`. Its text is the whole text that ran the
     /// `PREPARE` (the server keeps and logs the source text, not the inner statement).
     pub fn prepared(name: Name, source: Bytes) -> StatementDef {
@@ -102,6 +111,19 @@ fn format_of(code: i16) -> ParamFormat {
 }
 
 impl PortalDef {
+    /// About how many bytes it keeps: its recorded parameters, and the text of the
+    /// statement it was bound from (which it keeps alive even once that is closed).
+    pub fn size(&self) -> usize {
+        DEF_OVERHEAD
+            + self.statement_name.len()
+            + self.statement.as_ref().map_or(0, |s| s.sql.len())
+            + self
+                .params
+                .iter()
+                .map(|p| 48 + p.value.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+    }
+
     /// The portal a Bind creates from `statement`, its values recorded under `rules`
     /// (typed by the statement's parameter types where the client gave them).
     pub fn bound(

@@ -275,3 +275,62 @@ fn kept_names_and_texts_do_not_pin_the_read_buffer() {
         .values()
         .all(|d| !inside(&d.sql, &batch)));
 }
+
+fn limited_bytes(bytes: usize) -> Tracker {
+    Tracker::default().with_limits(SessionLimits {
+        max_retained_bytes: bytes,
+        ..SessionLimits::default()
+    })
+}
+
+#[test]
+fn statement_text_beyond_the_retained_bytes_is_refused_before_forwarding() {
+    let mut t = limited_bytes(300_000);
+    let big = format!("select '{}'", "x".repeat(100_000));
+    // In flight, all count (as if they succeed).
+    send(&mut t, &[parse("a", &big), parse("b", &big)]).unwrap();
+    let err = send(&mut t, &[parse("c", &big)]).unwrap_err();
+    assert_eq!(err.sqlstate(), "53400");
+    assert_eq!(limit_of(err), (LimitKind::RetainedBytes, 300_000));
+    // The unnamed statement is not counted (it is replaced as it goes).
+    let mut t = limited_bytes(300_000);
+    for _ in 0..5 {
+        send(&mut t, &[parse("", &big)]).unwrap();
+    }
+}
+
+#[test]
+fn closing_statements_gives_the_bytes_back_once_answered() {
+    let mut t = limited_bytes(300_000);
+    let big = format!("select '{}'", "x".repeat(100_000));
+    let mut out = Vec::new();
+    send(&mut t, &[parse("a", &big), parse("b", &big)]).unwrap();
+    t.on_server(tags::PARSE_COMPLETE, b"", &mut out);
+    t.on_server(tags::PARSE_COMPLETE, b"", &mut out);
+    send(&mut t, &[close(true, "a"), close(true, "b")]).unwrap();
+    t.on_server(tags::CLOSE_COMPLETE, b"", &mut out);
+    t.on_server(tags::CLOSE_COMPLETE, b"", &mut out);
+    assert_eq!(t.confirmed.retained_bytes(), 0);
+    send(&mut t, &[parse("c", &big), parse("d", &big)]).unwrap();
+}
+
+#[test]
+fn portals_count_their_parameters_and_the_text_they_keep_alive() {
+    let mut t = limited_bytes(300_000);
+    let value = "v".repeat(4_000);
+    let values: Vec<&str> = std::iter::repeat(value.as_str()).take(30).collect();
+    let sql = (1..=30)
+        .map(|i| format!("${i}::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    send(&mut t, &[parse("s", &format!("select {sql}"))]).unwrap();
+    // 30 values of 4 000 bytes (the audit keeps their heads, 4 096 bytes each at most):
+    // two portals fit, a third does not.
+    send(
+        &mut t,
+        &[bind("p1", "s", &values), bind("p2", "s", &values)],
+    )
+    .unwrap();
+    let err = send(&mut t, &[bind("p3", "s", &values)]).unwrap_err();
+    assert_eq!(limit_of(err).0, LimitKind::RetainedBytes);
+}

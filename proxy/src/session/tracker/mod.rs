@@ -112,6 +112,21 @@ enum Op {
     },
 }
 
+impl Op {
+    /// What a named definition it makes will keep (`session_limits.max_retained_bytes`).
+    fn retained_bytes(&self) -> usize {
+        match self {
+            Op::Parse { name, def } if !name.is_empty() => def.size(),
+            Op::Bind {
+                portal,
+                def: Some(def),
+                ..
+            } if !portal.is_empty() => def.size(),
+            _ => 0,
+        }
+    }
+}
+
 /// A forwarded message the server has not finished answering.
 #[derive(Debug)]
 struct Request {
@@ -224,6 +239,10 @@ pub struct Tracker {
     /// SQL defined more statements or cursors than the session's limits allow: the
     /// session is ended at the next message.
     over_limit: Option<LimitExceeded>,
+    /// Bytes of the named definitions forwarded since nothing was last in front of the
+    /// server (confirmed ones included: an over-estimate, reset when all is answered),
+    /// for `session_limits.max_retained_bytes`.
+    predicted_bytes: usize,
     /// `query` events up to this id may not be in the log (a batch was rolled back after
     /// they were built): a later execution records its parameters again rather than
     /// point at one of them.
@@ -370,8 +389,10 @@ impl Tracker {
     fn repredict(&mut self) {
         self.prediction.reset(self.server_skipping);
         let pending = std::mem::take(&mut self.pending);
+        self.predicted_bytes = 0;
         for request in &pending {
             self.predict(request);
+            self.predicted_bytes += request.op.retained_bytes();
         }
         self.pending = pending;
     }
@@ -415,6 +436,7 @@ impl Tracker {
     /// Records a request as forwarded.
     fn push(&mut self, request: Request) {
         self.predict(&request);
+        self.predicted_bytes += request.op.retained_bytes();
         self.pending.push_back(request);
     }
 

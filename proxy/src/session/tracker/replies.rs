@@ -94,7 +94,7 @@ impl Tracker {
                 if let Some(Op::Parse { name, def }) =
                     self.take_front(|op| matches!(op, Op::Parse { .. }))
                 {
-                    self.confirmed.statements.insert(name, def);
+                    self.confirmed.define_statement(name, def);
                 }
             }
             tags::BIND_COMPLETE => {
@@ -107,7 +107,7 @@ impl Tracker {
                     self.take_front(|op| matches!(op, Op::Close { .. }))
                 {
                     if statement {
-                        self.confirmed.statements.remove(&name);
+                        self.confirmed.drop_statement(&name);
                     } else {
                         self.dangling_unnamed &= !name.is_empty();
                         self.confirmed.portal_closed(&name);
@@ -173,6 +173,7 @@ impl Tracker {
         if !self.pending.iter().any(Request::expects_reply) {
             // Nothing in front of the server: the prediction is the confirmed state.
             self.prediction.reset(self.server_skipping || self.doomed);
+            self.predicted_bytes = 0;
         }
     }
 
@@ -307,7 +308,12 @@ impl Tracker {
         self.confirmed.apply(effect, running);
         if matches!(effect, Effect::Prepare(_) | Effect::Declare(..)) {
             let (statements, portals) = self.confirmed.named();
-            if statements > self.limits.max_prepared_statements {
+            if self.confirmed.retained_bytes() > self.limits.max_retained_bytes {
+                self.over_limit = Some(LimitExceeded {
+                    kind: LimitKind::RetainedBytes,
+                    limit: self.limits.max_retained_bytes,
+                });
+            } else if statements > self.limits.max_prepared_statements {
                 self.over_limit = Some(LimitExceeded {
                     kind: LimitKind::PreparedStatements,
                     limit: self.limits.max_prepared_statements,
@@ -437,7 +443,7 @@ impl Tracker {
                 if let Op::Parse { name, .. } = &r.op {
                     // The unnamed statement was dropped before the new one was parsed.
                     if name.is_empty() {
-                        self.confirmed.statements.remove(name);
+                        self.confirmed.drop_statement(name);
                     }
                 }
                 if matches!(r.op, Op::Bind { .. }) && !fatal && bind_created_portal(&fields) {
