@@ -14,7 +14,11 @@
 //!   credentials for the role, an upstream that cannot be opened, a connection limit,
 //!   shutdown, no file descriptors for the backstop, an audit log that cannot take the
 //!   session's start, a client without TLS when TLS is required (`access_denied`);
-//! - the end of an admitted session ([`super::teardown`]): `session_end`.
+//! - the end of an admitted session ([`super::teardown`]): `session_end`. When the
+//!   backstop has to cut a session whose thread stopped running ([`crate::backstop`]),
+//!   it tells the client the same farewell (`farewell.rs`) without touching the audit log
+//!   (it must not depend on the disk); the session's own exit records the end once its
+//!   thread runs again.
 //!
 //! Only a connection that ends between two packets without having asked for anything
 //! (closed or reset before its first byte, or right after jitgate's answer to SSLRequest)
