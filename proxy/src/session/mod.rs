@@ -111,8 +111,9 @@ impl ProxyContext {
 /// why they are refused; past this they are closed without a word.
 const MAX_REFUSING: usize = 64;
 
-/// Serves one accepted connection to its end. Never panics on client input; every
-/// refusal reaches the client as an ErrorResponse.
+/// Serves one accepted connection to its end. Never panics on client input; however it
+/// ends, it ends with one [`Exit`] (see `exit.rs`): recorded, and the client told with an
+/// ErrorResponse wherever the protocol still allows one.
 ///
 /// The connection holds a slot of the connection limits from here to its end; one over
 /// a limit is refused (53300) after its startup packet, where libpq shows the error.
