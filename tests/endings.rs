@@ -107,6 +107,16 @@ async fn settled(
     recorded_from(&events(), source)
 }
 
+/// Waits until the proxy has accepted a connection from `source` (the kernel completes a
+/// connect before the proxy accepts it).
+async fn accepted(env: &Env, source: &str) {
+    let ip = source.parse().unwrap();
+    env.eventually("the connection accepted", LIMIT, || {
+        env.server().connections.open(ip).1 > 0
+    })
+    .await;
+}
+
 async fn env_settled(env: &Env, source: &str) -> Vec<Recorded> {
     settled(&env.server().connections, || env.audit_events(), source).await
 }
@@ -138,7 +148,9 @@ async fn a_malformed_startup_packet_is_told_08p01_and_audited() {
 
     // A connection that closes without sending a byte (a probe) is not recorded.
     let probe_source = "127.0.77.9";
-    drop(raw_from(probe_source, env.proxy_port()).await);
+    let probe = raw_from(probe_source, env.proxy_port()).await;
+    accepted(&env, probe_source).await;
+    drop(probe);
     assert_eq!(env_settled(&env, probe_source).await, vec![]);
     env.stop().await;
 }
@@ -267,6 +279,7 @@ async fn a_client_that_sends_nothing_is_audited_at_the_login_timeout() {
     let source = "127.0.77.6";
     let mut half = raw_from(source, env.proxy_port()).await;
     half.send(&startup_for(ALICE, &env.target)[..10]).await;
+    accepted(&env, source).await;
     drop(half);
     let recorded = env_settled(&env, source).await;
     assert_eq!(

@@ -155,12 +155,9 @@ async fn over_limit(
             .await;
     };
     let deadline = tokio::time::Instant::now() + ctx.settings.login_timeout;
-    let hello =
-        match tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref())).await {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => return handshake_failed(&ctx, peer, session_id, e).await,
-            Err(_) => return startup_timed_out(&ctx, peer, session_id).await,
-        };
+    let Some(hello) = startup(&ctx, tcp, peer, session_id, deadline).await else {
+        return;
+    };
     let (stream, buf, params) = match hello {
         Hello::Cancel { pid, secret } => return forward_cancel(&ctx, peer, pid, secret).await,
         Hello::Startup {
@@ -196,6 +193,41 @@ async fn over_limit(
         .before_auth()
         .report(&ctx, Some(&mut conn), session_id)
         .await;
+}
+
+/// The handshake, up to the startup packet (or a CancelRequest); `None`: it failed, and
+/// that has been reported.
+///
+/// Shutdown does not cut a handshake short: a client that completes its startup packet
+/// during the drain is told jitgate is shutting down (57P03, by the caller); one still in
+/// its handshake at the drain deadline is recorded and closed.
+async fn startup(
+    ctx: &ProxyContext,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    session_id: Uuid,
+    deadline: tokio::time::Instant,
+) -> Option<Hello> {
+    let handshake = tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref()));
+    tokio::select! {
+        biased;
+        _ = ctx.terminate.cancelled() => {
+            let reason = "jitgate shut down before the client completed its startup packet";
+            Exit::at_startup(peer, reason, None).report(ctx, None, session_id).await;
+            None
+        }
+        r = handshake => match r {
+            Ok(Ok(hello)) => Some(hello),
+            Ok(Err(e)) => {
+                handshake_failed(ctx, peer, session_id, e).await;
+                None
+            }
+            Err(_) => {
+                startup_timed_out(ctx, peer, session_id).await;
+                None
+            }
+        },
+    }
 }
 
 /// Which connection limit a client hit, for the DBA.
@@ -242,21 +274,8 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     let settings = Arc::clone(&ctx.settings);
     let login_deadline = tokio::time::Instant::now() + settings.login_timeout;
 
-    // Shutdown does not cut a handshake short: a client that completes its startup
-    // packet during the drain is told jitgate is shutting down (57P03); one still in its
-    // handshake at the drain deadline is recorded and closed.
-    let handshake = tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref()));
-    let hello = tokio::select! {
-        biased;
-        _ = ctx.terminate.cancelled() => {
-            let reason = "jitgate shut down before the client completed its startup packet";
-            return Exit::at_startup(peer, reason, None).report(&ctx, None, session_id).await;
-        }
-        r = handshake => match r {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => return handshake_failed(&ctx, peer, session_id, e).await,
-            Err(_) => return startup_timed_out(&ctx, peer, session_id).await,
-        },
+    let Some(hello) = startup(&ctx, tcp, peer, session_id, login_deadline).await else {
+        return;
     };
     let (stream, buf, minor, params, tls) = match hello {
         Hello::Cancel { pid, secret } => {
