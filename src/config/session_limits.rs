@@ -117,11 +117,18 @@ mod tests {
             max_prepared_statements: Some(5),
             max_portals: None,
             max_audit_batch_bytes: Some(65536),
+            max_retained_bytes: None,
         };
         let l = session_limits(&ctx, Some(&raw)).unwrap();
         assert_eq!(l.max_prepared_statements, 5);
         assert_eq!(l.max_portals, DEFAULT_MAX_PORTALS);
         assert_eq!(l.max_audit_batch_bytes, 65536);
+        assert_eq!(l.max_retained_bytes, DEFAULT_MAX_RETAINED_BYTES);
+        let tiny = RawSessionLimits {
+            max_retained_bytes: Some(1024),
+            ..RawSessionLimits::default()
+        };
+        assert!(session_limits(&ctx, Some(&tiny)).is_err());
         let zero = RawSessionLimits {
             max_portals: Some(0),
             ..RawSessionLimits::default()

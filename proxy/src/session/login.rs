@@ -1,7 +1,7 @@
 //! Logging a client in: startup parameters, SCRAM, admission against the grant store,
-//! and the upstream session with brokered credentials. Every refusal is handed back as
-//! a [`Refusal`] — the client's ErrorResponse and the audit event together — for the
-//! caller to report once.
+//! and the upstream session with brokered credentials. Every refusal, and a client that
+//! leaves before it is logged in, is handed back as an [`Exit`] — the client's
+//! ErrorResponse and the audit event together — for the caller to report once.
 
 use std::net::SocketAddr;
 
@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::authenticate::{authenticate, AuthFailure};
 use super::client::{negotiate_protocol_version, ClientConn, ReadError};
 use super::error::UpstreamError;
+use super::exit::Exit;
 use super::meta::SessionMeta;
 use super::params::{self, ClientStartup};
-use super::refusal::Refusal;
 use super::stream;
 use super::upstream::Upstream;
 use super::ProxyContext;
@@ -39,8 +39,8 @@ pub struct LoggedIn<'a> {
     pub admission: Admission,
 }
 
-/// Runs the login steps. `Err(Some(refusal))`: the client is refused — the caller
-/// reports it (audit, then the client is told); `Err(None)`: the client left.
+/// Runs the login steps. `Err(exit)`: the client is refused, or left during
+/// authentication — the caller reports it (audit, then the client is told if it can be).
 pub async fn login<'a>(
     ctx: &'a ProxyContext,
     conn: &mut ClientConn,
@@ -49,7 +49,7 @@ pub async fn login<'a>(
     minor: u16,
     params: &[(String, String)],
     login_deadline: tokio::time::Instant,
-) -> Result<LoggedIn<'a>, Option<Refusal>> {
+) -> Result<LoggedIn<'a>, Exit> {
     let settings = &ctx.settings;
     let startup = match params::interpret(params) {
         Ok(s) => s,
@@ -60,9 +60,7 @@ pub async fn login<'a>(
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("");
             let reason = error.message.clone();
-            return Err(Some(
-                Refusal::denied(peer, identity, "", reason, error).before_auth(),
-            ));
+            return Err(Exit::denied(peer, identity, "", reason, error).before_auth());
         }
     };
     let span = tracing::Span::current();
@@ -100,30 +98,47 @@ pub async fn login<'a>(
         Ok(Err(AuthFailure::Read(ReadError::Protocol(e)))) => {
             Some((PgError::fatal(e.sqlstate(), e.to_string()), e.to_string()))
         }
+        // The client left: nothing to tell it, but the attempt is recorded (psql does
+        // this once when it must ask its user for a password, then logs in again).
         Ok(Err(AuthFailure::Read(ReadError::Io(e)))) | Ok(Err(AuthFailure::Io(e))) => {
-            tracing::info!(error = %e, "client connection failed during authentication");
-            return Err(None);
+            let reason = format!("connection error during authentication: {e}");
+            return Err(Exit::auth_failed(
+                peer,
+                &startup.identity,
+                &startup.target,
+                reason,
+                None,
+            ));
         }
         Ok(Err(AuthFailure::Read(ReadError::Closed))) => {
-            tracing::info!("client left during authentication");
-            return Err(None);
+            let reason = "the client closed the connection before it finished authenticating";
+            return Err(Exit::auth_failed(
+                peer,
+                &startup.identity,
+                &startup.target,
+                reason,
+                None,
+            ));
         }
         Err(_) => Some((
             PgError::fatal(
                 sqlstate::CONNECTION_FAILURE,
                 "authentication timed out: the client did not finish logging in in time",
             ),
-            "login timeout".to_owned(),
+            format!(
+                "the client did not finish authenticating within login_timeout ({:?})",
+                settings.login_timeout
+            ),
         )),
     };
     if let Some((error, reason)) = failure {
-        return Err(Some(Refusal::auth_failed(
+        return Err(Exit::auth_failed(
             peer,
             &startup.identity,
             &startup.target,
             reason,
-            error,
-        )));
+            Some(error),
+        ));
     }
 
     // Admission: the session is bound to one grant from here on. Changes to it made
@@ -137,13 +152,13 @@ pub async fn login<'a>(
         Ok(a) => a,
         Err(e) => {
             let error = PgError::fatal(e.sqlstate(), e.client_message());
-            return Err(Some(Refusal::denied(
+            return Err(Exit::denied(
                 peer,
                 &startup.identity,
                 &startup.target,
                 e.to_string(),
                 error,
-            )));
+            ));
         }
     };
     let grant = admission.grant;
@@ -172,13 +187,13 @@ pub async fn login<'a>(
             "admitted under grant {}, but target \"{}\" has no credentials for role \"{}\"",
             grant.id, grant.target, grant.role
         );
-        return Err(Some(Refusal::denied(
+        return Err(Exit::denied(
             peer,
             &startup.identity,
             &startup.target,
             reason,
             error,
-        )));
+        ));
     };
 
     // A connection parked by an earlier session of this same grant, else a new one.
@@ -238,13 +253,13 @@ pub async fn login<'a>(
             {
                 error = error.with_detail(e.to_string());
             }
-            return Err(Some(Refusal::denied(
+            return Err(Exit::denied(
                 peer,
                 &startup.identity,
                 &startup.target,
                 reason,
                 error,
-            )));
+            ));
         }
     };
 

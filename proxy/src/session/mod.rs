@@ -6,6 +6,7 @@ mod authenticate;
 mod client;
 mod enforce;
 pub mod error;
+mod exit;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 pub(crate) mod farewell;
@@ -15,7 +16,6 @@ mod login;
 mod meta;
 pub mod params;
 mod recheck;
-mod refusal;
 mod refuse;
 mod relay;
 mod release;
@@ -38,8 +38,8 @@ use uuid::Uuid;
 
 use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
 use self::enforce::Enforcer;
-use self::handshake::{handshake, Hello};
-use self::refusal::Refusal;
+use self::exit::{Exit, Tally};
+use self::handshake::{handshake, HandshakeError, Hello};
 use self::relay::Relay;
 use self::teardown::Ending;
 use self::tracker::Tracker;
@@ -111,8 +111,9 @@ impl ProxyContext {
 /// why they are refused; past this they are closed without a word.
 const MAX_REFUSING: usize = 64;
 
-/// Serves one accepted connection to its end. Never panics on client input; every
-/// refusal reaches the client as an ErrorResponse.
+/// Serves one accepted connection to its end. Never panics on client input; however it
+/// ends, it ends with one [`Exit`] (see `exit.rs`): recorded, and the client told with an
+/// ErrorResponse wherever the protocol still allows one.
 ///
 /// The connection holds a slot of the connection limits from here to its end; one over
 /// a limit is refused (53300) after its startup packet, where libpq shows the error.
@@ -145,18 +146,18 @@ async fn over_limit(
     hit: LimitHit,
 ) {
     let Ok(_refusing) = Arc::clone(&ctx.refusing).try_acquire_owned() else {
-        tracing::warn!(
-            ?hit,
-            "connection over the limit closed without an answer (too many being refused)"
+        let reason = format!(
+            "{}; closed without an answer because {MAX_REFUSING} other connections over a limit were being refused at that moment",
+            limit_reason(&hit)
         );
-        return;
+        return Exit::at_startup(peer, reason, None)
+            .report(&ctx, None, session_id)
+            .await;
     };
     let deadline = tokio::time::Instant::now() + ctx.settings.login_timeout;
-    let hello =
-        match tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref())).await {
-            Ok(Ok(hello)) => hello,
-            _ => return,
-        };
+    let Some(hello) = startup(&ctx, tcp, peer, session_id, deadline).await else {
+        return;
+    };
     let (stream, buf, params) = match hello {
         Hello::Cancel { pid, secret } => return forward_cancel(&ctx, peer, pid, secret).await,
         Hello::Startup {
@@ -166,18 +167,17 @@ async fn over_limit(
             ..
         } => (stream, buf, params),
     };
-    let (message, hint, reason) = match hit {
+    let (message, hint) = match hit {
         LimitHit::PerIp(n, group) => (
             format!("too many connections from {group}: jitgate allows {n} per client {}", group.unit()),
             "close some of your other connections, or ask the jitgate operator to raise client_limits.max_connections_per_ip",
-            format!("connection limit per client address reached (client_limits.max_connections_per_ip = {n})"),
         ),
         LimitHit::Total(n) => (
             format!("too many connections: jitgate allows {n} client connections in all"),
             "try again later, or ask the jitgate operator to raise client_limits.max_connections",
-            format!("global connection limit reached (client_limits.max_connections = {n})"),
         ),
     };
+    let reason = limit_reason(&hit);
     tracing::info!(?hit, "connection over the limit refused");
     let error = PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, message).with_hint(hint);
     let user = params
@@ -189,9 +189,84 @@ async fn over_limit(
         .find(|(k, _)| k == "database")
         .map_or("", |(_, v)| v.as_str());
     let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
-    Refusal::denied(peer, user, target, reason, error)
+    Exit::denied(peer, user, target, reason, error)
         .before_auth()
-        .report(&ctx, &mut conn, session_id)
+        .report(&ctx, Some(&mut conn), session_id)
+        .await;
+}
+
+/// The handshake, up to the startup packet (or a CancelRequest); `None`: it failed, and
+/// that has been reported.
+///
+/// Shutdown does not cut a handshake short: a client that completes its startup packet
+/// during the drain is told jitgate is shutting down (57P03, by the caller); one still in
+/// its handshake at the drain deadline is recorded and closed.
+async fn startup(
+    ctx: &ProxyContext,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    session_id: Uuid,
+    deadline: tokio::time::Instant,
+) -> Option<Hello> {
+    let handshake = tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref()));
+    tokio::select! {
+        biased;
+        _ = ctx.terminate.cancelled() => {
+            let reason = "jitgate shut down before the client completed its startup packet";
+            Exit::at_startup(peer, reason, None).report(ctx, None, session_id).await;
+            None
+        }
+        r = handshake => match r {
+            Ok(Ok(hello)) => Some(hello),
+            Ok(Err(e)) => {
+                handshake_failed(ctx, peer, session_id, e).await;
+                None
+            }
+            Err(_) => {
+                startup_timed_out(ctx, peer, session_id).await;
+                None
+            }
+        },
+    }
+}
+
+/// Which connection limit a client hit, for the DBA.
+fn limit_reason(hit: &LimitHit) -> String {
+    match hit {
+        LimitHit::PerIp(n, group) => format!(
+            "connection limit per client {} reached for {group} (client_limits.max_connections_per_ip = {n})",
+            group.unit()
+        ),
+        LimitHit::Total(n) => {
+            format!("global connection limit reached (client_limits.max_connections = {n})")
+        }
+    }
+}
+
+/// Reports a failed handshake: recorded (unless the client left without asking for
+/// anything), and told when the protocol still allows it.
+async fn handshake_failed(
+    ctx: &ProxyContext,
+    peer: SocketAddr,
+    session_id: Uuid,
+    e: HandshakeError,
+) {
+    tracing::info!(error = %e, "handshake failed");
+    let (exit, stream) = e.into_exit(peer);
+    let mut conn = stream.map(|s| ClientConn::new(s, bytes::BytesMut::new(), MAX_AUTH_MESSAGE_LEN));
+    exit.report(ctx, conn.as_mut(), session_id).await;
+}
+
+/// Reports a client that did not complete its startup packet within `login_timeout`
+/// (it cannot be answered: it is not waiting for an answer).
+async fn startup_timed_out(ctx: &ProxyContext, peer: SocketAddr, session_id: Uuid) {
+    tracing::info!("login timed out during startup");
+    let reason = format!(
+        "no startup packet within login_timeout ({:?})",
+        ctx.settings.login_timeout
+    );
+    Exit::at_startup(peer, reason, None)
+        .report(ctx, None, session_id)
         .await;
 }
 
@@ -200,21 +275,8 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     let settings = Arc::clone(&ctx.settings);
     let login_deadline = tokio::time::Instant::now() + settings.login_timeout;
 
-    let handshake = tokio::time::timeout_at(login_deadline, handshake(tcp, settings.tls.as_ref()));
-    let hello = tokio::select! {
-        biased;
-        _ = ctx.draining.cancelled() => return,
-        r = handshake => match r {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!("login timed out during startup");
-                return;
-            }
-        },
+    let Some(hello) = startup(&ctx, tcp, peer, session_id, login_deadline).await else {
+        return;
     };
     let (stream, buf, minor, params, tls) = match hello {
         Hello::Cancel { pid, secret } => {
@@ -232,27 +294,18 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
     // Until it is authenticated, a client may not make us buffer large messages.
     let mut conn = ClientConn::new(stream, buf, MAX_AUTH_MESSAGE_LEN);
     if settings.tls_required && !tls {
-        return Refusal::tls_required(peer, &params)
-            .report(&ctx, &mut conn, session_id)
+        return Exit::tls_required(peer, &params)
+            .report(&ctx, Some(&mut conn), session_id)
             .await;
     }
     let logged_in = tokio::select! {
         biased;
-        _ = ctx.draining.cancelled() => {
-            let error = PgError::fatal(
-                sqlstate::CANNOT_CONNECT_NOW,
-                "jitgate is shutting down and does not accept new sessions",
-            )
-            .with_hint("connect again in a moment");
-            let user = params.iter().find(|(k, _)| k == "user").map_or("", |(_, v)| v.as_str());
-            Err(Some(Refusal::denied(peer, user, "", "jitgate is shutting down", error).before_auth()))
-        }
+        _ = ctx.draining.cancelled() => Err(Exit::shutting_down(peer, &params)),
         r = login::login(&ctx, &mut conn, peer, session_id, minor, &params, login_deadline) => r,
     };
     let logged_in = match logged_in {
         Ok(l) => l,
-        Err(Some(refusal)) => return refusal.report(&ctx, &mut conn, session_id).await,
-        Err(None) => return,
+        Err(exit) => return exit.report(&ctx, Some(&mut conn), session_id).await,
     };
     conn.set_max_message_len(settings.max_message_len);
     live(&ctx, conn, peer, tls, logged_in).await;
@@ -317,8 +370,8 @@ async fn live(
                 "admitted under grant {}, but the session's sockets could not be duplicated for the enforcement backstop: {e}",
                 grant.id
             );
-            return Refusal::denied(peer, &grant.identity, &grant.target, reason, error)
-                .report(ctx, &mut conn, session_id)
+            return Exit::denied(peer, &grant.identity, &grant.target, reason, error)
+                .report(ctx, Some(&mut conn), session_id)
                 .await;
         }
     };
@@ -369,8 +422,8 @@ async fn live(
             "admitted under grant {}, but the audit log could not record the session's start: {e}",
             grant.id
         );
-        return Refusal::denied(peer, &grant.identity, &grant.target, reason, error)
-            .report(ctx, &mut conn, session_id)
+        return Exit::denied(peer, &grant.identity, &grant.target, reason, error)
+            .report(ctx, Some(&mut conn), session_id)
             .await;
     }
 
@@ -433,7 +486,8 @@ async fn live(
     // Statements the server never answered: the end stopped them, or they never ran.
     let mut unanswered = Vec::new();
     tracker.unanswered(&mut unanswered);
-    if !unanswered.is_empty() && outcome.reason != EndReason::AuditUnavailable {
+    let audit_failed = outcome.exit.end_reason() == Some(EndReason::AuditUnavailable);
+    if !unanswered.is_empty() && !audit_failed {
         let mut events = unanswered.into_iter().map(|b| meta.event(b)).collect();
         if let Err(e) = ctx.audit.write_batch(&mut events).await {
             tracing::error!(error = %e, "could not audit the outcome of unanswered statements");
@@ -459,21 +513,16 @@ async fn live(
     }
     let parked = released.parked;
     let stopped = outcome.stopped.or(released.stopped);
-    tracing::info!(reason = ?outcome.reason, late_ms = ?outcome.late_ms, parked, stopped = ?stopped, "session ended");
-    let end_event = meta.event(EventBody::SessionEnd {
-        reason: outcome.reason,
-        detail: outcome.detail,
-        late_ms: outcome.late_ms,
+    tracing::info!(reason = ?outcome.exit.end_reason(), parked, stopped = ?stopped, "session ended");
+    let mut exit = outcome.exit;
+    exit.tally(Tally {
         queries: tracker.queries(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         upstream_parked: parked,
         stopped,
     });
-    if outcome.reason != EndReason::AuditUnavailable {
-        if let Err(e) = ctx.audit.write(end_event).await {
-            tracing::error!(error = %e, "could not audit the end of the session");
-        }
-    }
+    // The client was told by the teardown: this writes `session_end`.
+    exit.report(ctx, None, session_id).await;
 }
 
 async fn forward_cancel(ctx: &ProxyContext, peer: SocketAddr, pid: i32, secret: i32) {

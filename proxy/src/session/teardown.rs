@@ -8,14 +8,16 @@
 //! flight the backend is terminated, not just cancelled, because statements pipelined
 //! behind the running one would otherwise run next. Only a clean quit with nothing in
 //! flight leaves the connection open, for the caller to park or close.
-
-use std::time::Duration;
+//!
+//! What the client is told and what `session_end` records come from one
+//! [`Exit`](super::exit::Exit) per end, built by `exit_of` from the relay's [`End`].
 
 use jiff::Timestamp;
 use jitgate_audit::{EndReason, Stopped, StoppedWork};
 use tokio::io::AsyncWriteExt;
 
 use super::client::ClientConn;
+use super::exit::Exit;
 use super::farewell::{self, Holder};
 use super::meta::SessionMeta;
 use super::relay::End;
@@ -23,14 +25,11 @@ use super::stream::UpstreamStream;
 use crate::protocol::{sqlstate, PgError};
 use crate::stop::{self, side, Held, StopTarget};
 
-/// How long teardown waits for the client to take its final error.
-const STEP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What `session_end` records.
+/// How the session ended, and what teardown left for the caller.
 pub struct Outcome {
-    pub reason: EndReason,
-    pub detail: Option<String>,
-    pub late_ms: Option<f64>,
+    /// The session's one end: its `session_end` (the client has been told), for the
+    /// caller to complete ([`Exit::tally`]) and report.
+    pub exit: Exit,
     /// The upstream connection is still open and idle (the client quit cleanly with
     /// nothing in flight): the caller parks it for reuse or closes it.
     pub upstream_open: bool,
@@ -61,39 +60,107 @@ fn holder(meta: &SessionMeta) -> Holder<'_> {
     }
 }
 
-fn ms_since(t: Timestamp) -> f64 {
-    let d = Timestamp::now().duration_since(t);
-    d.as_secs_f64() * 1000.0
-}
-
-async fn tell_client(client: &mut ClientConn, error: PgError) {
-    if tokio::time::timeout(STEP_TIMEOUT, client.send_error(&error))
-        .await
-        .is_err()
-    {
-        tracing::debug!("client did not take the final error in time");
+/// The session's [`Exit`] for `end`: the reason and detail `session_end` records, and
+/// what the client is told (nothing when it left, or when the server already told it).
+fn exit_of(end: &End, s: &Ending<'_>) -> Exit {
+    let meta = s.meta;
+    let ended =
+        |reason, detail: Option<String>, error| Exit::ended(meta, reason, detail, None, error);
+    match end {
+        End::ClientQuit { clean: true } if !s.in_flight => ended(EndReason::ClientQuit, None, None),
+        End::ClientQuit { clean } => {
+            let detail = if *clean {
+                "client sent Terminate while statements were still running"
+            } else {
+                "client closed the connection without Terminate"
+            };
+            ended(EndReason::ClientQuit, Some(detail.into()), None)
+        }
+        End::ClientIo(e) => ended(
+            EndReason::ClientQuit,
+            Some(format!("client connection error: {e}")),
+            None,
+        ),
+        End::Expired => Exit::ended(
+            meta,
+            EndReason::GrantExpired,
+            Some(format!("grant expired at {}", s.deadline)),
+            Some(s.deadline),
+            Some(farewell::expired(&holder(meta), s.deadline)),
+        ),
+        End::Revoked(revocation) => {
+            let why = revocation
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            Exit::ended(
+                meta,
+                EndReason::GrantRevoked,
+                Some(format!("revoked by {}{}", revocation.by, why)),
+                Some(revocation.at),
+                Some(farewell::revoked(&holder(meta), revocation)),
+            )
+        }
+        End::Shutdown => {
+            let error = PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because jitgate is shutting down",
+            )
+            .with_hint("reconnect in a moment; your grant is unchanged");
+            ended(EndReason::Shutdown, None, Some(error))
+        }
+        End::UpstreamClosed | End::UpstreamIo(_) | End::UpstreamProtocol(_) => {
+            let detail = match end {
+                End::UpstreamIo(e) => format!("upstream connection error: {e}"),
+                End::UpstreamProtocol(m) => m.clone(),
+                _ => "the database closed the connection".to_owned(),
+            };
+            // A server's FATAL error already told the client why.
+            let error = (!s.saw_fatal).then(|| {
+                PgError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!(
+                        "the database server of target \"{}\" closed the connection unexpectedly",
+                        meta.target
+                    ),
+                )
+                .with_detail(detail.clone())
+            });
+            ended(EndReason::UpstreamClosed, Some(detail), error)
+        }
+        End::Limit(limit) => ended(
+            EndReason::LimitExceeded,
+            Some(limit.to_string()),
+            Some(limit.pg_error()),
+        ),
+        End::ClientProtocol(e) => ended(
+            EndReason::ProtocolError,
+            Some(e.to_string()),
+            Some(PgError::fatal(e.sqlstate(), e.to_string())),
+        ),
+        End::Audit(e) => {
+            let error = PgError::fatal(
+                sqlstate::SYSTEM_ERROR,
+                "the audit log is unavailable, so jitgate did not run the statement and is ending the session; any open transaction is rolled back",
+            )
+            .with_detail(e.to_string())
+            .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
+            ended(
+                EndReason::AuditUnavailable,
+                Some(e.to_string()),
+                Some(error),
+            )
+        }
     }
-}
-
-async fn close_client(client: &mut ClientConn) {
-    let _ = tokio::time::timeout(STEP_TIMEOUT, client.stream.shutdown()).await;
 }
 
 impl Ending<'_> {
-    /// Tells the client `error` while the backend is made to stop (both at once: a
+    /// Tells the client (or closes it) while the backend is made to stop (both at once: a
     /// client that does not read must not delay the stop).
-    async fn drop_session(&mut self, error: PgError) -> Option<Stopped> {
+    async fn drop_session(&mut self, exit: &mut Exit) -> Option<Stopped> {
         let (_, stopped) = tokio::join!(
-            tell_client(self.client, error),
-            stop::finish(self.upstream, self.in_flight, self.stop)
-        );
-        stopped
-    }
-
-    /// Closes the client while the backend is made to stop.
-    async fn close_both(&mut self) -> Option<Stopped> {
-        let (_, stopped) = tokio::join!(
-            close_client(self.client),
+            exit.tell(self.client),
             stop::finish(self.upstream, self.in_flight, self.stop)
         );
         stopped
@@ -101,23 +168,8 @@ impl Ending<'_> {
 
     /// The upstream connection ended or broke: tell the client (unless the server did
     /// already), and stop the backend if it may still be working.
-    async fn upstream_failed(&mut self, end: &End, detail: &str) -> Option<Stopped> {
-        let client = &mut *self.client;
-        let (saw_fatal, target) = (self.saw_fatal, &self.meta.target);
-        let tell = async move {
-            if saw_fatal {
-                close_client(client).await;
-                return;
-            }
-            let error = PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!(
-                    "the database server of target \"{target}\" closed the connection unexpectedly"
-                ),
-            )
-            .with_detail(detail.to_owned());
-            tell_client(client, error).await;
-        };
+    async fn upstream_failed(&mut self, end: &End, exit: &mut Exit) -> Option<Stopped> {
+        let tell = exit.tell(self.client);
         match end {
             // The backend closed the connection: it has exited.
             End::UpstreamClosed => {
@@ -147,139 +199,26 @@ impl Ending<'_> {
     }
 }
 
-/// Carries out the end of the relay and returns what to record.
+/// Carries out the end of the relay: the client is told (or closed) while whatever the
+/// server still does for the session is stopped. Returns the session's [`Exit`] to
+/// complete and report.
 pub async fn teardown(end: End, mut s: Ending<'_>) -> Outcome {
-    let meta = s.meta;
-    match end {
+    let mut exit = exit_of(&end, &s);
+    let (upstream_open, stopped) = match end {
         End::ClientQuit { clean: true } if !s.in_flight => {
-            close_client(s.client).await;
             // The caller decides: park the connection or close it.
-            Outcome {
-                reason: EndReason::ClientQuit,
-                detail: None,
-                late_ms: None,
-                upstream_open: true,
-                stopped: None,
-            }
-        }
-        End::ClientQuit { clean } => {
-            let stopped = s.close_both().await;
-            let detail = if clean {
-                "client sent Terminate while statements were still running"
-            } else {
-                "client closed the connection without Terminate"
-            };
-            Outcome {
-                reason: EndReason::ClientQuit,
-                detail: Some(detail.into()),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::ClientIo(e) => {
-            let stopped = s.close_both().await;
-            Outcome {
-                reason: EndReason::ClientQuit,
-                detail: Some(format!("client connection error: {e}")),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::Expired => {
-            let error = farewell::expired(&holder(meta), s.deadline);
-            let stopped = s.drop_session(error).await;
-            Outcome {
-                reason: EndReason::GrantExpired,
-                detail: Some(format!("grant expired at {}", s.deadline)),
-                late_ms: Some(ms_since(s.deadline)),
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::Revoked(revocation) => {
-            let why = revocation
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            let error = farewell::revoked(&holder(meta), &revocation);
-            let stopped = s.drop_session(error).await;
-            Outcome {
-                reason: EndReason::GrantRevoked,
-                detail: Some(format!("revoked by {}{}", revocation.by, why)),
-                late_ms: Some(ms_since(revocation.at)),
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::Shutdown => {
-            let error = PgError::fatal(
-                sqlstate::ADMIN_SHUTDOWN,
-                "terminating connection because jitgate is shutting down",
-            )
-            .with_hint("reconnect in a moment; your grant is unchanged");
-            let stopped = s.drop_session(error).await;
-            Outcome {
-                reason: EndReason::Shutdown,
-                detail: None,
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
+            exit.tell(s.client).await;
+            (true, None)
         }
         End::UpstreamClosed | End::UpstreamIo(_) | End::UpstreamProtocol(_) => {
-            let detail = match &end {
-                End::UpstreamIo(e) => format!("upstream connection error: {e}"),
-                End::UpstreamProtocol(m) => m.clone(),
-                _ => "the database closed the connection".to_owned(),
-            };
-            let stopped = s.upstream_failed(&end, &detail).await;
-            Outcome {
-                reason: EndReason::UpstreamClosed,
-                detail: Some(detail),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
+            (false, s.upstream_failed(&end, &mut exit).await)
         }
-        End::Limit(limit) => {
-            let stopped = s.drop_session(limit.pg_error()).await;
-            Outcome {
-                reason: EndReason::LimitExceeded,
-                detail: Some(limit.to_string()),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::ClientProtocol(e) => {
-            let error = PgError::fatal(e.sqlstate(), e.to_string());
-            let stopped = s.drop_session(error).await;
-            Outcome {
-                reason: EndReason::ProtocolError,
-                detail: Some(e.to_string()),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
-        }
-        End::Audit(e) => {
-            let error = PgError::fatal(
-                sqlstate::SYSTEM_ERROR,
-                "the audit log is unavailable, so jitgate did not run the statement and is ending the session; any open transaction is rolled back",
-            )
-            .with_detail(e.to_string())
-            .with_hint("jitgate never runs a query it cannot audit; ask the operator to check the audit log's disk");
-            let stopped = s.drop_session(error).await;
-            Outcome {
-                reason: EndReason::AuditUnavailable,
-                detail: Some(e.to_string()),
-                late_ms: None,
-                upstream_open: false,
-                stopped,
-            }
-        }
+        _ => (false, s.drop_session(&mut exit).await),
+    };
+    exit.dropped();
+    Outcome {
+        exit,
+        upstream_open,
+        stopped,
     }
 }
