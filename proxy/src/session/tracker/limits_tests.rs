@@ -318,7 +318,7 @@ fn closing_statements_gives_the_bytes_back_once_answered() {
 fn portals_count_their_parameters_and_the_text_they_keep_alive() {
     let mut t = limited_bytes(300_000);
     let value = "v".repeat(4_000);
-    let values: Vec<&str> = std::iter::repeat(value.as_str()).take(30).collect();
+    let values: Vec<&str> = vec![value.as_str(); 30];
     let sql = (1..=30)
         .map(|i| format!("${i}::text"))
         .collect::<Vec<_>>()
