@@ -84,8 +84,10 @@ pub async fn start(
     // roles (ephemeral).
     let role_source = match spec.ephemeral {
         None => {
-            format!("    roles:\n      {ROLE}: {{ user: {}, password_file: upstream.password }}\n",
-                spec.upstream_user)
+            format!(
+                "    roles:\n      {ROLE}: {{ user: {}, password_file: upstream.password }}\n",
+                spec.upstream_user
+            )
         }
         Some(e) => {
             fs::write(dir.join("admin.password"), e.admin_password)?;

@@ -178,9 +178,11 @@ async fn bench(args: Args) -> Result<()> {
         .unwrap_or(if args.quick { 3 } else { 10 })
         .max(1);
     let n_enforce = args.sessions.unwrap_or(if args.quick { 200 } else { 1000 });
-    let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
+    let selected =
+        |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
     let n_first = if selected(firstlogin::NAME) {
-        args.first_logins.unwrap_or(if args.quick { 50 } else { 200 })
+        args.first_logins
+            .unwrap_or(if args.quick { 50 } else { 200 })
     } else {
         0
     };
