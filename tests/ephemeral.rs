@@ -502,7 +502,10 @@ async fn the_server_log_names_the_person_and_never_holds_the_password() {
         .find(|l| l.contains(&format!("CREATE ROLE \"{name}\"")))
         .expect("the CREATE ROLE is in the server log");
     assert!(
-        create.contains("PASSWORD E'SCRAM-SHA-256$4096:"),
+        create.contains(&format!(
+            "PASSWORD E'SCRAM-SHA-256${}:",
+            names::VERIFIER_ITERATIONS
+        )),
         "{create}"
     );
     assert!(

@@ -1,6 +1,8 @@
 //! jitgate as the benchmark runs it: `P` is the real `jitgate serve` binary (audit on,
 //! default durability), `P0` the `p0-proxy` binary (audit off) on an identical config.
-//! Both are separate processes, like PgBouncer and the relay.
+//! Both are separate processes, like PgBouncer and the relay. `Pe` is `jitgate serve`
+//! with `provisioning: ephemeral` (a per-grant upstream role made at a grant's first
+//! login by the admin role in [`Ephemeral`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -43,6 +45,16 @@ pub struct JitgateSpec<'a> {
     pub upstream_password: &'a str,
     pub identities: &'a [Identity],
     pub certs: &'a CertFiles,
+    /// `Some`: the target uses `provisioning: ephemeral` with this admin role, and
+    /// sessions log in as per-grant roles that are members of `upstream_user`.
+    pub ephemeral: Option<Ephemeral<'a>>,
+}
+
+/// The admin role (CREATEROLE, ADMIN on the granted role) of an ephemeral target.
+#[derive(Clone, Copy)]
+pub struct Ephemeral<'a> {
+    pub admin_user: &'a str,
+    pub admin_password: &'a str,
 }
 
 /// A running jitgate process and the way to its admin API.
@@ -68,6 +80,24 @@ pub async fn start(
     let token = format!("bench-admin-token-{}", rand::random::<u64>());
     fs::write(dir.join("admin.token"), &token)?;
     fs::write(dir.join("upstream.password"), spec.upstream_password)?;
+    // The role's source: its password (shared), or the admin role that makes per-grant
+    // roles (ephemeral).
+    let role_source = match spec.ephemeral {
+        None => {
+            format!(
+                "    roles:\n      {ROLE}: {{ user: {}, password_file: upstream.password }}\n",
+                spec.upstream_user
+            )
+        }
+        Some(e) => {
+            fs::write(dir.join("admin.password"), e.admin_password)?;
+            format!(
+                "    provisioning: ephemeral\n    admin: {{ user: {}, password_file: admin.password }}\n    \
+                 roles:\n      {ROLE}: {{ user: {} }}\n",
+                e.admin_user, spec.upstream_user
+            )
+        }
+    };
     let mut yaml = format!(
         "# Written by jitgate-bench ({label}).\n\
          listen: 127.0.0.1:{port}\n\
@@ -88,7 +118,7 @@ pub async fn start(
     let _ = write!(
         yaml,
         "targets:\n  {TARGET}:\n    host: 127.0.0.1\n    port: {pg_port}\n    database: {db}\n    \
-         tls: {{ mode: disable }}\n    roles:\n      {ROLE}: {{ user: {user}, password_file: upstream.password }}\n\
+         tls: {{ mode: disable }}\n{role_source}\
          store: {{ sqlite: grants.db }}\n\
          audit: {{ path: audit.jsonl }}\n\
          admin: {{ listen: 127.0.0.1:{admin_port}, token_file: admin.token }}\n\
@@ -96,7 +126,6 @@ pub async fn start(
          client_limits: {{ max_connections: 100000, max_connections_per_ip: 100000 }}\n",
         pg_port = spec.pg_port,
         db = spec.database,
-        user = spec.upstream_user,
     );
     if let Some(runtime) = runtime {
         let _ = writeln!(yaml, "runtime: {runtime}");

@@ -13,6 +13,8 @@
 //! - `pgbench`: running pgbench, parsing its summary and `-l` logs.
 //! - `matrix`: cells × targets × rotated rounds, CPU per transaction.
 //! - `idle`: RSS per idle session. `enforce`: deadline → socket closed / backend gone.
+//! - `firstlogin`: a grant's first login with ephemeral users against the shared role,
+//!   with the provisioning statements counted in the server's log (`serverlog`).
 //! - `wire`: raw SCRAM logins that keep the socket.
 //! - `report`: the markdown. `machine`: versions and hardware. `stats`, `procs`: helpers.
 //! - `kept`: the hand-written block of the existing report, carried into the new one.
@@ -22,6 +24,7 @@
 mod bouncer;
 mod cluster;
 mod enforce;
+mod firstlogin;
 mod idle;
 mod jitgate;
 mod kept;
@@ -30,6 +33,7 @@ mod matrix;
 mod pgbench;
 mod procs;
 mod report;
+mod serverlog;
 mod stats;
 mod tls;
 mod wire;
@@ -54,6 +58,8 @@ const SCALE: u32 = 10;
 /// The upstream role and database every target logs in as.
 const ROLE: &str = "bench";
 const DATABASE: &str = "bench";
+/// The admin role of the ephemeral target Pe (CREATEROLE, ADMIN on `ROLE`).
+const EPHEMERAL_ADMIN: &str = "bench_admin";
 
 /// Measures jitgate against PostgreSQL direct (D), a null relay (R), PgBouncer (B) and
 /// jitgate with audit off (P0), and writes BENCHMARKS.md.
@@ -76,6 +82,10 @@ struct Args {
     /// Sessions in the enforcement measurement [default: 1000, or 200 with --quick].
     #[arg(long)]
     sessions: Option<usize>,
+    /// Identities (each with its own grant) in the first-login measurement with
+    /// ephemeral users [default: 200, or 50 with --quick; 0 skips it].
+    #[arg(long)]
+    first_logins: Option<usize>,
     /// Do not run `cargo build` for the jitgate and helper binaries first.
     #[arg(long)]
     no_build: bool,
@@ -86,7 +96,8 @@ struct Args {
     #[arg(long)]
     keep: bool,
     /// Run only the cells whose name contains this text (repeatable; e.g. `--only "-C"`
-    /// for the connection storms, `--only "c16"`). For focused checks, not for reports.
+    /// for the connection storms, `--only "c16"`, `--only first-login` for the first
+    /// logins with ephemeral users). For focused checks, not for reports.
     #[arg(long, value_name = "TEXT")]
     only: Vec<String>,
     /// Skip the memory-per-idle-session measurement.
@@ -167,6 +178,14 @@ async fn bench(args: Args) -> Result<()> {
         .unwrap_or(if args.quick { 3 } else { 10 })
         .max(1);
     let n_enforce = args.sessions.unwrap_or(if args.quick { 200 } else { 1000 });
+    let selected =
+        |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()));
+    let n_first = if selected(firstlogin::NAME) {
+        args.first_logins
+            .unwrap_or(if args.quick { 50 } else { 200 })
+    } else {
+        0
+    };
     let out = args
         .out
         .clone()
@@ -196,6 +215,17 @@ async fn bench(args: Args) -> Result<()> {
         "postgres",
         &format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"),
     )?;
+    // Pe's admin role; every statement it completes is logged (counted by `firstlogin`).
+    let ephemeral_password = random_password();
+    cluster.psql(
+        "postgres",
+        &format!(
+            "SET password_encryption = 'scram-sha-256'; \
+             CREATE ROLE {EPHEMERAL_ADMIN} LOGIN CREATEROLE PASSWORD '{ephemeral_password}'; \
+             GRANT {ROLE} TO {EPHEMERAL_ADMIN} WITH ADMIN OPTION; \
+             ALTER ROLE {EPHEMERAL_ADMIN} SET log_min_duration_statement = 0"
+        ),
+    )?;
     let role_verifier = cluster.psql(
         "postgres",
         &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}'"),
@@ -218,9 +248,12 @@ async fn bench(args: Args) -> Result<()> {
         ),
     )?;
 
-    eprintln!("jitgate-bench: making {} SCRAM verifiers…", n_enforce + 1);
+    eprintln!(
+        "jitgate-bench: making {} SCRAM verifiers…",
+        n_enforce + n_first + 1
+    );
     let enforce_password = random_password();
-    let (identities, enforce_ids) = {
+    let (identities, enforce_ids, first_ids) = {
         let (pw, epw) = (password.clone(), enforce_password.clone());
         tokio::task::spawn_blocking(move || {
             let mut ids = vec![Identity::new(ROLE, &pw)];
@@ -230,7 +263,13 @@ async fn bench(args: Args) -> Result<()> {
                 ids.push(Identity::new(&name, &epw));
                 names.push((name, epw.clone()));
             }
-            (ids, names)
+            let mut first = Vec::new();
+            for i in 0..n_first {
+                let name = format!("f{i:04}");
+                ids.push(Identity::new(&name, &epw));
+                first.push((name, epw.clone()));
+            }
+            (ids, names, first)
         })
         .await?
     };
@@ -285,6 +324,7 @@ async fn bench(args: Args) -> Result<()> {
         upstream_password: &password,
         identities: &identities,
         certs: &certs,
+        ephemeral: None,
     };
     let mut p = jitgate::start("P", &jitgate_bin, &dir.join("p"), &spec, None).await?;
     let mut p0 = jitgate::start("P0", &p0_bin, &dir.join("p0"), &spec, None).await?;
@@ -318,11 +358,13 @@ async fn bench(args: Args) -> Result<()> {
             label: "D",
             port: cluster.port(),
             pid: None,
+            only: None,
         },
         Target {
             label: "R",
             port: relay_port,
             pid: Some(relay.pid()),
+            only: None,
         },
     ];
     if let Some(b) = &bouncer {
@@ -330,42 +372,75 @@ async fn bench(args: Args) -> Result<()> {
             label: "B",
             port: b.port,
             pid: Some(b.proc.pid()),
+            only: None,
         });
     }
     targets.push(Target {
         label: "P",
         port: p.port,
         pid: Some(p.proc.pid()),
+        only: None,
     });
     targets.push(Target {
         label: "P0",
         port: p0.port,
         pid: Some(p0.proc.pid()),
+        only: None,
     });
     if let Some(pv) = &pv {
         targets.push(Target {
             label: "Pv",
             port: pv.port,
             pid: Some(pv.proc.pid()),
+            only: None,
         });
     }
-    let labels: Vec<&'static str> = targets.iter().map(|t| t.label).collect();
-
     let mut cells = matrix::cells(args.quick, &large_script);
     if !args.only.is_empty() {
-        cells.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
+        cells.retain(|c| selected(&c.name));
         notes.push(format!(
             "Only the cells matching {:?} were run (`--only`).",
             args.only
         ));
     }
-    let runs = rounds * cells.len() * targets.len();
+    // Pe: jitgate with ephemeral users, for the connection storms and the first logins.
+    let mut pe = if n_first > 0 || cells.iter().any(|c| c.kind == matrix::Kind::Storm) {
+        let pe_spec = jitgate::JitgateSpec {
+            ephemeral: Some(jitgate::Ephemeral {
+                admin_user: EPHEMERAL_ADMIN,
+                admin_password: &ephemeral_password,
+            }),
+            ..spec
+        };
+        let pe = jitgate::start("Pe", &jitgate_bin, &dir.join("pe"), &pe_spec, None).await?;
+        jitgate::grant(&pe.admin, ROLE, None, DAY_MS).await?;
+        targets.push(Target {
+            label: "Pe",
+            port: pe.port,
+            pid: Some(pe.proc.pid()),
+            only: Some(matrix::Kind::Storm),
+        });
+        Some(pe)
+    } else {
+        None
+    };
+    let labels: Vec<&'static str> = targets.iter().map(|t| t.label).collect();
+    let runs: usize = rounds
+        * cells
+            .iter()
+            .map(|c| targets.iter().filter(|t| t.runs(c)).count())
+            .sum::<usize>();
     // Measured: a run takes its duration plus ~0.3 s; setup, memory and warm-up ~2 min;
     // enforcement its lead time (10 s + 15 ms per session) plus ~15 s.
-    let estimate_min =
-        (runs as f64 * (f64::from(seconds) + 0.3) + 120.0 + 25.0 + n_enforce as f64 * 0.015) / 60.0;
+    // First logins: ~30 ms per login on a busy box, four logins per identity.
+    let estimate_min = (runs as f64 * (f64::from(seconds) + 0.3)
+        + 120.0
+        + 25.0
+        + n_enforce as f64 * 0.015
+        + n_first as f64 * 0.12)
+        / 60.0;
     eprintln!(
-        "jitgate-bench: {} cells × {} targets × {rounds} round(s) × {seconds} s = {runs} runs; \
+        "jitgate-bench: {} cells × up to {} targets × {rounds} round(s) × {seconds} s = {runs} runs; \
          about {estimate_min:.0} min in all",
         cells.len(),
         targets.len()
@@ -408,6 +483,42 @@ async fn bench(args: Args) -> Result<()> {
     eprintln!("jitgate-bench: the matrix…");
     let results = matrix::run(&targets, &cells, rounds, seconds, &base_conn, &logs).await;
 
+    let first_logins = match &pe {
+        Some(pe) if n_first > 0 => {
+            eprintln!("jitgate-bench: first logins with ephemeral users ({n_first} identities)…");
+            let shared = firstlogin::Proxy {
+                label: "P",
+                admin: &p.admin,
+                addr: procs::loopback(p.port),
+                pid: p.proc.pid(),
+            };
+            let ephemeral = firstlogin::Proxy {
+                label: "Pe",
+                admin: &pe.admin,
+                addr: procs::loopback(pe.port),
+                pid: pe.proc.pid(),
+            };
+            match firstlogin::run(
+                &shared,
+                &ephemeral,
+                &first_ids,
+                cluster.log_path(),
+                EPHEMERAL_ADMIN,
+                &cluster.admin_conninfo(),
+            )
+            .await
+            {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("  first-login measurement failed: {e:#}");
+                    notes.push(format!("The first-login measurement failed: {e:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
     let enforcement = if n_enforce > 0 {
         eprintln!("jitgate-bench: enforcement with {n_enforce} sessions…");
         match enforce::run(
@@ -433,6 +544,9 @@ async fn bench(args: Args) -> Result<()> {
     if let Some(pv) = &mut pv {
         procs.push(&mut pv.proc);
     }
+    if let Some(pe) = &mut pe {
+        procs.push(&mut pe.proc);
+    }
     for proc in procs {
         if !proc.alive() {
             notes.push(format!(
@@ -454,6 +568,7 @@ async fn bench(args: Args) -> Result<()> {
         results: &results,
         rss: &rss,
         enforcement: enforcement.as_ref(),
+        first_logins: first_logins.as_ref(),
         notes: &notes,
         kept: kept.as_deref(),
         load_before,
@@ -465,7 +580,7 @@ async fn bench(args: Args) -> Result<()> {
     println!("{text}");
     eprintln!("jitgate-bench: wrote {}", out.display());
 
-    drop((p, p0, pv, bouncer, relay, cluster));
+    drop((p, p0, pv, pe, bouncer, relay, cluster));
     if args.keep {
         let kept = work.keep();
         eprintln!("jitgate-bench: kept {}", kept.display());

@@ -16,6 +16,16 @@ pub struct Target {
     pub port: u16,
     /// The proxy's pid (none for D: Postgres is many processes).
     pub pid: Option<u32>,
+    /// `Some(kind)`: runs only the cells of that kind (Pe, ephemeral users, runs only
+    /// the connection storms: its per-statement path is P's).
+    pub only: Option<Kind>,
+}
+
+impl Target {
+    /// Whether this target runs `cell`.
+    pub fn runs(&self, cell: &Cell) -> bool {
+        self.only.is_none_or(|k| k == cell.kind)
+    }
 }
 
 /// What a cell measures, for the report's grouping.
@@ -183,12 +193,19 @@ pub async fn run(
 ) -> Results {
     let tck = procs::clock_ticks() as f64;
     let mut results = Results::default();
-    let total = rounds * cells.len() * targets.len();
+    let total: usize = rounds
+        * cells
+            .iter()
+            .map(|c| targets.iter().filter(|t| t.runs(c)).count())
+            .sum::<usize>();
     let started = Instant::now();
     let mut done = 0;
     for round in 0..rounds {
         for (ci, cell) in cells.iter().enumerate() {
             for target in rotation(targets, round) {
+                if !target.runs(cell) {
+                    continue;
+                }
                 done += 1;
                 let conn = Conn {
                     port: target.port,

@@ -1,9 +1,12 @@
 //! BENCHMARKS.md: the tables, the issue-4 targets with met / not met, the machine, the
-//! method.
+//! method. The first-login section is in [`first_login`].
+
+mod first_login;
 
 use std::fmt::Write as _;
 
 use crate::enforce::{self, Enforcement};
+use crate::firstlogin::FirstLogins;
 use crate::idle::RssRow;
 use crate::machine::Machine;
 use crate::matrix::{Cell, Kind, Results, Sample};
@@ -20,6 +23,7 @@ pub struct Report<'a> {
     pub results: &'a Results,
     pub rss: &'a [RssRow],
     pub enforcement: Option<&'a Enforcement>,
+    pub first_logins: Option<&'a FirstLogins>,
     pub notes: &'a [String],
     /// The hand-written block of the file being replaced (see `kept`), placed after
     /// the targets table.
@@ -98,7 +102,8 @@ impl Report<'_> {
              Every figure is measured side by side in this one run; compare ratios, not \
              absolute numbers from other runs or machines. Labels: **D** PostgreSQL \
              direct, **R** null relay, **B** PgBouncer, **P** jitgate (audit on), **P0** \
-             jitgate with audit off; details in [Method](#method).\n",
+             jitgate with audit off, **Pe** jitgate with ephemeral users (connection storms \
+             and first logins only); details in [Method](#method).\n",
             if self.quick { " --quick" } else { "" },
             self.machine.date,
             self.elapsed_min
@@ -124,6 +129,9 @@ impl Report<'_> {
         self.cpu(&mut o);
         self.latency(&mut o);
         self.storm(&mut o);
+        if let Some(f) = self.first_logins {
+            first_login::section(&mut o, f);
+        }
         self.memory(&mut o);
         self.enforcement(&mut o);
         self.failures(&mut o);
@@ -324,7 +332,7 @@ impl Report<'_> {
              utime+stime over the run, 10 ms ticks) divided by transactions, µs. With `-C` it \
              is per connection.\n"
         );
-        let labels: Vec<&str> = ["R", "B", "P", "P0", "Pv"]
+        let labels: Vec<&str> = ["R", "B", "P", "P0", "Pv", "Pe"]
             .into_iter()
             .filter(|l| self.has(l))
             .collect();
@@ -385,6 +393,9 @@ impl Report<'_> {
         if self.has("B") {
             heads.push("P/B");
         }
+        if self.has("Pe") {
+            heads.push("Pe/P");
+        }
         self.header(o, "storm", &heads);
         for (i, c) in storm {
             let mut row: Vec<String> = self
@@ -395,7 +406,28 @@ impl Report<'_> {
             if self.has("B") {
                 row.push(fmt_spread(self.tps_ratio(i, "P", "B"), 2));
             }
+            if self.has("Pe") {
+                row.push(fmt_spread(self.tps_ratio(i, "Pe", "P"), 2));
+            }
             let _ = writeln!(o, "| {} | {} |", c.name, row.join(" | "));
+        }
+        if self.has("Pe") {
+            let _ = writeln!(
+                o,
+                "\nPe: every connection logs in as the storm grant's per-grant role (made by \
+                 the run's first connection); jitgate CPU per connection, µs (median):\n"
+            );
+            self.header(o, "storm", &["P", "Pe", "Pe/P"]);
+            for (i, c) in self.cells_of(&[Kind::Storm]) {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} |",
+                    c.name,
+                    fmt_spread(self.field(i, "P", |s| s.cpu_us), 1),
+                    fmt_spread(self.field(i, "Pe", |s| s.cpu_us), 1),
+                    fmt_spread(self.ratio(i, "Pe", "P", |s| s.cpu_us), 2)
+                );
+            }
         }
         let _ = writeln!(o);
     }
@@ -534,7 +566,11 @@ impl Report<'_> {
              - **P** `target/release/jitgate serve`: audit on (JSON Lines, default durability \
              `write`), SQLite grant store, default logging (info to a file).\n\
              - **P0** `p0-proxy` (bench/src/bin/p0_proxy.rs): the same server and config with \
-             `AuditWriter::disabled()` — only to show what audit costs.\n"
+             `AuditWriter::disabled()` — only to show what audit costs.\n\
+             - **Pe** `jitgate serve` as P but with `provisioning: ephemeral` (admin role \
+             `bench_admin`: CREATEROLE, ADMIN on `bench`): a grant's first session creates a \
+             per-grant login role, member of `bench`, and every session logs in as it. Runs \
+             the `-C` storms (its per-statement path is P's) and the first logins.\n"
         );
         let _ = writeln!(
             o,
@@ -561,6 +597,19 @@ impl Report<'_> {
              Enforcement: raw SCRAM logins, one identity and grant per session, deadline = \
              the grant's `expires_at` as issued through the admin API.\n",
             self.seconds, self.rounds
+        );
+        let _ = writeln!(
+            o,
+            "First logins with ephemeral users (`--only first-login`, `--first-logins N`): N \
+             identities, each with its own grant issued through the admin API on P and on Pe, \
+             log in one at a time with raw SCRAM logins, P and Pe alternating, run `SELECT 1` \
+             and disconnect; then all log in a second time. Connect latency is TCP connect to \
+             ReadyForQuery minus the client's own PBKDF2. The statements of Pe's provisioning \
+             connection are counted in the server's log: `bench_admin` has \
+             `log_min_duration_statement = 0` and the cluster's `log_line_prefix` names user \
+             and application, so each Query message (one round trip, however many statements \
+             it holds) and each Parse/Bind/Execute that connection completed is one line. The \
+             roles made are counted in `pg_roles`.\n"
         );
         let _ = writeln!(
             o,

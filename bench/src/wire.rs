@@ -1,14 +1,16 @@
 //! A bare PostgreSQL login over TCP (startup, SCRAM-SHA-256, wait for ReadyForQuery),
 //! keeping the raw socket: the idle-session and enforcement measurements need to hold
-//! hundreds of sessions cheaply and to see the exact moment a socket is closed.
+//! hundreds of sessions cheaply and to see the exact moment a socket is closed; the
+//! first-login measurement times a login without the client's own PBKDF2.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
-use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,6 +51,13 @@ async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
 
 /// Logs in and returns once the server said ReadyForQuery.
 pub async fn login(login: &Login) -> Result<Session> {
+    Ok(login_timed(login).await?.0)
+}
+
+/// [`login`], also returning how long this client spent on its own side of SCRAM (the
+/// PBKDF2 of the password), so a connect latency can leave the client's work out.
+pub async fn login_timed(login: &Login) -> Result<(Session, Duration)> {
+    let mut client_work = Duration::ZERO;
     let mut stream = TcpStream::connect(login.addr)
         .await
         .with_context(|| format!("connecting to {}", login.addr))?;
@@ -80,7 +89,9 @@ pub async fn login(login: &Login) -> Result<Session> {
                     .ok_or_else(|| anyhow!("SASL continue out of order"))?;
                 let data = body.data().to_vec();
                 // PBKDF2 (4096 rounds) is CPU work: keep it off the async workers.
+                let started = Instant::now();
                 let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s)).await??;
+                client_work += started.elapsed();
                 frontend::sasl_response(s.message(), &mut out)?;
                 send(&mut stream, &mut out).await?;
                 scram = Some(s);
@@ -93,20 +104,53 @@ pub async fn login(login: &Login) -> Result<Session> {
             }
             Message::AuthenticationOk | Message::ParameterStatus(_) => {}
             Message::BackendKeyData(key) => pid = key.process_id(),
-            Message::ReadyForQuery(_) => return Ok(Session { stream, pid }),
-            Message::ErrorResponse(body) => {
-                let mut fields = body.fields();
-                let mut text = String::new();
-                while let Some(f) = fields.next()? {
-                    if f.type_() == b'M' {
-                        text = String::from_utf8_lossy(f.value_bytes()).into_owned();
-                    }
-                }
-                bail!("login refused: {text}");
-            }
+            Message::ReadyForQuery(_) => return Ok((Session { stream, pid }, client_work)),
+            Message::ErrorResponse(body) => bail!("login refused: {}", error_text(&body)?),
             Message::NoticeResponse(_) => {}
             _ => bail!("unexpected message during login"),
         }
+    }
+}
+
+fn error_text(body: &ErrorResponseBody) -> Result<String> {
+    let mut fields = body.fields();
+    let mut text = String::new();
+    while let Some(f) = fields.next()? {
+        if f.type_() == b'M' {
+            text = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        }
+    }
+    Ok(text)
+}
+
+impl Session {
+    /// Runs `sql` as a simple Query and waits for ReadyForQuery; fails on an ErrorResponse.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<()> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        send(&mut self.stream, &mut out).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut failed = None;
+        loop {
+            match read_message(&mut self.stream, &mut buf).await? {
+                Message::ErrorResponse(body) => failed = Some(error_text(&body)?),
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match failed {
+            Some(text) => bail!("{sql}: {text}"),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends Terminate and closes the socket.
+    pub async fn terminate(mut self) -> Result<()> {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        send(&mut self.stream, &mut out).await?;
+        self.stream.shutdown().await?;
+        Ok(())
     }
 }
 

@@ -145,21 +145,13 @@ impl Provisioner {
         keys: &ScramKeyCache,
         reset: bool,
     ) -> Result<(), UpstreamError> {
-        // A fresh salt for every verifier; PBKDF2 off the session's thread.
+        // A fresh salt for every verifier. One PBKDF2 round (see
+        // `names::VERIFIER_ITERATIONS`): cheap enough for the session's thread.
         let mut salt = [0u8; ScramVerifier::DEFAULT_SALT_LEN];
         rand::thread_rng().fill_bytes(&mut salt);
-        let iterations = ScramVerifier::DEFAULT_ITERATIONS;
-        let password = creds.password.clone();
-        let derived = tokio::task::spawn_blocking(move || {
-            ScramKeys::derive(password.expose().as_bytes(), &salt, iterations)
-        })
-        .await
-        .map_err(|e| UpstreamError::Provision {
-            what: "compute the per-grant role's verifier",
-            code: None,
-            message: e.to_string(),
-        })?;
+        let iterations = names::VERIFIER_ITERATIONS;
         let password = creds.password.expose().as_bytes();
+        let derived = ScramKeys::derive(password, &salt, iterations);
         keys.insert(password, &salt, iterations, derived);
         let verifier = derived.verifier(&salt, iterations).to_string();
         let role = admin::NewRole {

@@ -86,6 +86,15 @@ pub fn password(admin_password: &Secret, target: &str, grant_id: Uuid) -> Secret
     Secret::new(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
+/// PBKDF2 rounds of a per-grant role's SCRAM verifier. Stretching protects a password a
+/// person chose against guessing from a stolen verifier; [`password`] is 256 random bits,
+/// which no number of rounds makes harder or easier to guess. Each round is paid twice
+/// on a grant's first login: jitgate derives the keys, and PostgreSQL's `CREATE ROLE …
+/// PASSWORD` derives them again to check the password is not empty (4096 rounds cost
+/// ~15 ms of the server's time per first login on the benchmark machine; BENCHMARKS.md,
+/// "ephemeral users").
+pub const VERIFIER_ITERATIONS: u32 = 1;
+
 /// `name` as a quoted SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
