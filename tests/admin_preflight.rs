@@ -10,6 +10,7 @@
 mod common;
 mod harness;
 
+use common::output_text as text;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -28,15 +29,6 @@ fn check_config(config: &Path) -> Output {
         .current_dir(config.parent().unwrap())
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Lines of stderr that report a problem of `target` (one per problem).

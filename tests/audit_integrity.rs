@@ -7,6 +7,8 @@
 mod common;
 mod harness;
 
+use common::jitgate_cli as jitgate;
+use common::output_text as text;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -15,23 +17,6 @@ use std::time::{Duration, Instant};
 use harness::{Env, ALICE};
 use jitgate::config;
 use jitgate_audit::{EventBody, Retain};
-
-fn jitgate(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn keygen(dir: &Path) {
     let out = jitgate(&["audit", "keygen", "--out", "keys"], dir);

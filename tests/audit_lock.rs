@@ -8,30 +8,13 @@
 mod common;
 mod harness;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use common::jitgate_cli as jitgate;
+use common::output_text as text;
 use std::time::Duration;
 
 use harness::{Env, ALICE};
 use jitgate::config;
 use jitgate_audit::EventBody;
-
-fn jitgate(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_serve_locks_out_other_writers_but_not_readers() {

@@ -258,16 +258,40 @@ async fn bystander(env: &Env) -> tokio_postgres::Client {
     client
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_named_statements_end_the_session_with_53400() {
-    let env = start(
-        "lim_stmt",
-        config("", "session_limits:\n  max_prepared_statements: 3\n"),
-    )
-    .await;
+/// A jitgate with `limits` (the YAML of `session_limits:`), a grant for alice, a
+/// bystander session, and alice's raw session under test.
+async fn limited(
+    prefix: &str,
+    limits: &str,
+) -> (Env, tokio_postgres::Client, Raw, rawclient::LoggedIn) {
+    let env = start(prefix, config("", &format!("session_limits:\n{limits}"))).await;
+    // The grant lasts longer than any test; it is kept by the store, not this handle.
     let _grant = env.grant(ALICE, Duration::from_secs(600)).await;
     let other = bystander(&env).await;
-    let (mut raw, login) = Raw::login(&env).await;
+    let (raw, login) = Raw::login(&env).await;
+    (env, other, raw, login)
+}
+
+/// After a session ended by a limit: the server's backend is gone, and the bystander
+/// session still works.
+async fn only_that_session_ended(env: Env, pid: i32, other: tokio_postgres::Client) {
+    env.eventually("the ended session's backend gone", LIMIT, || {
+        !env.backend_alive(pid)
+    })
+    .await;
+    let n: i32 = other
+        .query_one("select 41 + 1", &[])
+        .await
+        .expect("the other session still works")
+        .get(0);
+    assert_eq!(n, 42);
+    drop(other);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_named_statements_end_the_session_with_53400() {
+    let (env, other, mut raw, login) = limited("lim_stmt", "  max_prepared_statements: 3\n").await;
 
     let mut b = BytesMut::new();
     for name in ["s1", "s2", "s3"] {
@@ -303,28 +327,14 @@ async fn too_many_named_statements_end_the_session_with_53400() {
             .contains("session_limits.max_prepared_statements"),
         "{detail:?}"
     );
-    // The server's view: the backend is gone, and never saw s4.
-    env.eventually("the ended session's backend gone", LIMIT, || {
-        !env.backend_alive(login.pid)
-    })
-    .await;
-    // The other session is unaffected.
-    let n: i32 = other.query_one("select 41 + 1", &[]).await.unwrap().get(0);
-    assert_eq!(n, 42);
-    drop(other);
-    env.stop().await;
+    // The server's view: the backend is gone (it never saw s4); the other session is
+    // unaffected.
+    only_that_session_ended(env, login.pid, other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_named_portals_end_the_session_with_53400() {
-    let env = start(
-        "lim_portal",
-        config("", "session_limits:\n  max_portals: 2\n"),
-    )
-    .await;
-    let _grant = env.grant(ALICE, Duration::from_secs(600)).await;
-    let other = bystander(&env).await;
-    let (mut raw, login) = Raw::login(&env).await;
+    let (env, other, mut raw, login) = limited("lim_portal", "  max_portals: 2\n").await;
 
     let mut b = BytesMut::new();
     frontend::query("BEGIN", &mut b).unwrap();
@@ -352,10 +362,7 @@ async fn too_many_named_portals_end_the_session_with_53400() {
     // Nothing of the refused batch was recorded as run.
     assert!(!events.iter().any(|e| matches!(&e.body,
         EventBody::Query { portal: Some(p), .. } if p == "p3")));
-    let n: i32 = other.query_one("select 7", &[]).await.unwrap().get(0);
-    assert_eq!(n, 7);
-    drop(other);
-    env.stop().await;
+    only_that_session_ended(env, login.pid, other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,14 +447,7 @@ async fn a_huge_pipelined_batch_is_audited_in_slices_and_works() {
 /// with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_bytes_of_statements_end_the_session_with_53400() {
-    let env = start(
-        "lim_bytes",
-        config("", "session_limits:\n  max_retained_bytes: 131072\n"),
-    )
-    .await;
-    let _grant = env.grant(ALICE, Duration::from_secs(600)).await;
-    let other = bystander(&env).await;
-    let (mut raw, login) = Raw::login(&env).await;
+    let (env, other, mut raw, login) = limited("lim_bytes", "  max_retained_bytes: 131072\n").await;
     let text = format!("select '{}'", "x".repeat(50_000));
 
     // Two statements of 50 kB fit under 128 KiB, one by Parse and one by SQL PREPARE.
@@ -477,12 +477,5 @@ async fn too_many_bytes_of_statements_end_the_session_with_53400() {
     )
     .await;
     assert_eq!(session_end(&events).0, EndReason::LimitExceeded);
-    env.eventually("the ended session's backend gone", LIMIT, || {
-        !env.backend_alive(login.pid)
-    })
-    .await;
-    let n: i32 = other.query_one("select 41 + 1", &[]).await.unwrap().get(0);
-    assert_eq!(n, 42);
-    drop(other);
-    env.stop().await;
+    only_that_session_ended(env, login.pid, other).await;
 }

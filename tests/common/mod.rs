@@ -97,3 +97,25 @@ pub async fn store_database(dir: &std::path::Path, prefix: &str) -> (String, std
     }
     (name, path)
 }
+
+/// Runs the `jitgate` binary with `args` in `cwd` and waits for it.
+pub fn jitgate_cli(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    match std::process::Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!("running jitgate {args:?}: {e}"),
+    }
+}
+
+/// A finished command's status, stdout and stderr, for an assertion's message.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -437,25 +437,7 @@ impl Generator {
             out.push(Msg::Query(sql));
         } else {
             // Run by Execute: a Parse holds one statement (the server refuses more).
-            out.push(Msg::Parse {
-                name: vec![],
-                sql,
-                types: vec![],
-            });
-            out.push(Msg::Bind {
-                portal: vec![],
-                statement: vec![],
-                formats: vec![],
-                params: vec![],
-                result_formats: vec![],
-            });
-            out.push(Msg::Execute {
-                portal: vec![],
-                max_rows: 0,
-            });
-            if self.rng.gen_bool(0.6) {
-                out.push(Msg::Sync);
-            }
+            self.unnamed_extended(out, sql, 0.6);
         }
         match defines {
             Some(true) => {
@@ -496,6 +478,12 @@ impl Generator {
             out.push(Msg::Query(sql));
             return;
         }
+        self.unnamed_extended(out, sql, 0.7);
+    }
+
+    /// `sql` run through the unnamed statement and portal: Parse, Bind, Execute, and a
+    /// Sync with probability `sync`.
+    fn unnamed_extended(&mut self, out: &mut Vec<Msg>, sql: String, sync: f64) {
         out.push(Msg::Parse {
             name: vec![],
             sql,
@@ -512,7 +500,7 @@ impl Generator {
             portal: vec![],
             max_rows: 0,
         });
-        if self.rng.gen_bool(0.7) {
+        if self.rng.gen_bool(sync) {
             out.push(Msg::Sync);
         }
     }

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::defs::{Name, PortalDef, StatementDef};
-use super::effects::Effect;
+use super::effects::{Created, Effect};
+use super::sqlnames::Parsed;
 
 #[derive(Debug, Default)]
 pub struct Confirmed {
@@ -140,21 +141,23 @@ impl Confirmed {
     /// A statement that defines or drops names completed: `running` is the portal that
     /// ran it (an Execute's; `None` for a simple Query, whose unnamed portal goes anyway).
     pub fn apply(&mut self, effect: &Effect, running: Option<&[u8]>) {
-        match effect {
-            Effect::Prepare(def) => self.define_statement(def.name.clone(), Arc::clone(def)),
-            Effect::Declare(name, def) => {
+        match &effect.created {
+            Created::Statement(def) => self.define_statement(def.name.clone(), Arc::clone(def)),
+            Created::Cursor(name, def) => {
                 self.failed.remove(name);
                 self.insert_portal(name.clone(), Arc::clone(def));
             }
-            Effect::Deallocate(name) => self.drop_statement(name),
-            Effect::DeallocateAll => self.drop_named_statements(),
-            Effect::Close(name) => self.remove_portal(name),
-            Effect::CloseAll => self.close_all(running),
-            Effect::DiscardAll => {
-                self.close_all(running);
-                self.drop_named_statements();
-            }
-            Effect::Other => {}
+            Created::Nothing => match &effect.parsed {
+                Parsed::Deallocate(name) => self.drop_statement(name),
+                Parsed::DeallocateAll => self.drop_named_statements(),
+                Parsed::Close(name) => self.remove_portal(name),
+                Parsed::CloseAll => self.close_all(running),
+                Parsed::DiscardAll => {
+                    self.close_all(running);
+                    self.drop_named_statements();
+                }
+                _ => {}
+            },
         }
     }
 

@@ -12,54 +12,41 @@ use jitgate_audit::Param;
 use super::defs::{Name, PortalDef, StatementDef};
 use super::sqlnames::Parsed;
 
-/// One statement's effect on the names.
+/// One statement's effect on the names: what its parse says it does, with the
+/// definition it creates (built once, before it is forwarded).
 #[derive(Debug)]
-pub enum Effect {
-    Prepare(Arc<StatementDef>),
-    Declare(Name, Arc<PortalDef>),
-    Deallocate(Name),
-    DeallocateAll,
-    Close(Name),
-    CloseAll,
-    DiscardAll,
-    Other,
+pub struct Effect {
+    pub parsed: Parsed,
+    pub created: Created,
+}
+
+/// The definition a `PREPARE` or `DECLARE` creates.
+#[derive(Debug)]
+pub enum Created {
+    Nothing,
+    Statement(Arc<StatementDef>),
+    Cursor(Name, Arc<PortalDef>),
 }
 
 impl Effect {
     /// The effect of `parsed`, run from the text `source` with `params` (a Parse's
     /// statement run by Execute; none for a simple Query).
     pub fn of(parsed: &Parsed, source: &Bytes, params: &[Param]) -> Effect {
-        match parsed {
-            Parsed::Prepare(name) => Effect::Prepare(Arc::new(StatementDef::prepared(
+        let created = match parsed {
+            Parsed::Prepare(name) => Created::Statement(Arc::new(StatementDef::prepared(
                 name.clone(),
                 source.clone(),
             ))),
-            Parsed::Declare { name, hold } => Effect::Declare(
+            Parsed::Declare { name, hold } => Created::Cursor(
                 name.clone(),
                 Arc::new(PortalDef::cursor(source.clone(), params.to_vec(), *hold)),
             ),
-            Parsed::Deallocate(name) => Effect::Deallocate(name.clone()),
-            Parsed::DeallocateAll => Effect::DeallocateAll,
-            Parsed::Close(name) => Effect::Close(name.clone()),
-            Parsed::CloseAll => Effect::CloseAll,
-            Parsed::DiscardAll => Effect::DiscardAll,
-            Parsed::Other => Effect::Other,
-        }
-    }
-
-    /// The parse it was made from agrees with the server's tag for the statement.
-    pub fn agrees(&self, tag: &str) -> bool {
-        let expected = match self {
-            Effect::Prepare(_) => "PREPARE",
-            Effect::Declare(..) => "DECLARE CURSOR",
-            Effect::Deallocate(_) => "DEALLOCATE",
-            Effect::DeallocateAll => "DEALLOCATE ALL",
-            Effect::Close(_) => "CLOSE CURSOR",
-            Effect::CloseAll => "CLOSE CURSOR ALL",
-            Effect::DiscardAll => "DISCARD ALL",
-            Effect::Other => return !super::sqlnames::is_name_tag(tag),
+            _ => Created::Nothing,
         };
-        expected == tag
+        Effect {
+            parsed: parsed.clone(),
+            created,
+        }
     }
 }
 

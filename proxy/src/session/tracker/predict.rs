@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use super::confirmed::Confirmed;
 use super::defs::{Name, PortalDef, Slot, StatementDef};
-use super::effects::Effect;
+use super::effects::{Created, Effect};
 
 /// Values of names touched since the last Sync: in the group (what a later message of
 /// the group sees) and over the group (every value the name may hold after it).
@@ -194,10 +194,10 @@ impl Prediction {
 
     /// What a statement that defines names will define (see [`Prediction::prepared`]).
     pub fn define(&mut self, effect: &Effect, certain: bool, c: &Confirmed) {
-        match effect {
-            Effect::Prepare(def) => self.prepared(def, certain, c),
-            Effect::Declare(name, def) => self.declared(name, def, certain, c),
-            _ => {}
+        match &effect.created {
+            Created::Statement(def) => self.prepared(def, certain, c),
+            Created::Cursor(name, def) => self.declared(name, def, certain, c),
+            Created::Nothing => {}
         }
     }
 

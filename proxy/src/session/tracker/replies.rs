@@ -30,7 +30,7 @@ use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
 use super::defs::{Name, PortalDef};
-use super::effects::Effect;
+use super::effects::Created;
 use super::{sqlnames, Copy, Op, Request, Tracker};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::{frontend, tags};
@@ -293,7 +293,7 @@ impl Tracker {
             None => None,
         };
         let agrees = match effect {
-            Some(e) => e.agrees(tag),
+            Some(e) => e.parsed.agrees(tag),
             None => !sqlnames::is_name_tag(tag),
         };
         if !agrees {
@@ -306,7 +306,7 @@ impl Tracker {
         }
         let Some(effect) = effect else { return };
         self.confirmed.apply(effect, running);
-        if matches!(effect, Effect::Prepare(_) | Effect::Declare(..)) {
+        if !matches!(effect.created, Created::Nothing) {
             let (statements, portals) = self.confirmed.named();
             if self.confirmed.retained_bytes() > self.limits.max_retained_bytes {
                 self.over_limit = Some(LimitExceeded {

@@ -9,7 +9,7 @@
 //! none and is not parsed), then parsed with PostgreSQL's own parser (`pg_query`) into
 //! one [`Parsed`] per statement, in the server's order. What each did is applied only
 //! when the server confirms it: the statement's CommandComplete, whose tag must be the
-//! one the parse expects (`effects.rs`) — the tracker never trusts its parse
+//! one the parse expects ([`Parsed::agrees`]) — the tracker never trusts its parse
 //! alone. A text with the keyword that cannot be parsed (or holds a name that is not
 //! UTF-8) is refused before it reaches the server: jitgate would not know what the
 //! names it defines hold.
@@ -65,6 +65,30 @@ const NAME_TAGS: [&str; 7] = [
     "CLOSE CURSOR ALL",
     "DISCARD ALL",
 ];
+
+impl Parsed {
+    /// The tag the server completes the statement with (`None`: none of [`NAME_TAGS`]).
+    fn tag(&self) -> Option<&'static str> {
+        Some(match self {
+            Parsed::Prepare(_) => NAME_TAGS[0],
+            Parsed::Declare { .. } => NAME_TAGS[1],
+            Parsed::Deallocate(_) => NAME_TAGS[2],
+            Parsed::DeallocateAll => NAME_TAGS[3],
+            Parsed::Close(_) => NAME_TAGS[4],
+            Parsed::CloseAll => NAME_TAGS[5],
+            Parsed::DiscardAll => NAME_TAGS[6],
+            Parsed::Other => return None,
+        })
+    }
+
+    /// Whether the server's tag for this statement is the one its parse expects.
+    pub fn agrees(&self, tag: &str) -> bool {
+        match self.tag() {
+            Some(expected) => expected == tag,
+            None => !is_name_tag(tag),
+        }
+    }
+}
 
 /// Whether a command tag says a statement defined or dropped a name.
 pub fn is_name_tag(tag: &str) -> bool {
@@ -208,8 +232,17 @@ mod tests {
     }
 
     #[test]
-    fn name_tags() {
-        assert!(is_name_tag("DISCARD ALL") && is_name_tag("CLOSE CURSOR ALL"));
-        assert!(!is_name_tag("DISCARD PLANS") && !is_name_tag("SELECT"));
+    fn tags_agree_only_with_their_statement() {
+        assert!(Parsed::Prepare(n("s")).agrees("PREPARE"));
+        assert!(!Parsed::Prepare(n("s")).agrees("SELECT"));
+        assert!(Parsed::Declare {
+            name: n("c"),
+            hold: true
+        }
+        .agrees("DECLARE CURSOR"));
+        assert!(Parsed::CloseAll.agrees("CLOSE CURSOR ALL"));
+        assert!(Parsed::Other.agrees("SELECT"));
+        assert!(!Parsed::Other.agrees("DECLARE CURSOR"));
+        assert!(is_name_tag("DISCARD ALL") && !is_name_tag("DISCARD PLANS"));
     }
 }
