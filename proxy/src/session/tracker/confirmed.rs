@@ -6,20 +6,19 @@
 //! `DEALLOCATE`, `CLOSE`, `DISCARD ALL`) takes effect at its CommandComplete
 //! ([`Confirmed::apply`]); a cursor declared `WITH HOLD` outlives the transaction.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::defs::{Name, PortalDef, StatementDef};
+use super::defs::{Name, NameMap, NameSet, PortalDef, StatementDef};
 use super::effects::{Created, Effect};
 use super::sqlnames::Parsed;
 
 #[derive(Debug, Default)]
 pub struct Confirmed {
-    pub statements: HashMap<Name, Arc<StatementDef>>,
-    pub portals: HashMap<Name, Arc<PortalDef>>,
+    pub statements: NameMap<Arc<StatementDef>>,
+    pub portals: NameMap<Arc<PortalDef>>,
     /// Portals in `portals` that a refused Bind left behind: the server runs nothing
     /// under them (see [`Confirmed::bind_failed`]).
-    failed: HashSet<Name>,
+    failed: NameSet,
     /// Portals in `portals` that are holdable cursors (kept when a transaction ends).
     holdable: usize,
     /// Bytes the named definitions keep (`size()`), for the session's limit.

@@ -35,11 +35,10 @@
 //! under a name that "holds `d` or nothing" runs `d` (see [`Slot`]); the confirmed side
 //! drops them when the server says the transaction ended.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::confirmed::Confirmed;
-use super::defs::{Name, PortalDef, Slot, StatementDef};
+use super::defs::{Name, NameMap, PortalDef, Slot, StatementDef};
 use super::effects::{Created, Effect};
 
 /// Values of names touched since the last Sync: in the group (what a later message of
@@ -47,23 +46,23 @@ use super::effects::{Created, Effect};
 #[derive(Debug)]
 struct Overlay<T> {
     /// What a later message sees, for names touched by a message not yet answered.
-    now: HashMap<Name, Slot<T>>,
+    now: NameMap<Slot<T>>,
     /// For names touched since the last Sync: every value they may hold once the group
     /// ends, whichever message of it fails.
-    group: HashMap<Name, Slot<T>>,
+    group: NameMap<Slot<T>>,
 }
 
 impl<T> Default for Overlay<T> {
     fn default() -> Self {
         Overlay {
-            now: HashMap::new(),
-            group: HashMap::new(),
+            now: NameMap::default(),
+            group: NameMap::default(),
         }
     }
 }
 
 impl<T> Overlay<T> {
-    fn get(&self, name: &[u8], confirmed: &HashMap<Name, Arc<T>>) -> Slot<T> {
+    fn get(&self, name: &[u8], confirmed: &NameMap<Arc<T>>) -> Slot<T> {
         match self.now.get(name) {
             Some(slot) => slot.clone(),
             None => Slot::of(confirmed.get(name)),
@@ -71,7 +70,7 @@ impl<T> Overlay<T> {
     }
 
     /// A message of the group gives `name` the value `value`.
-    fn set(&mut self, name: &Name, value: Slot<T>, confirmed: &HashMap<Name, Arc<T>>) {
+    fn set(&mut self, name: &Name, value: Slot<T>, confirmed: &NameMap<Arc<T>>) {
         let before = self.get(name, confirmed);
         let group = self.group.entry(name.clone()).or_insert(before);
         *group = group.union(&value);
@@ -94,7 +93,7 @@ impl<T> Overlay<T> {
     /// definitions (the unnamed one is not counted) at some point of the stream: the
     /// names it holds for certain or perhaps. O(1) while the names are well under the
     /// limit; counted exactly (once per new name) only near it.
-    fn over_limit(&self, name: &[u8], confirmed: &HashMap<Name, Arc<T>>, limit: usize) -> bool {
+    fn over_limit(&self, name: &[u8], confirmed: &NameMap<Arc<T>>, limit: usize) -> bool {
         // Every name confirmed or touched by a message not yet answered, "" included:
         // one more stays within the limit.
         if confirmed.len() + self.now.len() < limit {
