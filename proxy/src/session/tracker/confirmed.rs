@@ -21,17 +21,22 @@ pub struct Confirmed {
     failed: NameSet,
     /// Portals in `portals` that are holdable cursors (kept when a transaction ends).
     holdable: usize,
-    /// Bytes the named definitions keep (`size()`), for the session's limit.
-    bytes: usize,
+    /// Bytes the named statements and portals keep (`size()`), for the session's
+    /// limit; apart, so that a transaction's end, which drops portals, never walks the
+    /// statements.
+    statement_bytes: usize,
+    portal_bytes: usize,
 }
 
 /// What a named definition counts towards the retained bytes (the unnamed ones are
 /// replaced as they go, and are not counted, as for the count limits).
-fn counted(name: &[u8], size: usize) -> usize {
+/// Sizes are computed only for named definitions: the unnamed ones pass on every
+/// transaction of the extended protocol.
+fn counted(name: &[u8], size: impl FnOnce() -> usize) -> usize {
     if name.is_empty() {
         0
     } else {
-        size
+        size()
     }
 }
 
@@ -44,11 +49,11 @@ impl Confirmed {
 
     fn insert_portal(&mut self, name: Name, def: Arc<PortalDef>) {
         self.holdable += usize::from(def.holdable);
-        self.bytes += counted(&name, def.size());
+        self.portal_bytes += counted(&name, || def.size());
         let counted_name = name.clone();
         if let Some(old) = self.portals.insert(name, def) {
             self.holdable -= usize::from(old.holdable);
-            self.bytes -= counted(&counted_name, old.size());
+            self.portal_bytes -= counted(&counted_name, || old.size());
         }
     }
 
@@ -56,23 +61,23 @@ impl Confirmed {
         self.failed.remove(name);
         if let Some(old) = self.portals.remove(name) {
             self.holdable -= usize::from(old.holdable);
-            self.bytes -= counted(name, old.size());
+            self.portal_bytes -= counted(name, || old.size());
         }
     }
 
     /// ParseComplete (or SQL `PREPARE`): `name` holds `def`.
     pub fn define_statement(&mut self, name: Name, def: Arc<StatementDef>) {
-        self.bytes += counted(&name, def.size());
+        self.statement_bytes += counted(&name, || def.size());
         let counted_name = name.clone();
         if let Some(old) = self.statements.insert(name, def) {
-            self.bytes -= counted(&counted_name, old.size());
+            self.statement_bytes -= counted(&counted_name, || old.size());
         }
     }
 
     /// CloseComplete, SQL `DEALLOCATE`, a simple Query or failed Parse (unnamed).
     pub fn drop_statement(&mut self, name: &[u8]) {
         if let Some(old) = self.statements.remove(name) {
-            self.bytes -= counted(name, old.size());
+            self.statement_bytes -= counted(name, || old.size());
         }
     }
 
@@ -80,20 +85,20 @@ impl Confirmed {
     /// is not among the prepared statements SQL can reach.
     fn drop_named_statements(&mut self) {
         self.statements.retain(|name, _| name.is_empty());
-        self.recount();
+        self.statement_bytes = 0;
     }
 
     /// Bytes the named definitions keep.
     pub fn retained_bytes(&self) -> usize {
-        self.bytes
+        self.statement_bytes + self.portal_bytes
     }
 
-    fn recount(&mut self) {
-        self.bytes = self
-            .statements
+    /// Recounts the portals' bytes after some were dropped together.
+    fn recount_portals(&mut self) {
+        self.portal_bytes = self
+            .portals
             .iter()
-            .map(|(n, d)| counted(n, d.size()))
-            .chain(self.portals.iter().map(|(n, d)| counted(n, d.size())))
+            .map(|(n, d)| counted(n, || d.size()))
             .sum();
     }
 
@@ -127,13 +132,11 @@ impl Confirmed {
     pub fn transaction_ended(&mut self) {
         self.failed.clear();
         if self.holdable == 0 {
-            if !self.portals.is_empty() {
-                self.portals.clear();
-                self.recount();
-            }
+            self.portals.clear();
+            self.portal_bytes = 0;
         } else {
             self.portals.retain(|_, p| p.holdable);
-            self.recount();
+            self.recount_portals();
         }
     }
 
@@ -166,7 +169,7 @@ impl Confirmed {
         self.portals.clear();
         self.failed.clear();
         self.holdable = 0;
-        self.recount();
+        self.portal_bytes = 0;
         if let Some((name, def)) = keep {
             self.insert_portal(name, def);
         }
