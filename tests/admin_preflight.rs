@@ -40,23 +40,6 @@ fn problem_lines(out: &Output, target: &str) -> Vec<String> {
         .collect()
 }
 
-/// Rewrites the env's config to `provisioning: ephemeral` with admin role `admin`, and
-/// `extra_roles` (YAML lines at the roles' indent) added to the target's roles.
-fn make_ephemeral(env: &Env, admin: &str, extra_roles: &str) {
-    std::fs::write(env.dir.path().join("admin.password"), ADMIN_PASSWORD).unwrap();
-    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
-    let eph = yaml
-        .replace("        password_file: role.password\n", "")
-        .replace(
-            "    roles:\n",
-            &format!(
-                "    provisioning: ephemeral\n    admin:\n      user: {admin}\n      password_file: admin.password\n    roles:\n{extra_roles}"
-            ),
-        );
-    assert_ne!(yaml, eph);
-    std::fs::write(&env.config_path, eph).unwrap();
-}
-
 fn server_version(env: &Env) -> i32 {
     env.superuser_sql("SHOW server_version_num")
         .trim()
@@ -77,9 +60,10 @@ async fn check_config_proves_the_admin_can_provision_or_names_each_fix() {
         .create_role_with(&admin, ADMIN_PASSWORD, "NOCREATEROLE")
         .unwrap();
     env.superuser_sql(&format!("CREATE ROLE {su} SUPERUSER NOLOGIN"));
-    make_ephemeral(
-        &env,
+    env.make_ephemeral(
         &admin,
+        ADMIN_PASSWORD,
+        "",
         &format!("      ghost:\n        user: {missing}\n      root:\n        user: {su}\n"),
     );
     let version = server_version(&env);
@@ -248,7 +232,7 @@ async fn check_config_holds_the_admin_login_to_the_targets_auth_methods() {
         .create_role_with(&admin, ADMIN_PASSWORD, "CREATEROLE")
         .unwrap();
     env.superuser_sql(&format!("GRANT pf_cleartext TO {admin}"));
-    make_ephemeral(&env, &admin, "");
+    env.make_ephemeral(&admin, ADMIN_PASSWORD, "", "");
 
     let out = check_config(&env.config_path);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

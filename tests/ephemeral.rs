@@ -60,18 +60,12 @@ async fn ephemeral_env_on(
     })
     .await
     .unwrap();
-    std::fs::write(env.dir.path().join("admin.password"), ADMIN_PASSWORD).unwrap();
-    let yaml = std::fs::read_to_string(&env.config_path).unwrap();
-    let eph = yaml
-        .replace("        password_file: role.password\n", "")
-        .replace(
-            "    roles:\n",
-            &format!(
-                "    provisioning: ephemeral\n    guard: {{ role_changes: allow }}\n    admin:\n      user: {admin}\n      password_file: admin.password\n    roles:\n"
-            ),
-        );
-    assert_ne!(yaml, eph);
-    std::fs::write(&env.config_path, eph).unwrap();
+    env.make_ephemeral(
+        &admin,
+        ADMIN_PASSWORD,
+        "    guard: { role_changes: allow }\n",
+        "",
+    );
     env.restart().await;
     env
 }

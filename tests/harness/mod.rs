@@ -287,6 +287,34 @@ impl Env {
         self.cluster.psql(&self.target, sql).expect("superuser sql")
     }
 
+    /// Rewrites the config's target to `provisioning: ephemeral` with `admin` (its
+    /// password written to `admin.password`) instead of the shared role's password;
+    /// `extra_target` (YAML lines at the target's indent) and `extra_roles` (at the
+    /// roles' indent) are added. Takes effect at the next start or `restart`.
+    pub fn make_ephemeral(
+        &self,
+        admin: &str,
+        password: &str,
+        extra_target: &str,
+        extra_roles: &str,
+    ) {
+        std::fs::write(self.dir.path().join("admin.password"), password).expect("admin.password");
+        let yaml = std::fs::read_to_string(&self.config_path).expect("config");
+        let eph = yaml
+            .replace("        password_file: role.password\n", "")
+            .replace(
+                "    roles:\n",
+                &format!(
+                    "    provisioning: ephemeral\n{extra_target}    admin:\n      user: {admin}\n      password_file: admin.password\n    roles:\n{extra_roles}"
+                ),
+            );
+        assert_ne!(
+            yaml, eph,
+            "the config's target has no shared role to replace"
+        );
+        std::fs::write(&self.config_path, eph).expect("config");
+    }
+
     /// Whether a backend with this pid is still in pg_stat_activity (asked directly).
     pub fn backend_alive(&self, pid: i32) -> bool {
         self.superuser_sql(&format!(
