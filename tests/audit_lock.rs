@@ -16,6 +16,21 @@ use harness::{Env, ALICE};
 use jitgate::config;
 use jitgate_audit::EventBody;
 
+/// `jitgate audit acknowledge-truncation --config cfg --reason reason`, run in `dir`.
+fn acknowledge(cfg: &str, reason: &str, dir: &std::path::Path) -> std::process::Output {
+    jitgate(
+        &[
+            "audit",
+            "acknowledge-truncation",
+            "--config",
+            cfg,
+            "--reason",
+            reason,
+        ],
+        dir,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_serve_locks_out_other_writers_but_not_readers() {
     let mut env = Env::start("auditlock").await;
@@ -41,17 +56,7 @@ async fn a_running_serve_locks_out_other_writers_but_not_readers() {
     );
 
     // acknowledge-truncation while serve runs: refused, nothing written.
-    let out = jitgate(
-        &[
-            "audit",
-            "acknowledge-truncation",
-            "--config",
-            &cfg,
-            "--reason",
-            "while serving",
-        ],
-        env.dir.path(),
-    );
+    let out = acknowledge(&cfg, "while serving", env.dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -109,17 +114,7 @@ async fn a_running_serve_locks_out_other_writers_but_not_readers() {
 
     // Stopped, the log is free: the acknowledgement gets as far as finding nothing to
     // acknowledge, and the log still verifies.
-    let out = jitgate(
-        &[
-            "audit",
-            "acknowledge-truncation",
-            "--config",
-            &cfg,
-            "--reason",
-            "after stopping",
-        ],
-        env.dir.path(),
-    );
+    let out = acknowledge(&cfg, "after stopping", env.dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("nothing to acknowledge") && !text(&out).contains("in use"),
