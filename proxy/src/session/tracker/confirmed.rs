@@ -8,17 +8,18 @@
 
 use std::sync::Arc;
 
-use super::defs::{Name, NameMap, NameSet, PortalDef, StatementDef};
+use super::defs::{Name, PortalDef, StatementDef};
 use super::effects::{Created, Effect};
+use super::names::Names;
 use super::sqlnames::Parsed;
 
 #[derive(Debug, Default)]
 pub struct Confirmed {
-    pub statements: NameMap<Arc<StatementDef>>,
-    pub portals: NameMap<Arc<PortalDef>>,
+    pub statements: Names<Arc<StatementDef>>,
+    pub portals: Names<Arc<PortalDef>>,
     /// Portals in `portals` that a refused Bind left behind: the server runs nothing
     /// under them (see [`Confirmed::bind_failed`]).
-    failed: NameSet,
+    failed: Names<()>,
     /// Portals in `portals` that are holdable cursors (kept when a transaction ends).
     holdable: usize,
     /// Bytes the named statements and portals keep (`size()`), for the session's
@@ -84,7 +85,7 @@ impl Confirmed {
     /// Every named statement goes (`DEALLOCATE ALL`, `DISCARD ALL`); the unnamed one
     /// is not among the prepared statements SQL can reach.
     fn drop_named_statements(&mut self) {
-        self.statements.retain(|name, _| name.is_empty());
+        self.statements.retain(true, |_| false);
         self.statement_bytes = 0;
     }
 
@@ -95,11 +96,7 @@ impl Confirmed {
 
     /// Recounts the portals' bytes after some were dropped together.
     fn recount_portals(&mut self) {
-        self.portal_bytes = self
-            .portals
-            .iter()
-            .map(|(n, d)| counted(n, || d.size()))
-            .sum();
+        self.portal_bytes = self.portals.named().map(|(_, d)| d.size()).sum();
     }
 
     /// A Bind the server refused after it had created its portal (PostgreSQL 15
@@ -111,7 +108,7 @@ impl Confirmed {
     /// transaction, which the ReadyForQuery `I` after it then shows. `def` is the
     /// portal the Bind would have made: its text is what the server logs for it.
     pub fn bind_failed(&mut self, name: Name, def: Arc<PortalDef>) {
-        self.failed.insert(name.clone());
+        self.failed.insert(name.clone(), ());
         self.insert_portal(name, def);
     }
 
@@ -135,7 +132,7 @@ impl Confirmed {
             self.portals.clear();
             self.portal_bytes = 0;
         } else {
-            self.portals.retain(|_, p| p.holdable);
+            self.portals.retain(true, |p| p.holdable);
             self.recount_portals();
         }
     }
@@ -177,11 +174,7 @@ impl Confirmed {
 
     /// Named statements and portals held (for the session's limits).
     pub fn named(&self) -> (usize, usize) {
-        let unnamed = |has: bool| usize::from(has);
-        (
-            self.statements.len() - unnamed(self.statements.contains_key(&b""[..])),
-            self.portals.len() - unnamed(self.portals.contains_key(&b""[..])),
-        )
+        (self.statements.named_len(), self.portals.named_len())
     }
 
     /// A simple Query ran: it dropped the unnamed statement first, and each statement

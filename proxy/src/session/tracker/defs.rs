@@ -19,13 +19,6 @@ use crate::protocol::frontend::Bind;
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
 pub type Name = Bytes;
 
-/// A map keyed by names. Hashed with aHash, randomly seeded per process: names are the
-/// client's choice (a fixed hash would let it make every lookup collide), and SipHash,
-/// the standard library's, cost a measurable share of a pgbench transaction.
-pub type NameMap<V> = std::collections::HashMap<Name, V, ahash::RandomState>;
-/// A set of names (see [`NameMap`]).
-pub type NameSet = std::collections::HashSet<Name, ahash::RandomState>;
-
 /// Bytes of a name the server's tables of prepared statements and portals compare
 /// (`NAMEDATALEN - 1`): the keys of both are `char[NAMEDATALEN]`, filled with `strlcpy`,
 /// so two names that share their first 63 bytes are one name there.

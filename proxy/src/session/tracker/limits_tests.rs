@@ -257,23 +257,16 @@ fn kept_names_and_texts_do_not_pin_the_read_buffer() {
     // Small buffer: the named statement is copied, the unnamed one stays a slice (no
     // allocation per unnamed statement).
     let t = run(false);
-    let (name, named) = t
-        .confirmed
-        .statements
-        .iter()
-        .find(|(k, _)| !k.is_empty())
-        .unwrap();
+    let (name, named) = t.confirmed.statements.named().next().unwrap();
     assert!(!inside(name, &batch) && !inside(&named.sql, &batch));
     assert_eq!(&named.sql[..], b"select 'named'");
-    let unnamed = &t.confirmed.statements[&b""[..]];
+    let unnamed = t.confirmed.statements.get(b"").unwrap();
     assert!(inside(&unnamed.sql, &batch));
     // Large buffer: everything kept is copied.
     let t = run(true);
-    assert!(t
-        .confirmed
-        .statements
-        .values()
-        .all(|d| !inside(&d.sql, &batch)));
+    let statements = &t.confirmed.statements;
+    assert!(statements.named().all(|(_, d)| !inside(&d.sql, &batch)));
+    assert!(statements.get(b"").is_some_and(|d| !inside(&d.sql, &batch)));
 }
 
 fn limited_bytes(bytes: usize) -> Tracker {

@@ -33,6 +33,7 @@ mod client;
 mod confirmed;
 mod defs;
 mod effects;
+mod names;
 mod predict;
 mod replies;
 mod shield;
@@ -133,7 +134,9 @@ struct Request {
     op: Op,
     /// The `query` event's id for statements (Query, Execute, FunctionCall), else 0.
     query_id: u64,
-    started: Instant,
+    /// When a statement was forwarded (its duration is recorded); `None` for the other
+    /// messages, which are not timed.
+    started: Option<Instant>,
     /// Some reply for it has arrived.
     answered: bool,
     tag: Option<String>,
@@ -154,7 +157,7 @@ impl Request {
         Request {
             op,
             query_id,
-            started: Instant::now(),
+            started: (query_id != 0).then(Instant::now),
             answered: false,
             tag: None,
             rows: None,
@@ -183,7 +186,9 @@ impl Request {
             rows: self.rows,
             sqlstate: self.sqlstate.clone(),
             message,
-            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us: self.started.map_or(0, |t| {
+                u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }),
             bytes: self.bytes,
             skipped: skipped || self.refused || self.shielded,
         }

@@ -38,31 +38,32 @@
 use std::sync::Arc;
 
 use super::confirmed::Confirmed;
-use super::defs::{Name, NameMap, PortalDef, Slot, StatementDef};
+use super::defs::{Name, PortalDef, Slot, StatementDef};
 use super::effects::{Created, Effect};
+use super::names::Names;
 
 /// Values of names touched since the last Sync: in the group (what a later message of
 /// the group sees) and over the group (every value the name may hold after it).
 #[derive(Debug)]
 struct Overlay<T> {
     /// What a later message sees, for names touched by a message not yet answered.
-    now: NameMap<Slot<T>>,
+    now: Names<Slot<T>>,
     /// For names touched since the last Sync: every value they may hold once the group
     /// ends, whichever message of it fails.
-    group: NameMap<Slot<T>>,
+    group: Names<Slot<T>>,
 }
 
 impl<T> Default for Overlay<T> {
     fn default() -> Self {
         Overlay {
-            now: NameMap::default(),
-            group: NameMap::default(),
+            now: Names::default(),
+            group: Names::default(),
         }
     }
 }
 
 impl<T> Overlay<T> {
-    fn get(&self, name: &[u8], confirmed: &NameMap<Arc<T>>) -> Slot<T> {
+    fn get(&self, name: &[u8], confirmed: &Names<Arc<T>>) -> Slot<T> {
         match self.now.get(name) {
             Some(slot) => slot.clone(),
             None => Slot::of(confirmed.get(name)),
@@ -70,9 +71,9 @@ impl<T> Overlay<T> {
     }
 
     /// A message of the group gives `name` the value `value`.
-    fn set(&mut self, name: &Name, value: Slot<T>, confirmed: &NameMap<Arc<T>>) {
+    fn set(&mut self, name: &Name, value: Slot<T>, confirmed: &Names<Arc<T>>) {
         let before = self.get(name, confirmed);
-        let group = self.group.entry(name.clone()).or_insert(before);
+        let group = self.group.get_or_insert_with(name, || before);
         *group = group.union(&value);
         self.now.insert(name.clone(), value);
     }
@@ -85,15 +86,17 @@ impl<T> Overlay<T> {
     }
 
     fn clear(&mut self) {
-        self.now.clear();
-        self.group.clear();
+        if !self.now.is_empty() || !self.group.is_empty() {
+            self.now.clear();
+            self.group.clear();
+        }
     }
 
     /// Whether defining `name` would make the server hold more than `limit` named
     /// definitions (the unnamed one is not counted) at some point of the stream: the
     /// names it holds for certain or perhaps. O(1) while the names are well under the
     /// limit; counted exactly (once per new name) only near it.
-    fn over_limit(&self, name: &[u8], confirmed: &NameMap<Arc<T>>, limit: usize) -> bool {
+    fn over_limit(&self, name: &[u8], confirmed: &Names<Arc<T>>, limit: usize) -> bool {
         // Every name confirmed or touched by a message not yet answered, "" included:
         // one more stays within the limit.
         if confirmed.len() + self.now.len() < limit {
@@ -105,13 +108,13 @@ impl<T> Overlay<T> {
             return false;
         }
         let confirmed_held = confirmed
-            .keys()
-            .filter(|k| !k.is_empty() && self.now.get(*k).is_none_or(held))
+            .named()
+            .filter(|(k, _)| self.now.get(k).is_none_or(held))
             .count();
         let predicted_new = self
             .now
-            .iter()
-            .filter(|(k, s)| !k.is_empty() && !confirmed.contains_key(*k) && held(s))
+            .named()
+            .filter(|(k, s)| !confirmed.contains(k) && held(s))
             .count();
         confirmed_held + predicted_new >= limit
     }

@@ -100,9 +100,27 @@ fn run(extended: bool, n: u32) -> f64 {
 #[test]
 #[ignore = "a timing loop, run by hand in a release build"]
 fn tracker_per_transaction() {
-    for round in 0..5 {
-        let ext = run(true, 200_000);
-        let prep = run(false, 200_000);
+    // Fewer iterations for a run under valgrind (instruction counts, exact).
+    let env = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rounds, n) = (env("TIMING_ROUNDS", 5), env("TIMING_N", 200_000));
+    for round in 0..rounds {
+        // TIMING_ONLY=extended|prepared: one of the two (for instruction counts).
+        let only = std::env::var("TIMING_ONLY").unwrap_or_default();
+        let ext = if only == "prepared" {
+            0.0
+        } else {
+            run(true, n)
+        };
+        let prep = if only == "extended" {
+            0.0
+        } else {
+            run(false, n)
+        };
         eprintln!("round {round}: extended {ext:.3} us/txn, prepared {prep:.3} us/txn");
     }
 }
