@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use jitgate_audit::{setting_change, ContentRules, EventBody, Protocol};
+use jitgate_audit::{ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
 use super::defs::{function_args, key, retained, PortalDef, Slot, StatementDef};
 use super::effects::Effects;
+use super::look::Look;
 use super::predict::Prediction;
-use super::sqlnames::{self, Parsed};
 use super::{name_text, query_event, Op, Request, Step, Tracker};
 use crate::error::ProtocolError;
 use crate::guard::{self, substitute, Refusal, RoleChanges};
@@ -117,7 +117,11 @@ impl Tracker {
         match tag {
             tags::QUERY => {
                 let q = frontend::parse_query(body)?;
-                let (refusal, names) = self.look_at(&q.sql);
+                let Look {
+                    refusal,
+                    names,
+                    setting,
+                } = self.last_look.look(self.role_changes, &q.sql);
                 let recorded = recorded_sql(refusal, &q.sql);
                 let query_id = self.next_id();
                 let mut event = query_event(&self.rules, query_id, Protocol::Simple, &recorded);
@@ -125,7 +129,7 @@ impl Tracker {
                     setting_change: s, ..
                 } = &mut event
                 {
-                    *s = setting_change(&q.sql);
+                    *s = setting;
                 }
                 // The server keeps the whole text as the source of what it defines.
                 let effects = names.map(|n| Effects::new(&n, &Bytes::copy_from_slice(&q.sql), &[]));
@@ -143,8 +147,11 @@ impl Tracker {
                 if named && self.runs() {
                     self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
                 }
-                let setting = setting_change(&p.sql);
-                let (refusal, names) = self.look_at(&p.sql);
+                let Look {
+                    refusal,
+                    names,
+                    setting,
+                } = self.last_look.look(self.role_changes, &p.sql);
                 // A Parse holds one statement (the server refuses more).
                 let names = names
                     .filter(|n| n.len() == 1)
@@ -327,22 +334,6 @@ impl Tracker {
             _ => self.doomed = true,
         }
         Ok(step)
-    }
-
-    /// The verdict on a SQL text (the guard's, under the target's setting; then whether
-    /// jitgate can follow the names it defines), and what its statements do to names.
-    fn look_at(&self, sql: &[u8]) -> (Option<Refusal>, Option<Box<[Parsed]>>) {
-        let guarded = match self.role_changes {
-            RoleChanges::Refuse => guard::check_sql(sql),
-            RoleChanges::Allow => None,
-        };
-        if guarded.is_some() {
-            return (guarded, None);
-        }
-        match sqlnames::scan(sql) {
-            Ok(names) => (None, names),
-            Err(refusal) => (Some(refusal), None),
-        }
     }
 
     /// Whether the server will take the next message (it does not skip, and the session

@@ -33,6 +33,7 @@ mod client;
 mod confirmed;
 mod defs;
 mod effects;
+mod look;
 mod names;
 mod predict;
 mod replies;
@@ -173,18 +174,18 @@ impl Request {
         !matches!(self.op, Op::Silent { .. })
     }
 
-    /// Its `query_result` event.
-    fn result(&self, skipped: bool) -> EventBody {
+    /// Its `query_result` event (it is done with: its strings move into the event).
+    fn result(self, skipped: bool) -> EventBody {
         let message = if self.shielded {
             Some(shield::SHIELDED.to_owned())
         } else {
-            self.message.clone()
+            self.message
         };
         EventBody::QueryResult {
             query_id: self.query_id,
-            tag: self.tag.clone(),
+            tag: self.tag,
             rows: self.rows,
-            sqlstate: self.sqlstate.clone(),
+            sqlstate: self.sqlstate,
             message,
             duration_us: self.started.map_or(0, |t| {
                 u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -212,6 +213,8 @@ pub struct Tracker {
     rules: Arc<ContentRules>,
     /// Whether statements that change roles or the server are refused.
     role_changes: RoleChanges,
+    /// The verdict on the last plain SQL text, for the same text sent again.
+    last_look: look::LastLook,
     next_query_id: u64,
     confirmed: Confirmed,
     prediction: Prediction,

@@ -81,7 +81,11 @@ impl<V> Names<V> {
 
     pub fn clear(&mut self) {
         self.unnamed = None;
-        self.named.clear();
+        // An empty map is left alone: clearing one that has had entries still resets
+        // its whole table.
+        if !self.named.is_empty() {
+            self.named.clear();
+        }
     }
 
     /// Whether nothing is held (a check of two fields, no walk).
@@ -112,13 +116,15 @@ impl<V> Names<V> {
         self.named.iter()
     }
 
-    /// Takes every entry out, `""` (as an empty name) included.
+    /// Takes every entry out, `""` (as an empty name) included. (An empty map is not
+    /// drained: that would reset its whole table, see [`Names::clear`].)
     pub fn drain(&mut self) -> impl Iterator<Item = (Name, V)> + '_ {
+        let named = (!self.named.is_empty()).then(|| self.named.drain());
         self.unnamed
             .take()
             .map(|v| (Name::new(), v))
             .into_iter()
-            .chain(self.named.drain())
+            .chain(named.into_iter().flatten())
     }
 }
 

@@ -1,0 +1,130 @@
+//! The verdict on a SQL text before it is forwarded: the guard's (does it change a role
+//! or the server, under the target's setting), whether jitgate can follow the names it
+//! defines (`sqlnames.rs`), and which setting it changes (for the `query` event).
+//!
+//! All three are functions of the text's bytes alone, and drivers send the same text
+//! again and again — every Parse of the unnamed statement under `pgbench -M extended`,
+//! an ORM's statements — so the verdict on the last text that holds nothing to refuse
+//! or parse is kept, and the same bytes again are decided by one comparison instead of
+//! three passes over them.
+
+use jitgate_audit::{setting_change, SettingChange};
+
+use super::sqlnames::{self, Parsed};
+use crate::guard::{self, Refusal, RoleChanges};
+
+/// What is decided about a text.
+#[derive(Debug)]
+pub struct Look {
+    /// Refused: the server gets a substitute that fails (`guard/substitute.rs`).
+    pub refusal: Option<Refusal>,
+    /// What its statements do to names, when one of them may define or drop one.
+    pub names: Option<Box<[Parsed]>>,
+    /// The setting it changes, for the audit.
+    pub setting: Option<SettingChange>,
+}
+
+/// Texts longer than this are not kept (a copy per text would cost more than the
+/// passes it saves only for texts sent again).
+const KEPT_MAX: usize = 1024;
+
+/// The last text that was neither refused nor names anything, and its setting.
+#[derive(Debug, Default)]
+pub struct LastLook {
+    sql: Vec<u8>,
+    setting: Option<SettingChange>,
+    kept: bool,
+}
+
+impl LastLook {
+    /// The verdict on `sql` under `role_changes` (constant for a session).
+    pub fn look(&mut self, role_changes: RoleChanges, sql: &[u8]) -> Look {
+        if self.kept && self.sql == sql {
+            return Look {
+                refusal: None,
+                names: None,
+                setting: self.setting,
+            };
+        }
+        let look = look_at(role_changes, sql);
+        self.kept = look.refusal.is_none() && look.names.is_none() && sql.len() <= KEPT_MAX;
+        if self.kept {
+            self.sql.clear();
+            self.sql.extend_from_slice(sql);
+            self.setting = look.setting;
+        }
+        look
+    }
+}
+
+/// The guard's verdict first; then whether jitgate can follow the names the text
+/// defines (a text it cannot parse is refused).
+fn look_at(role_changes: RoleChanges, sql: &[u8]) -> Look {
+    let setting = setting_change(sql);
+    let guarded = match role_changes {
+        RoleChanges::Refuse => guard::check_sql(sql),
+        RoleChanges::Allow => None,
+    };
+    if guarded.is_some() {
+        return Look {
+            refusal: guarded,
+            names: None,
+            setting,
+        };
+    }
+    let (refusal, names) = match sqlnames::scan(sql) {
+        Ok(names) => (None, names),
+        Err(refusal) => (Some(refusal), None),
+    };
+    Look {
+        refusal,
+        names,
+        setting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_bytes_get_the_same_verdict_and_refusals_are_never_kept() {
+        let mut last = LastLook::default();
+        let plain = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        for _ in 0..2 {
+            let l = last.look(RoleChanges::Refuse, plain);
+            assert!(l.refusal.is_none() && l.names.is_none() && l.setting.is_none());
+        }
+        // Flagged, not refused: kept, and still flagged from what was kept.
+        for _ in 0..2 {
+            let l = last.look(RoleChanges::Refuse, b"SET ROLE other");
+            assert!(l.refusal.is_none());
+            assert_eq!(l.setting, Some(SettingChange::Role));
+        }
+        let alter = b"ALTER ROLE app PASSWORD 'secret'";
+        for _ in 0..2 {
+            assert!(last.look(RoleChanges::Refuse, alter).refusal.is_some());
+        }
+        for _ in 0..2 {
+            assert!(last.look(RoleChanges::Allow, alter).refusal.is_none());
+        }
+        for _ in 0..2 {
+            let l = last.look(RoleChanges::Refuse, b"PREPARE s AS SELECT 1");
+            assert!(l.names.is_some());
+        }
+        // A text differing in one byte from the kept one is looked at afresh.
+        let _ = last.look(RoleChanges::Refuse, b"SELECT 1");
+        assert!(last
+            .look(RoleChanges::Refuse, b"SELECT 2")
+            .refusal
+            .is_none());
+        assert_eq!(
+            last.look(RoleChanges::Refuse, b"SET ROLE x").setting,
+            Some(SettingChange::Role)
+        );
+        assert!(last
+            .look(RoleChanges::Refuse, b"ALTER ROLE x PASSWORD 'y'")
+            .refusal
+            .is_some());
+    }
+}
