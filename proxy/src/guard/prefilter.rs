@@ -16,8 +16,10 @@ use std::sync::OnceLock;
 
 use super::words::Words;
 
-/// Any of these as a word: parse.
-const STRONG: [&str; 10] = [
+/// The words looked for, by index: first the strong ones (any of them as a word:
+/// parse), then `U&"` (an identifier spelled with Unicode escapes, which may be
+/// `set_config`; not a word: anywhere), then `GROUP`, then the verbs it needs.
+pub const PATTERNS: [&str; 15] = [
     "role",
     "user",
     "system",
@@ -28,45 +30,60 @@ const STRONG: [&str; 10] = [
     "revoke",
     "owned",
     "database",
+    "u&\"",
+    "group",
+    "create",
+    "alter",
+    "drop",
 ];
-/// `U&"`: an identifier spelled with Unicode escapes (may be `set_config`).
-const ESCAPED_IDENTIFIER: &str = "u&\"";
-/// These only together with one of [`VERBS`].
-const GROUP: &str = "group";
-const VERBS: [&str; 3] = ["create", "alter", "drop"];
+/// `PATTERNS[..STRONG]` are the strong words.
+const STRONG: usize = 10;
+const ESCAPED_IDENTIFIER: usize = 10;
+/// `GROUP` counts only together with one of the verbs after it.
+const GROUP: usize = 11;
+
+/// What a pass over a text found of [`PATTERNS`], fed match by match (in order).
+#[derive(Debug, Default)]
+pub struct RoleWords {
+    group: bool,
+    verb: bool,
+    parse: bool,
+}
+
+impl RoleWords {
+    /// A match of `PATTERNS[id]`; `whole`: it stands as a whole word.
+    pub fn see(&mut self, id: usize, whole: bool) {
+        if id == ESCAPED_IDENTIFIER {
+            self.parse = true;
+        } else if whole {
+            if id < STRONG {
+                self.parse = true;
+            } else if id == GROUP {
+                self.group = true;
+            } else {
+                self.verb = true;
+            }
+            self.parse |= self.group && self.verb;
+        }
+    }
+
+    /// Whether the text must be parsed to be decided.
+    pub fn must_parse(&self) -> bool {
+        self.parse
+    }
+}
 
 fn words() -> &'static Words {
     static WORDS: OnceLock<Words> = OnceLock::new();
-    WORDS.get_or_init(|| {
-        let patterns: Vec<&str> = STRONG
-            .iter()
-            .chain([&ESCAPED_IDENTIFIER, &GROUP])
-            .chain(VERBS.iter())
-            .copied()
-            .collect();
-        Words::new(&patterns)
-    })
+    WORDS.get_or_init(|| Words::new(&PATTERNS))
 }
 
 /// Whether `sql` must be parsed to be decided.
 pub fn may_change_roles(sql: &[u8]) -> bool {
-    let (mut group, mut verb) = (false, false);
+    let mut seen = RoleWords::default();
     for (id, whole) in words().find(sql) {
-        if id == STRONG.len() {
-            return true; // U&"
-        }
-        if !whole {
-            continue;
-        }
-        if id < STRONG.len() {
-            return true;
-        }
-        if id == STRONG.len() + 1 {
-            group = true;
-        } else {
-            verb = true;
-        }
-        if group && verb {
+        seen.see(id, whole);
+        if seen.must_parse() {
             return true;
         }
     }

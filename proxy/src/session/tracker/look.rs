@@ -2,15 +2,23 @@
 //! or the server, under the target's setting), whether jitgate can follow the names it
 //! defines (`sqlnames.rs`), and which setting it changes (for the `query` event).
 //!
+//! One keyword pass over the text serves both the guard's prefilter and the SQL names'
+//! (one automaton over both sets of words); only a text with one of their words is
+//! parsed.
+//!
 //! All three are functions of the text's bytes alone, and drivers send the same text
 //! again and again — every Parse of the unnamed statement under `pgbench -M extended`,
 //! an ORM's statements — so the verdict on the last text that holds nothing to refuse
 //! or parse is kept, and the same bytes again are decided by one comparison instead of
 //! three passes over them.
 
+use std::sync::OnceLock;
+
 use jitgate_audit::{setting_change, SettingChange};
 
 use super::sqlnames::{self, Parsed};
+use crate::guard::prefilter::{self, RoleWords};
+use crate::guard::words::Words;
 use crate::guard::{self, Refusal, RoleChanges};
 
 /// What is decided about a text.
@@ -57,22 +65,43 @@ impl LastLook {
     }
 }
 
+/// The guard's words, then the SQL names' (`sqlnames::KEYWORDS`), in one automaton.
+fn words() -> &'static Words {
+    static WORDS: OnceLock<Words> = OnceLock::new();
+    WORDS.get_or_init(|| {
+        let patterns: Vec<&str> = prefilter::PATTERNS
+            .iter()
+            .chain(sqlnames::KEYWORDS.iter())
+            .copied()
+            .collect();
+        Words::new(&patterns)
+    })
+}
+
 /// The guard's verdict first; then whether jitgate can follow the names the text
 /// defines (a text it cannot parse is refused).
-fn look_at(role_changes: RoleChanges, sql: &[u8]) -> Look {
+pub(super) fn look_at(role_changes: RoleChanges, sql: &[u8]) -> Look {
     let setting = setting_change(sql);
+    let mut role_words = RoleWords::default();
+    let mut names_word = false;
+    for (id, whole) in words().find(sql) {
+        match id.checked_sub(prefilter::PATTERNS.len()) {
+            None => role_words.see(id, whole),
+            Some(_) => names_word |= whole,
+        }
+    }
     let guarded = match role_changes {
-        RoleChanges::Refuse => guard::check_sql(sql),
-        RoleChanges::Allow => None,
+        RoleChanges::Refuse if role_words.must_parse() => guard::check_parsed(sql),
+        _ => None,
     };
-    if guarded.is_some() {
+    if guarded.is_some() || !names_word {
         return Look {
             refusal: guarded,
             names: None,
             setting,
         };
     }
-    let (refusal, names) = match sqlnames::scan(sql) {
+    let (refusal, names) = match sqlnames::parse(sql) {
         Ok(names) => (None, names),
         Err(refusal) => (Some(refusal), None),
     };

@@ -5,7 +5,7 @@
 //! with SQL and run it with the protocol — and the tracker must know what the name
 //! holds to record what runs.
 //!
-//! Such a text is found by its keyword (one pass, [`Words`]: almost every statement has
+//! Such a text is found by its keyword (in the one pass of `look.rs`: almost every statement has
 //! none and is not parsed), then parsed with PostgreSQL's own parser (`pg_query`) into
 //! one [`Parsed`] per statement, in the server's order. What each did is applied only
 //! when the server confirms it: the statement's CommandComplete, whose tag must be the
@@ -18,21 +18,18 @@
 //! cursor, `EXECUTE 'PREPARE …'`). An Execute of such a name is recorded with an empty
 //! text; AUDIT.md says so.
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
 use pg_query::protobuf::DiscardMode;
 use pg_query::NodeEnum;
 
 use super::defs::{key, Name};
-use crate::guard::words::Words;
 use crate::guard::{Reason, Refusal};
 
 /// `CURSOR_OPT_HOLD` (parsenodes.h): `DECLARE … WITH HOLD`.
 const CURSOR_OPT_HOLD: i32 = 0x0020;
 
 /// The keywords one of the statements must hold.
-const KEYWORDS: [&str; 5] = ["prepare", "declare", "deallocate", "close", "discard"];
+pub const KEYWORDS: [&str; 5] = ["prepare", "declare", "deallocate", "close", "discard"];
 
 /// What one statement of a text does to the names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +92,6 @@ pub fn is_name_tag(tag: &str) -> bool {
     matches!(tag.as_bytes().first(), Some(b'P' | b'D' | b'C')) && NAME_TAGS.contains(&tag)
 }
 
-fn words() -> &'static Words {
-    static WORDS: OnceLock<Words> = OnceLock::new();
-    WORDS.get_or_init(|| Words::new(&KEYWORDS))
-}
-
 /// Why a text was refused: it may define names and could not be parsed.
 const UNPARSABLE: Refusal = Refusal {
     what: "jitgate's parser rejected it",
@@ -110,13 +102,11 @@ const NOT_UTF8_NAME: Refusal = Refusal {
     reason: Reason::UnfollowedNames,
 };
 
-/// What the statements of `sql` (a Query's text, or a Parse's) do to the names, in
-/// order. `Ok(None)`: none can touch a name (no keyword; the common case, no parse).
-/// `Err`: one may, and jitgate cannot tell which name: the text is refused.
-pub fn scan(sql: &[u8]) -> Result<Option<Box<[Parsed]>>, Refusal> {
-    if !words().any(sql) {
-        return Ok(None);
-    }
+/// What the statements of `sql` (a Query's text, or a Parse's, which holds one of
+/// [`KEYWORDS`] as a whole word: see `look.rs`) do to the names, in order. `Ok(None)`:
+/// none touches a name. `Err`: one may, and jitgate cannot tell which name: the text is
+/// refused.
+pub fn parse(sql: &[u8]) -> Result<Option<Box<[Parsed]>>, Refusal> {
     // The server parses the text in its encoding. Not UTF-8: each byte is taken as a
     // Latin-1 character, which keeps every token where it was (bytes ≥ 0x80 stay
     // identifier characters); the names then must be ASCII to be known.
@@ -156,6 +146,16 @@ pub fn scan(sql: &[u8]) -> Result<Option<Box<[Parsed]>>, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::RoleChanges;
+
+    /// The keyword pass and the parse, as the tracker runs them.
+    fn scan(sql: &[u8]) -> Result<Option<Box<[Parsed]>>, Refusal> {
+        let look = super::super::look::look_at(RoleChanges::Allow, sql);
+        match look.refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(look.names),
+        }
+    }
 
     fn names(sql: &str) -> Vec<Parsed> {
         scan(sql.as_bytes())
