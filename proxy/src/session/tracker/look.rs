@@ -2,9 +2,10 @@
 //! or the server, under the target's setting), whether jitgate can follow the names it
 //! defines (`sqlnames.rs`), and which setting it changes (for the `query` event).
 //!
-//! One keyword pass over the text serves both the guard's prefilter and the SQL names'
-//! (one automaton over both sets of words); only a text with one of their words is
-//! parsed.
+//! One keyword pass over the text serves the guard's prefilter, the SQL names' and
+//! the setting lexer (one automaton over their words); only a text with one of the
+//! guard's or the names' words is parsed, and only one with `SET`, `RESET`, `DISCARD`
+//! or `set_config` is lexed for its setting.
 //!
 //! All three are functions of the text's bytes alone, and drivers send the same text
 //! again and again — every Parse of the unnamed statement under `pgbench -M extended`,
@@ -65,31 +66,74 @@ impl LastLook {
     }
 }
 
-/// The guard's words, then the SQL names' (`sqlnames::KEYWORDS`), in one automaton.
-fn words() -> &'static Words {
-    static WORDS: OnceLock<Words> = OnceLock::new();
-    WORDS.get_or_init(|| {
-        let patterns: Vec<&str> = prefilter::PATTERNS
+/// Words whose presence, as a whole word, is needed for a text to change a setting
+/// the audit flags (`jitgate_audit::setting_change` looks for `SET`, `RESET` and
+/// `DISCARD` starting a statement, and `set_config(` calls): without one the lexer's
+/// pass is skipped.
+const SETTING_WORDS: [&str; 4] = ["set", "reset", "discard", "set_config"];
+
+/// The words of the one pass: the guard's prefilter's, the SQL names' and the setting
+/// lexer's, each once, with what each means to whom.
+struct FirstLook {
+    words: Words,
+    /// Per word: its index in `prefilter::PATTERNS`.
+    role: Vec<Option<usize>>,
+    /// Per word: one of `sqlnames::KEYWORDS`.
+    names: Vec<bool>,
+    /// Per word: one of [`SETTING_WORDS`].
+    setting: Vec<bool>,
+}
+
+fn first_look() -> &'static FirstLook {
+    static FIRST: OnceLock<FirstLook> = OnceLock::new();
+    FIRST.get_or_init(|| {
+        let mut patterns: Vec<&'static str> = Vec::new();
+        for w in prefilter::PATTERNS
             .iter()
             .chain(sqlnames::KEYWORDS.iter())
-            .copied()
-            .collect();
-        Words::new(&patterns)
+            .chain(SETTING_WORDS.iter())
+        {
+            if !patterns.contains(w) {
+                patterns.push(w);
+            }
+        }
+        let index_in = |set: &[&str], w: &str| set.iter().position(|s| *s == w);
+        FirstLook {
+            words: Words::new(&patterns),
+            role: patterns
+                .iter()
+                .map(|w| index_in(&prefilter::PATTERNS, w))
+                .collect(),
+            names: patterns
+                .iter()
+                .map(|w| index_in(&sqlnames::KEYWORDS, w).is_some())
+                .collect(),
+            setting: patterns
+                .iter()
+                .map(|w| index_in(&SETTING_WORDS, w).is_some())
+                .collect(),
+        }
     })
 }
 
 /// The guard's verdict first; then whether jitgate can follow the names the text
 /// defines (a text it cannot parse is refused).
 pub(super) fn look_at(role_changes: RoleChanges, sql: &[u8]) -> Look {
-    let setting = setting_change(sql);
+    let first = first_look();
     let mut role_words = RoleWords::default();
-    let mut names_word = false;
-    for (id, whole) in words().find(sql) {
-        match id.checked_sub(prefilter::PATTERNS.len()) {
-            None => role_words.see(id, whole),
-            Some(_) => names_word |= whole,
+    let (mut names_word, mut setting_word) = (false, false);
+    for (id, whole) in first.words.find(sql) {
+        if let Some(role_id) = first.role[id] {
+            role_words.see(role_id, whole);
         }
+        names_word |= whole && first.names[id];
+        setting_word |= whole && first.setting[id];
     }
+    let setting = if setting_word {
+        setting_change(sql)
+    } else {
+        None
+    };
     let guarded = match role_changes {
         RoleChanges::Refuse if role_words.must_parse() => guard::check_parsed(sql),
         _ => None,
@@ -140,6 +184,31 @@ mod tests {
         for _ in 0..2 {
             let l = last.look(RoleChanges::Refuse, b"PREPARE s AS SELECT 1");
             assert!(l.names.is_some());
+        }
+        // The setting lexer runs on texts with its words, wherever they are.
+        for (sql, setting) in [
+            (
+                &b"/* x */ set search_path = public"[..],
+                Some(SettingChange::SearchPath),
+            ),
+            (b"select 1; RESET ALL", Some(SettingChange::All)),
+            (b"DISCARD ALL", Some(SettingChange::All)),
+            (
+                b"select 1set_config('role', 'x', false)",
+                Some(SettingChange::Role),
+            ),
+            (
+                b"SELECT set_config('search_path', 'x', false)",
+                Some(SettingChange::SearchPath),
+            ),
+            (b"UPDATE t SET role = 'x'", None),
+            (b"select settings, reset_at from t", None),
+        ] {
+            assert_eq!(look_at(RoleChanges::Allow, sql).setting, setting, "{sql:?}");
+            assert_eq!(
+                look_at(RoleChanges::Allow, sql).setting,
+                setting_change(sql)
+            );
         }
         // A text differing in one byte from the kept one is looked at afresh.
         let _ = last.look(RoleChanges::Refuse, b"SELECT 1");
