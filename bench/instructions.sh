@@ -29,8 +29,20 @@ PGPORT=$(sed -n '/^targets:/,/^[a-z]/s/^ *port: *//p' "$W/p/jitgate.yaml" | head
 export PGSSLMODE=disable PGPASSWORD
 PGPASSWORD=$(cat "$W/p/upstream.password")
 OUT=$(mktemp -d)
-trap 'kill $(cat $OUT/*.pid 2>/dev/null) 2>/dev/null || true; su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $W/pgdata stop -m fast" >/dev/null 2>&1 || true; rm -rf $OUT' EXIT
-su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $W/pgdata -o '-c port=$PGPORT -c ssl=off' -l $OUT/pg.log start -w" >/dev/null
+chmod 755 "$OUT"
+STARTED=
+cleanup() {
+  kill $(cat "$OUT"/*.pid 2>/dev/null) 2>/dev/null || true
+  if [ -n "$STARTED" ]; then
+    su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $W/pgdata stop -m fast" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+if ! pg_isready -q -h 127.0.0.1 -p "$PGPORT"; then
+  su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $W/pgdata -o '-c port=$PGPORT -c ssl=off' -l $W/pgdata/instructions.log start -w" >/dev/null
+  STARTED=1
+fi
 
 count() { # NAME BINARY CONFIG
   local name=$1 bin=$2 cfg=$3 dir=$W/$1
