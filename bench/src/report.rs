@@ -330,7 +330,8 @@ impl Report<'_> {
             o,
             "## CPU per transaction\n\nUser + system CPU of the proxy process (/proc/PID/stat \
              utime+stime over the run, 10 ms ticks) divided by transactions, µs. With `-C` it \
-             is per connection.\n"
+             is per connection. The ratios are paired by round (side by side), then median \
+             (min–max) over rounds: P/Pv is how a change's cost is reported.\n"
         );
         let labels: Vec<&str> = ["R", "B", "P", "P0", "Pv", "Pe"]
             .into_iter()
@@ -340,6 +341,9 @@ impl Report<'_> {
         if self.has("B") {
             heads.push("P/B");
         }
+        if self.has("Pv") {
+            heads.push("P/Pv");
+        }
         self.header(o, "cell", &heads);
         for (i, c) in self.cells.iter().enumerate() {
             let mut row: Vec<String> = labels
@@ -348,6 +352,9 @@ impl Report<'_> {
                 .collect();
             if self.has("B") {
                 row.push(fmt_spread(self.ratio(i, "P", "B", |s| s.cpu_us), 2));
+            }
+            if self.has("Pv") {
+                row.push(fmt_spread(self.ratio(i, "P", "Pv", |s| s.cpu_us), 2));
             }
             let _ = writeln!(o, "| {} | {} |", c.name, row.join(" | "));
         }
