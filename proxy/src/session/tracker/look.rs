@@ -225,4 +225,34 @@ mod tests {
             .refusal
             .is_some());
     }
+
+    /// The shared pass decides as the guard's own pass does, also when the SQL names'
+    /// and the setting lexer's words stand next to the guard's.
+    #[test]
+    fn the_shared_pass_refuses_what_the_guard_refuses() {
+        for sql in [
+            "ALTER ROLE app PASSWORD 'x'",
+            "CLOSE c; ALTER ROLE app PASSWORD 'x'",
+            "PREPARE s AS SELECT set_config('role', 'x', false)",
+            "DECLARE c CURSOR FOR SELECT set_config('role', 'x', false)",
+            "SET search_path = x; DROP ROLE other",
+            "RESET ALL; GRANT pg_read_all_data TO app",
+            "DISCARD ALL; CREATE GROUP g",
+            "select 1;reset all;create/**/group g",
+            "SELECT U&\"\\0073et_config\"('role', 'x', false)",
+            "SET SESSION AUTHORIZATION other",
+            "DEALLOCATE ALL; REVOKE app FROM other",
+            "SELECT set_config('search_path', 'x', false)",
+            "SELECT 1 AS close, 2 AS discard, 3 AS reset",
+            "SET role other",
+            "CREATE TABLE prepare_user (x int)",
+            "SELECT count(*) FROM t GROUP BY a",
+        ] {
+            let guard = guard::check_sql(sql.as_bytes());
+            let shared = look_at(RoleChanges::Refuse, sql.as_bytes())
+                .refusal
+                .filter(|r| r.reason == guard::Reason::RoleChange);
+            assert_eq!(shared, guard, "{sql}");
+        }
+    }
 }
