@@ -37,7 +37,7 @@ use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
 use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
-use super::tracker::{Step, Tracker};
+use super::tracker::{Mark, Step, Tracker};
 use crate::error::ProtocolError;
 use crate::protocol::frame::peek_header;
 use crate::protocol::tags;
@@ -161,6 +161,14 @@ struct Deferred<'t> {
     /// Due [`RESULT_FLUSH_DELAY`] after `events` last became non-empty; created once per
     /// relay, reset only then, and polled only while `events` is not empty.
     timer: Pin<&'t mut Sleep>,
+}
+
+/// The write that carried `outcomes` deferred outcomes failed (out of line: logging
+/// code is large, and this path is rare).
+#[cold]
+#[inline(never)]
+fn outcomes_lost(error: &AuditError, outcomes: usize) {
+    tracing::error!(error = %error, outcomes, "could not audit the outcome of a query");
 }
 
 impl Relay<'_> {
@@ -510,38 +518,10 @@ impl Relay<'_> {
         }
         self.tracker.set_copy_retained(large);
         if self.refusal.discarding {
-            // Still inside a refused extended group: drop messages up to its Sync.
-            let upto = frames
-                .iter()
-                .position(|f| f.0 == tags::SYNC)
-                .map_or(frames.len(), |i| i + 1);
-            let error = refuse::audit_unavailable("an earlier message of this group was refused");
-            let mut out = BytesMut::new();
-            let quit_now = refuse::respond(
-                &mut self.refusal,
-                frames[..upto].iter().map(|f| f.0),
-                &error,
-                &mut out,
-            );
-            let client = &mut *self.client;
-            guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
-            if quit_now {
-                return Err(End::ClientQuit { clean: true });
-            }
-            if upto == frames.len() {
+            // Out of line (boxed): a refused group is rare, the path below is not.
+            if Box::pin(self.discard_refused(enforcer, &mut chunk, frames)).await? {
                 return Ok(());
             }
-            let offset = frames[upto].1 - 5;
-            chunk = chunk.slice(offset..);
-            frames.drain(..upto);
-            for f in frames.iter_mut() {
-                f.1 -= offset;
-                f.2 -= offset;
-            }
-        }
-        // The clock, not only the timer: nothing is forwarded past the grant.
-        if let Some(end) = enforcer.due() {
-            return Err(end);
         }
         // Audited and forwarded in slices: the events of one slice come to at most about
         // `max_audit_batch_bytes`, so a huge pipelined batch never has all its events in
@@ -587,28 +567,20 @@ impl Relay<'_> {
             }
             let mut quit = quit && to == frames.len();
             if stop < frames.len() {
-                // The waiting Execute and what follows it go back in front of the buffer.
-                let offset = frames[stop].1 - 5;
-                let inbuf = &mut self.client.inbuf;
-                let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
-                held.extend_from_slice(&chunk[offset..]);
-                held.extend_from_slice(inbuf);
-                *inbuf = held;
-                chunk.truncate(offset);
-                frames.truncate(stop);
+                self.hold_back(&mut chunk, frames, stop);
                 quit = false;
-                self.waiting = true;
             }
             if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
                 self.tracker.rollback(mark);
-                return self.refuse_batch(enforcer, &frames[from..], e).await;
+                // Out of line (boxed), as the refused group above.
+                return Box::pin(self.refuse_batch(enforcer, &frames[from..], e)).await;
             }
+            // The clock, not only the timer: nothing is forwarded past the grant. Asked
+            // once the statements are in the log, since the write may take a while:
+            // statements that came after the deadline are then in the log, recorded as
+            // never run.
             if let Some(end) = enforcer.due() {
-                // The grant ended while the audit log took the statements: they are in
-                // the log, and are recorded as never run.
-                let mut skipped = Vec::new();
-                self.tracker.abandon(mark, &mut skipped);
-                self.defer(&mut skipped, deferred);
+                self.abandon(mark, deferred);
                 return Err(end);
             }
             // The slice's bytes: from its first frame to its last, or to the end of what
@@ -628,23 +600,7 @@ impl Relay<'_> {
                         .map_err(End::UpstreamIo)?;
                 }
             } else {
-                let mut out = BytesMut::with_capacity(upto - begin + tags::FLUSH_MESSAGE.len());
-                let mut at = begin;
-                for (i, replacement) in &edits {
-                    let (_, body_start, end) = frames[*i];
-                    out.extend_from_slice(&chunk[at..body_start - 5]);
-                    if let Some(frame) = replacement {
-                        out.extend_from_slice(frame);
-                    }
-                    at = end;
-                }
-                out.extend_from_slice(&chunk[at..upto]);
-                if self.waiting {
-                    // Have the server send the answers the waiting Execute needs now, not
-                    // at the client's next Sync (which is behind the Execute).
-                    out.extend_from_slice(&tags::FLUSH_MESSAGE);
-                    self.tracker.flush_sent();
-                }
+                let out = self.edited(&chunk, frames, &edits, begin, upto);
                 let upstream = &mut *self.upstream;
                 guarded!(enforcer, write_flush(upstream, &out))?.map_err(End::UpstreamIo)?;
             }
@@ -656,6 +612,108 @@ impl Relay<'_> {
             }
             from = to;
         }
+    }
+
+    /// Still inside a refused extended group: answers the messages up to its Sync for
+    /// the server, and leaves `chunk` and `frames` with what follows. True when nothing
+    /// follows.
+    async fn discard_refused(
+        &mut self,
+        enforcer: &mut Enforcer,
+        chunk: &mut bytes::Bytes,
+        frames: &mut Vec<(u8, usize, usize)>,
+    ) -> Result<bool, End> {
+        let upto = frames
+            .iter()
+            .position(|f| f.0 == tags::SYNC)
+            .map_or(frames.len(), |i| i + 1);
+        let error = refuse::audit_unavailable("an earlier message of this group was refused");
+        let mut out = BytesMut::new();
+        let quit_now = refuse::respond(
+            &mut self.refusal,
+            frames[..upto].iter().map(|f| f.0),
+            &error,
+            &mut out,
+        );
+        let client = &mut *self.client;
+        guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
+        if quit_now {
+            return Err(End::ClientQuit { clean: true });
+        }
+        if upto == frames.len() {
+            return Ok(true);
+        }
+        let offset = frames[upto].1 - 5;
+        *chunk = chunk.slice(offset..);
+        frames.drain(..upto);
+        for f in frames.iter_mut() {
+            f.1 -= offset;
+            f.2 -= offset;
+        }
+        Ok(false)
+    }
+
+    /// An Execute must wait (see [`Step::Wait`]): it and what follows it go back in
+    /// front of the client buffer.
+    #[cold]
+    #[inline(never)]
+    fn hold_back(
+        &mut self,
+        chunk: &mut bytes::Bytes,
+        frames: &mut Vec<(u8, usize, usize)>,
+        stop: usize,
+    ) {
+        let offset = frames[stop].1 - 5;
+        let inbuf = &mut self.client.inbuf;
+        let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
+        held.extend_from_slice(&chunk[offset..]);
+        held.extend_from_slice(inbuf);
+        *inbuf = held;
+        chunk.truncate(offset);
+        frames.truncate(stop);
+        self.waiting = true;
+    }
+
+    /// The grant ended while the audit log took the slice's statements: they are in the
+    /// log, and are recorded as never run.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self, mark: Mark, deferred: &mut Deferred<'_>) {
+        let mut skipped = Vec::new();
+        self.tracker.abandon(mark, &mut skipped);
+        self.defer(&mut skipped, deferred);
+    }
+
+    /// The bytes of `chunk[begin..upto]` as the server must get them: frames it would
+    /// ignore left out, refused ones replaced, and — when an Execute waits — a Flush of
+    /// our own behind them.
+    #[inline(never)]
+    fn edited(
+        &mut self,
+        chunk: &[u8],
+        frames: &[(u8, usize, usize)],
+        edits: &[(usize, Option<bytes::Bytes>)],
+        begin: usize,
+        upto: usize,
+    ) -> BytesMut {
+        let mut out = BytesMut::with_capacity(upto - begin + tags::FLUSH_MESSAGE.len());
+        let mut at = begin;
+        for (i, replacement) in edits {
+            let (_, body_start, end) = frames[*i];
+            out.extend_from_slice(&chunk[at..body_start - 5]);
+            if let Some(frame) = replacement {
+                out.extend_from_slice(frame);
+            }
+            at = end;
+        }
+        out.extend_from_slice(&chunk[at..upto]);
+        if self.waiting {
+            // Have the server send the answers the waiting Execute needs now, not at the
+            // client's next Sync (which is behind the Execute).
+            out.extend_from_slice(&tags::FLUSH_MESSAGE);
+            self.tracker.flush_sent();
+        }
+        out
     }
 
     /// Writes the batch's events (its `query` events) behind the deferred outcomes, in one
@@ -680,7 +738,7 @@ impl Relay<'_> {
             Ok(Ok(_)) => Ok(Ok(())),
             Ok(Err(e)) => {
                 if outcomes > 0 {
-                    tracing::error!(error = %e, outcomes, "could not audit the outcome of a query");
+                    outcomes_lost(&e, outcomes);
                 }
                 Ok(Err(e))
             }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use jitgate_audit::{ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
-use super::defs::{function_args, key, retained, PortalDef, Slot, StatementDef};
+use super::defs::{function_args, key, retained, Name, PortalDef, Slot, StatementDef};
 use super::effects::Effects;
 use super::look::Look;
 use super::predict::Prediction;
@@ -58,6 +58,14 @@ fn recorded_sql(refusal: Option<Refusal>, sql: &Bytes) -> Bytes {
         .map_or_else(|| sql.clone(), Bytes::from)
 }
 
+/// The `query_result` of a statement the server will not run, and why.
+#[cold]
+#[inline(never)]
+fn skipped(mut request: Request, why: &str) -> EventBody {
+    request.not_run(why);
+    request.result(true)
+}
+
 /// Whether two portals were bound from the same statement definition.
 pub(super) fn same_statement(a: Option<&Arc<StatementDef>>, b: Option<&Arc<StatementDef>>) -> bool {
     match (a, b) {
@@ -86,32 +94,11 @@ impl Tracker {
         if copy_data && !taking && self.in_flight() {
             return Ok(Step::Wait);
         }
-        if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {
-            match tag {
-                tags::COPY_DATA => {
-                    copy.bytes += body.len() as u64;
-                    return Ok(Step::Forward);
-                }
-                tags::COPY_DONE | tags::COPY_FAIL => {
-                    copy.taking_input = false;
-                    return Ok(Step::Forward);
-                }
-                // The COPY ignores them (postgres.c: for libraries that send them
-                // without knowing the command was a COPY). Not forwarded: should the
-                // COPY have failed meanwhile, the server would take a Sync as the end of
-                // a skip, and which Syncs count would be unknown.
-                tags::SYNC | tags::FLUSH => return Ok(Step::Drop),
-                // The server ends the session at anything else — unless its COPY failed
-                // meanwhile and it runs the message after all. Not forwarded: the session
-                // ends here, as it would on the server.
-                _ => return Err(ProtocolError::UnexpectedDuringCopy { tag }),
-            }
+        if taking {
+            return self.copy_input(tag, body.len());
         }
-        if self.unfollowed {
-            return Err(ProtocolError::UnfollowedNames);
-        }
-        if let Some(limit) = self.over_limit {
-            return Err(ProtocolError::SessionLimit(limit));
+        if self.unfollowed || self.over_limit.is_some() {
+            return Err(self.refused_session());
         }
         let mut step = Step::Forward;
         match tag {
@@ -181,7 +168,7 @@ impl Tracker {
                 if named && self.runs() {
                     self.check_bytes(def.size())?;
                 }
-                self.message(Op::Parse { name, def });
+                self.message(Op::Parse { def });
             }
             tags::BIND => {
                 let mut b = frontend::parse_bind(body.clone())?;
@@ -201,7 +188,6 @@ impl Tracker {
                     let op = Op::Bind {
                         // A named portal's name is kept as long as the portal: copied.
                         portal: retained(b.portal, true),
-                        statement: b.statement,
                         def: slot.def().cloned(),
                         body,
                     };
@@ -270,41 +256,10 @@ impl Tracker {
                 request.shielded = shielded;
                 self.statement(event, request, events);
             }
-            tags::FUNCTION_CALL => {
-                let f = frontend::parse_function_call(body)?;
-                let query_id = self.next_id();
-                let mut event = query_event(&self.rules, query_id, Protocol::FunctionCall, b"");
-                if let EventBody::Query {
-                    params,
-                    function_oid,
-                    ..
-                } = &mut event
-                {
-                    *params = function_args(&self.rules, &f.arg_formats, &f.args);
-                    *function_oid = Some(f.oid);
-                }
-                let refusal = match self.role_changes {
-                    RoleChanges::Refuse => guard::check_function_call(f.oid, &f.args),
-                    RoleChanges::Allow => None,
-                };
-                let request = match refusal {
-                    // The server gets a Query instead, and answers it as one.
-                    Some(r) => {
-                        step = Step::Replace(substitute::query_frame(r));
-                        let mut request = Request::new(Op::Query { effects: None }, query_id);
-                        request.refused = true;
-                        request
-                    }
-                    None => Request::new(Op::FunctionCall, query_id),
-                };
-                self.statement(event, request, events);
-            }
+            tags::FUNCTION_CALL => step = self.function_call(body, events)?,
             tags::CLOSE => {
                 let c = frontend::parse_close(body)?;
-                self.message(Op::Close {
-                    statement: c.kind == tags::KIND_STATEMENT,
-                    name: key(c.name),
-                });
+                self.close(c.kind == tags::KIND_STATEMENT, key(c.name));
             }
             tags::DESCRIBE => {
                 frontend::parse_describe(body)?;
@@ -334,6 +289,89 @@ impl Tracker {
             _ => self.doomed = true,
         }
         Ok(step)
+    }
+
+    /// A message while a COPY takes the client's input.
+    #[inline(never)]
+    fn copy_input(&mut self, tag: u8, len: usize) -> Result<Step, ProtocolError> {
+        let Some(copy) = self.copy.as_mut() else {
+            return Ok(Step::Forward);
+        };
+        match tag {
+            tags::COPY_DATA => {
+                copy.bytes += len as u64;
+                Ok(Step::Forward)
+            }
+            tags::COPY_DONE | tags::COPY_FAIL => {
+                copy.taking_input = false;
+                Ok(Step::Forward)
+            }
+            // The COPY ignores them (postgres.c: for libraries that send them without
+            // knowing the command was a COPY). Not forwarded: should the COPY have
+            // failed meanwhile, the server would take a Sync as the end of a skip, and
+            // which Syncs count would be unknown.
+            tags::SYNC | tags::FLUSH => Ok(Step::Drop),
+            // The server ends the session at anything else — unless its COPY failed
+            // meanwhile and it runs the message after all. Not forwarded: the session
+            // ends here, as it would on the server.
+            _ => Err(ProtocolError::UnexpectedDuringCopy { tag }),
+        }
+    }
+
+    /// Why no message of the session is taken any more: the tracker lost track of the
+    /// names, or the session went over a limit.
+    #[cold]
+    #[inline(never)]
+    fn refused_session(&self) -> ProtocolError {
+        match self.over_limit {
+            Some(limit) if !self.unfollowed => ProtocolError::SessionLimit(limit),
+            _ => ProtocolError::UnfollowedNames,
+        }
+    }
+
+    /// FunctionCall: a statement, recorded with its arguments; refused (replaced by a
+    /// Query that fails) when it would change the role.
+    #[inline(never)]
+    fn function_call(
+        &mut self,
+        body: Bytes,
+        events: &mut Vec<EventBody>,
+    ) -> Result<Step, ProtocolError> {
+        let f = frontend::parse_function_call(body)?;
+        let query_id = self.next_id();
+        let mut event = query_event(&self.rules, query_id, Protocol::FunctionCall, b"");
+        if let EventBody::Query {
+            params,
+            function_oid,
+            ..
+        } = &mut event
+        {
+            *params = function_args(&self.rules, &f.arg_formats, &f.args);
+            *function_oid = Some(f.oid);
+        }
+        let refusal = match self.role_changes {
+            RoleChanges::Refuse => guard::check_function_call(f.oid, &f.args),
+            RoleChanges::Allow => None,
+        };
+        let mut step = Step::Forward;
+        let request = match refusal {
+            // The server gets a Query instead, and answers it as one.
+            Some(r) => {
+                step = Step::Replace(substitute::query_frame(r));
+                let mut request = Request::new(Op::Query { effects: None }, query_id);
+                request.refused = true;
+                request
+            }
+            None => Request::new(Op::FunctionCall, query_id),
+        };
+        self.statement(event, request, events);
+        Ok(step)
+    }
+
+    /// Close of a statement or a portal.
+    #[inline(never)]
+    fn close(&mut self, statement: bool, name: Name) {
+        self.message(Op::Close { statement, name });
     }
 
     /// Whether the server will take the next message (it does not skip, and the session
@@ -402,9 +440,7 @@ impl Tracker {
             self.push(request);
             return;
         };
-        let mut request = request;
-        request.message = Some(why.into());
-        events.push(request.result(true));
+        events.push(skipped(request, why));
     }
 
     /// The relay forwarded a Flush of its own (to have the server send the answers a

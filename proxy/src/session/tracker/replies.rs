@@ -26,10 +26,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
-use super::defs::{Name, PortalDef};
+use super::defs::{key, Name, PortalDef, StatementDef};
 use super::effects::Created;
 use super::{sqlnames, Copy, Op, Request, Tracker};
 use crate::protocol::backend::{self, ErrorFields};
@@ -70,6 +72,50 @@ fn bind_created_portal(fields: &ErrorFields) -> bool {
 /// fail with 34000 while it runs: FETCH of a missing cursor.)
 const PORTAL_LOOKUP_ROUTINE: &str = "exec_execute_message";
 
+/// A reply of a kind the front request does not get: the tracker lost the server's
+/// track. Logged (out of line: the reply path is hot) and ignored.
+#[cold]
+#[inline(never)]
+fn unexpected_reply(front: &Op) {
+    tracing::warn!(front = ?front, "a reply from the server matches no message the tracker expected; ignored");
+}
+
+/// A statement's completion while the front request is not a statement (as above).
+#[cold]
+#[inline(never)]
+fn unexpected_completion(front: &Op) {
+    tracing::warn!(front = ?front, "a statement's completion from the server matches no statement the tracker expected; ignored");
+}
+
+/// A ReadyForQuery with no Sync, Query or FunctionCall in front.
+#[cold]
+#[inline(never)]
+fn ready_for_nothing(front: Option<&Op>) {
+    tracing::debug!(front = ?front, "ReadyForQuery that ends nothing forwarded; ignored");
+}
+
+/// An Execute ran another portal than the one whose text was recorded.
+#[cold]
+#[inline(never)]
+fn report_disagreement(
+    query_id: u64,
+    portal: &[u8],
+    recorded: Option<&Arc<PortalDef>>,
+    bound: Option<&Arc<PortalDef>>,
+) {
+    let sql_of = |d: Option<&Arc<PortalDef>>| {
+        d.and_then(|d| d.statement.as_ref())
+            .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+    };
+    tracing::error!(
+        query_id,
+        portal = %String::from_utf8_lossy(portal),
+        recorded = ?sql_of(recorded),
+        bound = ?sql_of(bound),
+        "the text recorded for this Execute is not what the server had bound (a definition changed outside the protocol, e.g. SQL DEALLOCATE/PREPARE in a function)"
+    );
+}
+
 impl Tracker {
     /// A server message whose body is not needed: DataRow and CopyData are counted by
     /// length; the others (RowDescription, ParameterDescription, ParseComplete, …) are
@@ -91,10 +137,10 @@ impl Tracker {
     pub fn on_server(&mut self, tag: u8, body: &[u8], out: &mut Vec<EventBody>) {
         match tag {
             tags::PARSE_COMPLETE => {
-                if let Some(Op::Parse { name, def }) =
+                if let Some(Op::Parse { def }) =
                     self.take_front(|op| matches!(op, Op::Parse { .. }))
                 {
-                    self.confirmed.define_statement(name, def);
+                    self.confirmed.define_statement(def.name.clone(), def);
                 }
             }
             tags::BIND_COMPLETE => {
@@ -102,18 +148,7 @@ impl Tracker {
                     self.confirm_bind(op);
                 }
             }
-            tags::CLOSE_COMPLETE => {
-                if let Some(Op::Close { statement, name }) =
-                    self.take_front(|op| matches!(op, Op::Close { .. }))
-                {
-                    if statement {
-                        self.confirmed.drop_statement(&name);
-                    } else {
-                        self.dangling_unnamed &= !name.is_empty();
-                        self.confirmed.portal_closed(&name);
-                    }
-                }
-            }
+            tags::CLOSE_COMPLETE => self.close_done(),
             tags::ROW_DESCRIPTION | tags::NO_DATA => {
                 // Part of a Query's results, or the end of a Describe's answer.
                 self.take_front(|op| matches!(op, Op::Describe));
@@ -154,18 +189,7 @@ impl Tracker {
                 }
             }
             tags::COPY_IN_RESPONSE => self.copy_in_started(out),
-            tags::COPY_OUT_RESPONSE | tags::COPY_BOTH_RESPONSE => {
-                if let Some(r) = self.front() {
-                    r.answered = true;
-                    let query_id = r.query_id;
-                    self.copy = Some(Copy {
-                        query_id,
-                        direction: CopyDirection::Out,
-                        bytes: 0,
-                        taking_input: false,
-                    });
-                }
-            }
+            tags::COPY_OUT_RESPONSE | tags::COPY_BOTH_RESPONSE => self.copy_out_started(),
             tags::ERROR_RESPONSE => self.on_error(body, out),
             tags::READY_FOR_QUERY => self.on_ready(body, out),
             _ => return,
@@ -196,7 +220,7 @@ impl Tracker {
                 // RowDescription inside a Query's results.
                 return None;
             }
-            tracing::warn!(front = ?front.op, "a reply from the server matches no message the tracker expected; ignored");
+            unexpected_reply(&front.op);
             return None;
         }
         self.pending.pop_front().map(|r| r.op)
@@ -215,25 +239,67 @@ impl Tracker {
     /// had under that name: the predicted one, rebuilt if the prediction used another
     /// definition of the statement.
     fn bound_portal(&self, op: &Op) -> Option<(Name, Arc<PortalDef>)> {
-        let Op::Bind {
-            portal,
-            statement,
-            def,
-            body,
-        } = op
-        else {
+        let Op::Bind { portal, def, body } = op else {
             return None;
         };
-        let held = self.confirmed.statements.get(statement).cloned();
+        let held = match def {
+            Some(d) => self.confirmed.statements.get(&d.statement_name).cloned(),
+            None => self.held_by_name(body)?,
+        };
         let def = match def {
             Some(d) if same_statement(d.statement.as_ref(), held.as_ref()) => Arc::clone(d),
-            _ => Arc::new(PortalDef::bound(
-                &self.rules,
-                &frontend::parse_bind(body.clone()).ok()?,
-                held,
-            )),
+            _ => self.rebound(body, held)?,
         };
         Some((portal.clone(), def))
+    }
+
+    /// The portal a Bind makes of `held`, a definition other than the one predicted when
+    /// the Bind was forwarded: built again from the message.
+    #[cold]
+    #[inline(never)]
+    fn rebound(&self, body: &Bytes, held: Option<Arc<StatementDef>>) -> Option<Arc<PortalDef>> {
+        let bind = frontend::parse_bind(body.clone()).ok()?;
+        Some(Arc::new(PortalDef::bound(&self.rules, &bind, held)))
+    }
+
+    /// What the server holds under the statement name of a Bind whose portal was not
+    /// predicted (the name was ambiguous): the name is read from the message again.
+    #[cold]
+    #[inline(never)]
+    fn held_by_name(&self, body: &Bytes) -> Option<Option<Arc<StatementDef>>> {
+        let bind = frontend::parse_bind(body.clone()).ok()?;
+        Some(self.confirmed.statements.get(&key(bind.statement)).cloned())
+    }
+
+    /// CloseComplete: the name is gone.
+    #[inline(never)]
+    fn close_done(&mut self) {
+        if let Some(Op::Close { statement, name }) =
+            self.take_front(|op| matches!(op, Op::Close { .. }))
+        {
+            if statement {
+                self.confirmed.drop_statement(&name);
+            } else {
+                self.dangling_unnamed &= !name.is_empty();
+                self.confirmed.portal_closed(&name);
+            }
+        }
+    }
+
+    /// CopyOutResponse or CopyBothResponse: the front statement's rows come as COPY data.
+    #[cold]
+    #[inline(never)]
+    fn copy_out_started(&mut self) {
+        if let Some(r) = self.front() {
+            r.answered = true;
+            let query_id = r.query_id;
+            self.copy = Some(Copy {
+                query_id,
+                direction: CopyDirection::Out,
+                bytes: 0,
+                taking_input: false,
+            });
+        }
     }
 
     /// A reply that ends an Execute (CommandComplete, EmptyQueryResponse (`empty`),
@@ -247,7 +313,7 @@ impl Tracker {
         let bytes = std::mem::take(&mut self.data_bytes);
         let Some(r) = self.front() else { return };
         if !matches!(r.op, Op::Execute { .. } | Op::Query { .. }) {
-            tracing::warn!(front = ?r.op, "a statement's completion from the server matches no statement the tracker expected; ignored");
+            unexpected_completion(&r.op);
             return;
         }
         r.bytes += bytes;
@@ -264,7 +330,7 @@ impl Tracker {
                         _ => false,
                     };
                 if never_ran {
-                    r.message = Some(EMPTY_PORTAL_OF_FAILED_BIND.into());
+                    r.not_run(EMPTY_PORTAL_OF_FAILED_BIND);
                 }
                 out.push(r.result(never_ran));
             }
@@ -277,7 +343,19 @@ impl Tracker {
     /// saw no such statement, or the other way round, means the tracker no longer knows
     /// what the names hold: the session is ended (see `Tracker::unfollowed`).
     fn names_done(&mut self, tag: &str) {
-        self.front();
+        let front = self.front();
+        if front.is_some_and(|f| !f.op.has_effects()) && !sqlnames::is_name_tag(tag) {
+            // The common case: a statement that neither defines nor drops names.
+            return;
+        }
+        self.names_changed(tag);
+    }
+
+    /// [`Tracker::names_done`] for a statement that defines or drops names, or a tag
+    /// that says one did.
+    #[cold]
+    #[inline(never)]
+    fn names_changed(&mut self, tag: &str) {
         let Some(front) = self.pending.front_mut() else {
             return;
         };
@@ -345,17 +423,7 @@ impl Tracker {
         };
         if !same {
             self.disagreements += 1;
-            let sql_of = |d: Option<&Arc<PortalDef>>| {
-                d.and_then(|d| d.statement.as_ref())
-                    .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
-            };
-            tracing::error!(
-                query_id = r.query_id,
-                portal = %String::from_utf8_lossy(portal),
-                recorded = ?sql_of(def.as_ref()),
-                bound = ?sql_of(held),
-                "the text recorded for this Execute is not what the server had bound (a definition changed outside the protocol, e.g. SQL DEALLOCATE/PREPARE in a function)"
-            );
+            report_disagreement(r.query_id, portal, def.as_ref(), held);
         }
     }
 
@@ -363,6 +431,8 @@ impl Tracker {
     /// forwarded behind the statement go to it in order: CopyData until CopyDone or
     /// CopyFail, Sync and Flush ignored; any other message ends the session on the
     /// server, so nothing from there on runs.
+    #[cold]
+    #[inline(never)]
     fn copy_in_started(&mut self, out: &mut Vec<EventBody>) {
         let Some(front) = self.front() else { return };
         front.answered = true;
@@ -403,15 +473,19 @@ impl Tracker {
     }
 
     /// Removes the requests from `i` on, recording their statements as not run.
+    #[cold]
+    #[inline(never)]
     fn skip_from(&mut self, i: usize, why: &str, out: &mut Vec<EventBody>) {
         for mut r in self.pending.drain(i..) {
             if r.query_id != 0 {
-                r.message = Some(why.into());
+                r.not_run(why);
                 out.push(r.result(true));
             }
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn on_error(&mut self, body: &[u8], out: &mut Vec<EventBody>) {
         let fields = backend::parse_error_fields(body);
         let fatal = matches!(fields.severity.as_deref(), Some("FATAL" | "PANIC"));
@@ -435,15 +509,16 @@ impl Tracker {
         };
         front.bytes += bytes;
         front.answered = true;
-        front.sqlstate = fields.code.clone();
-        front.message = fields.message.clone();
+        let failure = front.fail();
+        failure.sqlstate = fields.code.clone();
+        failure.message = fields.message.clone();
         let extended = !matches!(front.op, Op::Query { .. } | Op::FunctionCall | Op::Sync);
         if extended || fatal {
             if let Some(r) = self.pending.pop_front() {
-                if let Op::Parse { name, .. } = &r.op {
+                if let Op::Parse { def } = &r.op {
                     // The unnamed statement was dropped before the new one was parsed.
-                    if name.is_empty() {
-                        self.confirmed.drop_statement(name);
+                    if def.name.is_empty() {
+                        self.confirmed.drop_statement(&def.name);
                     }
                 }
                 if matches!(r.op, Op::Bind { .. }) && !fatal && bind_created_portal(&fields) {
@@ -478,6 +553,8 @@ impl Tracker {
 
     /// After an error in an extended-protocol message: the server skips everything up to
     /// the next Sync.
+    #[cold]
+    #[inline(never)]
     fn skip_until_sync(&mut self, out: &mut Vec<EventBody>) {
         let upto = self
             .pending
@@ -487,7 +564,7 @@ impl Tracker {
         let rest = self.pending.split_off(upto);
         for mut r in std::mem::replace(&mut self.pending, rest) {
             if r.query_id != 0 {
-                r.message = Some(SKIPPED_UNTIL_SYNC.into());
+                r.not_run(SKIPPED_UNTIL_SYNC);
                 out.push(r.result(true));
             }
         }
@@ -511,16 +588,15 @@ impl Tracker {
                 if let Some(r) = self.pending.pop_front() {
                     if matches!(r.op, Op::Query { .. }) {
                         self.confirmed.simple_query(r.tag.is_some());
-                        if r.sqlstate.is_some() && status == Some(tags::TX_FAILED) {
+                        let failed = r.failure.as_ref().is_some_and(|f| f.sqlstate.is_some());
+                        if failed && status == Some(tags::TX_FAILED) {
                             self.dangling_unnamed = true;
                         }
                     }
                     out.push(r.result(false));
                 }
             }
-            other => {
-                tracing::debug!(front = ?other.map(|r| &r.op), "ReadyForQuery that ends nothing forwarded; ignored");
-            }
+            other => ready_for_nothing(other.map(|r| &r.op)),
         }
         if status != Some(tags::TX_FAILED) {
             self.dangling_unnamed = false;
