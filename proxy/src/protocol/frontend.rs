@@ -58,8 +58,9 @@ pub struct Bind {
     pub param_formats: Vec<i16>,
     /// Parameter values; `None` is SQL NULL.
     pub params: Vec<Option<Bytes>>,
-    /// Result column format codes as sent.
-    pub result_formats: Vec<i16>,
+    /// How many result column format codes it sends (the codes are the server's
+    /// business, and not kept: no allocation per Bind).
+    pub result_formats: usize,
 }
 
 impl Bind {
@@ -194,7 +195,8 @@ pub fn parse_bind(body: Bytes) -> Result<Bind, ProtocolError> {
     let statement = body.slice_ref(r.cstr()?);
     let param_formats = format_codes(&mut r, "parameter format")?;
     let params = values(&mut r, &body, "parameter")?;
-    let result_formats = format_codes(&mut r, "result format")?;
+    let result_formats = r.count("result format", 2)?;
+    r.take(2 * result_formats)?;
     r.finish()?;
     Ok(Bind {
         portal,
@@ -354,7 +356,7 @@ mod tests {
             bind.params,
             vec![Some(Bytes::from_static(b"42")), None, Some(Bytes::new())]
         );
-        assert_eq!(bind.result_formats, vec![0, 1]);
+        assert_eq!(bind.result_formats, 2);
         assert_eq!((bind.param_format(0), bind.param_format(2)), (1, 1));
 
         let mut b = bind.clone();
