@@ -39,6 +39,7 @@ use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
 use super::tracker::{Mark, Step, Tracker};
 use crate::error::ProtocolError;
+use crate::protocol::error::PgError;
 use crate::protocol::frame::peek_header;
 use crate::protocol::tags;
 use crate::registry::Revocation;
@@ -628,18 +629,8 @@ impl Relay<'_> {
             .position(|f| f.0 == tags::SYNC)
             .map_or(frames.len(), |i| i + 1);
         let error = refuse::audit_unavailable("an earlier message of this group was refused");
-        let mut out = BytesMut::new();
-        let quit_now = refuse::respond(
-            &mut self.refusal,
-            frames[..upto].iter().map(|f| f.0),
-            &error,
-            &mut out,
-        );
-        let client = &mut *self.client;
-        guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
-        if quit_now {
-            return Err(End::ClientQuit { clean: true });
-        }
+        self.answer_refused(enforcer, frames[..upto].iter().map(|f| f.0), &error)
+            .await?;
         if upto == frames.len() {
             return Ok(true);
         }
@@ -770,13 +761,20 @@ impl Relay<'_> {
         }
         tracing::error!(error = %error, "audit log unavailable: refusing the client's statements");
         let pg_error = refuse::audit_unavailable(&error.to_string());
+        self.answer_refused(enforcer, frames.iter().map(|f| f.0), &pg_error)
+            .await
+    }
+
+    /// Answers refused messages in the server's stead (`refuse::respond`) and sends the
+    /// answers to the client; a Terminate among them ends the session.
+    async fn answer_refused(
+        &mut self,
+        enforcer: &mut Enforcer,
+        frame_tags: impl Iterator<Item = u8>,
+        error: &PgError,
+    ) -> Result<(), End> {
         let mut out = BytesMut::new();
-        let quit = refuse::respond(
-            &mut self.refusal,
-            frames.iter().map(|f| f.0),
-            &pg_error,
-            &mut out,
-        );
+        let quit = refuse::respond(&mut self.refusal, frame_tags, error, &mut out);
         let client = &mut *self.client;
         guarded!(enforcer, client.write_own(&out))?.map_err(End::ClientIo)?;
         if quit {
