@@ -8,11 +8,11 @@ use bytes::Bytes;
 use jitgate_audit::{ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
-use super::defs::{function_args, key, retained, Name, PortalDef, Slot, StatementDef};
+use super::defs::{function_args, key, keyed_bind, retained, PortalDef, Slot, StatementDef};
 use super::effects::Effects;
 use super::look::Look;
 use super::predict::Prediction;
-use super::{name_text, query_event, Op, Request, Step, Tracker};
+use super::{name_text, query_event, Copy, Op, Request, Step, Tracker};
 use crate::error::ProtocolError;
 use crate::guard::{self, substitute, Refusal, RoleChanges};
 use crate::protocol::frontend::{self, Bind};
@@ -58,6 +58,30 @@ fn recorded_sql(refusal: Option<Refusal>, sql: &Bytes) -> Bytes {
         .map_or_else(|| sql.clone(), Bytes::from)
 }
 
+/// A message while a COPY takes the client's input.
+#[inline(never)]
+fn copy_input(copy: &mut Copy, tag: u8, len: usize) -> Result<Step, ProtocolError> {
+    match tag {
+        tags::COPY_DATA => {
+            copy.bytes += len as u64;
+            Ok(Step::Forward)
+        }
+        tags::COPY_DONE | tags::COPY_FAIL => {
+            copy.taking_input = false;
+            Ok(Step::Forward)
+        }
+        // The COPY ignores them (postgres.c: for libraries that send them without
+        // knowing the command was a COPY). Not forwarded: should the COPY have
+        // failed meanwhile, the server would take a Sync as the end of a skip, and
+        // which Syncs count would be unknown.
+        tags::SYNC | tags::FLUSH => Ok(Step::Drop),
+        // The server ends the session at anything else — unless its COPY failed
+        // meanwhile and it runs the message after all. Not forwarded: the session
+        // ends here, as it would on the server.
+        _ => Err(ProtocolError::UnexpectedDuringCopy { tag }),
+    }
+}
+
 /// The `query_result` of a statement the server will not run, and why.
 #[cold]
 #[inline(never)]
@@ -94,8 +118,8 @@ impl Tracker {
         if copy_data && !taking && self.in_flight() {
             return Ok(Step::Wait);
         }
-        if taking {
-            return self.copy_input(tag, body.len());
+        if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {
+            return copy_input(copy, tag, body.len());
         }
         if self.unfollowed || self.over_limit.is_some() {
             return Err(self.refused_session());
@@ -171,9 +195,7 @@ impl Tracker {
                 self.message(Op::Parse { def });
             }
             tags::BIND => {
-                let mut b = frontend::parse_bind(body.clone())?;
-                b.portal = key(b.portal);
-                b.statement = key(b.statement);
+                let b = keyed_bind(body.clone())?;
                 if self.runs() {
                     if !b.portal.is_empty() {
                         self.check_limit(LimitKind::Portals, &b.portal)?;
@@ -259,7 +281,10 @@ impl Tracker {
             tags::FUNCTION_CALL => step = self.function_call(body, events)?,
             tags::CLOSE => {
                 let c = frontend::parse_close(body)?;
-                self.close(c.kind == tags::KIND_STATEMENT, key(c.name));
+                self.message(Op::Close {
+                    statement: c.kind == tags::KIND_STATEMENT,
+                    name: key(c.name),
+                });
             }
             tags::DESCRIBE => {
                 frontend::parse_describe(body)?;
@@ -289,33 +314,6 @@ impl Tracker {
             _ => self.doomed = true,
         }
         Ok(step)
-    }
-
-    /// A message while a COPY takes the client's input.
-    #[inline(never)]
-    fn copy_input(&mut self, tag: u8, len: usize) -> Result<Step, ProtocolError> {
-        let Some(copy) = self.copy.as_mut() else {
-            return Ok(Step::Forward);
-        };
-        match tag {
-            tags::COPY_DATA => {
-                copy.bytes += len as u64;
-                Ok(Step::Forward)
-            }
-            tags::COPY_DONE | tags::COPY_FAIL => {
-                copy.taking_input = false;
-                Ok(Step::Forward)
-            }
-            // The COPY ignores them (postgres.c: for libraries that send them without
-            // knowing the command was a COPY). Not forwarded: should the COPY have
-            // failed meanwhile, the server would take a Sync as the end of a skip, and
-            // which Syncs count would be unknown.
-            tags::SYNC | tags::FLUSH => Ok(Step::Drop),
-            // The server ends the session at anything else — unless its COPY failed
-            // meanwhile and it runs the message after all. Not forwarded: the session
-            // ends here, as it would on the server.
-            _ => Err(ProtocolError::UnexpectedDuringCopy { tag }),
-        }
     }
 
     /// Why no message of the session is taken any more: the tracker lost track of the
@@ -366,12 +364,6 @@ impl Tracker {
         };
         self.statement(event, request, events);
         Ok(step)
-    }
-
-    /// Close of a statement or a portal.
-    #[inline(never)]
-    fn close(&mut self, statement: bool, name: Name) {
-        self.message(Op::Close { statement, name });
     }
 
     /// Whether the server will take the next message (it does not skip, and the session

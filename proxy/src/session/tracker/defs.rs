@@ -13,8 +13,9 @@ use bytes::Bytes;
 use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
 
 use super::sqlnames::Parsed;
+use crate::error::ProtocolError;
 use crate::guard::Refusal;
-use crate::protocol::frontend::Bind;
+use crate::protocol::frontend::{self, Bind};
 
 /// A statement or portal name as the client sent it (`""` is the unnamed one).
 pub type Name = Bytes;
@@ -31,6 +32,14 @@ pub fn key(name: Name) -> Name {
     } else {
         name
     }
+}
+
+/// A Bind message read with its portal and statement names keyed (see [`key`]).
+pub fn keyed_bind(body: Bytes) -> Result<Bind, ProtocolError> {
+    let mut b = frontend::parse_bind(body)?;
+    b.portal = key(b.portal);
+    b.statement = key(b.statement);
+    Ok(b)
 }
 
 /// Bytes kept past the batch they came in: copied out of the read buffer when `copy`,

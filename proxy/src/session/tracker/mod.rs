@@ -48,7 +48,6 @@ use bytes::Bytes;
 use jitgate_audit::{escape_bytes, ContentRules, CopyDirection, EventBody, Param, Protocol};
 
 use crate::guard::RoleChanges;
-use crate::protocol::frontend;
 use crate::session::limits::{LimitExceeded, SessionLimits};
 
 use self::confirmed::Confirmed;
@@ -470,11 +469,8 @@ impl Tracker {
     #[cold]
     #[inline(never)]
     fn rebind_slot(&self, body: &Bytes, known: Option<&Arc<PortalDef>>) -> Slot<PortalDef> {
-        match frontend::parse_bind(body.clone()) {
-            Ok(mut b) => {
-                b.statement = defs::key(b.statement);
-                client::portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, known)
-            }
+        match defs::keyed_bind(body.clone()) {
+            Ok(b) => client::portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, known),
             // It parsed when it was forwarded; cannot happen.
             Err(_) => Slot::Ambiguous,
         }

@@ -31,11 +31,11 @@ use bytes::Bytes;
 use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
-use super::defs::{key, Name, PortalDef, StatementDef};
+use super::defs::{keyed_bind, Name, PortalDef};
 use super::effects::Created;
 use super::{sqlnames, Copy, Op, Request, Tracker};
 use crate::protocol::backend::{self, ErrorFields};
-use crate::protocol::{frontend, tags};
+use crate::protocol::tags;
 use crate::session::limits::{LimitExceeded, LimitKind};
 
 /// Why statements still waiting when the server ended the session did not run.
@@ -72,19 +72,12 @@ fn bind_created_portal(fields: &ErrorFields) -> bool {
 /// fail with 34000 while it runs: FETCH of a missing cursor.)
 const PORTAL_LOOKUP_ROUTINE: &str = "exec_execute_message";
 
-/// A reply of a kind the front request does not get: the tracker lost the server's
+/// A reply (`what`) the front request does not get: the tracker lost the server's
 /// track. Logged (out of line: the reply path is hot) and ignored.
 #[cold]
 #[inline(never)]
-fn unexpected_reply(front: &Op) {
-    tracing::warn!(front = ?front, "a reply from the server matches no message the tracker expected; ignored");
-}
-
-/// A statement's completion while the front request is not a statement (as above).
-#[cold]
-#[inline(never)]
-fn unexpected_completion(front: &Op) {
-    tracing::warn!(front = ?front, "a statement's completion from the server matches no statement the tracker expected; ignored");
+fn unmatched(front: &Op, what: &str) {
+    tracing::warn!(front = ?front, "{what} from the server matches no message the tracker expected; ignored");
 }
 
 /// A ReadyForQuery with no Sync, Query or FunctionCall in front.
@@ -220,7 +213,7 @@ impl Tracker {
                 // RowDescription inside a Query's results.
                 return None;
             }
-            unexpected_reply(&front.op);
+            unmatched(&front.op, "a reply");
             return None;
         }
         self.pending.pop_front().map(|r| r.op)
@@ -242,33 +235,29 @@ impl Tracker {
         let Op::Bind { portal, def, body } = op else {
             return None;
         };
-        let held = match def {
-            Some(d) => self.confirmed.statements.get(&d.statement_name).cloned(),
-            None => self.held_by_name(body)?,
-        };
         let def = match def {
-            Some(d) if same_statement(d.statement.as_ref(), held.as_ref()) => Arc::clone(d),
-            _ => self.rebound(body, held)?,
+            Some(d)
+                if same_statement(
+                    d.statement.as_ref(),
+                    self.confirmed.statements.get(&d.statement_name),
+                ) =>
+            {
+                Arc::clone(d)
+            }
+            _ => self.rebound(body)?,
         };
         Some((portal.clone(), def))
     }
 
-    /// The portal a Bind makes of `held`, a definition other than the one predicted when
-    /// the Bind was forwarded: built again from the message.
+    /// The portal a Bind makes of what the server holds under its statement name, when
+    /// that is not the definition predicted as the Bind was forwarded (or the prediction
+    /// was ambiguous): built again from the message.
     #[cold]
     #[inline(never)]
-    fn rebound(&self, body: &Bytes, held: Option<Arc<StatementDef>>) -> Option<Arc<PortalDef>> {
-        let bind = frontend::parse_bind(body.clone()).ok()?;
+    fn rebound(&self, body: &Bytes) -> Option<Arc<PortalDef>> {
+        let bind = keyed_bind(body.clone()).ok()?;
+        let held = self.confirmed.statements.get(&bind.statement).cloned();
         Some(Arc::new(PortalDef::bound(&self.rules, &bind, held)))
-    }
-
-    /// What the server holds under the statement name of a Bind whose portal was not
-    /// predicted (the name was ambiguous): the name is read from the message again.
-    #[cold]
-    #[inline(never)]
-    fn held_by_name(&self, body: &Bytes) -> Option<Option<Arc<StatementDef>>> {
-        let bind = frontend::parse_bind(body.clone()).ok()?;
-        Some(self.confirmed.statements.get(&key(bind.statement)).cloned())
     }
 
     /// CloseComplete: the name is gone.
@@ -313,7 +302,7 @@ impl Tracker {
         let bytes = std::mem::take(&mut self.data_bytes);
         let Some(r) = self.front() else { return };
         if !matches!(r.op, Op::Execute { .. } | Op::Query { .. }) {
-            unexpected_completion(&r.op);
+            unmatched(&r.op, "a statement's completion");
             return;
         }
         r.bytes += bytes;
