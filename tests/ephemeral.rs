@@ -531,6 +531,18 @@ async fn concurrent_creates_of_one_role_both_succeed() {
         admin::connect(target, &eph.admin, "race two")
     );
     let (one, two) = (one.unwrap(), two.unwrap());
+    // The env's own jitgate sweeps this target and retires marked roles whose grant it
+    // does not know — these — possibly while the loop below retires them too: two
+    // concurrent ALTER ROLE of one role fail with "tuple concurrently updated". Replicas
+    // never retire at once (the sweep lock); this test holds that lock the same way.
+    let locked_by = std::time::Instant::now() + Duration::from_secs(60);
+    while !admin::try_lock(&one).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < locked_by,
+            "the env's sweep kept the sweep lock for a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let verifier = jitgate_proxy::auth::ScramVerifier::from_password("unused").to_string();
     for _ in 0..20 {
         let grant_id = Uuid::now_v7();

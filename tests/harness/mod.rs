@@ -163,8 +163,24 @@ impl Env {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("stop server");
         }
-        let config = config::load(&self.config_path).expect("load config");
-        self.server = Some(serve::start(config).await.expect("start server"));
+        // The stopped server released the audit log's lock when its writer closed the
+        // file, but a child process another test of this binary forks at that moment
+        // (psql, pg_ctl) shares the descriptor until it execs, and so holds the lock a
+        // little longer: wait that out (only that error, and not for long).
+        let mut tries = 0;
+        let server = loop {
+            let config = config::load(&self.config_path).expect("load config");
+            match serve::start(config).await {
+                Err(jitgate::Error::Audit(jitgate_audit::AuditError::InUse { .. }))
+                    if tries < 100 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.expect("start server"),
+            }
+        };
+        self.server = Some(server);
     }
 
     pub fn server(&self) -> &Server {
