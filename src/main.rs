@@ -14,9 +14,9 @@ use cli::{AuditCmd, Cli, Command, PolicyCmd};
 
 /// mimalloc instead of glibc's malloc. Every statement allocates a dozen small, short-lived
 /// objects (its audit events, its portal, its parameters); glibc's malloc and free cost
-/// about 4,000 instructions per `-M extended` transaction and a large share of the
-/// instruction cache when 16 sessions share two cores, mimalloc's about a quarter of
-/// that (BENCHMARKS.md, "The allocator").
+/// about 4,000 instructions per `-M extended` transaction and a share of the instruction
+/// cache when 16 sessions share two cores, mimalloc's a fraction of that (BENCHMARKS.md,
+/// "The allocator and the audit encoder").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

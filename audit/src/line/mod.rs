@@ -11,12 +11,11 @@
 //! the timestamp's digits in place, strings copied once a check of eight bytes at a
 //! time finds nothing to escape (`plain`). Measured with callgrind on the
 //! `audit/benches/encode.rs` events: 3 402 → 2 210 instructions for a `query` event,
-//! 2 561 → 1 673 for a `query_result` (BENCHMARKS.md, "The allocator and the
-//! encoder"). The bodies of `query`
-//! and `query_result` are written the same way (`body`); every other kind's body is
-//! serialized by serde_json and spliced in. The serde derive on [`Event`] remains the
-//! definition of the format; tests check this encoding equals it for every kind and for
-//! strings that need escaping.
+//! 2 561 → 1 673 for a `query_result` (BENCHMARKS.md, "The allocator and the audit
+//! encoder"). The bodies of `query` and `query_result` are written the same way
+//! (`body`); every other kind's body is serialized by serde_json and spliced in. The
+//! serde derive on [`Event`] remains the definition of the format; tests check this
+//! encoding equals it for every kind and for strings that need escaping.
 
 mod body;
 
