@@ -29,6 +29,9 @@ use crate::event::Event;
 /// Scratch space for integers.
 type Digits = itoa::Buffer;
 
+/// 0x01 in every byte of a word: for the word-at-a-time hex and escape checks.
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+
 /// Appends `event` as one JSON object (no trailing newline) to `out`. On error `out`
 /// may hold a partial object; the caller truncates it.
 pub fn encode(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
@@ -129,7 +132,6 @@ fn hex(bytes: &[u8], out: &mut [u8]) {
 /// nibbles are spread one per byte, then each becomes `'0' + n`, plus the distance from
 /// `'9' + 1` to `'a'` where it is 10 or more.
 fn hex_word(x: u32) -> [u8; 8] {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     let x = u64::from(x);
     let mut v = ((x & 0xffff_0000) << 16) | (x & 0xffff);
     v = ((v & 0x0000_ff00_0000_ff00) << 8) | (v & 0x0000_00ff_0000_00ff);
@@ -157,13 +159,12 @@ fn string(s: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
 /// trick: non-zero exactly when some byte of the word is below 0x20, or (after the XOR)
 /// is the quote or the backslash. Bytes from 0x80 up (UTF-8) never match.
 fn plain(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let needs_escape = |w: u64| {
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        (control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
-    };
+    // Non-zero when some byte of `v` is below `n` (n ≤ 0x80).
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let byte = |b: u8| ONES * u64::from(b);
+    let needs_escape =
+        |w: u64| (below(w, 0x20) | below(w ^ byte(b'"'), 1) | below(w ^ byte(b'\\'), 1)) != 0;
     let mut words = s.chunks_exact(8);
     for word in &mut words {
         let mut w = [0u8; 8];
