@@ -1,6 +1,7 @@
 //! The throughput matrix of BENCHMARK.md: cells (workloads) × targets × rounds, with the
-//! target order rotated every round so no target always runs first or last, and the proxy
-//! process's CPU time read around every run.
+//! target order rotated every round so no target always runs first or last (a variant
+//! `Pv` always right next to P, see [`order`]), and the proxy process's CPU time read
+//! around every run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,29 @@ pub fn rotation<T: Clone>(targets: &[T], round: usize) -> Vec<T> {
     v
 }
 
+/// The order of `targets` in a round: rotated by `round`, then the variant `Pv` (when
+/// there is one) moved right next to P — after it in even rounds, before it in odd ones.
+/// P/Pv is how a change's cost is measured; on a shared machine the load of other
+/// tenants changes over seconds, and with three other runs between them (as rotation
+/// alone gives) that drift, not the change, decided a round's ratio.
+pub fn order(targets: &[Target], round: usize) -> Vec<Target> {
+    paired(rotation(targets, round), |t| t.label, round)
+}
+
+/// `v` with the element labelled `Pv` moved next to the one labelled `P` (after it when
+/// `round` is even, before it when odd).
+fn paired<T>(mut v: Vec<T>, label: impl Fn(&T) -> &str, round: usize) -> Vec<T> {
+    let Some(from) = v.iter().position(|t| label(t) == "Pv") else {
+        return v;
+    };
+    let pv = v.remove(from);
+    match v.iter().position(|t| label(t) == "P") {
+        Some(p) => v.insert(if round % 2 == 0 { p + 1 } else { p }, pv),
+        None => v.insert(from, pv),
+    }
+    v
+}
+
 /// Runs every cell against every target, `rounds` times.
 pub async fn run(
     targets: &[Target],
@@ -202,7 +226,7 @@ pub async fn run(
     let mut done = 0;
     for round in 0..rounds {
         for (ci, cell) in cells.iter().enumerate() {
-            for target in rotation(targets, round) {
+            for target in order(targets, round) {
                 if !target.runs(cell) {
                     continue;
                 }
@@ -261,6 +285,28 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variant_runs_next_to_p_on_alternate_sides() {
+        let t = ["D", "R", "B", "P", "P0", "Pv"];
+        let at = |round| {
+            let v = paired(rotation(&t, round), |s| s, round);
+            let p = v.iter().position(|s| *s == "P").unwrap();
+            let pv = v.iter().position(|s| *s == "Pv").unwrap();
+            assert_eq!(v.len(), t.len());
+            pv as isize - p as isize
+        };
+        for round in 0..12 {
+            assert_eq!(
+                at(round),
+                if round % 2 == 0 { 1 } else { -1 },
+                "round {round}"
+            );
+        }
+        // Without a variant, the rotation is left as it is.
+        let plain = ["D", "R", "B", "P", "P0"];
+        assert_eq!(paired(rotation(&plain, 2), |s| s, 2), rotation(&plain, 2));
+    }
 
     #[test]
     fn rotation_moves_the_first_to_the_end() {

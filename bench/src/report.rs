@@ -591,7 +591,8 @@ impl Report<'_> {
         let _ = writeln!(
             o,
             "Each cell is `pgbench -n … -T {} -l` against each target; {} round(s); the order \
-             of targets rotates every round (D R B P P0, R B P P0 D, …) and every cell runs \
+             of targets rotates every round (D R B P P0, R B P P0 D, …), a variant Pv runs right \
+             next to P (after it, then before it, in turn), and every cell runs \
              all targets back to back, so slow drifts hit them alike. A warm-up run per target \
              precedes round 1. Ratios are computed per round, then the median and min–max over \
              rounds are reported. Cells: `-S` (select only) × `-M simple|extended|prepared` × \
