@@ -29,8 +29,8 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::config;
 use crate::error::Error;
-use crate::pgcluster::{PgCluster, PgClusterOptions};
 use crate::serve;
+use jitgate_testkit::{PgCluster, PgClusterOptions};
 
 /// What `jitgate demo` was asked for on the command line.
 #[derive(Debug, Clone)]

@@ -67,7 +67,7 @@ pub enum Error {
 
     /// The demo's throwaway PostgreSQL failed.
     #[error("throwaway PostgreSQL: {0}")]
-    Postgres(#[from] crate::pgcluster::PgClusterError),
+    Postgres(#[from] jitgate_testkit::PgClusterError),
 
     /// Some other I/O failure, with what was being done.
     #[error("{context}: {source}")]

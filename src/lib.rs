@@ -10,7 +10,6 @@
 //! - `logging`: the server log subscriber.
 //! - `demo`: `jitgate demo` — a throwaway Postgres, a config, a grant, a psql line.
 //! - `error`: [`Error`] and [`ConfigError`], the library side's errors.
-//! - `pgcluster`: throwaway PostgreSQL clusters for the demo and the tests.
 //! - `runtime`: the tokio runtime of the binary, shaped by `runtime:` in the config.
 //! - `stdout`: printing that ends quietly on a closed pipe (`jitgate … | head`).
 //! - `witness`: the PostgreSQL grant store as the audit checkpoints' witness.
@@ -22,7 +21,6 @@ pub mod error;
 pub mod lifecycle;
 pub mod logging;
 pub mod notify;
-pub mod pgcluster;
 pub mod runtime;
 pub mod serve;
 pub mod stdout;

@@ -18,7 +18,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use harness::{Env, EnvConfig};
-use jitgate::pgcluster::{PgCluster, PgClusterOptions};
+use jitgate_testkit::{PgCluster, PgClusterOptions};
 
 const ADMIN_PASSWORD: &str = "admin-preflight-secret-42";
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use harness::{Env, EnvConfig, ALICE, ALICE_PASSWORD, BOB, BOB_PASSWORD};
-use jitgate::pgcluster::{PgCluster, PgClusterOptions};
 use jitgate_audit::{Event, EventBody};
+use jitgate_testkit::{PgCluster, PgClusterOptions};
 use postgres_protocol::message::frontend;
 use rawclient::{startup_for, Next, Raw};
 use tokio::net::TcpSocket;

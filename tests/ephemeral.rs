@@ -34,7 +34,7 @@ async fn ephemeral_env(prefix: &str, store: Option<&str>) -> Env {
 async fn ephemeral_env_on(
     prefix: &str,
     store: Option<&str>,
-    cluster: &'static jitgate::pgcluster::PgCluster,
+    cluster: &'static jitgate_testkit::PgCluster,
 ) -> Env {
     let mut env = Env::start_config(
         prefix,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jitgate::pgcluster::{PgCluster, PgClusterError, PgClusterOptions};
+use jitgate_testkit::{PgCluster, PgClusterError, PgClusterOptions};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 

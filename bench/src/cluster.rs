@@ -1,7 +1,7 @@
 //! The benchmark's PostgreSQL: a throwaway cluster with durable settings, room for the
 //! enforcement run's 1 000 sessions, and SSL on (for the TLS connection storm).
 //!
-//! `jitgate::pgcluster` is tuned for tests (max_connections 300, fast mode), so the
+//! `jitgate_testkit` is tuned for tests (max_connections 300, fast mode), so the
 //! benchmark starts its own postmaster with the same layout rules: `initdb` as the
 //! `postgres` OS user when we are root, loopback only, the superuser trusted over
 //! loopback for admin work, every other role SCRAM-SHA-256.
@@ -45,7 +45,7 @@ pub struct Cluster {
 impl Cluster {
     /// `initdb` into `dir/pgdata`, start it and wait until it takes logins.
     pub fn start(dir: &Path, certs: &CertFiles, user: Option<OsUser>) -> Result<Cluster> {
-        let bin = jitgate::pgcluster::find_bin_dir()?;
+        let bin = jitgate_testkit::find_bin_dir()?;
         let data = dir.join("pgdata");
         fs::create_dir_all(&data)?;
         procs::chown(&data, user)?;

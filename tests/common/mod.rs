@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use jitgate::pgcluster::{PgCluster, PgClusterOptions};
+use jitgate_testkit::{PgCluster, PgClusterOptions};
 
 /// The test binary's shared cluster, started on first use with the fast (non-durable)
 /// settings. It is never dropped; its watchdog stops it and removes its temp dir when the

@@ -8,11 +8,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use jitgate::config;
-use jitgate::pgcluster::PgCluster;
 use jitgate::serve::{self, Server};
 use jitgate_audit::Event;
 use jitgate_policy::{Grant, IssueRequest, SignedDuration};
 use jitgate_proxy::auth::ScramVerifier;
+use jitgate_testkit::PgCluster;
 
 use super::common;
 

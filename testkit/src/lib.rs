@@ -1,4 +1,5 @@
-//! Throwaway PostgreSQL clusters for `jitgate demo` and the integration tests.
+//! jitgate-testkit: throwaway PostgreSQL clusters for `jitgate demo`, the integration tests
+//! and the benchmarks.
 //!
 //! [`PgCluster::start`] runs `initdb` into a private directory, writes a `pg_hba.conf`
 //! that trusts only the `postgres` superuser over loopback and makes every other role
@@ -857,17 +858,15 @@ fn quote_literal(value: &str) -> Result<String, PgClusterError> {
     Ok(format!("'{}'", value.replace('\'', "''")))
 }
 
-/// Percent-encode everything but RFC 3986 unreserved characters, for URL components.
+/// Everything but RFC 3986 unreserved characters is percent-encoded in URL components.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 #[cfg(test)]
