@@ -36,46 +36,9 @@ impl LineHash {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-/// Decodes exactly `N` bytes of lowercase hex (uppercase is refused: the stored form is
-/// canonical, so a changed case is a changed line).
-pub(crate) fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let digits = text.as_bytes();
-    if digits.len() != 2 * N {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, pair) in digits.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 impl fmt::Display for LineHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            buf[2 * i] = HEX[usize::from(b >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-        // Only ASCII hex digits were written.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(const_hex::Buffer::<32>::new().format(&self.0))
     }
 }
 
@@ -89,7 +52,7 @@ impl FromStr for LineHash {
     type Err = &'static str;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        from_hex::<32>(s)
+        crate::hex::decode::<32>(s)
             .map(LineHash)
             .ok_or("expected 64 lowercase hex digits (a SHA-256)")
     }
@@ -135,7 +98,6 @@ mod tests {
             h
         );
         assert_eq!(h.short(), "ba7816bf8f01");
-        assert_eq!(to_hex(&[0, 0xab, 0xff]), "00abff");
     }
 
     #[test]
@@ -146,8 +108,6 @@ mod tests {
                 .is_err()
         );
         assert!("abc".parse::<LineHash>().is_err());
-        assert!(from_hex::<2>("zz00").is_none());
-        assert_eq!(from_hex::<2>("00ff"), Some([0, 255]));
         assert_eq!(LineHash::GENESIS.to_string(), "0".repeat(64));
     }
 }

@@ -14,7 +14,6 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{Signer, Verifier};
 use rand::RngCore;
 
-use crate::chain::{from_hex, to_hex};
 use crate::error::AuditError;
 
 /// File names `jitgate audit keygen` writes.
@@ -129,12 +128,12 @@ impl PublicKey {
     /// The 32 raw key bytes as 64 hex digits: how checkpoints name the key that signed
     /// them.
     pub fn to_hex(&self) -> String {
-        to_hex(self.0.as_bytes())
+        crate::hex::encode(self.0.as_bytes())
     }
 
     /// Parses [`PublicKey::to_hex`] output.
     pub fn from_hex(text: &str) -> Option<PublicKey> {
-        from_hex::<32>(text)
+        crate::hex::decode::<32>(text)
             .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
             .map(PublicKey)
     }

@@ -9,8 +9,9 @@
 //! # Layout
 //!
 //! - [`event`]: [`Event`], [`EventBody`] and the small enums — the schema.
-//! - `param`: [`Param`], lossless encoding of bind parameter values and SQL text
-//!   ([`escape_bytes`], [`unescape_bytes`]).
+//! - `escape`: the lossless text encoding of parameter values and SQL text
+//!   ([`escape_bytes`], [`unescape_bytes`]); `hex`: lowercase hex, strictly decoded.
+//! - `param`: [`Param`], bind parameter values as recorded.
 //! - `sqltext`: SQL truncation with length and SHA-256 ([`record_sql`]).
 //! - `stopped`: [`Stopped`], how a session's remaining server work was stopped at its end.
 //! - `setting`: spotting role/authorization/search_path changes ([`setting_change`]).
@@ -34,8 +35,10 @@ pub mod chain;
 pub mod checkpoint;
 mod content;
 pub mod error;
+mod escape;
 pub mod event;
 pub mod fileset;
+mod hex;
 pub mod keys;
 pub mod line;
 mod logfile;
@@ -57,13 +60,14 @@ pub mod writer_lock;
 pub use chain::LineHash;
 pub use content::{ContentRules, Redaction};
 pub use error::{AuditError, CutBack};
+pub use escape::{escape_bytes, unescape_bytes, BYTE_ESCAPE};
 pub use event::{
     CopyDirection, EndReason, Event, EventBody, Param, ParamFormat, Protocol, SettingChange,
     StopMethod, Stopped, StoppedWork, SCHEMA_VERSION,
 };
 pub use fileset::{checkpoints_path, log_files, LogFile};
 pub use keys::{write_key_pair, KeyPairFiles, PublicKey, SigningKey};
-pub use param::{escape_bytes, unescape_bytes, BYTE_ESCAPE, DEFAULT_MAX_PARAM_BYTES};
+pub use param::DEFAULT_MAX_PARAM_BYTES;
 pub use reader::{read_events, tail, Events};
 pub use replay::{format_event_line, transcript};
 pub use setting::setting_change;

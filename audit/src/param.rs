@@ -1,11 +1,8 @@
-//! Bind parameters as recorded in `query` events, and the lossless text encoding shared
-//! by parameter values and SQL text.
+//! Bind parameters as recorded in `query` events.
 //!
 //! Text-format values are stored as the UTF-8 string the client sent. Bytes that are not
 //! valid UTF-8 (and NUL bytes) are escaped as U+0000 followed by two lowercase hex digits
-//! (`"\u0000ff"` in JSON). PostgreSQL text can never contain NUL, so a NUL in a stored
-//! value always starts an escape and the encoding is reversible for any byte string
-//! ([`unescape_bytes`] undoes [`escape_bytes`]). Binary-format values are standard base64
+//! (`"\u0000ff"` in JSON; see `escape.rs`). Binary-format values are standard base64
 //! (with padding). A missing value (`null`) is SQL NULL — unless `redacted` is true: then
 //! the value was withheld by a redaction rule and nothing about it is recorded.
 //!
@@ -19,15 +16,13 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AuditError;
+use crate::escape::{escape_bytes, unescape_bytes, BYTE_ESCAPE};
 use crate::sqltext::{char_boundary_at_or_before, sha256_hex};
 
 /// Default for `audit.max_param_bytes`: whole for identifiers, numbers, dates, names and
 /// short documents; a bulk value (a file in a `bytea`, a large JSON document) is recorded
 /// as its head, length and SHA-256.
 pub const DEFAULT_MAX_PARAM_BYTES: usize = 4 * 1024;
-
-/// The character that introduces a `\0hh` byte escape in a text value.
-pub const BYTE_ESCAPE: char = '\0';
 
 /// Wire format code of a parameter (Bind message format codes 0 and 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,64 +168,6 @@ impl Param {
     }
 }
 
-/// Encodes any bytes as a string, losslessly: valid UTF-8 other than NUL is kept as is,
-/// every other byte becomes `\0hh` (U+0000 and two lowercase hex digits). Used for text
-/// parameter values and for SQL text, which the client may send in any encoding.
-pub fn escape_bytes(bytes: &[u8]) -> String {
-    // Fast path: plain UTF-8 without NUL is stored verbatim (one copy).
-    if !bytes.contains(&0) {
-        if let Ok(s) = std::str::from_utf8(bytes) {
-            return s.to_owned();
-        }
-    }
-    let mut out = String::with_capacity(bytes.len() + 8);
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == BYTE_ESCAPE {
-                push_escape(&mut out, 0);
-            } else {
-                out.push(c);
-            }
-        }
-        for &b in chunk.invalid() {
-            push_escape(&mut out, b);
-        }
-    }
-    out
-}
-
-fn push_escape(out: &mut String, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(BYTE_ESCAPE);
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0x0f)]));
-}
-
-/// Undoes [`escape_bytes`]: the exact original bytes. Errs on a malformed escape (a NUL
-/// not followed by two hex digits), which `escape_bytes` never produces.
-pub fn unescape_bytes(value: &str) -> Result<Vec<u8>, AuditError> {
-    let mut out = Vec::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(pos) = rest.find(BYTE_ESCAPE) {
-        out.extend_from_slice(&rest.as_bytes()[..pos]);
-        let hex = rest.get(pos + 1..pos + 3).ok_or(AuditError::InvalidParam(
-            "truncated \\0hh escape in text value",
-        ))?;
-        let b = if hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            u8::from_str_radix(hex, 16).ok()
-        } else {
-            None
-        }
-        .ok_or(AuditError::InvalidParam(
-            "malformed \\0hh escape in text value",
-        ))?;
-        out.push(b);
-        rest = &rest[pos + 3..];
-    }
-    out.extend_from_slice(rest.as_bytes());
-    Ok(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -364,15 +301,5 @@ mod tests {
         // NULL is never truncated.
         let null = Param::from_wire_capped(ParamFormat::Text, None, None, 0);
         assert!(!null.truncated && null.value.is_none());
-    }
-
-    #[test]
-    fn escape_bytes_roundtrips_sql_like_text() {
-        let raw = b"select '\xff' -- \xe2\x82\x00";
-        assert_eq!(unescape_bytes(&escape_bytes(raw)).unwrap(), raw);
-        let odd = b"select '\xff\x00\xc3(' as x";
-        let escaped = escape_bytes(odd);
-        assert_eq!(escaped, "select '\u{0}ff\u{0}00\u{0}c3(' as x");
-        assert_eq!(unescape_bytes(&escaped).unwrap(), odd);
     }
 }

@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-use crate::param::{Param, ParamFormat, BYTE_ESCAPE};
+use crate::escape::BYTE_ESCAPE;
+use crate::param::{Param, ParamFormat};
 
 /// Escapes control characters as `\u{…}`; keeps `\n` and `\t` when `multiline`.
 pub(crate) fn clean(s: &str, multiline: bool) -> String {

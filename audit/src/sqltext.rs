@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::param::escape_bytes;
+use crate::escape::escape_bytes;
 
 /// Default for `audit.max_sql_bytes`: large enough for any hand-written or ORM statement,
 /// small enough that a multi-megabyte generated `INSERT … VALUES` does not bloat the log.
@@ -47,14 +47,7 @@ pub fn record_sql(raw: &[u8], max_bytes: usize) -> RecordedSql {
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
+    crate::hex::encode(&Sha256::digest(bytes))
 }
 
 /// `at` moved back (by at most 3 bytes) when it falls inside a UTF-8 character; where the
@@ -82,7 +75,7 @@ pub(crate) fn char_boundary_at_or_before(raw: &[u8], at: usize) -> usize {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::param::unescape_bytes;
+    use crate::escape::unescape_bytes;
 
     #[test]
     fn short_sql_is_kept_whole() {

@@ -27,13 +27,7 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Option<HmacSha256> {
 /// The `X-Jitgate-Signature` value for one attempt: `sha256=<lowercase hex>`.
 pub(crate) fn signature_header(secret: &[u8], timestamp: &str, body: &[u8]) -> Option<String> {
     let tag = mac(secret, timestamp, body)?.finalize().into_bytes();
-    let mut header = String::with_capacity(SCHEME.len() + 2 * tag.len());
-    header.push_str(SCHEME);
-    for byte in tag {
-        header.push(hex_digit(byte >> 4));
-        header.push(hex_digit(byte & 0x0f));
-    }
-    Some(header)
+    Some(format!("{SCHEME}{}", const_hex::encode(tag)))
 }
 
 /// Whether `header` (the `X-Jitgate-Signature` value) is the signature of `body` sent at
@@ -46,33 +40,14 @@ pub fn verify_signature(secret: &[u8], timestamp: &str, body: &[u8], header: &st
     let Some(hex) = header.trim().strip_prefix(SCHEME) else {
         return false;
     };
-    let Some(tag) = decode_hex(hex) else {
+    // Digits only (either case): `const_hex` would also strip a `0x`.
+    if hex.starts_with("0x") {
+        return false;
+    }
+    let Ok(tag) = const_hex::decode(hex) else {
         return false;
     };
     mac(secret, timestamp, body).is_some_and(|mac| mac.verify_slice(&tag).is_ok())
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
-}
-
-/// Decodes hex (either case); `None` on odd length or a non-hex character.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let pairs = hex.as_bytes().chunks_exact(2);
-    if !pairs.remainder().is_empty() {
-        return None;
-    }
-    pairs
-        .map(|pair| Some((value(pair[0])? << 4) | value(pair[1])?))
-        .collect()
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@
 //! the flattened map, `collect_str` through `fmt` for the hash and the timestamp, and
 //! serde_json's byte-at-a-time escaping of strings that need none (hex, digits, uuids).
 //! Here that context is written directly, each field built on the stack and appended as
-//! one slice: the hash and the uuids as hex computed four bytes per register operation,
+//! one slice: the hash and the uuids as hex (`const_hex`, several bytes per instruction),
 //! the timestamp's digits in place, strings copied once a check of eight bytes at a
 //! time finds nothing to escape (`plain`). Measured with callgrind on the
 //! `audit/benches/encode.rs` events: 3 402 → 2 210 instructions for a `query` event,
-//! 2 561 → 1 673 for a `query_result` (BENCHMARKS.md, "The allocator and the audit
-//! encoder"). The bodies of `query` and `query_result` are written the same way
+//! 2 561 → 1 673 for a `query_result` (BENCHMARKS.md, "Audit lines encoded
+//! directly, not through serde"). The bodies of `query` and `query_result` are written the same way
 //! (`body`); every other kind's body is serialized by serde_json and spliced in. The
 //! serde derive on [`Event`] remains the definition of the format; tests check this
 //! encoding equals it for every kind and for strings that need escaping.
@@ -29,7 +29,7 @@ use crate::event::Event;
 /// Scratch space for integers.
 type Digits = itoa::Buffer;
 
-/// 0x01 in every byte of a word: for the word-at-a-time hex and escape checks.
+/// 0x01 in every byte of a word: for the word-at-a-time escape check.
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 
 /// Appends `event` as one JSON object (no trailing newline) to `out`. On error `out`
@@ -98,15 +98,13 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error>
 
 /// 64 lowercase hex digits, written as one slice.
 fn hash(hash: &LineHash, out: &mut Vec<u8>) {
-    let mut text = [0u8; 64];
-    hex(&hash.0, &mut text);
-    out.extend_from_slice(&text);
+    out.extend_from_slice(const_hex::Buffer::<32>::new().format(&hash.0).as_bytes());
 }
 
 /// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`, lowercase, with quotes, as one slice.
 fn uuid(id: &Uuid, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 32];
-    hex(id.as_bytes(), &mut digits);
+    let mut hex = const_hex::Buffer::<16>::new();
+    let digits = hex.format(id.as_bytes()).as_bytes();
     let mut text = [b'-'; 38];
     text[0] = b'"';
     text[1..9].copy_from_slice(&digits[0..8]);
@@ -116,28 +114,6 @@ fn uuid(id: &Uuid, out: &mut Vec<u8>) {
     text[25..37].copy_from_slice(&digits[20..32]);
     text[37] = b'"';
     out.extend_from_slice(&text);
-}
-
-/// Two lowercase hex digits per byte of `bytes` into `out` (twice as long), four bytes
-/// at a time.
-fn hex(bytes: &[u8], out: &mut [u8]) {
-    for (digits, word) in out.chunks_exact_mut(8).zip(bytes.chunks_exact(4)) {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(word);
-        digits.copy_from_slice(&hex_word(u32::from_be_bytes(w)));
-    }
-}
-
-/// The eight hex digits of `x`, most significant first, computed in one register: the
-/// nibbles are spread one per byte, then each becomes `'0' + n`, plus the distance from
-/// `'9' + 1` to `'a'` where it is 10 or more.
-fn hex_word(x: u32) -> [u8; 8] {
-    let x = u64::from(x);
-    let mut v = ((x & 0xffff_0000) << 16) | (x & 0xffff);
-    v = ((v & 0x0000_ff00_0000_ff00) << 8) | (v & 0x0000_00ff_0000_00ff);
-    v = ((v & 0x00f0_00f0_00f0_00f0) << 4) | (v & 0x000f_000f_000f_000f);
-    let letters = ((v + ONES * 6) >> 4) & ONES;
-    (v + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'9' - 1)).to_be_bytes()
 }
 
 /// A JSON string: copied as is when nothing in it needs escaping (the usual identity,
@@ -282,12 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn hex_is_lowercase_and_in_order() {
-        let bytes: Vec<u8> = (0..=255u8).collect();
-        let mut text = vec![0u8; 512];
-        hex(&bytes, &mut text);
-        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(String::from_utf8(text).unwrap(), expected);
+    fn uuids_are_hyphenated_lowercase() {
         let id = Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
         let mut out = Vec::new();
         uuid(&id, &mut out);

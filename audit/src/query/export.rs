@@ -25,8 +25,8 @@ use super::matcher::Matcher;
 use super::search::SearchScan;
 use super::{scan_log, Filter, Line, ScanStats};
 use crate::error::AuditError;
+use crate::escape::BYTE_ESCAPE;
 use crate::event::Event;
-use crate::param::BYTE_ESCAPE;
 
 /// Output format of [`export`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
