@@ -20,7 +20,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod clock;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod grant;
@@ -29,10 +31,12 @@ pub mod store;
 
 pub use jiff::{SignedDuration, Timestamp};
 
+pub use catalog::{Catalog, MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use duration::{parse_duration, parse_std_duration};
 pub use engine::{
-    AccessRequest, Action, Actor, Admission, Catalog, Engine, ExtensionRequest, IssueRequest,
-    Outcome, Transition, MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD,
+    AccessRequest, Action, Actor, Admission, Engine, ExtensionRequest, IssueRequest, Outcome,
+    Transition,
 };
 pub use error::PolicyError;
 pub use grant::{Approval, Decision, Grant, GrantState};

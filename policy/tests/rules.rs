@@ -402,7 +402,7 @@ fn durations_are_validated() {
     assert_field(
         invalid_rule(&[("max_duration", "eight hours")]),
         "rules[0].max_duration",
-        "not a duration",
+        "invalid duration",
     );
     assert_field(
         invalid_rule(&[("max_duration", "0s")]),
@@ -417,7 +417,7 @@ fn durations_are_validated() {
     assert_field(
         invalid_rule(&[("pending_timeout", "soon")]),
         "rules[0].pending_timeout",
-        "not a duration",
+        "invalid duration",
     );
 }
 
@@ -592,7 +592,7 @@ fn break_glass_is_validated() {
     assert_field(
         invalid_rule(&[("break_glass", "{ max_duration: 1x, review_by: [security] }")]),
         "rules[0].break_glass.max_duration",
-        "not a duration",
+        "invalid duration",
     );
     // carol would be the only reviewer of her own break-glass use.
     assert_field(

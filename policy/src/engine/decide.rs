@@ -9,35 +9,14 @@ use uuid::Uuid;
 
 use super::cas::Step;
 use super::sweep::ACTIVATED;
-use super::{Action, Actor, Engine, Outcome, Transition};
+use super::transition::transition;
+use super::{Action, Actor, Engine, Outcome};
 use crate::error::PolicyError;
 use crate::grant::{Decision, Grant, GrantState};
 
 /// Prefix of the `by` of automatic approvals (`policy:<rule>`); they never count as an
 /// approver's sign-off.
 pub(crate) const POLICY_ACTOR_PREFIX: &str = "policy:";
-
-/// A transition of `grant` (after the change) from `from`.
-pub(super) fn transition(
-    action: Action,
-    actor: &str,
-    comment: Option<&str>,
-    from: Option<GrantState>,
-    grant: &Grant,
-    at: Timestamp,
-) -> Transition {
-    Transition {
-        action,
-        actor: actor.to_owned(),
-        rule: grant.rule.clone(),
-        comment: comment.map(str::to_owned),
-        from,
-        to: grant.state,
-        at,
-        grant: grant.clone(),
-        previous_expires_at: None,
-    }
-}
 
 /// Why a record that is not pending cannot be `verb`ed, in a DBA's words.
 pub(super) fn not_pending(grant: &Grant, now: Timestamp, verb: &str) -> PolicyError {

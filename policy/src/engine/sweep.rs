@@ -8,7 +8,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::cas::Step;
-use super::decide::transition;
+use super::transition::transition;
 use super::{Action, Engine, Transition};
 use crate::error::PolicyError;
 use crate::grant::{Grant, GrantState};

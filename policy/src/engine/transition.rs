@@ -112,3 +112,25 @@ impl Outcome {
         }
     }
 }
+
+/// A transition of `grant` (after the change) from `from`.
+pub(super) fn transition(
+    action: Action,
+    actor: &str,
+    comment: Option<&str>,
+    from: Option<GrantState>,
+    grant: &Grant,
+    at: Timestamp,
+) -> Transition {
+    Transition {
+        action,
+        actor: actor.to_owned(),
+        rule: grant.rule.clone(),
+        comment: comment.map(str::to_owned),
+        from,
+        to: grant.state,
+        at,
+        grant: grant.clone(),
+        previous_expires_at: None,
+    }
+}

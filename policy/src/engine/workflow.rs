@@ -10,8 +10,10 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use super::cas::Step;
-use super::decide::{transition, POLICY_ACTOR_PREFIX};
-use super::{Action, Engine, Outcome, MAX_NOT_BEFORE_AHEAD};
+use super::decide::POLICY_ACTOR_PREFIX;
+use super::transition::transition;
+use super::{Action, Engine, Outcome};
+use crate::catalog::MAX_NOT_BEFORE_AHEAD;
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Decision, Grant, GrantState};
 use crate::rules::{RequestFacts, Verdict};

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::engine::Catalog;
+use crate::catalog::Catalog;
 use crate::error::PolicyError;
 
 pub use explain::{

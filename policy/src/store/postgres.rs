@@ -16,6 +16,7 @@
 //! yields [`PolicyError::Store`] ("… unreachable …") quickly, never a hang, so the engine
 //! fails closed. Connections are re-established lazily after failures.
 
+mod describe;
 mod listen;
 mod pool;
 mod row;
@@ -43,7 +44,8 @@ pub use schema::{MIGRATION_LOCK, SCHEMA_VERSION};
 pub use tls::StoreTls;
 pub use witness::WITNESS_TABLE;
 
-use pool::{describe, AbortOnDrop, Conn, OpError, Pool, PoolSettings};
+use describe::describe;
+use pool::{AbortOnDrop, Conn, OpError, Pool, PoolSettings};
 use row::{column_list, Encoded, PgTimestamp, COLUMNS, IMMUTABLE};
 
 /// How a [`PostgresStore`] connects and how long it waits.

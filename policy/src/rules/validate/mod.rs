@@ -16,7 +16,7 @@ use jiff::SignedDuration;
 use super::rule::Rule;
 use super::spec::{ReasonSpec, RuleSpec, RulesSpec};
 use super::Rules;
-use crate::engine::{Catalog, MAX_GRANT_DURATION};
+use crate::catalog::{Catalog, MAX_GRANT_DURATION};
 use crate::error::PolicyError;
 
 mod lists;
@@ -119,19 +119,9 @@ fn check_identity(field: &str, catalog: &Catalog, identity: &str) -> Result<(), 
     }
 }
 
-/// Parses a humantime duration that must be positive and within [`MAX_GRANT_DURATION`].
+/// A duration (see [`crate::duration`]) no longer than [`MAX_GRANT_DURATION`].
 fn duration(field: &str, text: &str) -> Result<SignedDuration, PolicyError> {
-    let bad = |why: String| {
-        invalid(
-            field,
-            format!("{text:?} is not a duration ({why}); write it like 30m, 8h or 1h30m"),
-        )
-    };
-    let std = humantime::parse_duration(text.trim()).map_err(|e| bad(e.to_string()))?;
-    let d = SignedDuration::try_from(std).map_err(|e| bad(e.to_string()))?;
-    if d.is_zero() {
-        return Err(invalid(field, "must be longer than zero, e.g. 30m or 8h"));
-    }
+    let d = crate::duration::parse_duration(text).map_err(|why| invalid(field, why))?;
     if d > MAX_GRANT_DURATION {
         return Err(invalid(
             field,

@@ -17,7 +17,8 @@ use tokio::time::timeout;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket};
 use uuid::Uuid;
 
-use super::pool::{describe, AbortOnDrop};
+use super::describe::describe;
+use super::pool::AbortOnDrop;
 use super::tls::{self, Connector};
 use crate::error::PolicyError;
 

@@ -13,7 +13,6 @@
 //! [`PolicyError::Store`] within the call timeout (fail closed).
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::Severity;
 use tokio_postgres::{Client, Config, Statement};
 
+use super::describe::describe;
 use super::schema;
 use super::tls::{self, Connector};
 use crate::error::PolicyError;
@@ -36,28 +36,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// `e` with its causes, e.g. `db error: ERROR: relation "x" does not exist (SQLSTATE
-/// 42P01)` — tokio-postgres's `Display` shows only the outermost kind. Connection strings
-/// (and so passwords) never appear in tokio-postgres errors.
-pub(super) fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-    }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `host:port/dbname as user` for messages and `Debug`; never the password.

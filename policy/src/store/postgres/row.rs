@@ -283,8 +283,9 @@ fn refuse_nul(grant: &Grant) -> Result<(), PolicyError> {
 
 /// Reads one row selected with [`COLUMNS`].
 pub(super) fn decode(row: &Row) -> Result<Grant, PolicyError> {
-    let err =
-        |e: tokio_postgres::Error| PolicyError::store("read grant row", super::pool::describe(&e));
+    let err = |e: tokio_postgres::Error| {
+        PolicyError::store("read grant row", super::describe::describe(&e))
+    };
     let id: Uuid = row.try_get(0).map_err(err)?;
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         PolicyError::Store(format!("grant {id}: bad {what} in store: {e}"))

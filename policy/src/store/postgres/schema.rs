@@ -12,7 +12,7 @@
 
 use tokio_postgres::Client;
 
-use super::pool::describe;
+use super::describe::describe;
 use crate::error::PolicyError;
 
 /// The schema version this build writes and understands.

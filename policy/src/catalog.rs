@@ -1,0 +1,58 @@
+//! What the configuration defines — identities, targets and each target's roles — and
+//! the bounds every grant keeps: the engine checks requests against it, the rules are
+//! validated against it. A leaf: it knows neither.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::SignedDuration;
+
+use crate::error::PolicyError;
+
+/// Longest grant an administrator can issue in one go: access is meant to be short-lived.
+pub const MAX_GRANT_DURATION: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Furthest ahead a grant may start, so scheduled access is not forgotten in the store.
+pub const MAX_NOT_BEFORE_AHEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// What exists in the config, so requests for unknown names fail clearly.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Configured identities.
+    pub identities: BTreeSet<String>,
+    /// Configured targets and, for each, the roles jitgate can connect upstream as.
+    pub targets: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Catalog {
+    pub(crate) fn check_identity(&self, identity: &str) -> Result<(), PolicyError> {
+        if self.identities.contains(identity) {
+            Ok(())
+        } else {
+            Err(PolicyError::UnknownIdentity(identity.to_owned()))
+        }
+    }
+
+    fn roles_of(&self, target: &str) -> Result<&BTreeSet<String>, PolicyError> {
+        self.targets
+            .get(target)
+            .ok_or_else(|| PolicyError::UnknownTarget(target.to_owned()))
+    }
+
+    /// Checks identity, target and (if given) role, in that order.
+    pub(crate) fn check(
+        &self,
+        identity: &str,
+        target: &str,
+        role: Option<&str>,
+    ) -> Result<&BTreeSet<String>, PolicyError> {
+        self.check_identity(identity)?;
+        let roles = self.roles_of(target)?;
+        match role {
+            Some(role) if !roles.contains(role) => Err(PolicyError::UnknownRole {
+                target: target.to_owned(),
+                role: role.to_owned(),
+            }),
+            _ => Ok(roles),
+        }
+    }
+}
