@@ -33,15 +33,10 @@ pub(crate) const DEFAULT_ACTOR: &str = "admin";
 /// Who the automatic revocation after a failed audit write is attributed to.
 const SYSTEM_ACTOR: &str = "jitgate";
 
-/// Parses a humantime duration (`30m`, `2h`, `1h 30m`) into a grant duration.
+/// A grant duration from a request ([`jitgate_policy::parse_duration`]).
 pub(crate) fn parse_duration(field: &str, text: &str) -> Result<SignedDuration, ApiError> {
-    let std = humantime::parse_duration(text.trim()).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{field}: invalid duration {text:?}: {e} (examples: 30s, 10m, 2h)"
-        ))
-    })?;
-    SignedDuration::try_from(std)
-        .map_err(|_| ApiError::bad_request(format!("{field}: duration {text:?} is too long")))
+    jitgate_policy::parse_duration(text)
+        .map_err(|why| ApiError::bad_request(format!("{field}: {why}")))
 }
 
 pub(crate) fn parse_timestamp(field: &str, text: &str) -> Result<Timestamp, ApiError> {

@@ -500,14 +500,9 @@ pub enum ReplayFormat {
     Json,
 }
 
-/// humantime durations (`30s`, `10m`, `2h`, `1h 30m`); zero is refused.
+/// A duration (`30s`, `10m`, `2h`, `1h 30m`; [`jitgate_policy::parse_duration`]).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?}: {e} (examples: 30s, 10m, 2h)"))?;
-    if d.is_zero() {
-        return Err("the duration must be longer than zero".to_owned());
-    }
-    Ok(d)
+    jitgate_policy::parse_std_duration(text)
 }
 
 /// `--since`/`--until`: an RFC 3339 time, a date (`2026-01-31`, UTC midnight), or a
@@ -523,8 +518,7 @@ fn parse_since(text: &str) -> Result<Timestamp, String> {
             .map(|z| z.timestamp())
             .map_err(|e| format!("{text:?}: {e}"));
     }
-    if let Ok(ago) = humantime::parse_duration(text) {
-        let ago = jiff::SignedDuration::try_from(ago).map_err(|e| format!("{text:?}: {e}"))?;
+    if let Ok(ago) = jitgate_policy::parse_duration(text) {
         return Timestamp::now()
             .checked_sub(ago)
             .map_err(|e| format!("{text:?}: {e}"));

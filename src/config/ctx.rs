@@ -116,18 +116,9 @@ impl Ctx {
         }
     }
 
-    /// A humantime duration such as `10s`, `5m` or `1h 30m`; zero is refused.
+    /// A duration such as `10s`, `5m` or `1h 30m` ([`jitgate_policy::parse_duration`]).
     pub(crate) fn duration(&self, field: &str, value: &str) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(value.trim()).map_err(|e| {
-            self.err(
-                field,
-                format!("invalid duration {value:?}: {e} (examples: 30s, 10m, 2h)"),
-            )
-        })?;
-        if d.is_zero() {
-            return Err(self.err(field, "must be longer than zero"));
-        }
-        Ok(d)
+        jitgate_policy::parse_std_duration(value).map_err(|why| self.err(field, why))
     }
 
     /// An `IP:PORT` socket address.

@@ -1,13 +1,12 @@
 //! `session_limits:` and `audit.max_param_bytes` — what one session may make jitgate
 //! hold: named prepared statements and portals, audit bytes built per client batch, and
 //! the size of a parameter value in the log. Absent settings take the defaults of
-//! `jitgate_proxy::session::limits` and `jitgate_audit::DEFAULT_MAX_PARAM_BYTES`.
+//! `jitgate_proxy::settings` and `jitgate_audit::DEFAULT_MAX_PARAM_BYTES`.
 
-use jitgate_proxy::session::limits::{
-    DEFAULT_MAX_AUDIT_BATCH_BYTES, DEFAULT_MAX_PORTALS, DEFAULT_MAX_PREPARED_STATEMENTS,
-    DEFAULT_MAX_RETAINED_BYTES,
+use jitgate_proxy::settings::{
+    SessionLimits, DEFAULT_MAX_AUDIT_BATCH_BYTES, DEFAULT_MAX_PORTALS,
+    DEFAULT_MAX_PREPARED_STATEMENTS, DEFAULT_MAX_RETAINED_BYTES,
 };
-use jitgate_proxy::settings::SessionLimits;
 
 use super::ctx::Ctx;
 use super::raw::RawSessionLimits;
