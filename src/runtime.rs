@@ -2,7 +2,7 @@
 //!
 //! One multi-thread runtime for the accept loop, the admin API and the lifecycle tasks
 //! (and for sessions when `runtime.session_threads` is 0); sessions otherwise run on the
-//! proxy's session threads (`jitgate_proxy::cores`), and the audit writer and its
+//! proxy's session threads (`jitgate_proxy::session_threads`), and the audit writer and its
 //! housekeeping have OS threads of their own. The measurement behind the defaults is in
 //! BENCHMARKS.md.
 

@@ -16,13 +16,14 @@
 //! - [`cancel`]: proxy-issued cancel keys ↔ upstream BackendKeyData.
 //! - [`listener`]: accept loop, shutdown/drain.
 //! - [`limits`]: what unauthenticated clients may cost (connections, refusal events).
-//! - [`cores`]: sessions pinned to single-threaded runtimes (`runtime.session_threads`).
+//! - [`session_threads`]: each session on one of N single-threaded runtimes
+//!   (`runtime.session_threads`).
 //! - [`error`]: the crate's error enum.
 
 pub mod auth;
 pub mod backstop;
+pub mod backstop_handle;
 pub mod cancel;
-pub mod cores;
 pub mod error;
 pub mod gate;
 pub mod guard;
@@ -33,6 +34,7 @@ pub mod provision;
 pub mod registry;
 pub mod reuse;
 pub mod session;
+pub mod session_threads;
 pub mod settings;
 pub mod stop;
 

@@ -1,6 +1,6 @@
 //! Accept loop, and graceful shutdown with a drain deadline.
 //!
-//! Accepted connections become sessions on the session threads (`cores`, the default)
+//! Accepted connections become sessions on the session threads (`session_threads`, the default)
 //! or on the runtime this loop runs on (`session_threads: 0`, or when every session
 //! thread has stopped running); the threads stop only
 //! after every session has ended and the parked connections are closed.
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backstop;
-use crate::cores::Cores;
 use crate::session::{self, ProxyContext};
+use crate::session_threads::SessionThreads;
 
 /// Time sessions get for their teardown after they were told to end.
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
@@ -69,20 +69,20 @@ async fn summarise_refusals(ctx: Arc<ProxyContext>, stop: CancellationToken) {
 /// How often [`summarise_refusals`] runs.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// Starts a session on an accepted connection: here, or on one of `cores`.
+/// Starts a session on an accepted connection: here, or on one of `threads`.
 fn start_session(
-    cores: Option<&Cores>,
+    threads: Option<&SessionThreads>,
     tracker: &TaskTracker,
     ctx: &Arc<ProxyContext>,
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
 ) {
     let ctx = Arc::clone(ctx);
-    let Some(cores) = cores else {
+    let Some(threads) = threads else {
         tracker.spawn(session::run(ctx, tcp, peer));
         return;
     };
-    // The socket leaves this runtime's reactor and joins the chosen core's.
+    // The socket leaves this runtime's reactor and joins the chosen session thread's.
     let std_tcp = match tcp.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -91,7 +91,7 @@ fn start_session(
         }
     };
     let token = tracker.token();
-    let spawned = cores.spawn(move || async move {
+    let spawned = threads.spawn(move || async move {
         let _token = token;
         match tokio::net::TcpStream::from_std(std_tcp) {
             Ok(tcp) => session::run(ctx, tcp, peer).await,
@@ -113,9 +113,9 @@ pub async fn serve(
     ctx: Arc<ProxyContext>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let cores = match ctx.settings.session_threads {
+    let threads = match ctx.settings.session_threads {
         0 => None,
-        n => Some(Cores::start(n)?),
+        n => Some(SessionThreads::start(n)?),
     };
     let tracker = TaskTracker::new();
     let stop_sweeping = CancellationToken::new();
@@ -130,7 +130,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(5);
-                    start_session(cores.as_ref(), &tracker, &ctx, tcp, peer);
+                    start_session(threads.as_ref(), &tracker, &ctx, tcp, peer);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a bit instead of spinning.
@@ -173,7 +173,8 @@ pub async fn serve(
     let _ = summaries.await;
     let _ = tokio::task::spawn_blocking(move || backstop.join()).await;
     ctx.registry.parked().close_all().await;
-    // Parked connections may belong to a core's reactor: closed above, before the cores stop.
-    drop(cores);
+    // Parked connections may belong to a session thread's reactor: closed above, before
+    // the threads stop.
+    drop(threads);
     Ok(())
 }

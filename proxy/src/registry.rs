@@ -17,14 +17,27 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::backstop::{Escape, ENDING_GRACE, GRACE};
+use crate::backstop_handle::BackstopHandle;
 use crate::reuse::ParkedUpstreams;
+
+/// How long after it had to end a session may take to begin ending before the backstop
+/// cuts it. Sessions on a running thread begin within milliseconds (BENCHMARKS.md,
+/// "Enforcement": max 46 ms from the deadline to the backend gone, with 1 000 sessions); the backstop cuts one that does not
+/// (`crate::backstop`).
+pub const GRACE: Duration = Duration::from_millis(500);
+
+/// How long a session that has begun to end may take to finish. Its teardown waits up to
+/// 2 s for the client to take the error while, at the same time, it ends the backend: up
+/// to 2 s for an idle one to leave on Terminate, else (or when work is in flight) up to
+/// 2 s to open a connection to terminate it and 2 s to see it go (`crate::stop`).
+pub const ENDING_GRACE: Duration = Duration::from_secs(8);
 
 /// What `jitgate sessions` shows about one live session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -67,13 +80,13 @@ struct Entry {
     /// The session has begun to end (its relay returned).
     ending: bool,
     /// Taken by the backstop when it cuts the session.
-    escape: Option<Escape>,
+    handle: Option<BackstopHandle>,
 }
 
 impl Entry {
     /// When the backstop cuts this session if it is still here.
     fn cut_at(&self) -> Option<Timestamp> {
-        self.escape.as_ref()?;
+        self.handle.as_ref()?;
         let grace = if self.ending { ENDING_GRACE } else { GRACE };
         self.due.checked_add(grace).ok()
     }
@@ -86,7 +99,7 @@ pub struct Overdue {
     /// Why it had to end early, if it was revoked (otherwise its deadline passed).
     pub revocation: Option<Revocation>,
     pub ending: bool,
-    pub escape: Escape,
+    pub handle: BackstopHandle,
 }
 
 /// The set of live sessions of this proxy process, and the upstream connections parked
@@ -168,9 +181,13 @@ impl SessionRegistry {
     }
 
     /// Registers a session; it stays listed until the returned handle is dropped.
-    /// `escape` lets the backstop end it should its thread stop running.
-    pub fn register(self: &Arc<Self>, info: SessionInfo, escape: Option<Escape>) -> SessionHandle {
-        self.register_since(info, escape, None).0
+    /// `handle` lets the backstop end it should its thread stop running.
+    pub fn register(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        handle: Option<BackstopHandle>,
+    ) -> SessionHandle {
+        self.register_since(info, handle, None).0
     }
 
     /// Registers a session and says whether a grant change was applied since `since`
@@ -178,7 +195,7 @@ impl SessionRegistry {
     fn register_since(
         self: &Arc<Self>,
         info: SessionInfo,
-        escape: Option<Escape>,
+        handle: Option<BackstopHandle>,
         since: Option<u64>,
     ) -> (SessionHandle, bool) {
         let (tx, rx) = watch::channel(SessionControl {
@@ -192,7 +209,7 @@ impl SessionRegistry {
             control: tx,
             revoked: false,
             ending: false,
-            escape,
+            handle,
         };
         let mut sessions = self.lock();
         self.nudge(&entry);
@@ -344,12 +361,12 @@ impl SessionRegistry {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            if let Some(escape) = entry.escape.take() {
+            if let Some(handle) = entry.handle.take() {
                 out.push(Overdue {
                     info: entry.info.clone(),
                     revocation: entry.control.borrow().revoked.clone(),
                     ending: entry.ending,
-                    escape,
+                    handle,
                 });
             }
         }
@@ -393,10 +410,10 @@ pub struct Registered {
 
 impl Admission {
     /// Registers the admitted session (see [`SessionRegistry::register`]).
-    pub fn register(self, info: SessionInfo, escape: Option<Escape>) -> Registered {
+    pub fn register(self, info: SessionInfo, handle: Option<BackstopHandle>) -> Registered {
         let (handle, stale) = self
             .registry
-            .register_since(info, escape, Some(self.changes));
+            .register_since(info, handle, Some(self.changes));
         Registered { handle, stale }
     }
 }
@@ -498,16 +515,24 @@ mod tests {
         assert!(reg.is_empty());
     }
 
-    /// An escape over real sockets (a loopback pair per side); the cancel goes nowhere.
+    /// A handle over real sockets (a loopback pair per side); the cancel goes nowhere.
     /// Returns the far ends, then the session's own ends (kept open, as a stalled
     /// session would keep them).
-    async fn escape() -> (Escape, Vec<tokio::net::TcpStream>, Vec<ClientOrUpstream>) {
-        escape_with(Arc::new(crate::gate::ClientGate::new(true))).await
+    async fn handle() -> (
+        BackstopHandle,
+        Vec<tokio::net::TcpStream>,
+        Vec<ClientOrUpstream>,
+    ) {
+        handle_with(Arc::new(crate::gate::ClientGate::new(true))).await
     }
 
-    async fn escape_with(
+    async fn handle_with(
         gate: Arc<crate::gate::ClientGate>,
-    ) -> (Escape, Vec<tokio::net::TcpStream>, Vec<ClientOrUpstream>) {
+    ) -> (
+        BackstopHandle,
+        Vec<tokio::net::TcpStream>,
+        Vec<ClientOrUpstream>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut peers = Vec::new();
@@ -520,8 +545,8 @@ mod tests {
         let stop = Arc::new(crate::stop::unconfigured_target());
         let upstream = tokio_util::either::Either::Left(ours.pop().unwrap());
         let client = tokio_util::either::Either::Left(ours.pop().unwrap());
-        let escape = Escape::new(&client, gate, &upstream, stop).unwrap();
-        (escape, peers, vec![(client, upstream)])
+        let handle = BackstopHandle::new(&client, gate, &upstream, stop).unwrap();
+        (handle, peers, vec![(client, upstream)])
     }
 
     type ClientOrUpstream = (
@@ -537,15 +562,15 @@ mod tests {
     async fn overdue_sessions_are_handed_to_the_backstop_once() {
         let reg = SessionRegistry::new();
         let now = Timestamp::now();
-        let (e, _peers, _ours) = escape().await;
+        let (e, _peers, _ours) = handle().await;
         let mut past = info(Uuid::now_v7());
         past.deadline = now - jiff::SignedDuration::from_secs(1);
         let _a = reg.register(past.clone(), Some(e));
         let mut later = info(Uuid::now_v7());
         later.deadline = now + jiff::SignedDuration::from_secs(60);
-        let (e, _peers2, _ours2) = escape().await;
+        let (e, _peers2, _ours2) = handle().await;
         let _b = reg.register(later.clone(), Some(e));
-        // Without an escape a session is never cut.
+        // Without a handle a session is never cut.
         let _c = reg.register(past.clone_with_new_id(), None);
 
         let (cut, next) = reg.overdue(now);
@@ -561,7 +586,7 @@ mod tests {
     async fn a_session_that_began_to_end_gets_the_longer_grace() {
         let reg = SessionRegistry::new();
         let now = Timestamp::now();
-        let (e, _peers, _ours) = escape().await;
+        let (e, _peers, _ours) = handle().await;
         let mut s = info(Uuid::now_v7());
         s.deadline = now;
         let a = reg.register(s, Some(e));
@@ -574,7 +599,7 @@ mod tests {
     async fn revocation_makes_a_session_due_now_and_wakes_the_backstop() {
         let reg = SessionRegistry::new();
         let g = Uuid::now_v7();
-        let (e, _peers, _ours) = escape().await;
+        let (e, _peers, _ours) = handle().await;
         let mut s = info(g);
         s.deadline = Timestamp::now() + jiff::SignedDuration::from_secs(3600);
         let _a = reg.register(s, Some(e));
@@ -616,7 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cut_tells_the_client_and_closes_both_connections() {
-        let (e, mut peers, _ours) = escape().await;
+        let (e, mut peers, _ours) = handle().await;
         let (told, stopped) = e.cut(&farewell()).await;
         assert!(told, "the client was told");
         // Nothing to terminate it with here: the fallback, and the record says so.
@@ -635,19 +660,19 @@ mod tests {
         // The session's last write stopped inside a message.
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.begin().unwrap();
-        let (e, mut peers, _ours) = escape_with(Arc::clone(&gate)).await;
+        let (e, mut peers, _ours) = handle_with(Arc::clone(&gate)).await;
         assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         assert!(read_to_end(&mut peers[1]).await.is_empty());
         // The session sent its own final error (and is stuck in its teardown).
         let gate = Arc::new(crate::gate::ClientGate::new(true));
         gate.close();
-        let (e, mut peers, _ours) = escape_with(gate).await;
+        let (e, mut peers, _ours) = handle_with(gate).await;
         assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
         // TLS: the record layer is the session's.
         let (e, mut peers, _ours) =
-            escape_with(Arc::new(crate::gate::ClientGate::new(false))).await;
+            handle_with(Arc::new(crate::gate::ClientGate::new(false))).await;
         assert!(!e.cut(&farewell()).await.0);
         assert!(read_to_end(&mut peers[0]).await.is_empty());
     }

@@ -40,31 +40,7 @@ use uuid::Uuid;
 
 use crate::protocol::tags;
 use crate::session::upstream::Upstream;
-use crate::settings::{RoleCredentials, TargetSettings};
-
-/// How parked connections are kept (the `upstream_reuse` config section).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReuseSettings {
-    /// Park connections at all.
-    pub enabled: bool,
-    /// Close a parked connection nobody took for this long.
-    pub idle_timeout: Duration,
-    /// Close a connection this long after it was opened, parked or not taken again.
-    pub max_lifetime: Duration,
-    /// Parked connections kept per grant (and login shape); more are closed.
-    pub max_idle_per_grant: usize,
-}
-
-impl Default for ReuseSettings {
-    fn default() -> Self {
-        ReuseSettings {
-            enabled: true,
-            idle_timeout: Duration::from_secs(60),
-            max_lifetime: Duration::from_secs(10 * 60),
-            max_idle_per_grant: 32,
-        }
-    }
-}
+use crate::settings::{ReuseSettings, RoleCredentials, TargetSettings};
 
 /// How long the reset (`DISCARD ALL`) may take before the connection is closed instead.
 pub const RESET_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,22 +1,23 @@
 //! Where sessions run: on the runtime that accepted them (tokio's work-stealing
-//! scheduler), or pinned to one of N single-threaded runtimes, one OS thread each.
+//! scheduler), or each on one of N single-threaded runtimes, one OS thread each, for its
+//! whole life (plain threads: the OS schedules them; no CPU affinity is set).
 //!
-//! Pinned ("per core"), a session's socket wake-ups, timers and audit writes all happen
-//! on one thread: no work stealing, no waking of idle workers to look for work, no task
+//! On its thread, a session's socket wake-ups, timers and audit writes all happen in
+//! one place: no work stealing, no waking of idle workers to look for work, no task
 //! moving between CPUs. The audit events of all the sessions that ran in one turn of a
-//! core's runtime go to the log in one write (`jitgate_audit::writer::gather`). Each new
+//! thread's runtime go to the log in one write (`jitgate_audit::writer::gather`). Each new
 //! session goes to the thread with the fewest live sessions (a session's load is unknown
 //! at accept; counts keep threads even as sessions come and go). What is shared — the
 //! registry, the audit writer, parked upstream connections — is `Send + Sync` and works
 //! across runtimes; the measurements that chose both are in BENCHMARKS.md.
 //!
-//! A core whose thread stops running (a `write(2)` to a hung audit disk, made inline by
+//! A session thread that stops running (a `write(2)` to a hung audit disk, made inline by
 //! one of its sessions) would hold every session placed on it: a client connecting then
-//! would wait in silence, not even refused. Each core's runtime therefore beats a
-//! heartbeat every [`BEAT`]; a core whose last beat is older than [`STALLED_AFTER`] gets
-//! no new sessions, and when no core is running [`Cores::spawn`] hands the session back
+//! would wait in silence, not even refused. Each thread's runtime therefore beats a
+//! heartbeat every [`BEAT`]; a thread whose last beat is older than [`STALLED_AFTER`] gets
+//! no new sessions, and when no thread is running [`SessionThreads::spawn`] hands the session back
 //! for the caller's own runtime (where, with the audit log stuck, it is refused with an
-//! error instead of hanging). Sessions already on a stalled core are the
+//! error instead of hanging). Sessions already on a stalled thread are the
 //! [`crate::backstop`]'s concern.
 
 use std::future::Future;
@@ -27,30 +28,30 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
-/// How often a core's runtime shows it is running.
+/// How often a thread's runtime shows it is running.
 const BEAT: Duration = Duration::from_millis(250);
 
-/// A core whose last heartbeat is older than this gets no new sessions.
+/// A thread whose last heartbeat is older than this gets no new sessions.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// N single-threaded runtimes that run sessions; stopped when dropped.
-pub struct Cores {
-    cores: Vec<Core>,
+pub struct SessionThreads {
+    threads: Vec<SessionThread>,
     /// Heartbeats are milliseconds since this instant.
     epoch: Instant,
     stalled_after: Duration,
 }
 
-struct Core {
+struct SessionThread {
     name: String,
     handle: Handle,
-    /// Sessions running on this core.
+    /// Sessions running on this thread.
     live: Arc<AtomicUsize>,
-    /// When the core's runtime last ran its heartbeat, ms since `Cores::epoch`.
+    /// When the thread's runtime last ran its heartbeat, ms since `SessionThreads::epoch`.
     beat: Arc<AtomicU64>,
-    /// Whether the core was reported stalled (so that is logged once per stall).
+    /// Whether the thread was reported stalled (so that is logged once per stall).
     reported: AtomicBool,
-    /// Dropped (or sent) to let the core's thread end.
+    /// Dropped (or sent) to let the thread's thread end.
     _stop: oneshot::Sender<()>,
 }
 
@@ -69,7 +70,7 @@ async fn heartbeat(epoch: Instant, beat: Arc<AtomicU64>) {
     }
 }
 
-/// Decrements a core's live count when its session's future is dropped (finished or
+/// Decrements a thread's live count when its session's future is dropped (finished or
 /// cancelled by a runtime shutdown).
 struct LiveGuard(Arc<AtomicUsize>);
 
@@ -79,43 +80,43 @@ impl Drop for LiveGuard {
     }
 }
 
-impl Cores {
+impl SessionThreads {
     /// Starts `n` (≥ 1) threads, each running its own current-thread runtime.
-    pub fn start(n: usize) -> std::io::Result<Cores> {
-        Cores::start_with(n, STALLED_AFTER)
+    pub fn start(n: usize) -> std::io::Result<SessionThreads> {
+        SessionThreads::start_with(n, STALLED_AFTER)
     }
 
-    /// [`Cores::start`], with a core taken for stalled after `stalled_after` without a
+    /// [`SessionThreads::start`], with a thread taken for stalled after `stalled_after` without a
     /// heartbeat (tests shorten it).
-    pub fn start_with(n: usize, stalled_after: Duration) -> std::io::Result<Cores> {
+    pub fn start_with(n: usize, stalled_after: Duration) -> std::io::Result<SessionThreads> {
         let epoch = Instant::now();
-        let mut cores = Vec::with_capacity(n.max(1));
+        let mut threads = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
             let mut builder = Builder::new_current_thread();
             builder.enable_all();
-            // The sessions of a core write their audit events together, once per turn.
+            // The sessions of a thread write their audit events together, once per turn.
             jitgate_audit::writer::gather::install(&mut builder);
             let runtime = builder.build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
-            let name = format!("jitgate-core-{i}");
+            let name = format!("jitgate-session-{i}");
             let beat = Arc::new(AtomicU64::new(millis_since(epoch)));
             let beating = Arc::clone(&beat);
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    // Runs the sessions spawned onto `handle` until `Cores` is dropped.
+                    // Runs the sessions spawned onto `handle` until `SessionThreads` is dropped.
                     runtime.block_on(async {
                         tokio::select! {
                             _ = stopped => {}
                             () = heartbeat(epoch, beating) => {}
                         }
                     });
-                    // Sessions are drained before `Cores` is dropped; anything left (a
+                    // Sessions are drained before `SessionThreads` is dropped; anything left (a
                     // detached helper task) is not waited for.
                     runtime.shutdown_background();
                 })?;
-            cores.push(Core {
+            threads.push(SessionThread {
                 name,
                 handle,
                 live: Arc::new(AtomicUsize::new(0)),
@@ -124,27 +125,27 @@ impl Cores {
                 _stop: stop,
             });
         }
-        Ok(Cores {
-            cores,
+        Ok(SessionThreads {
+            threads,
             epoch,
             stalled_after,
         })
     }
 
-    /// Whether `core` beat recently; logs the moment it is first seen stalled, and the
+    /// Whether `thread` beat recently; logs the moment it is first seen stalled, and the
     /// moment it runs again.
-    fn running(&self, core: &Core, now: u64) -> bool {
-        let silent = Duration::from_millis(now.saturating_sub(core.beat.load(Ordering::Relaxed)));
+    fn running(&self, thread: &SessionThread, now: u64) -> bool {
+        let silent = Duration::from_millis(now.saturating_sub(thread.beat.load(Ordering::Relaxed)));
         let running = silent <= self.stalled_after;
-        if running == core.reported.load(Ordering::Relaxed) {
-            core.reported.store(!running, Ordering::Relaxed);
+        if running == thread.reported.load(Ordering::Relaxed) {
+            thread.reported.store(!running, Ordering::Relaxed);
             if running {
-                tracing::info!(thread = %core.name, "session thread runs again; it takes new sessions");
+                tracing::info!(thread = %thread.name, "session thread runs again; it takes new sessions");
             } else {
                 tracing::error!(
-                    thread = %core.name,
+                    thread = %thread.name,
                     silent_ms = silent.as_millis(),
-                    sessions = core.live.load(Ordering::Relaxed),
+                    sessions = thread.live.load(Ordering::Relaxed),
                     "session thread has stopped running (blocked in a system call: is the audit log's disk hung?); new sessions go elsewhere"
                 );
             }
@@ -152,9 +153,9 @@ impl Cores {
         running
     }
 
-    /// Runs the future `make` builds on the running core with the fewest live sessions.
-    /// `make` runs on that core's thread, inside its runtime: what it registers (a
-    /// socket, a timer) belongs to that core. When no core is running (all stalled),
+    /// Runs the future `make` builds on the running thread with the fewest live sessions.
+    /// `make` runs on that thread's thread, inside its runtime: what it registers (a
+    /// socket, a timer) belongs to that thread. When no thread is running (all stalled),
     /// `make` is handed back: the caller runs it on its own runtime.
     pub fn spawn<F, M>(&self, make: M) -> Result<(), M>
     where
@@ -162,26 +163,26 @@ impl Cores {
         F: Future<Output = ()> + 'static + Send,
     {
         let now = millis_since(self.epoch);
-        let Some(core) = self
-            .cores
+        let Some(thread) = self
+            .threads
             .iter()
             .filter(|c| self.running(c, now))
             .min_by_key(|c| c.live.load(Ordering::Relaxed))
         else {
             return Err(make);
         };
-        core.live.fetch_add(1, Ordering::Relaxed);
-        let guard = LiveGuard(Arc::clone(&core.live));
-        core.handle.spawn(async move {
+        thread.live.fetch_add(1, Ordering::Relaxed);
+        let guard = LiveGuard(Arc::clone(&thread.live));
+        thread.handle.spawn(async move {
             let _guard = guard;
             make().await;
         });
         Ok(())
     }
 
-    /// Live sessions per core (for tests and diagnostics).
+    /// Live sessions per thread (for tests and diagnostics).
     pub fn live(&self) -> Vec<usize> {
-        self.cores
+        self.threads
             .iter()
             .map(|c| c.live.load(Ordering::Relaxed))
             .collect()
@@ -197,22 +198,22 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_spread_over_cores_and_run_on_their_threads() {
-        let cores = Cores::start(2).unwrap();
+        let threads = SessionThreads::start(2).unwrap();
         let (release, released) = tokio::sync::watch::channel(false);
         let (names_tx, mut names_rx) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..4 {
             let mut released = released.clone();
             let names_tx = names_tx.clone();
-            let spawned = cores.spawn(move || async move {
-                // A timer registered here belongs to this core's runtime.
+            let spawned = threads.spawn(move || async move {
+                // A timer registered here belongs to this thread's runtime.
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                // Having gone idle once, the core gathers its sessions' audit writes.
+                // Having gone idle once, the thread gathers its sessions' audit writes.
                 let gathers = jitgate_audit::writer::gather::active();
                 let name = std::thread::current().name().map(str::to_owned);
                 let _ = names_tx.send((name, gathers));
                 let _ = released.wait_for(|r| *r).await;
             });
-            assert!(spawned.is_ok(), "both cores run");
+            assert!(spawned.is_ok(), "both threads run");
         }
         let mut names = Vec::new();
         for _ in 0..4 {
@@ -224,16 +225,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "jitgate-core-0",
-                "jitgate-core-0",
-                "jitgate-core-1",
-                "jitgate-core-1"
+                "jitgate-session-0",
+                "jitgate-session-0",
+                "jitgate-session-1",
+                "jitgate-session-1"
             ]
         );
-        assert_eq!(cores.live(), [2, 2]);
+        assert_eq!(threads.live(), [2, 2]);
         release.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), async {
-            while cores.live() != [0, 0] {
+            while threads.live() != [0, 0] {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -241,12 +242,12 @@ mod tests {
         .unwrap();
     }
 
-    /// The name of the thread a session spawned on `cores` runs on, and how long after
+    /// The name of the thread a session spawned on `threads` runs on, and how long after
     /// the spawn it started; `None` when `spawn` handed it back.
-    fn place(cores: &Cores) -> Option<std::sync::mpsc::Receiver<(String, Duration)>> {
+    fn place(threads: &SessionThreads) -> Option<std::sync::mpsc::Receiver<(String, Duration)>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let asked = Instant::now();
-        cores
+        threads
             .spawn(move || async move {
                 let name = std::thread::current().name().unwrap_or("").to_owned();
                 let _ = tx.send((name, asked.elapsed()));
@@ -257,11 +258,11 @@ mod tests {
 
     #[test]
     fn a_stalled_core_gets_no_new_sessions() {
-        let cores = Cores::start_with(2, Duration::from_millis(600)).unwrap();
-        // Core 0's thread blocks (as in a write(2) to a hung disk) until `unblock`.
+        let threads = SessionThreads::start_with(2, Duration::from_millis(600)).unwrap();
+        // SessionThread 0's thread blocks (as in a write(2) to a hung disk) until `unblock`.
         let (unblock, blocked) = std::sync::mpsc::channel::<()>();
         let (entered, entered_rx) = std::sync::mpsc::channel();
-        let spawned = cores.spawn(move || async move {
+        let spawned = threads.spawn(move || async move {
             let _ = entered.send(std::thread::current().name().unwrap_or("").to_owned());
             let _ = blocked.recv_timeout(Duration::from_secs(60));
         });
@@ -269,35 +270,35 @@ mod tests {
         let stuck = entered_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         // Without the heartbeat, least-loaded placement would put every other one of
-        // these on the stuck core, where it would not start until the core is unblocked.
+        // these on the stuck thread, where it would not start until the thread is unblocked.
         for _ in 0..4 {
-            let (name, after) = place(&cores)
+            let (name, after) = place(&threads)
                 .unwrap()
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the session started");
-            assert_ne!(name, stuck, "placed on the stalled core");
+            assert_ne!(name, stuck, "placed on the stalled thread");
             assert!(after < Duration::from_secs(10), "started after {after:?}");
         }
         // Both stalled: the session is handed back to the caller.
         let (unblock_other, blocked_other) = std::sync::mpsc::channel::<()>();
         let (entered, entered_rx) = std::sync::mpsc::channel();
-        let spawned = cores.spawn(move || async move {
+        let spawned = threads.spawn(move || async move {
             let _ = entered.send(());
             let _ = blocked_other.recv_timeout(Duration::from_secs(60));
         });
         assert!(spawned.is_ok());
         entered_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(place(&cores).is_none(), "no core runs: handed back");
-        // Unblocked, a core takes sessions again.
+        assert!(place(&threads).is_none(), "no thread runs: handed back");
+        // Unblocked, a thread takes sessions again.
         unblock.send(()).unwrap();
         unblock_other.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let rx = loop {
-            if let Some(rx) = place(&cores) {
+            if let Some(rx) = place(&threads) {
                 break rx;
             }
-            assert!(Instant::now() < deadline, "cores never ran again");
+            assert!(Instant::now() < deadline, "threads never ran again");
             std::thread::sleep(Duration::from_millis(50));
         };
         rx.recv_timeout(Duration::from_secs(30)).unwrap();

@@ -12,8 +12,6 @@ use jitgate_audit::ContentRules;
 
 use crate::auth::ScramVerifier;
 pub use crate::guard::RoleChanges;
-pub use crate::reuse::ReuseSettings;
-pub use crate::session::limits::SessionLimits;
 
 /// Everything a running proxy needs to know, resolved and validated.
 #[derive(Clone)]
@@ -38,7 +36,7 @@ pub struct ProxySettings {
     /// Whether and how upstream connections are parked between sessions of one grant.
     pub reuse: ReuseSettings,
     /// Sessions run pinned to this many single-threaded runtimes (see
-    /// [`crate::cores`]); 0: on the runtime that accepted them.
+    /// [`crate::session_threads`]); 0: on the runtime that accepted them.
     pub session_threads: usize,
     /// What clients that have not authenticated may cost jitgate (connections, audit
     /// events, `/v1/login` attempts).
@@ -251,5 +249,71 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// How parked connections are kept (the `upstream_reuse` config section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReuseSettings {
+    /// Park connections at all.
+    pub enabled: bool,
+    /// Close a parked connection nobody took for this long.
+    pub idle_timeout: Duration,
+    /// Close a connection this long after it was opened, parked or not taken again.
+    pub max_lifetime: Duration,
+    /// Parked connections kept per grant (and login shape); more are closed.
+    pub max_idle_per_grant: usize,
+}
+
+impl Default for ReuseSettings {
+    fn default() -> Self {
+        ReuseSettings {
+            enabled: true,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(10 * 60),
+            max_idle_per_grant: 32,
+        }
+    }
+}
+
+/// Default for `session_limits.max_prepared_statements`: well above what drivers'
+/// statement caches hold (pgjdbc 256, pgx 512, Rails 1000).
+pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 10_000;
+/// Default for `session_limits.max_portals`: named portals are cursors opened through the
+/// protocol; applications hold a handful at a time.
+pub const DEFAULT_MAX_PORTALS: usize = 1_000;
+/// Default for `session_limits.max_audit_batch_bytes`.
+pub const DEFAULT_MAX_AUDIT_BATCH_BYTES: usize = 1024 * 1024;
+/// Default for `session_limits.max_retained_bytes`: far above what drivers' statement
+/// caches hold (256 statements of a few KiB), far below what would strain jitgate.
+pub const DEFAULT_MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The limits of one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Named prepared statements the server may hold for the session at once (the unnamed
+    /// statement is not counted).
+    pub max_prepared_statements: usize,
+    /// Named portals the server may hold for the session at once (the unnamed portal is not
+    /// counted).
+    pub max_portals: usize,
+    /// Bytes of audit events (approximate, as written) built from one client batch before
+    /// they are written and that part of the batch forwarded.
+    pub max_audit_batch_bytes: usize,
+    /// Bytes jitgate keeps for the session's named prepared statements (their text) and
+    /// named portals (their recorded parameters, and the text they were bound from),
+    /// approximately: the counts alone would let 10 000 statements of a megabyte each
+    /// through.
+    pub max_retained_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
+            max_portals: DEFAULT_MAX_PORTALS,
+            max_audit_batch_bytes: DEFAULT_MAX_AUDIT_BATCH_BYTES,
+            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
+        }
     }
 }

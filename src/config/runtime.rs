@@ -1,7 +1,7 @@
 //! `runtime:` — the threads `jitgate serve` runs on.
 //!
 //! By default sessions are pinned to one single-threaded runtime per CPU the process may
-//! use (cgroup quotas included; `jitgate_proxy::cores`), and the admin API, the grant
+//! use (cgroup quotas included; `jitgate_proxy::session_threads`), and the admin API, the grant
 //! lifecycle and the accept loop run on a shared multi-thread runtime with one worker
 //! per CPU. `session_threads: 0` runs sessions on the shared runtime instead (tokio's
 //! work stealing). BENCHMARKS.md has the measurement the default was chosen from.
@@ -21,7 +21,7 @@ pub struct RuntimeSettings {
     /// Worker threads; `None`: one per CPU the process may use.
     pub worker_threads: Option<NonZeroUsize>,
     /// Threads that each run their share of the sessions on a runtime of their own
-    /// (`jitgate_proxy::cores`); 0: sessions run on the shared runtime. Default: one
+    /// (`jitgate_proxy::session_threads`); 0: sessions run on the shared runtime. Default: one
     /// per CPU.
     pub session_threads: usize,
 }

@@ -7,7 +7,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::error::ProtocolError;
+use crate::protocol::ProtocolError;
 
 /// Size of a frame header: tag byte plus i32 length.
 pub const HEADER_LEN: usize = 5;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::reader::Reader;
 use super::tags::{KIND_PORTAL, KIND_STATEMENT};
-use crate::error::ProtocolError;
+use crate::protocol::ProtocolError;
 
 /// Simple query ('Q').
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! - [`frontend`]: decoders for the client messages audit and auth need.
 //! - [`backend`]: encoders for what the proxy says itself, decoders for what the relay
 //!   inspects.
-//! - [`error`]: client-visible errors ([`PgError`]) and SQLSTATE codes.
+//! - [`error`]: client-visible errors ([`PgError`]) and SQLSTATE codes; `violation`:
+//!   [`ProtocolError`], bytes that are not the protocol.
 //! - [`tags`]: message type bytes.
 //!
 //! Parsers return `Ok(None)` when more bytes are needed, check every length and count
@@ -18,11 +19,12 @@ pub mod frontend;
 mod reader;
 pub mod startup;
 pub mod tags;
+mod violation;
 
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use crate::error::ProtocolError;
 pub use error::{sqlstate, PgError, Severity};
 pub use frame::{peek_header, scan_frames, split_frame, Frame, FrameHeader, FrameScanner};
 pub use startup::{parse_startup, StartupMessage, MAX_STARTUP_LEN};
+pub use violation::ProtocolError;

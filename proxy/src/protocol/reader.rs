@@ -4,7 +4,7 @@
 //! names the message, so decoders never index out of bounds and never trust a count or
 //! a length from the wire before checking it against the bytes actually present.
 
-use crate::error::ProtocolError;
+use crate::protocol::ProtocolError;
 
 /// Reads big-endian integers, NUL-terminated strings and length-prefixed values.
 pub(crate) struct Reader<'a> {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use bytes::BytesMut;
 
 use super::reader::Reader;
-use crate::error::ProtocolError;
+use crate::protocol::ProtocolError;
 
 /// The largest startup packet accepted; Postgres uses the same limit
 /// (`MAX_STARTUP_PACKET_LENGTH` in `src/include/libpq/pqcomm.h`). Checked as soon as the

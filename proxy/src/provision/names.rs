@@ -92,7 +92,7 @@ pub fn password(admin_password: &Secret, target: &str, grant_id: Uuid) -> Secret
 /// on a grant's first login: jitgate derives the keys, and PostgreSQL's `CREATE ROLE …
 /// PASSWORD` derives them again to check the password is not empty (4096 rounds cost
 /// ~15 ms of the server's time per first login on the benchmark machine; BENCHMARKS.md,
-/// "ephemeral users").
+/// "Ephemeral users: one round trip, one PBKDF2 round").
 pub const VERIFIER_ITERATIONS: u32 = 1;
 
 /// `name` as a quoted SQL identifier.

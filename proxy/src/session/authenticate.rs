@@ -5,8 +5,9 @@
 
 use super::client::{ClientConn, ReadError};
 use crate::auth::{ScramServer, ScramVerifier};
-use crate::error::{AuthError, ProtocolError};
+use crate::error::AuthError;
 use crate::protocol::frontend::{parse_sasl_initial_response, sasl_response};
+use crate::protocol::ProtocolError;
 use crate::protocol::{backend, tags};
 
 /// The SASL mechanism we offer.

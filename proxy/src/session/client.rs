@@ -8,9 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::either::Either;
 
 use super::stream::ClientStream;
-use crate::error::ProtocolError;
 use crate::gate::ClientGate;
 use crate::protocol::frame::{split_frame, Frame};
+use crate::protocol::ProtocolError;
 use crate::protocol::{backend, PgError};
 
 /// Largest message accepted before the client is authenticated: Postgres's

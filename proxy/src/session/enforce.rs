@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::relay::End;
+use super::end::End;
 use crate::registry::SessionControl;
 
 /// Converts an absolute deadline, read against `clock`, to the runtime's clock.

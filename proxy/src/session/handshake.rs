@@ -20,10 +20,10 @@ use tokio_util::either::Either;
 
 use super::exit::Exit;
 use super::stream::ClientStream;
-use crate::error::ProtocolError;
 use crate::protocol::startup::{parse_startup, StartupMessage};
 use crate::protocol::startup::{POSTGRES_ALPN, TLS_HANDSHAKE_RECORD};
 use crate::protocol::PgError;
+use crate::protocol::ProtocolError;
 
 /// What the client came for.
 pub enum Hello {

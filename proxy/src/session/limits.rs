@@ -20,48 +20,6 @@ use jitgate_audit::EventBody;
 
 use crate::protocol::{sqlstate, PgError};
 
-/// Default for `session_limits.max_prepared_statements`: well above what drivers'
-/// statement caches hold (pgjdbc 256, pgx 512, Rails 1000).
-pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 10_000;
-/// Default for `session_limits.max_portals`: named portals are cursors opened through the
-/// protocol; applications hold a handful at a time.
-pub const DEFAULT_MAX_PORTALS: usize = 1_000;
-/// Default for `session_limits.max_audit_batch_bytes`.
-pub const DEFAULT_MAX_AUDIT_BATCH_BYTES: usize = 1024 * 1024;
-/// Default for `session_limits.max_retained_bytes`: far above what drivers' statement
-/// caches hold (256 statements of a few KiB), far below what would strain jitgate.
-pub const DEFAULT_MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
-
-/// The limits of one session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionLimits {
-    /// Named prepared statements the server may hold for the session at once (the unnamed
-    /// statement is not counted).
-    pub max_prepared_statements: usize,
-    /// Named portals the server may hold for the session at once (the unnamed portal is not
-    /// counted).
-    pub max_portals: usize,
-    /// Bytes of audit events (approximate, as written) built from one client batch before
-    /// they are written and that part of the batch forwarded.
-    pub max_audit_batch_bytes: usize,
-    /// Bytes jitgate keeps for the session's named prepared statements (their text) and
-    /// named portals (their recorded parameters, and the text they were bound from),
-    /// approximately: the counts alone would let 10 000 statements of a megabyte each
-    /// through.
-    pub max_retained_bytes: usize,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        SessionLimits {
-            max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
-            max_portals: DEFAULT_MAX_PORTALS,
-            max_audit_batch_bytes: DEFAULT_MAX_AUDIT_BATCH_BYTES,
-            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
-        }
-    }
-}
-
 /// Which count limit a session reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitKind {

@@ -4,6 +4,7 @@
 
 mod authenticate;
 mod client;
+mod end;
 mod enforce;
 pub mod error;
 mod exit;
@@ -44,7 +45,7 @@ use self::relay::Relay;
 use self::teardown::Ending;
 use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
-use crate::backstop::Escape;
+use crate::backstop_handle::BackstopHandle;
 use crate::cancel::{CancelMap, CancelTarget};
 use crate::limits::{ConnectionLimits, LimitHit, RefusalAudit};
 use crate::protocol::{backend, sqlstate, tags, PgError};
@@ -352,13 +353,13 @@ async fn live(
     });
     // Duplicates of both sockets for the backstop, which ends the session should this
     // thread stop running; a session it could not end is not started.
-    let escape = match Escape::new(
+    let backstop = match BackstopHandle::new(
         &conn.stream,
         Arc::clone(&conn.gate),
         &upstream.stream,
         Arc::clone(&stop_target),
     ) {
-        Ok(escape) => escape,
+        Ok(backstop) => backstop,
         Err(e) => {
             tracing::error!(error = %e, "could not duplicate the session's sockets; refusing the session");
             let error = PgError::fatal(
@@ -392,7 +393,7 @@ async fn live(
             deadline: grant.expires_at,
             upstream_pid: Some(upstream.pid),
         },
-        Some(escape),
+        Some(backstop),
     );
     let mut handle = registered.handle;
     if registered.stale {

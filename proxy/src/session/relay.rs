@@ -31,41 +31,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::client::ClientConn;
+use super::end::End;
 use super::enforce::Enforcer;
-use super::limits::{AuditBudget, LimitExceeded};
+use super::limits::AuditBudget;
 use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
 use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
-use super::tracker::{Mark, Step, Tracker};
-use crate::error::ProtocolError;
+use super::tracker::{Halt, Mark, Step, Tracker};
 use crate::protocol::error::PgError;
 use crate::protocol::frame::peek_header;
 use crate::protocol::tags;
-use crate::registry::Revocation;
-
-/// Why the relay stopped.
-#[derive(Debug)]
-pub enum End {
-    /// The client sent Terminate (`clean`) or closed its socket.
-    ClientQuit {
-        clean: bool,
-    },
-    Expired,
-    Revoked(Revocation),
-    UpstreamClosed,
-    Shutdown,
-    /// The client broke the protocol.
-    ClientProtocol(ProtocolError),
-    /// The upstream sent something that is not the protocol.
-    UpstreamProtocol(String),
-    /// The audit log could not take a `query` event: nothing was forwarded.
-    Audit(AuditError),
-    /// The client tried to hold more than a per-session limit allows.
-    Limit(LimitExceeded),
-    ClientIo(std::io::Error),
-    UpstreamIo(std::io::Error),
-}
 
 /// Runs `fut` unless enforcement ends the session first. The operation is polled once
 /// on its own first: most writes complete at once, and then no enforcement futures
@@ -546,8 +522,9 @@ impl Relay<'_> {
                         self.tracker.rollback(mark);
                         events.clear();
                         return Err(match e {
-                            ProtocolError::SessionLimit(limit) => End::Limit(limit),
-                            e => End::ClientProtocol(e),
+                            Halt::Protocol(e) => End::ClientProtocol(e),
+                            Halt::Limit(limit) => End::Limit(limit),
+                            Halt::Unfollowed => End::Unfollowed,
                         });
                     }
                 };

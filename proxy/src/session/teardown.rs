@@ -17,10 +17,10 @@ use jitgate_audit::{EndReason, Stopped, StoppedWork};
 use tokio::io::AsyncWriteExt;
 
 use super::client::ClientConn;
+use super::end::{End, UNFOLLOWED};
 use super::exit::Exit;
 use super::farewell::{self, Holder};
 use super::meta::SessionMeta;
-use super::relay::End;
 use super::stream::UpstreamStream;
 use crate::protocol::{sqlstate, PgError};
 use crate::stop::{self, side, Held, StopTarget};
@@ -133,6 +133,11 @@ fn exit_of(end: &End, s: &Ending<'_>) -> Exit {
             EndReason::LimitExceeded,
             Some(limit.to_string()),
             Some(limit.pg_error()),
+        ),
+        End::Unfollowed => ended(
+            EndReason::ProtocolError,
+            Some(UNFOLLOWED.to_owned()),
+            Some(PgError::fatal(sqlstate::INTERNAL_ERROR, UNFOLLOWED)),
         ),
         End::ClientProtocol(e) => ended(
             EndReason::ProtocolError,

@@ -8,15 +8,16 @@ use bytes::Bytes;
 use jitgate_audit::{ContentRules, EventBody, Protocol};
 
 use super::confirmed::Confirmed;
-use super::defs::{function_args, key, keyed_bind, retained, PortalDef, Slot, StatementDef};
+use super::defs::{function_args, keyed_bind, retained, PortalDef, Slot, StatementDef};
 use super::effects::Effects;
 use super::look::Look;
+use super::names::key;
 use super::predict::Prediction;
-use super::{name_text, query_event, Copy, Op, Request, Step, Tracker};
-use crate::error::ProtocolError;
+use super::{name_text, query_event, Copy, Halt, Op, Request, Step, Tracker};
 use crate::guard::{self, substitute, Refusal, RoleChanges};
 use crate::protocol::frontend::{self, Bind};
 use crate::protocol::tags;
+use crate::protocol::ProtocolError;
 use crate::session::limits::{LimitExceeded, LimitKind};
 
 /// Why a statement forwarded while the server skips will not run.
@@ -109,7 +110,7 @@ impl Tracker {
         tag: u8,
         body: Bytes,
         events: &mut Vec<EventBody>,
-    ) -> Result<Step, ProtocolError> {
+    ) -> Result<Step, Halt> {
         // COPY data while no COPY takes it, with something in front of the server: a
         // COPY may be about to start. It waits until the server says, so that whether
         // the messages around it go to a COPY is never in doubt.
@@ -119,7 +120,7 @@ impl Tracker {
             return Ok(Step::Wait);
         }
         if let Some(copy) = self.copy.as_mut().filter(|c| c.taking_input) {
-            return copy_input(copy, tag, body.len());
+            return Ok(copy_input(copy, tag, body.len())?);
         }
         if self.unfollowed || self.over_limit.is_some() {
             return Err(self.refused_session());
@@ -320,21 +321,17 @@ impl Tracker {
     /// names, or the session went over a limit.
     #[cold]
     #[inline(never)]
-    fn refused_session(&self) -> ProtocolError {
+    fn refused_session(&self) -> Halt {
         match self.over_limit {
-            Some(limit) if !self.unfollowed => ProtocolError::SessionLimit(limit),
-            _ => ProtocolError::UnfollowedNames,
+            Some(limit) if !self.unfollowed => Halt::Limit(limit),
+            _ => Halt::Unfollowed,
         }
     }
 
     /// FunctionCall: a statement, recorded with its arguments; refused (replaced by a
     /// Query that fails) when it would change the role.
     #[inline(never)]
-    fn function_call(
-        &mut self,
-        body: Bytes,
-        events: &mut Vec<EventBody>,
-    ) -> Result<Step, ProtocolError> {
+    fn function_call(&mut self, body: Bytes, events: &mut Vec<EventBody>) -> Result<Step, Halt> {
         let f = frontend::parse_function_call(body)?;
         let query_id = self.next_id();
         let mut event = query_event(&self.rules, query_id, Protocol::FunctionCall, b"");
@@ -374,7 +371,7 @@ impl Tracker {
 
     /// Refuses a new named statement or portal beyond the session's limit (the session
     /// then ends: see `session/limits.rs`).
-    fn check_limit(&self, kind: LimitKind, name: &[u8]) -> Result<(), ProtocolError> {
+    fn check_limit(&self, kind: LimitKind, name: &[u8]) -> Result<(), Halt> {
         let (limit, over) = match kind {
             LimitKind::PreparedStatements => {
                 let limit = self.limits.max_prepared_statements;
@@ -394,17 +391,17 @@ impl Tracker {
             LimitKind::RetainedBytes => return self.check_bytes(0),
         };
         if over {
-            return Err(ProtocolError::SessionLimit(LimitExceeded { kind, limit }));
+            return Err(Halt::Limit(LimitExceeded { kind, limit }));
         }
         Ok(())
     }
 
     /// Refuses a named definition of `size` bytes that would make the session keep more
     /// than its limit (counting what is in flight as if it all succeeds).
-    fn check_bytes(&self, size: usize) -> Result<(), ProtocolError> {
+    fn check_bytes(&self, size: usize) -> Result<(), Halt> {
         let limit = self.limits.max_retained_bytes;
         if self.confirmed.retained_bytes() + self.predicted_bytes + size > limit {
-            return Err(ProtocolError::SessionLimit(LimitExceeded {
+            return Err(Halt::Limit(LimitExceeded {
                 kind: LimitKind::RetainedBytes,
                 limit,
             }));

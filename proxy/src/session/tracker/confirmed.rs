@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use super::defs::{Name, PortalDef, StatementDef};
+use super::defs::{PortalDef, StatementDef};
 use super::effects::{Created, Effect};
+use super::names::Name;
 use super::names::Names;
 use super::sqlnames::Parsed;
 

@@ -1,10 +1,6 @@
 //! What the server holds under a name — a prepared statement or a portal — and what the
 //! tracker can know of a name before the server has answered: one definition for
 //! certain, one definition or nothing, or several candidates ([`Slot`]).
-//!
-//! Names are the raw bytes of the protocol message: the server compares them byte for
-//! byte in the session's encoding, so the tracker does too — and only their first 63
-//! bytes, as the server's name tables do (see [`key`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,27 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use jitgate_audit::{ContentRules, Param, ParamFormat, SettingChange};
 
+use super::names::{key, Name};
 use super::sqlnames::Parsed;
-use crate::error::ProtocolError;
 use crate::guard::Refusal;
 use crate::protocol::frontend::{self, Bind};
-
-/// A statement or portal name as the client sent it (`""` is the unnamed one).
-pub type Name = Bytes;
-
-/// Bytes of a name the server's tables of prepared statements and portals compare
-/// (`NAMEDATALEN - 1`): the keys of both are `char[NAMEDATALEN]`, filled with `strlcpy`,
-/// so two names that share their first 63 bytes are one name there.
-pub const NAME_KEY_LEN: usize = 63;
-
-/// A name as the server's tables key it: its first [`NAME_KEY_LEN`] bytes (no copy).
-pub fn key(name: Name) -> Name {
-    if name.len() > NAME_KEY_LEN {
-        name.slice(..NAME_KEY_LEN)
-    } else {
-        name
-    }
-}
+use crate::protocol::ProtocolError;
 
 /// A Bind message read with its portal and statement names keyed (see [`key`]).
 pub fn keyed_bind(body: Bytes) -> Result<Bind, ProtocolError> {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use jitgate_audit::Param;
 
-use super::defs::{Name, PortalDef, StatementDef};
+use super::defs::{PortalDef, StatementDef};
+use super::names::Name;
 use super::sqlnames::Parsed;
 
 /// One statement's effect on the names: what its parse says it does, with the

@@ -5,10 +5,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use jitgate_audit::{EventBody, Param};
 
-use super::Tracker;
-use crate::error::ProtocolError;
+use super::{Halt, Tracker};
 use crate::protocol::tags;
-use crate::session::limits::{LimitKind, SessionLimits};
+use crate::session::limits::LimitKind;
+use crate::settings::SessionLimits;
 
 fn cstr(b: &mut BytesMut, s: &[u8]) {
     b.put_slice(s);
@@ -55,7 +55,7 @@ fn close(statement: bool, name: &str) -> (u8, Bytes) {
     (tags::CLOSE, b.freeze())
 }
 
-fn send(t: &mut Tracker, messages: &[(u8, Bytes)]) -> Result<Vec<EventBody>, ProtocolError> {
+fn send(t: &mut Tracker, messages: &[(u8, Bytes)]) -> Result<Vec<EventBody>, Halt> {
     let mut events = Vec::new();
     for (tag, body) in messages {
         t.on_client(*tag, body.clone(), &mut events)?;
@@ -167,9 +167,9 @@ fn after_a_rollback_the_parameters_are_recorded_again() {
     );
 }
 
-fn limit_of(e: ProtocolError) -> (LimitKind, usize) {
+fn limit_of(e: Halt) -> (LimitKind, usize) {
     match e {
-        ProtocolError::SessionLimit(l) => (l.kind, l.limit),
+        Halt::Limit(l) => (l.kind, l.limit),
         other => panic!("expected a session limit, got {other:?}"),
     }
 }
@@ -181,7 +181,10 @@ fn named_statements_beyond_the_limit_are_refused_before_forwarding() {
     // The unnamed statement does not count, nor does a name already held.
     send(&mut t, &[parse("", "select 3"), parse("a", "select 1")]).unwrap();
     let err = send(&mut t, &[parse("c", "select 4")]).unwrap_err();
-    assert_eq!(err.sqlstate(), "53400");
+    assert!(
+        matches!(&err, Halt::Limit(l) if l.pg_error().code == "53400"),
+        "{err:?}"
+    );
     assert_eq!(limit_of(err), (LimitKind::PreparedStatements, 2));
 }
 
@@ -283,7 +286,10 @@ fn statement_text_beyond_the_retained_bytes_is_refused_before_forwarding() {
     // In flight, all count (as if they succeed).
     send(&mut t, &[parse("a", &big), parse("b", &big)]).unwrap();
     let err = send(&mut t, &[parse("c", &big)]).unwrap_err();
-    assert_eq!(err.sqlstate(), "53400");
+    assert!(
+        matches!(&err, Halt::Limit(l) if l.pg_error().code == "53400"),
+        "{err:?}"
+    );
     assert_eq!(limit_of(err), (LimitKind::RetainedBytes, 300_000));
     // The unnamed statement is not counted (it is replaced as it goes).
     let mut t = limited_bytes(300_000);

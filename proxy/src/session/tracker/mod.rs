@@ -48,11 +48,14 @@ use bytes::Bytes;
 use jitgate_audit::{escape_bytes, ContentRules, CopyDirection, EventBody, Param, Protocol};
 
 use crate::guard::RoleChanges;
-use crate::session::limits::{LimitExceeded, SessionLimits};
+use crate::protocol::ProtocolError;
+use crate::session::limits::LimitExceeded;
+use crate::settings::SessionLimits;
 
 use self::confirmed::Confirmed;
-use self::defs::{Name, PortalDef, Slot, StatementDef};
+use self::defs::{PortalDef, Slot, StatementDef};
 use self::effects::Effects;
+use self::names::Name;
 use self::predict::Prediction;
 
 /// What the relay does with a client message the tracker has looked at.
@@ -70,6 +73,26 @@ pub enum Step {
     /// not sent. Call again with the same message after the next server bytes; nothing
     /// was recorded for it.
     Wait,
+}
+
+/// Why the tracker takes no more of the client's messages: the session ends.
+#[derive(Debug)]
+pub enum Halt {
+    /// The message is not the protocol.
+    Protocol(ProtocolError),
+    /// The session went over a per-session limit (prepared statements, portals, bytes
+    /// kept): it ends with 53400 (see `session/limits.rs`).
+    Limit(LimitExceeded),
+    /// The server's answers to SQL that defines or drops statement and cursor names
+    /// disagreed with jitgate's parse of it: jitgate no longer knows what those names
+    /// hold, so it cannot audit what they run (fail closed).
+    Unfollowed,
+}
+
+impl From<ProtocolError> for Halt {
+    fn from(e: ProtocolError) -> Halt {
+        Halt::Protocol(e)
+    }
 }
 
 /// What a forwarded client message does, as far as the replies are concerned.

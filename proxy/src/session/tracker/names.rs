@@ -1,5 +1,9 @@
-//! A table keyed by statement or portal names, with the unnamed entry (`""`) kept
-//! apart from the hashed ones.
+//! Statement and portal names, and a table keyed by them, with the unnamed entry (`""`)
+//! kept apart from the hashed ones.
+//!
+//! Names are the raw bytes of the protocol message: the server compares them byte for
+//! byte in the session's encoding, so the tracker does too — and only their first 63
+//! bytes, as the server's name tables do (see [`key`]).
 //!
 //! The unnamed statement and the unnamed portal are what every extended-protocol
 //! transaction of a driver passes through (PostgreSQL keeps them apart too:
@@ -11,7 +15,24 @@
 
 use std::collections::HashMap;
 
-use super::defs::Name;
+use bytes::Bytes;
+
+/// A statement or portal name as the client sent it (`""` is the unnamed one).
+pub type Name = Bytes;
+
+/// Bytes of a name the server's tables of prepared statements and portals compare
+/// (`NAMEDATALEN - 1`): the keys of both are `char[NAMEDATALEN]`, filled with `strlcpy`,
+/// so two names that share their first 63 bytes are one name there.
+pub const NAME_KEY_LEN: usize = 63;
+
+/// A name as the server's tables key it: its first [`NAME_KEY_LEN`] bytes (no copy).
+pub fn key(name: Name) -> Name {
+    if name.len() > NAME_KEY_LEN {
+        name.slice(..NAME_KEY_LEN)
+    } else {
+        name
+    }
+}
 
 type Named<V> = HashMap<Name, V, ahash::RandomState>;
 

@@ -38,8 +38,9 @@
 use std::sync::Arc;
 
 use super::confirmed::Confirmed;
-use super::defs::{Name, PortalDef, Slot, StatementDef};
+use super::defs::{PortalDef, Slot, StatementDef};
 use super::effects::{Created, Effect};
+use super::names::Name;
 use super::names::Names;
 
 /// Values of names touched since the last Sync: in the group (what a later message of

@@ -31,8 +31,9 @@ use bytes::Bytes;
 use jitgate_audit::{CopyDirection, EventBody};
 
 use super::client::{same_statement, SKIPPED_IN_COPY, SKIPPED_UNTIL_SYNC};
-use super::defs::{keyed_bind, Name, PortalDef};
+use super::defs::{keyed_bind, PortalDef};
 use super::effects::Created;
+use super::names::Name;
 use super::{sqlnames, Copy, Op, Request, Tracker};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::tags;

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use pg_query::protobuf::DiscardMode;
 use pg_query::NodeEnum;
 
-use super::defs::{key, Name};
+use super::names::{key, Name};
 use crate::guard::{Reason, Refusal};
 
 /// `CURSOR_OPT_HOLD` (parsenodes.h): `DECLARE … WITH HOLD`.

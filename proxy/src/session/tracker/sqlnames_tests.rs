@@ -6,8 +6,7 @@ use bytes::BytesMut;
 use jitgate_audit::EventBody;
 
 use super::protocol_tests::{bind, cstr, execute, parse, query, sync, Session};
-use super::Step;
-use crate::error::ProtocolError;
+use super::{Halt, Step};
 use crate::protocol::tags;
 
 fn complete(s: &mut Session, tag: &str) {
@@ -235,13 +234,13 @@ fn a_name_tag_the_parse_did_not_expect_ends_the_session() {
     let mut b = BytesMut::new();
     cstr(&mut b, b"SELECT 2");
     let r = s.t.on_client(tags::QUERY, b.freeze(), &mut s.recorded);
-    assert!(matches!(r, Err(ProtocolError::UnfollowedNames)), "{r:?}");
+    assert!(matches!(r, Err(Halt::Unfollowed)), "{r:?}");
 }
 
 #[test]
 fn statements_prepared_by_sql_count_against_the_session_limit() {
     let mut s = Session::new();
-    s.t = std::mem::take(&mut s.t).with_limits(crate::session::limits::SessionLimits {
+    s.t = std::mem::take(&mut s.t).with_limits(crate::settings::SessionLimits {
         max_prepared_statements: 2,
         ..Default::default()
     });
@@ -253,7 +252,7 @@ fn statements_prepared_by_sql_count_against_the_session_limit() {
     let mut b = BytesMut::new();
     cstr(&mut b, b"SELECT 2");
     let r = s.t.on_client(tags::QUERY, b.freeze(), &mut s.recorded);
-    assert!(matches!(r, Err(ProtocolError::SessionLimit(_))), "{r:?}");
+    assert!(matches!(r, Err(Halt::Limit(_))), "{r:?}");
 }
 
 /// The crash shield (`shield.rs`): an Execute of the unnamed portal without a Bind,

@@ -9,12 +9,11 @@ use jitgate_audit::{
     sha256_hex, unescape_bytes, ContentRules, EventBody, Param, Redaction, SettingChange,
 };
 
-use super::{Step, Tracker};
-use crate::error::ProtocolError;
+use super::{Halt, Step, Tracker};
 use crate::protocol::tags;
 
 /// One client message; its `query` event, if any.
-fn client(t: &mut Tracker, tag: u8, body: Bytes) -> Result<Option<EventBody>, ProtocolError> {
+fn client(t: &mut Tracker, tag: u8, body: Bytes) -> Result<Option<EventBody>, Halt> {
     let mut events = Vec::new();
     let step = t.on_client(tag, body, &mut events)?;
     assert_eq!(step, Step::Forward);
