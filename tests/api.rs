@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const TOKEN: &str = "api-test-token-0123456789abcdef";
+/// The server's key for login tokens: the tests mint tokens with it (and with another).
+const LOGIN_KEY: &[u8] = b"api-test-login-key-0123456789abcdef";
 
 struct Server {
     addr: SocketAddr,
@@ -64,7 +66,7 @@ impl Server {
                 provisioner: Default::default(),
             },
             token: Secret::new(TOKEN),
-            login_keys: TokenKeys::random(Duration::from_secs(3600)),
+            login_keys: TokenKeys::new(LOGIN_KEY, Duration::from_secs(3600)),
             identities: Arc::new(std::collections::HashMap::new()),
             mock_secret: [7; 32],
             login_limits: api::LoginLimits::new(&Default::default()),
@@ -162,6 +164,83 @@ async fn requests_without_the_right_token_get_401() {
 
     // Health is deliberately open (probes), and says nothing else.
     assert_eq!(wrong.health().await.unwrap().status, "ok");
+    server.stop().await;
+}
+
+/// Calls `route` with `token` (none: no `Authorization` header); the status and error.
+async fn call(server: &Server, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let url = format!(
+        "http://{}{}",
+        server.addr,
+        path.replace("{id}", &Uuid::new_v4().to_string())
+    );
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn every_route_demands_its_token_and_refuses_the_wrong_kind() {
+    let server = Server::start().await;
+    let now = Timestamp::now();
+    let login = TokenKeys::new(LOGIN_KEY, Duration::from_secs(600))
+        .issue("alice", now)
+        .0;
+    let forged = TokenKeys::new(b"some-other-key-0123456789abcdef", Duration::from_secs(600))
+        .issue("alice", now)
+        .0;
+    let routes = api::routes();
+    assert!(routes.len() >= 16, "{routes:?}");
+    for route in &routes {
+        let (method, path) = (route.method.as_str(), route.path);
+        let at = format!("{method} {path}");
+        let guarded = route.access != api::Access::Public;
+        let (none, _) = call(&server, method, path, None).await;
+        assert_eq!(none == 401, guarded, "{at} without a token: {none}");
+        if !guarded {
+            continue;
+        }
+        for bad in ["nope", forged.as_str(), "Basic abc"] {
+            let (status, body) = call(&server, method, path, Some(bad)).await;
+            assert_eq!(status, 401, "{at} with token {bad:?}: {body}");
+        }
+        let (as_login, body) = call(&server, method, path, Some(&login)).await;
+        let (as_admin, admin_body) = call(&server, method, path, Some(TOKEN)).await;
+        assert_ne!(as_admin, 401, "{at} with the admin token: {admin_body}");
+        match route.access {
+            api::Access::Admin => {
+                assert_eq!(as_login, 403, "{at} with a login token: {body}");
+                assert!(body.contains("needs the admin token"), "{at}: {body}");
+                assert_ne!(as_admin, 403, "{at} with the admin token: {admin_body}");
+            }
+            _ => {
+                assert_ne!(as_login, 401, "{at} with a login token: {body}");
+                assert!(!body.contains("needs the admin token"), "{at}: {body}");
+            }
+        }
+    }
+    // At each path, the methods not in the table are not served, whatever the token.
+    let paths: BTreeSet<&str> = routes.iter().map(|r| r.path).collect();
+    for path in paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if routes
+                .iter()
+                .any(|r| r.path == path && r.method.as_str() == method)
+            {
+                continue;
+            }
+            let (status, body) = call(&server, method, path, Some(TOKEN)).await;
+            assert_eq!(status, 405, "{method} {path}: {body}");
+        }
+    }
     server.stop().await;
 }
 

@@ -1,29 +1,20 @@
 //! `docs/openapi.yaml` against the code: it must be OpenAPI 3.x, every `$ref` must point
 //! at a schema it defines, and it must document exactly the (method, path) pairs the
-//! router in `src/api/mod.rs` serves, each with the security scheme its guard demands.
-//! No database and no server: the router is read as text.
+//! router serves (`jitgate::api::routes()`, the table the router is built from), each
+//! with the security scheme its guard demands. That the guards themselves hold is
+//! tested by calling every route (`tests/api.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use jitgate::api::Access;
 use serde_yaml::{Mapping, Value};
 
 /// The HTTP methods a path item may hold (OpenAPI 3.0 names, lower case).
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
-
-/// Which bearer token a route needs, from the layer in front of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Guard {
-    /// No token (`/v1/health`, `/v1/login`).
-    Public,
-    /// `auth::require_admin`: the admin token only.
-    Admin,
-    /// `auth::require_caller`: the admin token or a login token.
-    Caller,
-}
 
 fn repo_file(rel: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -41,103 +32,18 @@ fn mapping<'a>(value: &'a Value, what: &str) -> &'a Mapping {
         .unwrap_or_else(|| panic!("{what} is not a mapping"))
 }
 
-/// The source without `//` comments, so routes named in docs are not taken for code.
-fn code_only(source: &str) -> String {
-    source
-        .lines()
-        .map(|line| match line.find("//") {
-            // `//` inside a string literal (a URL) would be cut too; router paths have none.
-            Some(at) => &line[..at],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Index just past the `)` closing the call whose arguments start at `from`.
-fn call_end(code: &str, from: usize) -> usize {
-    let mut depth = 1usize;
-    let mut in_string = false;
-    for (i, c) in code[from..].char_indices() {
-        match c {
-            '"' => in_string = !in_string,
-            '(' if !in_string => depth += 1,
-            ')' if !in_string => {
-                depth -= 1;
-                if depth == 0 {
-                    return from + i + 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced parentheses after byte {from} of src/api/mod.rs");
-}
-
-/// The method-router calls in a `.route(..)` argument list: `get(h)`, `post(h).get(h)`.
-/// Handler paths such as `grants::get` are not calls and are skipped.
-fn methods_in(args: &str) -> Vec<String> {
-    let bytes = args.as_bytes();
-    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if is_ident(bytes[i]) && (i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == b':')) {
-            let start = i;
-            while i < bytes.len() && is_ident(bytes[i]) {
-                i += 1;
-            }
-            let word = &args[start..i];
-            let next = args[i..].trim_start();
-            if next.starts_with('(') && METHODS.contains(&word) {
-                found.push(word.to_ascii_uppercase());
-            }
-        } else {
-            i += 1;
-        }
-    }
-    found
-}
-
-/// (METHOD, path) → guard for every `.route("<path>", <method router>)` in the router.
-fn router_routes() -> BTreeMap<(String, String), Guard> {
-    let code = code_only(&repo_file("src/api/mod.rs"));
+/// (METHOD, path) → who may call it, for every route the router serves.
+fn router_routes() -> BTreeMap<(String, String), Access> {
     let mut routes = BTreeMap::new();
-    let mut search_from = 0;
-    while let Some(found) = code[search_from..].find(".route(") {
-        let open = search_from + found + ".route(".len();
-        let end = call_end(&code, open);
-        search_from = end;
-        let args = code[open..end - 1].trim_start();
-        let path = args
-            .strip_prefix('"')
-            .and_then(|rest| rest.split_once('"'))
-            .map(|(path, _)| path.to_owned())
-            .unwrap_or_else(|| panic!("route without a literal path: .route({args}"));
-        // The guard is the `route_layer` that follows the route in the same statement.
-        let statement_end = code[end..].find(';').map_or(code.len(), |at| end + at);
-        let rest = &code[end..statement_end];
-        let guard = match (rest.find("require_admin"), rest.find("require_caller")) {
-            (Some(a), Some(c)) if a < c => Guard::Admin,
-            (Some(_), Some(_)) | (None, Some(_)) => Guard::Caller,
-            (Some(_), None) => Guard::Admin,
-            (None, None) => Guard::Public,
-        };
-        let methods = methods_in(&args[path.len() + 2..]);
+    for route in jitgate::api::routes() {
+        let key = (route.method.as_str().to_owned(), route.path.to_owned());
         assert!(
-            !methods.is_empty(),
-            "no method router found for route {path}"
+            routes.insert(key, route.access).is_none(),
+            "{} {} is routed twice",
+            route.method.as_str(),
+            route.path
         );
-        for method in methods {
-            let previous = routes.insert((method.clone(), path.clone()), guard);
-            assert!(previous.is_none(), "{method} {path} is routed twice");
-        }
     }
-    assert!(
-        routes.len() >= 10,
-        "found only {} routes in src/api/mod.rs; did the router's layout change?",
-        routes.len()
-    );
     routes
 }
 
@@ -275,9 +181,9 @@ fn security_matches_each_routes_guard() {
             }
         }
         let expected: BTreeSet<String> = match guard {
-            Guard::Public => BTreeSet::new(),
-            Guard::Admin => BTreeSet::from(["adminToken".to_owned()]),
-            Guard::Caller => BTreeSet::from(["adminToken".to_owned(), "loginToken".to_owned()]),
+            Access::Public => BTreeSet::new(),
+            Access::Admin => BTreeSet::from(["adminToken".to_owned()]),
+            Access::Caller => BTreeSet::from(["adminToken".to_owned(), "loginToken".to_owned()]),
         };
         assert_eq!(schemes, expected, "{method} {path} is guarded as {guard:?}");
     }

@@ -55,7 +55,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use jitgate_proxy::auth::ScramVerifier;
 use jitgate_proxy::settings::Secret;
@@ -106,38 +106,119 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
+/// Who may call a route: the token its guard demands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token (`/v1/health`, `/v1/login`).
+    Public,
+    /// The admin token only (`auth::require_admin`): a login token gets 403.
+    Admin,
+    /// The admin token or a `jitgate login` token (`auth::require_caller`); the rules
+    /// decide what an identity may do.
+    Caller,
+}
+
+/// One route the admin API serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    /// The path as the router matches it (`{id}` for a path parameter).
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every route with its handler: the one list the router is built from and the
+/// documentation is checked against ([`routes`]).
+fn table() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
+    use Access::{Admin, Caller, Public};
+    let route = |method, path, access| Route {
+        method,
+        path,
+        access,
+    };
+    vec![
+        (route(Method::Get, "/v1/health", Public), get(health)),
+        (route(Method::Post, "/v1/login", Public), post(login::login)),
+        (
+            route(Method::Post, "/v1/grants", Admin),
+            post(grants::issue),
+        ),
+        (route(Method::Get, "/v1/grants", Admin), get(grants::list)),
+        (
+            route(Method::Get, "/v1/grants/{id}", Admin),
+            get(grants::get),
+        ),
+        (route(Method::Get, "/v1/sessions", Admin), get(sessions)),
+        (route(Method::Get, "/metrics", Admin), get(metrics)),
+        (route(Method::Get, "/v1/whoami", Caller), get(login::whoami)),
+        (
+            route(Method::Post, "/v1/requests", Caller),
+            post(requests::create),
+        ),
+        (
+            route(Method::Get, "/v1/requests", Caller),
+            get(requests::list),
+        ),
+        (
+            route(Method::Get, "/v1/requests/{id}", Caller),
+            get(requests::get),
+        ),
+        (
+            route(Method::Post, "/v1/requests/{id}/approve", Caller),
+            post(requests::approve),
+        ),
+        (
+            route(Method::Post, "/v1/requests/{id}/deny", Caller),
+            post(requests::deny),
+        ),
+        (
+            route(Method::Post, "/v1/requests/{id}/cancel", Caller),
+            post(requests::cancel),
+        ),
+        (
+            route(Method::Post, "/v1/grants/{id}/extend", Caller),
+            post(requests::extend),
+        ),
+        (
+            route(Method::Post, "/v1/grants/{id}/review", Caller),
+            post(requests::review),
+        ),
+        (
+            route(Method::Post, "/v1/grants/{id}/revoke", Caller),
+            post(grants::revoke),
+        ),
+        (
+            route(Method::Get, "/v1/policy/explain", Caller),
+            get(requests::explain),
+        ),
+    ]
+}
+
+/// The routes the admin API serves, with the token each demands.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
 /// The admin API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
-    let admin = Router::new()
-        .route("/v1/grants", post(grants::issue).get(grants::list))
-        .route("/v1/grants/{id}", get(grants::get))
-        .route("/v1/sessions", get(sessions))
-        .route("/metrics", get(metrics))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::require_admin,
-        ));
-    let callers = Router::new()
-        .route("/v1/whoami", get(login::whoami))
-        .route("/v1/requests", post(requests::create).get(requests::list))
-        .route("/v1/requests/{id}", get(requests::get))
-        .route("/v1/requests/{id}/approve", post(requests::approve))
-        .route("/v1/requests/{id}/deny", post(requests::deny))
-        .route("/v1/requests/{id}/cancel", post(requests::cancel))
-        .route("/v1/grants/{id}/extend", post(requests::extend))
-        .route("/v1/grants/{id}/review", post(requests::review))
-        .route("/v1/grants/{id}/revoke", post(grants::revoke))
-        .route("/v1/policy/explain", get(requests::explain))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::require_caller,
-        ));
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/login", post(login::login))
-        .merge(admin)
-        .merge(callers)
+    let mut router = Router::new();
+    for (route, handler) in table() {
+        let guarded = match route.access {
+            Access::Public => handler,
+            Access::Admin => handler.route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                auth::require_admin,
+            )),
+            Access::Caller => handler.route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                auth::require_caller,
+            )),
+        };
+        // Two methods of one path are merged into one method router.
+        router = router.route(route.path, guarded);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such admin API route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -146,6 +227,23 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// An HTTP method of a [`Route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    /// The method's name, upper case (`GET`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then finishes the
@@ -245,6 +343,12 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl axum::response::Int
 /// `GET /v1/sessions`.
 async fn sessions(State(state): State<Arc<ApiState>>) -> Json<SessionList> {
     Json(SessionList {
-        sessions: state.lifecycle.registry.list(),
+        sessions: state
+            .lifecycle
+            .registry
+            .list()
+            .into_iter()
+            .map(SessionView::from)
+            .collect(),
     })
 }

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use jitgate_policy::{Grant, GrantState};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// `POST /v1/grants` body.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -86,8 +87,42 @@ pub struct RevokeView {
     pub sessions_dropped: usize,
 }
 
-/// One live session, exactly as the proxy's registry lists it.
-pub type SessionView = jitgate_proxy::registry::SessionInfo;
+/// One live session (`GET /v1/sessions`, `jitgate sessions`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub session_id: Uuid,
+    pub identity: String,
+    pub target: String,
+    pub role: String,
+    pub grant_id: Uuid,
+    /// The client's address as jitgate saw it (`IP:port`).
+    pub client_addr: String,
+    /// Whether the client connected with TLS.
+    pub tls: bool,
+    pub started_at: Timestamp,
+    /// The grant's end: the session is dropped at this instant.
+    pub deadline: Timestamp,
+    /// The upstream backend's process id (what the client was told, and what
+    /// `pg_stat_activity` shows).
+    pub upstream_pid: Option<i32>,
+}
+
+impl From<jitgate_proxy::registry::SessionInfo> for SessionView {
+    fn from(s: jitgate_proxy::registry::SessionInfo) -> SessionView {
+        SessionView {
+            session_id: s.session_id,
+            identity: s.identity,
+            target: s.target,
+            role: s.role,
+            grant_id: s.grant_id,
+            client_addr: s.client_addr,
+            tls: s.tls,
+            started_at: s.started_at,
+            deadline: s.deadline,
+            upstream_pid: s.upstream_pid,
+        }
+    }
+}
 
 /// `GET /v1/sessions` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
