@@ -180,7 +180,9 @@ async fn revoke_through_the_admin_api_drops_live_sessions_at_once() {
         .unwrap()
         .get(0);
     let running = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let view = ServerView::connect(&env).await;
+    view.wait_running(pid, "SELECT pg_sleep(60)", Duration::from_secs(10))
+        .await;
 
     let body = env.revoke_via_api(grant.id, "INC-7 done").await;
     assert_eq!(body["sessions_dropped"], 2, "{body}");
@@ -236,7 +238,10 @@ async fn shutdown_ends_sessions_with_a_clear_error_and_records_them() {
     env.grant(ALICE, Duration::from_secs(600)).await;
     let (client, _conn) = env.connect().await.unwrap();
     let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    ServerView::connect(&env)
+        .await
+        .wait_statement("SELECT pg_sleep(60)", Duration::from_secs(10))
+        .await;
     let audit = env.audit_path();
     let server = {
         let mut env = env;
@@ -307,7 +312,10 @@ async fn sessions_on_session_threads_are_audited_reused_and_enforced() {
         let result = busy.simple_query("SELECT pg_sleep(60)").await;
         (result, busy)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    ServerView::connect(&env)
+        .await
+        .wait_running(busy_pid, "SELECT pg_sleep(60)", Duration::from_secs(10))
+        .await;
     let body = env.revoke_via_api(grant.id, "done").await;
     assert_eq!(body["sessions_dropped"], 3, "{body}");
     let (result, busy) = tokio::time::timeout(Duration::from_secs(10), running)
@@ -532,11 +540,16 @@ async fn terminate_while_a_statement_runs_stops_it_but_a_quiet_quit_costs_nothin
     );
     assert!(errors.is_empty(), "{errors:?}");
     let took = ms_between(quit, gone);
+    let waiting = Instant::now();
     let ends = loop {
         let ends = session_stops(&env);
         if ends.len() == 2 {
             break ends;
         }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "two session_end events expected, got {ends:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let end = &ends[1];

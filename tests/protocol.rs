@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{future, SinkExt, StreamExt, TryStreamExt};
+use harness::server_view::ServerView;
 use harness::{Env, ALICE};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
@@ -279,8 +280,10 @@ async fn notices_and_listen_notify() {
 async fn cancel_reaches_the_running_query() {
     let (env, client) = ready("cancel").await;
     let token = client.cancel_token();
+    let view = ServerView::connect(&env).await;
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        view.wait_statement("SELECT pg_sleep(30)", Duration::from_secs(10))
+            .await;
         token.cancel_query(NoTls).await
     });
     let started = std::time::Instant::now();

@@ -7,6 +7,7 @@ mod harness;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use harness::server_view::ServerView;
 use harness::{Env, ALICE};
 use tokio_postgres::error::SqlState;
 
@@ -68,7 +69,10 @@ async fn sigterm_drains_and_exits_cleanly() {
     };
     client.query_one("SELECT 1", &[]).await.unwrap();
     let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    ServerView::connect(&env)
+        .await
+        .wait_statement("SELECT pg_sleep(60)", Duration::from_secs(10))
+        .await;
 
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

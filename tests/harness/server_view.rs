@@ -87,6 +87,31 @@ impl ServerView {
         }
     }
 
+    /// Polls until some backend of the env's database (another than this view's) runs
+    /// `query`, for a test that does not know the backend's pid. Panics after `limit`.
+    pub async fn wait_statement(&self, query: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND state = 'active' AND query = $1",
+                    &[&query],
+                )
+                .await
+                .expect("look at pg_stat_activity");
+            if row.get::<_, i64>(0) > 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no backend running {query:?} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Polls until `pid` runs `query`. Panics after `limit`.
     pub async fn wait_running(&self, pid: i32, query: &str, limit: Duration) {
         let start = Instant::now();
