@@ -16,7 +16,7 @@ use cli::{AuditCmd, Cli, Command, PolicyCmd};
 /// objects (its audit events, its portal, its parameters); glibc's malloc and free cost
 /// about 4,000 instructions per `-M extended` transaction and a share of the instruction
 /// cache when 16 sessions share two cores, mimalloc's a fraction of that (BENCHMARKS.md,
-/// "The allocator and the audit encoder").
+/// "Allocator: mimalloc, 2.x line").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

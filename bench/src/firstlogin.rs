@@ -1,4 +1,5 @@
-//! A grant's first login with ephemeral users (issue 17, "Speed"): N identities, each
+//! A grant's first login with ephemeral users (the target: at most one round trip
+//! added): N identities, each
 //! with its own grant, log in once through jitgate with `provisioning: ephemeral` (Pe:
 //! the first session of each grant creates its per-grant role) and once through jitgate
 //! with the shared role (P), interleaved login by login; then each logs in a second time

@@ -1,6 +1,6 @@
-//! The hand-written part of a report: analysis between two markers in the existing
-//! output file, carried into the new report (after the targets table) so a run does not
-//! erase what engineers wrote about earlier runs.
+//! The hand-written part of a report: how to run, the method, where each target stands,
+//! what limits speed and the decisions taken — between two markers in the existing output
+//! file, carried into the new report (after the targets table) so a run does not erase it.
 
 /// Opens the kept block.
 pub const START: &str = "<!-- hand-written: jitgate-bench keeps this block -->";

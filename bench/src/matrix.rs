@@ -200,7 +200,7 @@ fn paired<T>(mut v: Vec<T>, label: impl Fn(&T) -> &str, round: usize) -> Vec<T> 
     };
     let pv = v.remove(from);
     match v.iter().position(|t| label(t) == "P") {
-        Some(p) => v.insert(if round % 2 == 0 { p + 1 } else { p }, pv),
+        Some(p) => v.insert(if round.is_multiple_of(2) { p + 1 } else { p }, pv),
         None => v.insert(from, pv),
     }
     v
@@ -299,7 +299,7 @@ mod tests {
         for round in 0..12 {
             assert_eq!(
                 at(round),
-                if round % 2 == 0 { 1 } else { -1 },
+                if round.is_multiple_of(2) { 1 } else { -1 },
                 "round {round}"
             );
         }

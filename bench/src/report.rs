@@ -1,4 +1,4 @@
-//! BENCHMARKS.md: the tables, the issue-4 targets with met / not met, the machine, the
+//! BENCHMARKS.md: the tables, the targets with met / not met, the machine, the
 //! method. The first-login section is in [`first_login`].
 
 mod first_login;
@@ -149,7 +149,7 @@ impl Report<'_> {
     }
 
     fn targets_section(&self, o: &mut String) {
-        let _ = writeln!(o, "## Issue 4 targets\n");
+        let _ = writeln!(o, "## Targets\n");
         let _ = writeln!(
             o,
             "| target | measured (median over rounds) | met? |\n|---|---|---|"

@@ -1,4 +1,4 @@
-//! The report's "First login with ephemeral users" section (issue 17, "Speed"): connect
+//! The report's "First login with ephemeral users" section: connect
 //! latency of a grant's first and second login through Pe (per-grant roles) and P (the
 //! shared role), and what Pe's admin role sent the server per first login.
 
@@ -142,7 +142,7 @@ pub fn section(o: &mut String, f: &FirstLogins) {
     );
     let _ = writeln!(
         o,
-        "Issue 17: provisioning adds at most one round trip to a grant's first login — {}.\n",
+        "Target: provisioning adds at most one round trip to a grant's first login — {}.\n",
         if met(f) { "met" } else { "**not met**" }
     );
 }
