@@ -13,6 +13,7 @@ mod failpoints;
 pub(crate) mod farewell;
 mod handshake;
 pub mod limits;
+mod live;
 mod login;
 mod meta;
 pub mod params;
@@ -28,9 +29,8 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use jitgate_audit::{AuditWriter, EndReason, EventBody};
+use jitgate_audit::AuditWriter;
 use jitgate_policy::Engine;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -38,20 +38,14 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
-use self::enforce::Enforcer;
-use self::exit::{Exit, Tally};
+use self::exit::Exit;
 use self::handshake::{handshake, HandshakeError, Hello};
-use self::relay::Relay;
-use self::teardown::Ending;
-use self::tracker::Tracker;
 use crate::auth::ScramKeyCache;
-use crate::backstop_handle::BackstopHandle;
-use crate::cancel::{CancelMap, CancelTarget};
+use crate::cancel::CancelMap;
 use crate::limits::{ConnectionLimits, LimitHit, RefusalAudit};
-use crate::protocol::{backend, sqlstate, tags, PgError};
-use crate::registry::{SessionInfo, SessionRegistry};
+use crate::protocol::{sqlstate, PgError};
+use crate::registry::SessionRegistry;
 use crate::settings::ProxySettings;
-use crate::stop::StopTarget;
 
 /// Everything sessions share.
 pub struct ProxyContext {
@@ -309,221 +303,7 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
         Err(exit) => return exit.report(&ctx, Some(&mut conn), session_id).await,
     };
     conn.set_max_message_len(settings.max_message_len);
-    live(&ctx, conn, peer, tls, logged_in).await;
-}
-
-/// Runs an admitted session: registration, greeting, relay, teardown, `session_end`.
-///
-/// The session stays registered until its backend is confirmed idle (parked) or gone, so
-/// a revocation or expiry during the teardown still reaches it (and the backstop still
-/// guards it); `session_end` is written after that, and says what had to be stopped.
-async fn live(
-    ctx: &ProxyContext,
-    mut conn: ClientConn,
-    peer: SocketAddr,
-    tls: bool,
-    logged_in: login::LoggedIn<'_>,
-) {
-    let login::LoggedIn {
-        startup,
-        grant,
-        meta,
-        target,
-        mut upstream,
-        creds,
-        park_key,
-        admission,
-    } = logged_in;
-    let session_id = meta.session_id;
-    let settings = &ctx.settings;
-    let cancel_target = CancelTarget {
-        host: target.host.clone(),
-        port: target.port,
-        tls: target.tls.clone(),
-        upstream_pid: upstream.pid,
-        upstream_secret: upstream.secret,
-    };
-    let stop_target = Arc::new(StopTarget {
-        settings: Arc::clone(&ctx.settings),
-        target: grant.target.clone(),
-        role: grant.role.clone(),
-        keys: Arc::clone(&ctx.scram_keys),
-        cancel: cancel_target.clone(),
-        creds: Some(creds.clone()),
-    });
-    // Duplicates of both sockets for the backstop, which ends the session should this
-    // thread stop running; a session it could not end is not started.
-    let backstop = match BackstopHandle::new(
-        &conn.stream,
-        Arc::clone(&conn.gate),
-        &upstream.stream,
-        Arc::clone(&stop_target),
-    ) {
-        Ok(backstop) => backstop,
-        Err(e) => {
-            tracing::error!(error = %e, "could not duplicate the session's sockets; refusing the session");
-            let error = PgError::fatal(
-                sqlstate::INSUFFICIENT_RESOURCES,
-                "jitgate is out of file descriptors and cannot guarantee this session ends with its grant",
-            )
-            .with_hint("try again shortly; the operator may need to raise jitgate's open-files limit");
-            let reason = format!(
-                "admitted under grant {}, but the session's sockets could not be duplicated for the enforcement backstop: {e}",
-                grant.id
-            );
-            return Exit::denied(peer, &grant.identity, &grant.target, reason, error)
-                .report(ctx, Some(&mut conn), session_id)
-                .await;
-        }
-    };
-    let cancel_key = ctx.cancels.register(cancel_target);
-    let started_at = jiff::Timestamp::now();
-    #[cfg(feature = "failpoints")]
-    failpoints::before_register(&grant.target).await;
-    let registered = admission.register(
-        SessionInfo {
-            session_id,
-            identity: grant.identity.clone(),
-            target: grant.target.clone(),
-            role: grant.role.clone(),
-            grant_id: grant.id,
-            client_addr: peer.to_string(),
-            tls,
-            started_at,
-            deadline: grant.expires_at,
-            upstream_pid: Some(upstream.pid),
-        },
-        Some(backstop),
-    );
-    let mut handle = registered.handle;
-    if registered.stale {
-        // A grant change was applied while this login was between the store and here.
-        recheck::recheck(ctx, &handle, &grant).await;
-    }
-
-    let start_event = meta.event(EventBody::SessionStart {
-        client_addr: peer.to_string(),
-        tls,
-        application_name: startup.application_name.clone(),
-        deadline: grant.expires_at,
-        upstream_pid: Some(upstream.pid),
-        upstream_reused: upstream.reused,
-    });
-    if let Err(e) = ctx.audit.write(start_event).await {
-        tracing::error!(error = %e, "audit log unavailable; refusing the session");
-        let error = PgError::fatal(
-            sqlstate::SYSTEM_ERROR,
-            "the audit log is unavailable, so jitgate cannot open a session",
-        )
-        .with_hint(
-            "jitgate never runs a query it cannot audit; ask the operator to check the audit log",
-        );
-        // Recorded if the log takes this one after all (it failed a moment ago).
-        let reason = format!(
-            "admitted under grant {}, but the audit log could not record the session's start: {e}",
-            grant.id
-        );
-        return Exit::denied(peer, &grant.identity, &grant.target, reason, error)
-            .report(ctx, Some(&mut conn), session_id)
-            .await;
-    }
-
-    // The client sees the upstream's parameters and process id, with our cancel secret.
-    conn.out.extend_from_slice(&upstream.greeting);
-    backend::backend_key_data(&mut conn.out, cancel_key.pid, cancel_key.secret);
-    backend::ready_for_query(&mut conn.out, b'I');
-    if let Err(e) = conn.flush().await {
-        tracing::info!(error = %e, "client left before the session started");
-    }
-    tracing::info!(grant = %grant.id, role = %grant.role, upstream_pid = upstream.pid, reused = upstream.reused, "session started");
-
-    let started = Instant::now();
-    let mut tracker = Tracker::new(target.audit.rules_for(&grant.role))
-        .with_role_changes(target.role_changes)
-        .with_limits(settings.session_limits);
-    let (end, refusal) = {
-        let mut enforcer = Enforcer::new(
-            handle.control().clone(),
-            ctx.terminate.clone(),
-            Arc::clone(ctx.engine.clock()),
-        );
-        let mut relay = Relay {
-            client: &mut conn,
-            upstream: &mut upstream.stream,
-            tracker: &mut tracker,
-            audit: &ctx.audit,
-            meta: &meta,
-            max_message_len: settings.max_message_len,
-            max_audit_batch_bytes: settings.session_limits.max_audit_batch_bytes,
-            refusal: Default::default(),
-            frames: Vec::with_capacity(16),
-            waiting: false,
-        };
-        let end = relay.run(&mut enforcer).await;
-        (end, relay.refusal)
-    };
-    handle.set_ending();
-    let deadline = handle.control().borrow().deadline;
-    let in_flight = tracker.in_flight();
-    let outcome = teardown::teardown(
-        end,
-        Ending {
-            client: &mut conn,
-            upstream: &mut upstream.stream,
-            in_flight,
-            saw_fatal: tracker.saw_fatal(),
-            stop: &stop_target,
-            meta: &meta,
-            deadline,
-        },
-    )
-    .await;
-    drop(cancel_key);
-    let end_state = release::EndState {
-        upstream_open: outcome.upstream_open,
-        tx_idle: refusal.tx_status == tags::TX_IDLE,
-        busy: in_flight || refusal.discarding,
-    };
-    // Statements the server never answered: the end stopped them, or they never ran.
-    let mut unanswered = Vec::new();
-    tracker.unanswered(&mut unanswered);
-    let audit_failed = outcome.exit.end_reason() == Some(EndReason::AuditUnavailable);
-    if !unanswered.is_empty() && !audit_failed {
-        let mut events = unanswered.into_iter().map(|b| meta.event(b)).collect();
-        if let Err(e) = ctx.audit.write_batch(&mut events).await {
-            tracing::error!(error = %e, "could not audit the outcome of unanswered statements");
-        }
-    }
-    let released = release::release(
-        ctx,
-        upstream,
-        park_key,
-        grant.id,
-        end_state,
-        handle.control(),
-        &stop_target,
-    )
-    .await;
-    // The backend is idle (parked) or gone: only now may the session leave the registry.
-    drop(handle);
-    if tracker.disagreements() > 0 {
-        tracing::error!(
-            executes = tracker.disagreements(),
-            "some Executes of this session ran a definition other than the one recorded (changed outside the protocol)"
-        );
-    }
-    let parked = released.parked;
-    let stopped = outcome.stopped.or(released.stopped);
-    tracing::info!(reason = ?outcome.exit.end_reason(), parked, stopped = ?stopped, "session ended");
-    let mut exit = outcome.exit;
-    exit.tally(Tally {
-        queries: tracker.queries(),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        upstream_parked: parked,
-        stopped,
-    });
-    // The client was told by the teardown: this writes `session_end`.
-    exit.report(ctx, None, session_id).await;
+    live::live(&ctx, conn, peer, tls, logged_in).await;
 }
 
 async fn forward_cancel(ctx: &ProxyContext, peer: SocketAddr, pid: i32, secret: i32) {

@@ -125,171 +125,24 @@ impl Tracker {
         if self.unfollowed || self.over_limit.is_some() {
             return Err(self.refused_session());
         }
-        let mut step = Step::Forward;
         match tag {
-            tags::QUERY => {
-                let q = frontend::parse_query(body)?;
-                let Look {
-                    refusal,
-                    names,
-                    setting,
-                } = self.last_look.look(self.role_changes, &q.sql);
-                let recorded = recorded_sql(refusal, &q.sql);
-                let query_id = self.next_id();
-                let mut event = query_event(&self.rules, query_id, Protocol::Simple, &recorded);
-                if let EventBody::Query {
-                    setting_change: s, ..
-                } = &mut event
-                {
-                    *s = setting;
-                }
-                // The server keeps the whole text as the source of what it defines.
-                let effects = names.map(|n| Effects::new(&n, &Bytes::copy_from_slice(&q.sql), &[]));
-                let mut request = Request::new(Op::Query { effects }, query_id);
-                if let Some(r) = refusal {
-                    request.refused = true;
-                    step = Step::Replace(substitute::query_frame(r));
-                }
-                self.statement(event, request, events);
-            }
-            tags::PARSE => {
-                let mut p = frontend::parse_parse(body)?;
-                p.statement = key(p.statement);
-                let named = !p.statement.is_empty();
-                if named && self.runs() {
-                    self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
-                }
-                let Look {
-                    refusal,
-                    names,
-                    setting,
-                } = self.last_look.look(self.role_changes, &p.sql);
-                // A Parse holds one statement (the server refuses more).
-                let names = names
-                    .filter(|n| n.len() == 1)
-                    .and_then(|n| n.first().cloned());
-                if let Some(r) = refusal {
-                    let params = guard::max_param(&p.sql);
-                    step = Step::Replace(substitute::parse_frame(
-                        r,
-                        &p.statement,
-                        &p.param_types,
-                        params,
-                    ));
-                }
-                // Kept past the batch: a named statement for as long as the client keeps
-                // it, so always copied; the unnamed one until the next Parse, so only
-                // when the buffer is large.
-                let copy = named || self.copy_retained;
-                let name = retained(p.statement, copy);
-                let def = Arc::new(StatementDef {
-                    name: name.clone(),
-                    sql: retained(recorded_sql(refusal, &p.sql), copy),
-                    param_types: p.param_types,
-                    setting,
-                    refused: refusal,
-                    names,
-                });
-                if named && self.runs() {
-                    self.check_bytes(def.size())?;
-                }
-                self.message(Op::Parse { def });
-            }
-            tags::BIND => {
-                let b = keyed_bind(body.clone())?;
-                if self.runs() {
-                    if !b.portal.is_empty() {
-                        self.check_limit(LimitKind::Portals, &b.portal)?;
-                    }
-                    let slot =
-                        portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, None);
-                    if !b.portal.is_empty() {
-                        self.check_bytes(slot.def().map_or(0, |d| d.size()))?;
-                    }
-                    self.prediction
-                        .bind(&b.portal, slot.clone(), &self.confirmed);
-                    let op = Op::Bind {
-                        // A named portal's name is kept as long as the portal: copied.
-                        portal: retained(b.portal, true),
-                        def: slot.def().cloned(),
-                        body,
-                    };
-                    // Predicted above: straight into the queue.
-                    self.predicted_bytes += op.retained_bytes();
-                    self.pending.push_back(Request::new(op, 0));
-                }
-            }
-            tags::EXECUTE => {
-                let e = frontend::parse_execute(body)?;
-                let mut shielded = false;
-                if self.runs() {
-                    match self.shield_execute(&e.portal) {
-                        Some(Step::Wait) => return Ok(Step::Wait),
-                        Some(Step::Replace(frame)) => {
-                            shielded = true;
-                            step = Step::Replace(frame);
-                        }
-                        _ => {}
-                    }
-                }
-                let portal_key = key(e.portal.clone());
-                let slot = self.prediction.portal(&portal_key, &self.confirmed);
-                let runs = !(self.doomed || self.server_skipping);
-                // With nothing in front of the server the prediction is its state and
-                // cannot be ambiguous; the check keeps a waiting relay from spinning.
-                if runs && slot.is_ambiguous() && self.in_flight() {
-                    return Ok(Step::Wait);
-                }
-                let def = slot.def().cloned();
-                let query_id = self.next_id();
-                let statement = def.as_ref().and_then(|d| d.statement.as_ref());
-                let sql = statement.map_or(&[][..], |s| &s.sql[..]);
-                let mut event = query_event(&self.rules, query_id, Protocol::Extended, sql);
-                if let EventBody::Query {
-                    statement: st,
-                    portal,
-                    params,
-                    setting_change,
-                    params_from,
-                    ..
-                } = &mut event
-                {
-                    *st = def.as_ref().map(|d| name_text(&d.statement_name));
-                    *portal = Some(name_text(&e.portal));
-                    (*params, *params_from) = self.portal_params(def.as_ref(), query_id);
-                    *setting_change = statement.and_then(|s| s.setting);
-                }
-                let refused = statement.is_some_and(|s| s.refused.is_some());
-                let effects = match (statement, &def) {
-                    (Some(s), Some(d)) if !refused && !shielded => s
-                        .names
-                        .as_ref()
-                        .map(|n| Effects::new(std::slice::from_ref(n), &s.sql, &d.params)),
-                    _ => None,
-                };
-                let mut request = Request::new(
-                    Op::Execute {
-                        portal: portal_key,
-                        def,
-                        effects,
-                    },
-                    query_id,
-                );
-                request.refused = refused;
-                request.shielded = shielded;
-                self.statement(event, request, events);
-            }
-            tags::FUNCTION_CALL => step = self.function_call(body, events)?,
+            tags::QUERY => self.query(body, events),
+            tags::PARSE => self.parse(body),
+            tags::BIND => self.bind(body),
+            tags::EXECUTE => self.execute(body, events),
+            tags::FUNCTION_CALL => self.function_call(body, events),
             tags::CLOSE => {
                 let c = frontend::parse_close(body)?;
                 self.message(Op::Close {
                     statement: c.kind == tags::KIND_STATEMENT,
                     name: key(c.name),
                 });
+                Ok(Step::Forward)
             }
             tags::DESCRIBE => {
                 frontend::parse_describe(body)?;
                 self.message(Op::Describe);
+                Ok(Step::Forward)
             }
             tags::SYNC => {
                 // It ends the server's skip, and is answered (ReadyForQuery).
@@ -297,6 +150,7 @@ impl Tracker {
                 if !self.doomed {
                     self.push(Request::new(Op::Sync, 0));
                 }
+                Ok(Step::Forward)
             }
             tags::FLUSH | tags::COPY_DATA | tags::COPY_DONE | tags::COPY_FAIL if !self.doomed => {
                 let op = Op::Silent {
@@ -308,12 +162,183 @@ impl Tracker {
                     },
                 };
                 self.push(Request::new(op, 0));
+                Ok(Step::Forward)
             }
-            tags::TERMINATE => {}
+            tags::TERMINATE => Ok(Step::Forward),
             // Not a message the server takes after startup: it ends the session there
             // ("invalid frontend message type"), so nothing after it runs.
-            _ => self.doomed = true,
+            _ => {
+                self.doomed = true;
+                Ok(Step::Forward)
+            }
         }
+    }
+
+    /// Query: one `query` event for its whole text (a refused one is replaced by a
+    /// substitute the server fails).
+    fn query(&mut self, body: Bytes, events: &mut Vec<EventBody>) -> Result<Step, Halt> {
+        let q = frontend::parse_query(body)?;
+        let Look {
+            refusal,
+            names,
+            setting,
+        } = self.last_look.look(self.role_changes, &q.sql);
+        let recorded = recorded_sql(refusal, &q.sql);
+        let query_id = self.next_id();
+        let mut event = query_event(&self.rules, query_id, Protocol::Simple, &recorded);
+        if let EventBody::Query {
+            setting_change: s, ..
+        } = &mut event
+        {
+            *s = setting;
+        }
+        // The server keeps the whole text as the source of what it defines.
+        let effects = names.map(|n| Effects::new(&n, &Bytes::copy_from_slice(&q.sql), &[]));
+        let mut request = Request::new(Op::Query { effects }, query_id);
+        let mut step = Step::Forward;
+        if let Some(r) = refusal {
+            request.refused = true;
+            step = Step::Replace(substitute::query_frame(r));
+        }
+        self.statement(event, request, events);
+        Ok(step)
+    }
+
+    /// Parse: the statement it defines, in effect once ParseComplete confirms it.
+    fn parse(&mut self, body: Bytes) -> Result<Step, Halt> {
+        let mut p = frontend::parse_parse(body)?;
+        p.statement = key(p.statement);
+        let named = !p.statement.is_empty();
+        if named && self.runs() {
+            self.check_limit(LimitKind::PreparedStatements, &p.statement)?;
+        }
+        let Look {
+            refusal,
+            names,
+            setting,
+        } = self.last_look.look(self.role_changes, &p.sql);
+        // A Parse holds one statement (the server refuses more).
+        let names = names
+            .filter(|n| n.len() == 1)
+            .and_then(|n| n.first().cloned());
+        let mut step = Step::Forward;
+        if let Some(r) = refusal {
+            let params = guard::max_param(&p.sql);
+            step = Step::Replace(substitute::parse_frame(
+                r,
+                &p.statement,
+                &p.param_types,
+                params,
+            ));
+        }
+        // Kept past the batch: a named statement for as long as the client keeps
+        // it, so always copied; the unnamed one until the next Parse, so only
+        // when the buffer is large.
+        let copy = named || self.copy_retained;
+        let name = retained(p.statement, copy);
+        let def = Arc::new(StatementDef {
+            name: name.clone(),
+            sql: retained(recorded_sql(refusal, &p.sql), copy),
+            param_types: p.param_types,
+            setting,
+            refused: refusal,
+            names,
+        });
+        if named && self.runs() {
+            self.check_bytes(def.size())?;
+        }
+        self.message(Op::Parse { def });
+        Ok(step)
+    }
+
+    /// Bind: the portal it makes from what the statement name will hold then.
+    fn bind(&mut self, body: Bytes) -> Result<Step, Halt> {
+        let b = keyed_bind(body.clone())?;
+        if self.runs() {
+            if !b.portal.is_empty() {
+                self.check_limit(LimitKind::Portals, &b.portal)?;
+            }
+            let slot = portal_slot(&self.rules, &self.prediction, &self.confirmed, &b, None);
+            if !b.portal.is_empty() {
+                self.check_bytes(slot.def().map_or(0, |d| d.size()))?;
+            }
+            self.prediction
+                .bind(&b.portal, slot.clone(), &self.confirmed);
+            let op = Op::Bind {
+                // A named portal's name is kept as long as the portal: copied.
+                portal: retained(b.portal, true),
+                def: slot.def().cloned(),
+                body,
+            };
+            // Predicted above: straight into the queue.
+            self.predicted_bytes += op.retained_bytes();
+            self.pending.push_back(Request::new(op, 0));
+        }
+        Ok(Step::Forward)
+    }
+
+    /// Execute: the `query` event of the statement its portal runs, with the portal's
+    /// parameters; it waits while two definitions are possible.
+    fn execute(&mut self, body: Bytes, events: &mut Vec<EventBody>) -> Result<Step, Halt> {
+        let e = frontend::parse_execute(body)?;
+        let mut step = Step::Forward;
+        let mut shielded = false;
+        if self.runs() {
+            match self.shield_execute(&e.portal) {
+                Some(Step::Wait) => return Ok(Step::Wait),
+                Some(Step::Replace(frame)) => {
+                    shielded = true;
+                    step = Step::Replace(frame);
+                }
+                _ => {}
+            }
+        }
+        let portal_key = key(e.portal.clone());
+        let slot = self.prediction.portal(&portal_key, &self.confirmed);
+        let runs = !(self.doomed || self.server_skipping);
+        // With nothing in front of the server the prediction is its state and
+        // cannot be ambiguous; the check keeps a waiting relay from spinning.
+        if runs && slot.is_ambiguous() && self.in_flight() {
+            return Ok(Step::Wait);
+        }
+        let def = slot.def().cloned();
+        let query_id = self.next_id();
+        let statement = def.as_ref().and_then(|d| d.statement.as_ref());
+        let sql = statement.map_or(&[][..], |s| &s.sql[..]);
+        let mut event = query_event(&self.rules, query_id, Protocol::Extended, sql);
+        if let EventBody::Query {
+            statement: st,
+            portal,
+            params,
+            setting_change,
+            params_from,
+            ..
+        } = &mut event
+        {
+            *st = def.as_ref().map(|d| name_text(&d.statement_name));
+            *portal = Some(name_text(&e.portal));
+            (*params, *params_from) = self.portal_params(def.as_ref(), query_id);
+            *setting_change = statement.and_then(|s| s.setting);
+        }
+        let refused = statement.is_some_and(|s| s.refused.is_some());
+        let effects = match (statement, &def) {
+            (Some(s), Some(d)) if !refused && !shielded => s
+                .names
+                .as_ref()
+                .map(|n| Effects::new(std::slice::from_ref(n), &s.sql, &d.params)),
+            _ => None,
+        };
+        let mut request = Request::new(
+            Op::Execute {
+                portal: portal_key,
+                def,
+                effects,
+            },
+            query_id,
+        );
+        request.refused = refused;
+        request.shielded = shielded;
+        self.statement(event, request, events);
         Ok(step)
     }
 
