@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
-use fallible_iterator::FallibleIterator;
+use jitgate_proxy::connection::{self, ReadFailure};
+use jitgate_proxy::protocol::backend::{self, FullMessage};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
-use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,14 +33,12 @@ pub struct Login {
     pub application_name: String,
 }
 
-async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Message> {
-    loop {
-        if let Some(msg) = Message::parse(buf)? {
-            return Ok(msg);
-        }
-        if stream.read_buf(buf).await? == 0 {
-            bail!("server closed the connection during login");
-        }
+/// The next server message (jitgate's own read loop and decoder).
+async fn next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<FullMessage> {
+    match connection::read_message(stream, buf, backend::server_message).await {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => bail!("server closed the connection"),
+        Err(ReadFailure::Decode(e) | ReadFailure::Io(e)) => Err(e.into()),
     }
 }
 
@@ -76,7 +75,8 @@ pub async fn login_timed(login: &Login) -> Result<(Session, Duration)> {
     let mut scram: Option<ScramSha256> = None;
     let mut pid = 0;
     loop {
-        match read_message(&mut stream, &mut buf).await? {
+        let next = next(&mut stream, &mut buf).await?;
+        match &next.message {
             Message::AuthenticationSasl(_) => {
                 let s = ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
                 frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
@@ -105,22 +105,18 @@ pub async fn login_timed(login: &Login) -> Result<(Session, Duration)> {
             Message::AuthenticationOk | Message::ParameterStatus(_) => {}
             Message::BackendKeyData(key) => pid = key.process_id(),
             Message::ReadyForQuery(_) => return Ok((Session { stream, pid }, client_work)),
-            Message::ErrorResponse(body) => bail!("login refused: {}", error_text(&body)?),
+            Message::ErrorResponse(_) => bail!("login refused: {}", error_text(&next)),
             Message::NoticeResponse(_) => {}
             _ => bail!("unexpected message during login"),
         }
     }
 }
 
-fn error_text(body: &ErrorResponseBody) -> Result<String> {
-    let mut fields = body.fields();
-    let mut text = String::new();
-    while let Some(f) = fields.next()? {
-        if f.type_() == b'M' {
-            text = String::from_utf8_lossy(f.value_bytes()).into_owned();
-        }
-    }
-    Ok(text)
+/// The primary message of an ErrorResponse.
+fn error_text(message: &FullMessage) -> String {
+    backend::parse_error_fields(message.body())
+        .message
+        .unwrap_or_default()
 }
 
 impl Session {
@@ -132,8 +128,9 @@ impl Session {
         let mut buf = BytesMut::with_capacity(1024);
         let mut failed = None;
         loop {
-            match read_message(&mut self.stream, &mut buf).await? {
-                Message::ErrorResponse(body) => failed = Some(error_text(&body)?),
+            let next = next(&mut self.stream, &mut buf).await?;
+            match &next.message {
+                Message::ErrorResponse(_) => failed = Some(error_text(&next)),
                 Message::ReadyForQuery(_) => break,
                 _ => {}
             }

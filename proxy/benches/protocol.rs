@@ -1,7 +1,6 @@
 //! Criterion microbenches of the relay's hot path, through the public protocol API:
 //! splitting client frames, decoding the messages audit needs (Query, Parse, Bind), and
-//! walking server output with `scan_frames` (the session's streaming `BackendScanner` is
-//! private; `scan_frames` does the same header walk over a chunk in memory).
+//! walking server output with the relay's streaming `BackendScanner`.
 //!
 //! Run: `cargo bench -p jitgate-proxy --bench protocol`.
 
@@ -9,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jitgate_proxy::protocol::backend::{parse_command_complete, parse_ready_for_query};
 use jitgate_proxy::protocol::frontend::{parse_bind, parse_parse, parse_query};
-use jitgate_proxy::protocol::{scan_frames, split_frame, tags};
+use jitgate_proxy::protocol::scan::BackendScanner;
+use jitgate_proxy::protocol::{split_frame, tags};
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
@@ -91,18 +91,20 @@ fn large_result() -> Vec<u8> {
 fn scan(chunk: &[u8]) -> (u64, usize) {
     let mut rows = 0;
     let mut data = 0;
-    for (tag, body) in scan_frames(chunk) {
-        match tag {
-            tags::DATA_ROW => data += body.len(),
-            tags::COMMAND_COMPLETE => {
-                rows += parse_command_complete(body)
-                    .and_then(|t| t.rows)
-                    .unwrap_or(0)
-            }
-            tags::READY_FOR_QUERY => rows += u64::from(parse_ready_for_query(body).is_some()),
-            _ => {}
+    let mut scanner = BackendScanner::default();
+    let scanned = scanner.feed(chunk, |m| match (m.tag, m.body) {
+        (tags::DATA_ROW, _) => data += m.len,
+        (tags::COMMAND_COMPLETE, Some(body)) => {
+            rows += parse_command_complete(body)
+                .and_then(|t| t.rows)
+                .unwrap_or(0)
         }
-    }
+        (tags::READY_FOR_QUERY, Some(body)) => {
+            rows += u64::from(parse_ready_for_query(body).is_some())
+        }
+        _ => {}
+    });
+    assert!(scanned.is_ok());
     (rows, data)
 }
 

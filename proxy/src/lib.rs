@@ -24,6 +24,7 @@ pub mod auth;
 pub mod backstop;
 pub mod backstop_handle;
 pub mod cancel;
+pub mod connection;
 pub mod error;
 pub mod gate;
 pub mod guard;

@@ -32,12 +32,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fallible_iterator::FallibleIterator;
 use jiff::Timestamp;
 use postgres_protocol::message::backend::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use uuid::Uuid;
 
+use crate::connection::{read_message, ReadFailure};
+use crate::protocol::backend::{parse_error_fields, server_message};
 use crate::protocol::tags;
 use crate::session::upstream::Upstream;
 use crate::settings::{ReuseSettings, RoleCredentials, TargetSettings};
@@ -309,21 +310,13 @@ async fn reset_inner(upstream: &mut Upstream) -> Result<(), ResetError> {
     let mut inbuf = BytesMut::with_capacity(256);
     let mut completed = false;
     loop {
-        let message = match Message::parse(&mut inbuf).map_err(ResetError::Io)? {
-            Some(m) => m,
-            None => {
-                let n = upstream
-                    .stream
-                    .read_buf(&mut inbuf)
-                    .await
-                    .map_err(ResetError::Io)?;
-                if n == 0 {
-                    return Err(ResetError::Unexpected("end of connection"));
-                }
-                continue;
-            }
+        let read = read_message(&mut upstream.stream, &mut inbuf, server_message).await;
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(ResetError::Unexpected("end of connection")),
+            Err(ReadFailure::Decode(e) | ReadFailure::Io(e)) => return Err(ResetError::Io(e)),
         };
-        match message {
+        match &frame.message {
             Message::CommandComplete(body) => {
                 let tag = body.tag().map_err(ResetError::Io)?;
                 if completed || tag != "DISCARD ALL" {
@@ -338,13 +331,10 @@ async fn reset_inner(upstream: &mut Upstream) -> Result<(), ResetError> {
                 }
                 return Ok(());
             }
-            Message::ErrorResponse(body) => {
-                let mut fields = body.fields();
-                while let Ok(Some(field)) = fields.next() {
-                    if field.type_() == b'M' {
-                        tracing::debug!(message = %String::from_utf8_lossy(field.value_bytes()), "DISCARD ALL failed");
-                    }
-                }
+            Message::ErrorResponse(_) => {
+                let fields = parse_error_fields(frame.body());
+                let message = fields.message.unwrap_or_default();
+                tracing::debug!(%message, "DISCARD ALL failed");
                 return Err(ResetError::Unexpected("error"));
             }
             _ => return Err(ResetError::Unexpected("message")),

@@ -1,9 +1,8 @@
 //! Typed frames after startup: a tag byte, an i32 length that counts itself, the body.
 //!
 //! The relay mostly looks at headers only: [`peek_header`] checks a frame cheaply before
-//! anything is allocated, [`split_frame`] cuts one whole frame off a read buffer without
-//! copying, and [`scan_frames`] walks a chunk of server output in place so whole chunks
-//! can be forwarded in one write.
+//! anything is allocated, and [`split_frame`] cuts one whole frame off a read buffer
+//! without copying. Server output is walked by [`super::scan`], across reads.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -88,72 +87,6 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
     }))
 }
 
-/// Iterates the complete frames at the start of a slice, yielding `(tag, body)`.
-///
-/// Stops at the first incomplete frame, or at a header with an invalid length (then
-/// [`FrameScanner::error`] says so). No size limit applies: the slice is already in memory.
-#[derive(Debug, Clone)]
-pub struct FrameScanner<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    error: Option<ProtocolError>,
-}
-
-/// Scans `buf` for whole frames without copying.
-pub fn scan_frames(buf: &[u8]) -> FrameScanner<'_> {
-    FrameScanner {
-        buf,
-        pos: 0,
-        error: None,
-    }
-}
-
-impl<'a> FrameScanner<'a> {
-    /// Bytes taken up by the whole frames yielded so far.
-    pub fn consumed(&self) -> usize {
-        self.pos
-    }
-
-    /// The bytes after the last whole frame yielded.
-    pub fn rest(&self) -> &'a [u8] {
-        self.buf.get(self.pos..).unwrap_or_default()
-    }
-
-    /// Header of the frame that starts at [`Self::consumed`], if 5 bytes of it are
-    /// there and valid; lets the caller know how much more to expect for it.
-    pub fn pending(&self) -> Option<FrameHeader> {
-        peek_header(self.rest(), usize::MAX).ok().flatten()
-    }
-
-    /// Why scanning stopped early, if it was an invalid header rather than the end of data.
-    pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
-    }
-}
-
-impl<'a> Iterator for FrameScanner<'a> {
-    type Item = (u8, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.error.is_some() {
-            return None;
-        }
-        let rest = self.rest();
-        match peek_header(rest, usize::MAX) {
-            Ok(Some(h)) => {
-                let body = rest.get(HEADER_LEN..h.len)?;
-                self.pos += h.len;
-                Some((h.tag, body))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                self.error = Some(e);
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
@@ -231,36 +164,5 @@ mod tests {
         assert!(b.capacity() >= 4005);
         let mut b = BytesMut::from(&b"d\0\x01\0\0"[..]);
         assert!(split_frame(&mut b, 8192).is_err(), "over the limit");
-    }
-
-    #[test]
-    fn scanner_yields_whole_frames_and_stops_at_partial() {
-        let mut wire = frame(b'C', b"SELECT 1\0");
-        wire.extend(frame(b'Z', b"I"));
-        let whole = wire.len();
-        wire.extend(&frame(b'D', b"0123456789")[..8]);
-        let mut s = scan_frames(&wire);
-        assert_eq!(s.next(), Some((b'C', &b"SELECT 1\0"[..])));
-        assert_eq!(s.next(), Some((b'Z', &b"I"[..])));
-        assert_eq!(s.next(), None);
-        assert_eq!(s.consumed(), whole);
-        assert_eq!(s.rest().len(), 8);
-        assert_eq!(s.pending(), Some(FrameHeader { tag: b'D', len: 15 }));
-        assert!(s.error().is_none());
-    }
-
-    #[test]
-    fn scanner_reports_invalid_header() {
-        let mut wire = frame(b'Z', b"I");
-        wire.extend(b"E\0\0\0\x01");
-        let mut s = scan_frames(&wire);
-        assert_eq!(s.by_ref().count(), 1);
-        assert_eq!(s.consumed(), 6);
-        assert!(matches!(
-            s.error(),
-            Some(ProtocolError::FrameLength { tag: 'E', len: 1 })
-        ));
-        assert_eq!(s.next(), None);
-        assert_eq!(scan_frames(b"").count(), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! The Postgres wire protocol as pure functions over bytes: no I/O here.
 //!
 //! - [`startup`]: the untagged first messages (StartupMessage, SSLRequest, CancelRequest).
-//! - [`frame`]: tagged frames — header checks, splitting, zero-copy scanning.
+//! - [`frame`]: tagged frames — header checks, splitting.
+//! - [`scan`]: the streaming walk over server output the relay forwards chunk by chunk.
 //! - [`frontend`]: decoders for the client messages audit and auth need.
 //! - [`backend`]: encoders for what the proxy says itself, decoders for what the relay
 //!   inspects.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod frontend;
 mod reader;
+pub mod scan;
 pub mod startup;
 pub mod tags;
 mod violation;
@@ -25,6 +27,6 @@ mod violation;
 mod fuzz_tests;
 
 pub use error::{sqlstate, PgError, Severity};
-pub use frame::{peek_header, scan_frames, split_frame, Frame, FrameHeader, FrameScanner};
+pub use frame::{peek_header, split_frame, Frame, FrameHeader};
 pub use startup::{parse_startup, StartupMessage, MAX_STARTUP_LEN};
 pub use violation::ProtocolError;

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::either::Either;
 
 use super::stream::ClientStream;
+use crate::connection::{read_message, ReadFailure};
 use crate::gate::ClientGate;
 use crate::protocol::frame::{split_frame, Frame};
 use crate::protocol::ProtocolError;
@@ -73,20 +74,15 @@ impl ClientConn {
 
     /// Reads one whole message.
     pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
-        loop {
-            if let Some(frame) =
-                split_frame(&mut self.inbuf, self.max_message_len).map_err(ReadError::Protocol)?
-            {
-                return Ok(frame);
-            }
-            let n = self
-                .stream
-                .read_buf(&mut self.inbuf)
-                .await
-                .map_err(ReadError::Io)?;
-            if n == 0 {
-                return Err(ReadError::Closed);
-            }
+        let max = self.max_message_len;
+        let read = read_message(&mut self.stream, &mut self.inbuf, |buf| {
+            split_frame(buf, max)
+        });
+        match read.await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(ReadError::Closed),
+            Err(ReadFailure::Decode(e)) => Err(ReadError::Protocol(e)),
+            Err(ReadFailure::Io(e)) => Err(ReadError::Io(e)),
         }
     }
 

@@ -14,12 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::exit::Exit;
 use super::stream::ClientStream;
+use crate::connection::{read_message, ReadFailure};
 use crate::protocol::startup::{parse_startup, StartupMessage};
 use crate::protocol::startup::{POSTGRES_ALPN, TLS_HANDSHAKE_RECORD};
 use crate::protocol::PgError;
@@ -135,21 +136,20 @@ async fn read_startup<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<StartupMessage, Failed> {
-    loop {
-        match parse_startup(buf) {
-            Ok(Some(message)) => return Ok(message),
-            Ok(None) => {}
-            Err(e) => return Err(Failed::Refused(e)),
+    match read_message(stream, buf, parse_startup).await {
+        Ok(Some(message)) => Ok(message),
+        Err(ReadFailure::Decode(e)) => Err(Failed::Refused(e)),
+        Ok(None) | Err(ReadFailure::Io(_)) if buf.is_empty() => {
+            Err(Failed::Other(HandshakeError::Gone))
         }
-        let error = match stream.read_buf(buf).await {
-            Ok(0) => None,
-            Ok(_) => continue,
-            Err(e) => Some(e),
-        };
-        return Err(Failed::Other(match buf.len() {
-            0 => HandshakeError::Gone,
-            got => HandshakeError::Cut { got, error },
-        }));
+        Ok(None) => Err(Failed::Other(HandshakeError::Cut {
+            got: buf.len(),
+            error: None,
+        })),
+        Err(ReadFailure::Io(e)) => Err(Failed::Other(HandshakeError::Cut {
+            got: buf.len(),
+            error: Some(e),
+        })),
     }
 }
 

@@ -21,7 +21,6 @@ mod recheck;
 mod refuse;
 mod relay;
 mod release;
-mod scan;
 pub(crate) mod stream;
 mod teardown;
 mod tracker;

@@ -36,11 +36,11 @@ use super::enforce::Enforcer;
 use super::limits::AuditBudget;
 use super::meta::SessionMeta;
 use super::refuse::{self, RefusalState};
-use super::scan::{BackendScanner, BadLength};
 use super::stream::UpstreamStream;
 use super::tracker::{Halt, Mark, Step, Tracker};
 use crate::protocol::error::PgError;
 use crate::protocol::frame::peek_header;
+use crate::protocol::scan::{BackendScanner, BadLength};
 use crate::protocol::tags;
 
 /// Runs `fut` unless enforcement ends the session first. The operation is polled once

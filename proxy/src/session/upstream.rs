@@ -27,6 +27,8 @@ use super::error::UpstreamError;
 use super::stream::UpstreamStream;
 use crate::auth::{ScramClient, ScramKeyCache};
 use crate::cancel::CancelTarget;
+use crate::connection::{read_message, ReadFailure};
+use crate::protocol::backend::{parse_error_fields, server_message, FullMessage};
 use crate::settings::{RoleCredentials, TargetSettings, UpstreamTls};
 
 /// How long opening the upstream connection (TCP + TLS + auth) may take.
@@ -155,22 +157,14 @@ async fn connect_inner(
     let mut scram: Option<ScramClient> = None;
     let mut key: Option<(i32, i32)> = None;
     loop {
-        let frame_start = inbuf.clone();
-        let message = match backend::Message::parse(&mut inbuf).map_err(UpstreamError::Protocol)? {
-            Some(m) => m,
-            None => {
-                let n = stream
-                    .read_buf(&mut inbuf)
-                    .await
-                    .map_err(UpstreamError::Io)?;
-                if n == 0 {
-                    return Err(UpstreamError::Closed);
-                }
-                continue;
-            }
+        let read = read_message(&mut stream, &mut inbuf, server_message).await;
+        let frame: FullMessage = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(UpstreamError::Closed),
+            Err(ReadFailure::Decode(e)) => return Err(UpstreamError::Protocol(e)),
+            Err(ReadFailure::Io(e)) => return Err(UpstreamError::Io(e)),
         };
-        let consumed = frame_start.len() - inbuf.len();
-        match message {
+        match &frame.message {
             backend::Message::AuthenticationOk => {
                 // Once SCRAM has started, the server must have proved itself first.
                 if scram.as_ref().is_some_and(|c| !c.is_done()) {
@@ -254,23 +248,17 @@ async fn connect_inner(
                 return Err(UpstreamError::UnsupportedAuth("GSS/SSPI/Kerberos"));
             }
             backend::Message::ParameterStatus(_) | backend::Message::NoticeResponse(_) => {
-                greeting.extend_from_slice(&frame_start[..consumed]);
+                greeting.extend_from_slice(&frame.frame);
             }
             backend::Message::BackendKeyData(body) => {
                 key = Some((body.process_id(), body.secret_key()));
             }
-            backend::Message::ErrorResponse(body) => {
-                let mut code = String::new();
-                let mut message = String::new();
-                let mut fields = body.fields();
-                while let Ok(Some(field)) = fields.next() {
-                    match field.type_() {
-                        b'C' => code = String::from_utf8_lossy(field.value_bytes()).into_owned(),
-                        b'M' => message = String::from_utf8_lossy(field.value_bytes()).into_owned(),
-                        _ => {}
-                    }
-                }
-                return Err(UpstreamError::Refused { code, message });
+            backend::Message::ErrorResponse(_) => {
+                let fields = parse_error_fields(frame.body());
+                return Err(UpstreamError::Refused {
+                    code: fields.code.unwrap_or_default(),
+                    message: fields.message.unwrap_or_default(),
+                });
             }
             backend::Message::ReadyForQuery(_) => {
                 let (pid, secret) = key.ok_or(UpstreamError::Unexpected(

@@ -19,9 +19,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::StopTarget;
+use crate::connection::{read_message, ReadFailure};
+use crate::protocol::backend::{parse_error_fields, server_message};
 use crate::protocol::tags;
 use crate::session::error::UpstreamError;
 use crate::session::stream::UpstreamStream;
@@ -154,23 +156,16 @@ impl SideConn {
         let mut rows = Vec::new();
         let mut failed = None;
         loop {
-            let message = match backend::Message::parse(&mut self.inbuf)
-                .map_err(UpstreamError::Protocol)?
-            {
-                Some(m) => m,
-                None => {
-                    let n = self
-                        .stream
-                        .read_buf(&mut self.inbuf)
-                        .await
-                        .map_err(UpstreamError::Io)?;
-                    if n == 0 {
-                        return Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                    }
-                    continue;
+            let read = read_message(&mut self.stream, &mut self.inbuf, server_message).await;
+            let frame = match read {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into()))
                 }
+                Err(ReadFailure::Decode(e)) => return Err(UpstreamError::Protocol(e)),
+                Err(ReadFailure::Io(e)) => return Err(UpstreamError::Io(e)),
             };
-            match message {
+            match &frame.message {
                 backend::Message::DataRow(body) => {
                     let mut ranges = body.ranges();
                     let first = ranges.next().map_err(UpstreamError::Protocol)?.flatten();
@@ -178,21 +173,12 @@ impl SideConn {
                         first.map(|r| String::from_utf8_lossy(&body.buffer()[r]).into_owned()),
                     );
                 }
-                backend::Message::ErrorResponse(body) => {
-                    let (mut code, mut message) = (String::new(), String::new());
-                    let mut fields = body.fields();
-                    while let Ok(Some(field)) = fields.next() {
-                        match field.type_() {
-                            b'C' => {
-                                code = String::from_utf8_lossy(field.value_bytes()).into_owned()
-                            }
-                            b'M' => {
-                                message = String::from_utf8_lossy(field.value_bytes()).into_owned()
-                            }
-                            _ => {}
-                        }
-                    }
-                    failed = Some(UpstreamError::Statement { code, message });
+                backend::Message::ErrorResponse(_) => {
+                    let fields = parse_error_fields(frame.body());
+                    failed = Some(UpstreamError::Statement {
+                        code: fields.code.unwrap_or_default(),
+                        message: fields.message.unwrap_or_default(),
+                    });
                 }
                 backend::Message::ReadyForQuery(_) => {
                     return match failed {

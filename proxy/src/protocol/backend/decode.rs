@@ -1,6 +1,5 @@
 //! Lenient decoders for the upstream messages the relay inspects to complete audit
-//! records: CommandComplete, ErrorResponse/NoticeResponse, ReadyForQuery, BackendKeyData,
-//! ParameterStatus.
+//! records: CommandComplete, ErrorResponse/NoticeResponse, ReadyForQuery.
 //!
 //! The relay forwards these frames untouched whatever these functions say, so they
 //! return `Option` (or a best-effort struct) instead of errors, and never panic.
@@ -105,31 +104,6 @@ pub fn parse_ready_for_query(body: &[u8]) -> Option<u8> {
     }
 }
 
-/// Decodes BackendKeyData as (process id, secret). Protocol 3.0 only: the longer keys
-/// of protocol 3.2 give `None`.
-pub fn parse_backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
-    match body {
-        [a, b, c, d, e, f, g, h] => Some((
-            i32::from_be_bytes([*a, *b, *c, *d]),
-            i32::from_be_bytes([*e, *f, *g, *h]),
-        )),
-        _ => None,
-    }
-}
-
-/// Decodes ParameterStatus as (name, value), lossily.
-pub fn parse_parameter_status(body: &[u8]) -> Option<(String, String)> {
-    let (name, rest) = split_cstr(body)?;
-    let (value, rest) = split_cstr(rest)?;
-    if !rest.is_empty() {
-        return None;
-    }
-    Some((
-        String::from_utf8_lossy(name).into_owned(),
-        String::from_utf8_lossy(value).into_owned(),
-    ))
-}
-
 /// Splits at the first NUL: (string, bytes after the NUL).
 fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = buf.iter().position(|&b| b == 0)?;
@@ -196,17 +170,5 @@ mod tests {
         assert_eq!(parse_ready_for_query(b"X"), None);
         assert_eq!(parse_ready_for_query(b"II"), None);
         assert_eq!(parse_ready_for_query(b""), None);
-        assert_eq!(
-            parse_backend_key_data(&[0, 0, 1, 0, 0xff, 0xff, 0xff, 0xfe]),
-            Some((256, -2))
-        );
-        assert_eq!(parse_backend_key_data(&[0; 7]), None);
-        assert_eq!(parse_backend_key_data(&[0; 12]), None);
-        assert_eq!(
-            parse_parameter_status(b"TimeZone\0UTC\0"),
-            Some(("TimeZone".into(), "UTC".into()))
-        );
-        assert_eq!(parse_parameter_status(b"TimeZone\0UTC"), None);
-        assert_eq!(parse_parameter_status(b"a\0b\0c"), None);
     }
 }
