@@ -33,11 +33,10 @@ impl FrameHeader {
 /// counts itself) or the whole frame would exceed `max_len` bytes — checked before the
 /// body arrives, so a peer cannot make us buffer more than `max_len`.
 pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<FrameHeader>, ProtocolError> {
-    let Some(head) = buf.get(..HEADER_LEN) else {
+    let Some(&[tag, a, b, c, d]) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let tag = head[0];
-    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    let len = i32::from_be_bytes([a, b, c, d]);
     let body_and_len = match usize::try_from(len) {
         Ok(n) if n >= 4 => n,
         _ => {

@@ -13,6 +13,9 @@
 //! Parsers return `Ok(None)` when more bytes are needed, check every length and count
 //! before using it, and never panic on any input.
 
+// Bytes from the wire never panic the proxy: no panics, no indexing that can.
+#![deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod backend;
 pub mod error;
 pub mod frame;

@@ -90,12 +90,12 @@ impl BackendScanner {
     ) -> Result<(), BadLength> {
         while !data.is_empty() {
             if self.remaining > 0 {
-                let n = self.remaining.min(data.len());
+                let (part, rest) = data.split_at(self.remaining.min(data.len()));
                 if self.capture {
-                    self.body.extend_from_slice(&data[..n]);
+                    self.body.extend_from_slice(part);
                 }
-                data = &data[n..];
-                self.remaining -= n;
+                data = rest;
+                self.remaining -= part.len();
                 if self.remaining == 0 && self.capture {
                     on(ServerMessage {
                         tag: self.tag,
@@ -107,23 +107,30 @@ impl BackendScanner {
                 continue;
             }
             // Fast path: a whole header in this chunk.
-            let header: [u8; 5] = if self.header_len == 0 && data.len() >= 5 {
-                let h = [data[0], data[1], data[2], data[3], data[4]];
-                data = &data[5..];
-                h
-            } else {
-                let n = (5 - self.header_len).min(data.len());
-                self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
-                self.header_len += n;
-                data = &data[n..];
-                if self.header_len < 5 {
-                    return Ok(());
+            let header: [u8; 5] = match data.split_first_chunk::<5>() {
+                Some((h, rest)) if self.header_len == 0 => {
+                    data = rest;
+                    *h
                 }
-                self.header_len = 0;
-                self.header
+                _ => {
+                    let (part, rest) = data.split_at((5 - self.header_len).min(data.len()));
+                    let into = self
+                        .header
+                        .get_mut(self.header_len..self.header_len + part.len());
+                    if let Some(into) = into {
+                        into.copy_from_slice(part);
+                    }
+                    self.header_len += part.len();
+                    data = rest;
+                    if self.header_len < 5 {
+                        return Ok(());
+                    }
+                    self.header_len = 0;
+                    self.header
+                }
             };
-            let tag = header[0];
-            let raw = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let [tag, a, b, c, d] = header;
+            let raw = i32::from_be_bytes([a, b, c, d]);
             let body_len = usize::try_from(raw)
                 .ok()
                 .and_then(|l| l.checked_sub(4))
@@ -153,14 +160,14 @@ impl BackendScanner {
                 self.capture = false;
                 continue;
             }
-            if data.len() >= body_len {
+            if let Some((body, rest)) = data.split_at_checked(body_len) {
                 // Whole body in this chunk: no copy.
                 on(ServerMessage {
                     tag,
                     len: body_len,
-                    body: Some(&data[..body_len]),
+                    body: Some(body),
                 });
-                data = &data[body_len..];
+                data = rest;
                 continue;
             }
             self.tag = tag;

@@ -151,5 +151,7 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: &[&str]) {
         out.put_u8(0);
     }
     let len = i32::try_from(out.len() - start).unwrap_or(i32::MAX);
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    if let Some(field) = out.get_mut(start..start + 4) {
+        field.copy_from_slice(&len.to_be_bytes());
+    }
 }

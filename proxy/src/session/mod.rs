@@ -2,6 +2,9 @@
 //! admission against the grant store, upstream connection with brokered credentials,
 //! relay with audit and enforcement, teardown.
 
+// Bytes from the wire never panic the proxy: no panics, no indexing that can.
+#![deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 mod authenticate;
 mod client;
 mod end;

@@ -17,6 +17,9 @@ struct Slice {
     to: usize,
 }
 
+// Offsets into a chunk come from its own frame list (`on_client_bytes` records only
+// whole frames), so the `get`s below always find their bytes; they are `get`s so that
+// nothing on the client's path can panic.
 impl Relay<'_> {
     /// Client bytes: audit every whole message that runs a query, then forward them.
     pub(super) async fn on_client_bytes(
@@ -31,8 +34,11 @@ impl Relay<'_> {
         // Reused across batches: (tag, body start, frame end) of each whole frame.
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
-        while let Some(header) =
-            peek_header(&inbuf[consumed..], self.max_message_len).map_err(End::ClientProtocol)?
+        while let Some(header) = peek_header(
+            inbuf.get(consumed..).unwrap_or_default(),
+            self.max_message_len,
+        )
+        .map_err(End::ClientProtocol)?
         {
             if inbuf.len() - consumed < header.len {
                 inbuf.reserve(header.len - (inbuf.len() - consumed));
@@ -97,7 +103,8 @@ impl Relay<'_> {
             if let Err(e) = self.write_queries(enforcer, events, deferred).await? {
                 self.tracker.rollback(mark);
                 // Out of line (boxed), as the refused group above.
-                return Box::pin(self.refuse_batch(enforcer, &frames[from..], e)).await;
+                let refused = frames.get(from..).unwrap_or_default();
+                return Box::pin(self.refuse_batch(enforcer, refused, e)).await;
             }
             // The clock, not only the timer: nothing is forwarded past the grant. Asked
             // once the statements are in the log, since the write may take a while:
@@ -114,14 +121,13 @@ impl Relay<'_> {
             let begin = frames.get(from).map_or(chunk.len(), |f| f.1 - 5);
             let upto = match (quit, frames.last()) {
                 (true, Some(&(_, body_start, _))) => body_start - 5,
-                _ if to < frames.len() => frames[to].1 - 5,
-                _ => chunk.len(),
+                _ => frames.get(to).map_or(chunk.len(), |f| f.1 - 5),
             };
             if edits.is_empty() && !self.waiting {
                 if upto > begin {
                     let upstream = &mut *self.upstream;
-                    guarded!(enforcer, write_flush(upstream, &chunk[begin..upto]))?
-                        .map_err(End::UpstreamIo)?;
+                    let bytes = chunk.get(begin..upto).unwrap_or_default();
+                    guarded!(enforcer, write_flush(upstream, bytes))?.map_err(End::UpstreamIo)?;
                 }
             } else {
                 let out = self.edited(&chunk, frames, &edits, begin, upto);
@@ -194,7 +200,8 @@ impl Relay<'_> {
                     break;
                 }
             }
-            if budget.add(&events[before..]) && i + 1 < frames.len() {
+            let added = events.get(before..).unwrap_or_default();
+            if budget.add(added) && i + 1 < frames.len() {
                 slice.to = i + 1;
                 break;
             }
@@ -212,10 +219,11 @@ impl Relay<'_> {
         frames: &mut Vec<(u8, usize, usize)>,
         stop: usize,
     ) {
-        let offset = frames[stop].1 - 5;
+        let offset = frames.get(stop).map_or(chunk.len(), |f| f.1 - 5);
         let inbuf = &mut self.client.inbuf;
-        let mut held = BytesMut::with_capacity(chunk.len() - offset + inbuf.len());
-        held.extend_from_slice(&chunk[offset..]);
+        let rest = chunk.get(offset..).unwrap_or_default();
+        let mut held = BytesMut::with_capacity(rest.len() + inbuf.len());
+        held.extend_from_slice(rest);
         held.extend_from_slice(inbuf);
         *inbuf = held;
         chunk.truncate(offset);
@@ -248,14 +256,16 @@ impl Relay<'_> {
         let mut out = BytesMut::with_capacity(upto - begin + tags::FLUSH_MESSAGE.len());
         let mut at = begin;
         for (i, replacement) in edits {
-            let (_, body_start, end) = frames[*i];
-            out.extend_from_slice(&chunk[at..body_start - 5]);
+            let Some(&(_, body_start, end)) = frames.get(*i) else {
+                continue;
+            };
+            out.extend_from_slice(chunk.get(at..body_start - 5).unwrap_or_default());
             if let Some(frame) = replacement {
                 out.extend_from_slice(frame);
             }
             at = end;
         }
-        out.extend_from_slice(&chunk[at..upto]);
+        out.extend_from_slice(chunk.get(at..upto).unwrap_or_default());
         if self.waiting {
             // Have the server send the answers the waiting Execute needs now, not at the
             // client's next Sync (which is behind the Execute).

@@ -19,12 +19,13 @@ impl Relay<'_> {
             .position(|f| f.0 == tags::SYNC)
             .map_or(frames.len(), |i| i + 1);
         let error = refuse::audit_unavailable("an earlier message of this group was refused");
-        self.answer_refused(enforcer, frames[..upto].iter().map(|f| f.0), &error)
+        let answered = frames.get(..upto).unwrap_or_default();
+        self.answer_refused(enforcer, answered.iter().map(|f| f.0), &error)
             .await?;
         if upto == frames.len() {
             return Ok(true);
         }
-        let offset = frames[upto].1 - 5;
+        let offset = frames.get(upto).map_or(chunk.len(), |f| f.1 - 5);
         *chunk = chunk.slice(offset..);
         frames.drain(..upto);
         for f in frames.iter_mut() {

@@ -178,7 +178,7 @@ pub fn function_args(rules: &ContentRules, formats: &[i16], args: &[Option<Bytes
         .map(|(i, v)| {
             let code = match formats.len() {
                 0 => 0,
-                1 => formats[0],
+                1 => formats.first().copied().unwrap_or(0),
                 _ => formats.get(i).copied().unwrap_or(0),
             };
             rules.param(format_of(code), None, v.as_deref())

@@ -123,11 +123,11 @@ pub(super) fn look_at(role_changes: RoleChanges, sql: &[u8]) -> Look {
     let mut role_words = RoleWords::default();
     let (mut names_word, mut setting_word) = (false, false);
     for (id, whole) in first.words.find(sql) {
-        if let Some(role_id) = first.role[id] {
+        if let Some(&Some(role_id)) = first.role.get(id) {
             role_words.see(role_id, whole);
         }
-        names_word |= whole && first.names[id];
-        setting_word |= whole && first.setting[id];
+        names_word |= whole && first.names.get(id).copied().unwrap_or(false);
+        setting_word |= whole && first.setting.get(id).copied().unwrap_or(false);
     }
     let setting = if setting_word {
         setting_change(sql)

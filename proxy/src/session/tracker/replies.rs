@@ -436,8 +436,11 @@ impl Tracker {
         // client sent before this answer waited for it, see `on_client`: what is here
         // is what a client sends behind any statement.)
         let i = 1;
-        while copy.taking_input && i < self.pending.len() {
-            match self.pending[i].op {
+        while copy.taking_input {
+            let Some(next) = self.pending.get(i) else {
+                break;
+            };
+            match next.op {
                 Op::Sync => {
                     self.pending.remove(i);
                 }
