@@ -4,9 +4,13 @@
 //! and the approval [`Rules`], stores grants in the [`GrantStore`], and decides at connect
 //! time which grant, if any, a session runs under. Time comes from an injected [`Clock`].
 //!
+//! - [`issue`](Engine::issue): an administrator's grant, approved at once (`issue`);
 //! - [`request`](Engine::request), [`extend`](Engine::extend): new requests (`workflow`);
-//! - [`approve`](Engine::approve), [`deny`](Engine::deny), [`cancel`](Engine::cancel),
-//!   [`review`](Engine::review), [`revoke`](Engine::revoke): decisions (`decide`);
+//! - [`approve`](Engine::approve): sign-offs, and the write that turns an approved request
+//!   into access, automatic approvals included (`approve`);
+//! - [`deny`](Engine::deny), [`cancel`](Engine::cancel), [`review`](Engine::review),
+//!   [`revoke`](Engine::revoke): the other decisions, and what every decision is made of
+//!   (`decide`);
 //! - [`sweep`](Engine::sweep): time-based steps — lapsed requests, activation, expiring
 //!   soon, expiry (`sweep`).
 //!
@@ -16,6 +20,7 @@
 //! the [`Transition`]s it made; repeating a call that was already done returns the record
 //! with no transitions (idempotent).
 
+mod approve;
 mod cas;
 mod decide;
 mod issue;

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use super::cas::Step;
-use super::decide::POLICY_ACTOR_PREFIX;
+use super::decide::{trimmed, POLICY_ACTOR_PREFIX};
 use super::transition::transition;
 use super::{Action, Engine, Outcome};
 use crate::catalog::MAX_NOT_BEFORE_AHEAD;
@@ -59,25 +59,19 @@ pub struct ExtensionRequest {
     pub idempotency_key: Option<String>,
 }
 
-fn clean(text: Option<&str>) -> Option<String> {
-    text.map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-}
-
 impl Engine {
     /// Files an access request under the first matching rule. Returns it pending, or
     /// approved at once when the rule needs no approver.
     pub async fn request(&self, req: AccessRequest) -> Result<Outcome, PolicyError> {
         self.catalog
             .check(&req.identity, &req.target, Some(&req.role))?;
-        let key = clean(req.idempotency_key.as_deref());
+        let key = trimmed(req.idempotency_key.as_deref());
         if let Some(existing) = self.find_by_key(&req.identity, key.as_deref()).await? {
             return same_request(existing, &req.target, &req.role, None);
         }
         let now = self.now();
-        let reason = clean(req.reason.as_deref());
-        let ticket = clean(req.ticket.as_deref());
+        let reason = trimmed(req.reason.as_deref());
+        let ticket = trimmed(req.ticket.as_deref());
         let rules = self.rules();
         let verdict = rules.check_request(&RequestFacts {
             identity: &req.identity,
@@ -135,7 +129,7 @@ impl Engine {
     /// rule's `max_duration` from now. Once approved, live sessions keep running to the
     /// new end without reconnecting.
     pub async fn extend(&self, req: ExtensionRequest) -> Result<Outcome, PolicyError> {
-        let key = clean(req.idempotency_key.as_deref());
+        let key = trimmed(req.idempotency_key.as_deref());
         if let Some(existing) = self.find_by_key(&req.identity, key.as_deref()).await? {
             return same_request(existing, "", "", Some(req.grant));
         }
@@ -162,8 +156,8 @@ impl Engine {
                 parent.id
             )));
         }
-        let reason = clean(req.reason.as_deref());
-        let ticket = clean(req.ticket.as_deref());
+        let reason = trimmed(req.reason.as_deref());
+        let ticket = trimmed(req.ticket.as_deref());
         let rules = self.rules();
         let verdict = rules.check_request(&RequestFacts {
             identity: &parent.identity,
