@@ -134,28 +134,8 @@ impl Engine {
             return same_request(existing, "", "", Some(req.grant));
         }
         let parent = self.get(req.grant).await?;
-        if parent.is_extension() {
-            return Err(PolicyError::InvalidRequest(format!(
-                "{} is an extension request, not a grant; extend the grant it belongs to ({})",
-                parent.id,
-                parent.extends.map(|p| p.to_string()).unwrap_or_default()
-            )));
-        }
-        if parent.identity != req.identity {
-            return Err(PolicyError::Forbidden(format!(
-                "grant {} belongs to {}; only its holder can ask to extend it",
-                parent.id, parent.identity
-            )));
-        }
         let now = self.now();
-        let state = parent.effective_state(now);
-        if state != GrantState::Approved {
-            return Err(PolicyError::Conflict(format!(
-                "grant {} is {state}; only an approved grant that has not ended can be \
-                 extended — request new access instead",
-                parent.id
-            )));
-        }
+        check_extendable(&parent, &req.identity, now)?;
         let reason = trimmed(req.reason.as_deref());
         let ticket = trimmed(req.ticket.as_deref());
         let rules = self.rules();
@@ -303,6 +283,33 @@ impl Engine {
             .await?;
         Ok(found.into_iter().next())
     }
+}
+
+/// Whether `identity` may ask to extend `parent` at `now`: only the holder of an approved
+/// grant that has not ended can.
+fn check_extendable(parent: &Grant, identity: &str, now: Timestamp) -> Result<(), PolicyError> {
+    if parent.is_extension() {
+        return Err(PolicyError::InvalidRequest(format!(
+            "{} is an extension request, not a grant; extend the grant it belongs to ({})",
+            parent.id,
+            parent.extends.map(|p| p.to_string()).unwrap_or_default()
+        )));
+    }
+    if parent.identity != identity {
+        return Err(PolicyError::Forbidden(format!(
+            "grant {} belongs to {}; only its holder can ask to extend it",
+            parent.id, parent.identity
+        )));
+    }
+    let state = parent.effective_state(now);
+    if state != GrantState::Approved {
+        return Err(PolicyError::Conflict(format!(
+            "grant {} is {state}; only an approved grant that has not ended can be \
+             extended — request new access instead",
+            parent.id
+        )));
+    }
+    Ok(())
 }
 
 /// A retry with an idempotency key already used must be for the same thing.
