@@ -19,6 +19,11 @@
 //! store cannot lose or double-count a decision. Each call returns an [`Outcome`] with
 //! the [`Transition`]s it made; repeating a call that was already done returns the record
 //! with no transitions (idempotent).
+//!
+//! Inside, from the bottom up: `transition` (what a call reports), `cas` (the
+//! compare-and-swap loop every change goes through), `sweep`, `decide`, `approve`, then
+//! `issue` and `workflow`; this file holds the [`Engine`] itself, reads and admission,
+//! and names none of its children's items but the types it re-exports.
 
 mod approve;
 mod cas;
