@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::sweep::ACTIVATED;
 use super::Engine;
-use crate::catalog::{MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD};
+use crate::catalog::{check_start, MAX_GRANT_DURATION};
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Grant, GrantState};
 
@@ -20,7 +20,8 @@ pub struct IssueRequest {
     pub role: String,
     /// How long, from `not_before` (or now); `0 < duration ≤ MAX_GRANT_DURATION`.
     pub duration: SignedDuration,
-    /// When access starts; `None` = now. At most [`MAX_NOT_BEFORE_AHEAD`] ahead.
+    /// When access starts; `None` = now. At most
+    /// [`MAX_NOT_BEFORE_AHEAD`](crate::MAX_NOT_BEFORE_AHEAD) ahead.
     pub not_before: Option<Timestamp>,
     /// Why (ticket, incident); must not be blank.
     pub reason: String,
@@ -31,7 +32,8 @@ pub struct IssueRequest {
 impl Engine {
     /// Admin-issued grant (state Approved). Validates: identity/target/role known in
     /// catalog, 0 < duration ≤ [`MAX_GRANT_DURATION`], reason and issuer non-blank,
-    /// `not_before` at most [`MAX_NOT_BEFORE_AHEAD`] ahead, and the grant not already over.
+    /// `not_before` at most [`MAX_NOT_BEFORE_AHEAD`](crate::MAX_NOT_BEFORE_AHEAD) ahead,
+    /// and the grant not already over.
     /// `expires_at = (not_before or now) + duration`.
     pub async fn issue(&self, req: IssueRequest) -> Result<Grant, PolicyError> {
         self.catalog
@@ -117,22 +119,15 @@ fn non_blank<'a>(text: &'a str, refusal: &str) -> Result<&'a str, PolicyError> {
 }
 
 /// The window `[not_before, expires_at)` of a grant of `duration` starting at `start` (or
-/// now): it starts at most [`MAX_NOT_BEFORE_AHEAD`] ahead and ends after now.
+/// now): it starts at most [`MAX_NOT_BEFORE_AHEAD`](crate::MAX_NOT_BEFORE_AHEAD) ahead
+/// and ends after now.
 fn window(
     start: Option<Timestamp>,
     duration: SignedDuration,
     now: Timestamp,
 ) -> Result<(Timestamp, Timestamp), PolicyError> {
     let not_before = start.map_or(now, floor_to_micros);
-    let latest_start = now
-        .checked_add(MAX_NOT_BEFORE_AHEAD)
-        .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
-    if not_before > latest_start {
-        return Err(PolicyError::InvalidRequest(format!(
-            "not_before {not_before} is more than {:#} ahead (latest allowed: {latest_start})",
-            MAX_NOT_BEFORE_AHEAD
-        )));
-    }
+    check_start("not_before", not_before, now)?;
     let expires_at = not_before
         .checked_add(duration)
         .map(floor_to_micros)

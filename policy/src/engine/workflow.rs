@@ -13,7 +13,7 @@ use super::cas::Step;
 use super::decide::{trimmed, POLICY_ACTOR_PREFIX};
 use super::transition::transition;
 use super::{Action, Engine, Outcome};
-use crate::catalog::MAX_NOT_BEFORE_AHEAD;
+use crate::catalog::check_start;
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Decision, Grant, GrantState};
 use crate::rules::{RequestFacts, Verdict};
@@ -84,15 +84,7 @@ impl Engine {
             at: now,
         })?;
         let start = req.start_at.map_or(now, floor_to_micros).max(now);
-        let latest = now
-            .checked_add(MAX_NOT_BEFORE_AHEAD)
-            .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
-        if start > latest {
-            return Err(PolicyError::InvalidRequest(format!(
-                "start_at {start} is more than {:#} ahead (latest allowed: {latest})",
-                MAX_NOT_BEFORE_AHEAD
-            )));
-        }
+        check_start("start_at", start, now)?;
         let grant = Grant {
             id: Uuid::now_v7(),
             identity: req.identity.clone(),
