@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::error::PolicyError;
 
@@ -13,6 +13,24 @@ pub const MAX_GRANT_DURATION: SignedDuration = SignedDuration::from_hours(7 * 24
 
 /// Furthest ahead a grant may start, so scheduled access is not forgotten in the store.
 pub const MAX_NOT_BEFORE_AHEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// Refuses a `start` (given as `field`) more than [`MAX_NOT_BEFORE_AHEAD`] after `now`.
+pub(crate) fn check_start(
+    field: &str,
+    start: Timestamp,
+    now: Timestamp,
+) -> Result<(), PolicyError> {
+    let latest = now
+        .checked_add(MAX_NOT_BEFORE_AHEAD)
+        .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
+    if start > latest {
+        return Err(PolicyError::InvalidRequest(format!(
+            "{field} {start} is more than {MAX_NOT_BEFORE_AHEAD:#} ahead (latest allowed: \
+             {latest})"
+        )));
+    }
+    Ok(())
+}
 
 /// What exists in the config, so requests for unknown names fail clearly.
 #[derive(Clone, Debug, Default)]

@@ -5,13 +5,25 @@
 //! **engine** that issues and revokes grants and decides admission when a client connects.
 //! It reads no global config: the caller hands the engine a [`Catalog`] of what exists.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`grant`]: the [`Grant`] model and its state machine (`is_active`, `effective_state`).
-//! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`] for tests).
-//! - [`store`]: the [`GrantStore`] trait and [`SqliteStore`], the embedded default.
-//! - [`engine`]: [`Engine`] — issue, revoke, list, and `admit` at connect time.
-//! - [`error`]: [`PolicyError`], one enum for the crate, with a SQLSTATE per variant.
+//! From the bottom up; each module imports only modules of the layers below it (and, in
+//! the same layer, none that imports it back):
+//!
+//! 1. Leaves — [`clock`]: injectable time ([`SystemClock`], [`ManualClock`] for tests);
+//!    [`duration`]: the one reading of a written duration; [`grant`]: the [`Grant`] model
+//!    and its state machine (`is_active`, `effective_state`); [`error`]: [`PolicyError`],
+//!    one enum for the crate with a SQLSTATE per variant (uses `grant`); [`catalog`]: the
+//!    identities, targets and roles the configuration defines, and the grant bounds (uses
+//!    `error`).
+//! 2. Side by side, neither importing the other — [`store`]: the [`GrantStore`] trait,
+//!    [`SqliteStore`] (the embedded default) and [`PostgresStore`] (shared by replicas),
+//!    over one description of the grant columns; it knows grants, not rules, and takes
+//!    "now" from its callers. [`rules`]: [`RulesSpec`] validated into [`Rules`] against
+//!    the catalog, and the request, approver and reviewer checks; it knows no store and no
+//!    grant record.
+//! 3. [`engine`]: [`Engine`] — issue, request, decide, sweep, list, and `admit` at connect
+//!    time; the only layer that uses the others together.
 //!
 //! # Fail closed
 //!

@@ -1,4 +1,7 @@
-//! Decisions on existing records: approve, deny, cancel, review, revoke.
+//! Decisions on existing records: deny, cancel, review, revoke — and what every
+//! decision, approval ([`super::approve`]) included, is made of: who decides, the record
+//! it leaves ([`Decider`]), and whether a pending request can still be decided
+//! ([`decidable`]).
 //!
 //! Each is idempotent: repeating a decision already taken by the same person returns the
 //! record unchanged. Deciding something that is no longer pending fails with
@@ -8,9 +11,9 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::cas::Step;
-use super::sweep::ACTIVATED;
+use super::sweep::LAPSED;
 use super::transition::transition;
-use super::{Action, Actor, Engine, Outcome};
+use super::{Action, Actor, Engine, Outcome, Transition};
 use crate::error::PolicyError;
 use crate::grant::{Decision, Grant, GrantState};
 
@@ -48,9 +51,7 @@ pub(super) fn not_pending(grant: &Grant, now: Timestamp, verb: &str) -> PolicyEr
             "was revoked by {}",
             grant.revoked_by.as_deref().unwrap_or("an administrator")
         ),
-        GrantState::Expired
-            if grant.state == GrantState::Pending || grant.was_notified(super::sweep::LAPSED) =>
-        {
+        GrantState::Expired if grant.state == GrantState::Pending || grant.was_notified(LAPSED) => {
             format!(
                 "lapsed at {} because nobody decided in time; the requester can ask again",
                 grant
@@ -74,192 +75,81 @@ impl Grant {
     }
 }
 
-fn trimmed(comment: Option<&str>) -> Option<String> {
-    comment
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
+/// `text` without surrounding blanks; `None` when nothing is left.
+pub(super) fn trimmed(text: Option<&str>) -> Option<String> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
         .map(str::to_owned)
 }
 
+/// Who takes a decision and with what comment, and how the step is reported.
+#[derive(Clone, Copy)]
+pub(super) struct Decider<'a> {
+    /// The step reported.
+    pub(super) action: Action,
+    /// Who decides.
+    pub(super) by: &'a str,
+    /// Their comment or reason.
+    pub(super) comment: Option<&'a str>,
+}
+
+impl Decider<'_> {
+    /// The record of the decision kept on the grant (an approval, a denial, a
+    /// cancellation, a review).
+    pub(super) fn decision(&self, at: Timestamp) -> Decision {
+        Decision {
+            by: self.by.to_owned(),
+            at,
+            comment: self.comment.map(str::to_owned),
+        }
+    }
+
+    /// The step that took `next` (the record after the decision) from `from`.
+    pub(super) fn transition(&self, next: &Grant, from: GrantState, at: Timestamp) -> Transition {
+        transition(self.action, self.by, self.comment, Some(from), next, at)
+    }
+
+    /// Store `next` and report it as one step from `from`.
+    pub(super) fn write(&self, next: Grant, from: GrantState, at: Timestamp) -> Step {
+        let t = self.transition(&next, from, at);
+        Step::one(next, t)
+    }
+}
+
+/// Whether a decision that only a pending request can take (approve, deny, cancel) goes
+/// ahead on `g` at `now`: `false` when `repeated` says, from the current state, that the
+/// same decision was taken already (nothing to do); an error saying why `g` cannot be
+/// `verb`ed when it is no longer pending.
+pub(super) fn decidable(
+    g: &Grant,
+    now: Timestamp,
+    verb: &str,
+    repeated: impl FnOnce(GrantState) -> bool,
+) -> Result<bool, PolicyError> {
+    let state = g.effective_state(now);
+    if repeated(state) {
+        return Ok(false);
+    }
+    if state != GrantState::Pending {
+        return Err(not_pending(g, now, verb));
+    }
+    Ok(true)
+}
+
+/// An identity may act only on its own records (`refusal` says so); an administrator
+/// on any.
+fn own_record(
+    actor: &Actor,
+    g: &Grant,
+    refusal: impl FnOnce() -> String,
+) -> Result<(), PolicyError> {
+    match actor {
+        Actor::Identity(who) if *who != g.identity => Err(PolicyError::Forbidden(refusal())),
+        _ => Ok(()),
+    }
+}
+
 impl Engine {
-    /// Records `approver`'s approval of a pending request. When the rule's number of
-    /// approvals is reached the request is approved: its window starts at
-    /// `max(requested start, now)` and lasts the requested duration; an approved
-    /// extension moves the extended grant's `expires_at` (live sessions follow).
-    pub async fn approve(
-        &self,
-        id: Uuid,
-        approver: &str,
-        comment: Option<&str>,
-    ) -> Result<Outcome, PolicyError> {
-        let rules = self.rules();
-        let comment = trimmed(comment);
-        self.change(id, |g, parent, now| {
-            let state = g.effective_state(now);
-            if g.approvals.iter().any(|a| a.by == approver)
-                && matches!(state, GrantState::Pending | GrantState::Approved)
-            {
-                return Ok(Step::Unchanged);
-            }
-            if state != GrantState::Pending {
-                return Err(not_pending(g, now, "approved"));
-            }
-            let rule_name = g.rule.as_deref().ok_or_else(|| {
-                PolicyError::Conflict(format!("request {} was not made under a policy rule", g.id))
-            })?;
-            rules.check_approver(rule_name, &g.identity, approver)?;
-            let rule = rules.rule(rule_name).ok_or_else(|| {
-                PolicyError::Forbidden(format!(
-                    "rule {rule_name:?} no longer exists in the policy, so request {} cannot \
-                     be approved; the requester can ask again under the current rules",
-                    g.id
-                ))
-            })?;
-            let required = usize::try_from(rule.approvals_required()).unwrap_or(usize::MAX);
-            let mut next = g.clone();
-            next.approvals.push(Decision {
-                by: approver.to_owned(),
-                at: now,
-                comment: comment.clone(),
-            });
-            let have = next.human_approvals();
-            if have < required {
-                let note = format!(
-                    "{have} of {required} approvals{}",
-                    comment
-                        .as_deref()
-                        .map(|c| format!(": {c}"))
-                        .unwrap_or_default()
-                );
-                let t = transition(
-                    Action::ApprovalRecorded,
-                    approver,
-                    Some(&note),
-                    Some(state),
-                    &next,
-                    now,
-                );
-                return Ok(Step::one(next, t));
-            }
-            next.state = GrantState::Approved;
-            self.approved_step(next, parent, approver, comment.as_deref(), now)
-        })
-        .await
-    }
-
-    /// The write that turns `next` (already in state Approved) into access: a window for
-    /// a request, a later `expires_at` for the grant an extension extends.
-    pub(super) fn approved_step(
-        &self,
-        mut next: Grant,
-        parent: Option<&Grant>,
-        actor: &str,
-        comment: Option<&str>,
-        now: Timestamp,
-    ) -> Result<Step, PolicyError> {
-        let approved_action = if next.break_glass {
-            Action::BreakGlass
-        } else {
-            Action::Approved
-        };
-        if let Some(parent) = parent {
-            let parent_state = parent.effective_state(now);
-            if parent_state != GrantState::Approved {
-                return Err(PolicyError::Conflict(format!(
-                    "grant {} is {parent_state}, so extension {} cannot be applied; ask for \
-                     a new grant instead",
-                    parent.id, next.id
-                )));
-            }
-            let new_end = parent.expires_at.checked_add(next.duration).map_err(|e| {
-                PolicyError::InvalidRequest(format!("extended end out of range: {e}"))
-            })?;
-            // Each extension was checked against the rule when it was asked for, from the
-            // grant's end at that time; several approved one after another add up, so the
-            // cap is checked again against the grant's end now.
-            let rules = self.rules();
-            if let Some(rule) = next.rule.as_deref().and_then(|r| rules.rule(r)) {
-                let cap = now.checked_add(rule.max_duration()).map_err(|e| {
-                    PolicyError::InvalidRequest(format!("maximum end out of range: {e}"))
-                })?;
-                if new_end > cap {
-                    return Err(PolicyError::Conflict(format!(
-                        "approving extension {} would make grant {} end at {new_end} (it now \
-                         ends at {}, after earlier extensions, plus {:#}), more than rule {:?}'s \
-                         maximum of {:#} from now (latest allowed end: {cap}); deny it, and the \
-                         holder can ask for less",
-                        next.id,
-                        parent.id,
-                        parent.expires_at,
-                        next.duration,
-                        rule.name(),
-                        rule.max_duration()
-                    )));
-                }
-            }
-            next.expires_at = new_end;
-            let mut extended = parent.clone();
-            extended.expires_at = new_end;
-            // The new end gets its own "expiring soon" notice.
-            extended
-                .notified
-                .retain(|n| n != super::sweep::EXPIRING_SOON);
-            let approved = transition(
-                approved_action,
-                actor,
-                comment,
-                Some(GrantState::Pending),
-                &next,
-                now,
-            );
-            let mut moved = transition(
-                Action::Extended,
-                actor,
-                Some(&next.reason),
-                Some(parent_state),
-                &extended,
-                now,
-            );
-            moved.rule = next.rule.clone();
-            moved.previous_expires_at = Some(parent.expires_at);
-            return Ok(Step::Write {
-                grants: vec![next, extended],
-                transitions: vec![approved, moved],
-            });
-        }
-        next.not_before = next.not_before.max(now);
-        next.expires_at = next
-            .not_before
-            .checked_add(next.duration)
-            .map_err(|e| PolicyError::InvalidRequest(format!("expiry out of range: {e}")))?;
-        let mut transitions = vec![transition(
-            approved_action,
-            actor,
-            comment,
-            Some(GrantState::Pending),
-            &next,
-            now,
-        )];
-        if next.not_before <= now {
-            next.notified.push(ACTIVATED.to_owned());
-            transitions.push(transition(
-                Action::Activated,
-                crate::engine::sweep::SYSTEM_ACTOR,
-                None,
-                Some(GrantState::Approved),
-                &next,
-                now,
-            ));
-        }
-        for t in &mut transitions {
-            t.grant = next.clone();
-        }
-        Ok(Step::Write {
-            grants: vec![next],
-            transitions,
-        })
-    }
-
     /// Turns down a pending request; the comment (why) is required.
     pub async fn deny(
         &self,
@@ -273,32 +163,24 @@ impl Engine {
             )
         })?;
         let rules = self.rules();
+        let denial = Decider {
+            action: Action::Denied,
+            by: approver,
+            comment: Some(&comment),
+        };
         self.change(id, |g, _, now| {
-            let state = g.effective_state(now);
-            if state == GrantState::Denied && g.denial.as_ref().is_some_and(|d| d.by == approver) {
+            let repeated = |state| {
+                state == GrantState::Denied && g.denial.as_ref().is_some_and(|d| d.by == approver)
+            };
+            if !decidable(g, now, "denied", repeated)? {
                 return Ok(Step::Unchanged);
-            }
-            if state != GrantState::Pending {
-                return Err(not_pending(g, now, "denied"));
             }
             let rule = g.rule.as_deref().unwrap_or_default();
             rules.check_approver(rule, &g.identity, approver)?;
             let mut next = g.clone();
             next.state = GrantState::Denied;
-            next.denial = Some(Decision {
-                by: approver.to_owned(),
-                at: now,
-                comment: Some(comment.clone()),
-            });
-            let t = transition(
-                Action::Denied,
-                approver,
-                Some(&comment),
-                Some(state),
-                &next,
-                now,
-            );
-            Ok(Step::one(next, t))
+            next.denial = Some(denial.decision(now));
+            Ok(denial.write(next, GrantState::Pending, now))
         })
         .await
     }
@@ -311,38 +193,25 @@ impl Engine {
         comment: Option<&str>,
     ) -> Result<Outcome, PolicyError> {
         let comment = trimmed(comment);
+        let cancellation = Decider {
+            action: Action::Cancelled,
+            by: actor.name(),
+            comment: comment.as_deref(),
+        };
         self.change(id, |g, _, now| {
-            if let Actor::Identity(who) = actor {
-                if *who != g.identity {
-                    return Err(PolicyError::Forbidden(format!(
-                        "only the requester ({}) or an administrator can cancel request {}",
-                        g.identity, g.id
-                    )));
-                }
-            }
-            let state = g.effective_state(now);
-            if state == GrantState::Cancelled {
+            own_record(actor, g, || {
+                format!(
+                    "only the requester ({}) or an administrator can cancel request {}",
+                    g.identity, g.id
+                )
+            })?;
+            if !decidable(g, now, "cancelled", |state| state == GrantState::Cancelled)? {
                 return Ok(Step::Unchanged);
-            }
-            if state != GrantState::Pending {
-                return Err(not_pending(g, now, "cancelled"));
             }
             let mut next = g.clone();
             next.state = GrantState::Cancelled;
-            next.cancellation = Some(Decision {
-                by: actor.name().to_owned(),
-                at: now,
-                comment: comment.clone(),
-            });
-            let t = transition(
-                Action::Cancelled,
-                actor.name(),
-                comment.as_deref(),
-                Some(state),
-                &next,
-                now,
-            );
-            Ok(Step::one(next, t))
+            next.cancellation = Some(cancellation.decision(now));
+            Ok(cancellation.write(next, GrantState::Pending, now))
         })
         .await
     }
@@ -356,6 +225,11 @@ impl Engine {
     ) -> Result<Outcome, PolicyError> {
         let rules = self.rules();
         let comment = trimmed(comment);
+        let review = Decider {
+            action: Action::Reviewed,
+            by: reviewer,
+            comment: comment.as_deref(),
+        };
         self.change(id, |g, _, now| {
             if !g.break_glass {
                 return Err(PolicyError::Conflict(format!(
@@ -363,32 +237,19 @@ impl Engine {
                     g.id
                 )));
             }
-            if let Some(review) = &g.review {
-                if review.by == reviewer {
+            if let Some(done) = &g.review {
+                if done.by == reviewer {
                     return Ok(Step::Unchanged);
                 }
                 return Err(PolicyError::Conflict(format!(
                     "grant {} was already reviewed by {} at {}",
-                    g.id, review.by, review.at
+                    g.id, done.by, done.at
                 )));
             }
             rules.check_reviewer(g.rule.as_deref().unwrap_or_default(), &g.identity, reviewer)?;
             let mut next = g.clone();
-            next.review = Some(Decision {
-                by: reviewer.to_owned(),
-                at: now,
-                comment: comment.clone(),
-            });
-            let state = g.effective_state(now);
-            let t = transition(
-                Action::Reviewed,
-                reviewer,
-                comment.as_deref(),
-                Some(state),
-                &next,
-                now,
-            );
-            Ok(Step::one(next, t))
+            next.review = Some(review.decision(now));
+            Ok(review.write(next, g.effective_state(now), now))
         })
         .await
     }
@@ -409,16 +270,19 @@ impl Engine {
             ));
         }
         let reason = trimmed(reason);
+        let revocation = Decider {
+            action: Action::Revoked,
+            by: &by,
+            comment: reason.as_deref(),
+        };
         let outcome = self
             .change(id, |g, _, now| {
-                if let Actor::Identity(who) = actor {
-                    if *who != g.identity {
-                        return Err(PolicyError::Forbidden(format!(
-                            "only an administrator or the holder ({}) can revoke grant {}",
-                            g.identity, g.id
-                        )));
-                    }
-                }
+                own_record(actor, g, || {
+                    format!(
+                        "only an administrator or the holder ({}) can revoke grant {}",
+                        g.identity, g.id
+                    )
+                })?;
                 let state = g.effective_state(now);
                 if state == GrantState::Revoked {
                     return Ok(Step::Unchanged);
@@ -431,15 +295,7 @@ impl Engine {
                 next.revoked_by = Some(by.clone());
                 next.revoked_at = Some(now);
                 next.revoke_reason = reason.clone();
-                let t = transition(
-                    Action::Revoked,
-                    &by,
-                    reason.as_deref(),
-                    Some(state),
-                    &next,
-                    now,
-                );
-                Ok(Step::one(next, t))
+                Ok(revocation.write(next, state, now))
             })
             .await?;
         if !outcome.transitions.is_empty() {

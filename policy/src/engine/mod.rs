@@ -4,9 +4,13 @@
 //! and the approval [`Rules`], stores grants in the [`GrantStore`], and decides at connect
 //! time which grant, if any, a session runs under. Time comes from an injected [`Clock`].
 //!
+//! - [`issue`](Engine::issue): an administrator's grant, approved at once (`issue`);
 //! - [`request`](Engine::request), [`extend`](Engine::extend): new requests (`workflow`);
-//! - [`approve`](Engine::approve), [`deny`](Engine::deny), [`cancel`](Engine::cancel),
-//!   [`review`](Engine::review), [`revoke`](Engine::revoke): decisions (`decide`);
+//! - [`approve`](Engine::approve): sign-offs, and the write that turns an approved request
+//!   into access, automatic approvals included (`approve`);
+//! - [`deny`](Engine::deny), [`cancel`](Engine::cancel), [`review`](Engine::review),
+//!   [`revoke`](Engine::revoke): the other decisions, and what every decision is made of
+//!   (`decide`);
 //! - [`sweep`](Engine::sweep): time-based steps — lapsed requests, activation, expiring
 //!   soon, expiry (`sweep`).
 //!
@@ -15,9 +19,16 @@
 //! store cannot lose or double-count a decision. Each call returns an [`Outcome`] with
 //! the [`Transition`]s it made; repeating a call that was already done returns the record
 //! with no transitions (idempotent).
+//!
+//! Inside, from the bottom up: `transition` (what a call reports), `cas` (the
+//! compare-and-swap loop every change goes through), `sweep`, `decide`, `approve`, then
+//! `issue` and `workflow`; this file holds the [`Engine`] itself, reads and admission,
+//! and names none of its children's items but the types it re-exports.
 
+mod approve;
 mod cas;
 mod decide;
+mod issue;
 mod sweep;
 mod transition;
 mod workflow;
@@ -25,16 +36,17 @@ mod workflow;
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, MAX_GRANT_DURATION, MAX_NOT_BEFORE_AHEAD};
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Grant, GrantState};
 use crate::rules::Rules;
 use crate::store::{GrantFilter, GrantStore};
 
+pub use issue::IssueRequest;
 pub use transition::{Action, Outcome, Transition};
 pub use workflow::{AccessRequest, ExtensionRequest};
 
@@ -55,25 +67,6 @@ impl Actor {
             Actor::Identity(name) | Actor::Admin(name) => name,
         }
     }
-}
-
-/// An administrator's request for a grant.
-#[derive(Clone, Debug)]
-pub struct IssueRequest {
-    /// Who gets access.
-    pub identity: String,
-    /// To which target.
-    pub target: String,
-    /// As which of the target's roles.
-    pub role: String,
-    /// How long, from `not_before` (or now); `0 < duration ≤ MAX_GRANT_DURATION`.
-    pub duration: SignedDuration,
-    /// When access starts; `None` = now. At most [`MAX_NOT_BEFORE_AHEAD`] ahead.
-    pub not_before: Option<Timestamp>,
-    /// Why (ticket, incident); must not be blank.
-    pub reason: String,
-    /// The administrator issuing it; must not be blank.
-    pub issued_by: String,
 }
 
 /// A positive admission decision: the session runs under `grant` until its `expires_at`.
@@ -141,105 +134,6 @@ impl Engine {
     /// read back unchanged.
     pub fn now(&self) -> Timestamp {
         floor_to_micros(self.clock.now())
-    }
-
-    /// Admin-issued grant (state Approved). Validates: identity/target/role known in
-    /// catalog, 0 < duration ≤ [`MAX_GRANT_DURATION`], reason and issuer non-blank,
-    /// `not_before` at most [`MAX_NOT_BEFORE_AHEAD`] ahead, and the grant not already over.
-    /// `expires_at = (not_before or now) + duration`.
-    pub async fn issue(&self, req: IssueRequest) -> Result<Grant, PolicyError> {
-        self.catalog
-            .check(&req.identity, &req.target, Some(&req.role))?;
-        if !req.duration.is_positive() {
-            return Err(PolicyError::InvalidRequest(format!(
-                "duration must be positive, got {:#}",
-                req.duration
-            )));
-        }
-        if req.duration > MAX_GRANT_DURATION {
-            return Err(PolicyError::InvalidRequest(format!(
-                "duration {:#} is longer than the maximum of {:#}; issue a shorter grant \
-                 and a new one when it ends",
-                req.duration, MAX_GRANT_DURATION
-            )));
-        }
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            return Err(PolicyError::InvalidRequest(
-                "reason must not be empty; say why access is needed (ticket, incident)".into(),
-            ));
-        }
-        let issued_by = req.issued_by.trim();
-        if issued_by.is_empty() {
-            return Err(PolicyError::InvalidRequest(
-                "issued_by must not be empty".into(),
-            ));
-        }
-        let now = self.now();
-        let not_before = req.not_before.map_or(now, floor_to_micros);
-        let latest_start = now
-            .checked_add(MAX_NOT_BEFORE_AHEAD)
-            .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
-        if not_before > latest_start {
-            return Err(PolicyError::InvalidRequest(format!(
-                "not_before {not_before} is more than {:#} ahead (latest allowed: {latest_start})",
-                MAX_NOT_BEFORE_AHEAD
-            )));
-        }
-        let expires_at = not_before
-            .checked_add(req.duration)
-            .map(floor_to_micros)
-            .map_err(|e| PolicyError::InvalidRequest(format!("expiry out of range: {e}")))?;
-        if expires_at <= now {
-            return Err(PolicyError::InvalidRequest(format!(
-                "the grant would already be over: not_before {not_before} + {:#} ends at \
-                 {expires_at}, which is not after now ({now})",
-                req.duration
-            )));
-        }
-        let grant = Grant {
-            id: Uuid::now_v7(),
-            identity: req.identity,
-            target: req.target,
-            role: req.role,
-            not_before,
-            expires_at,
-            reason: reason.to_owned(),
-            issued_by: issued_by.to_owned(),
-            created_at: now,
-            state: GrantState::Approved,
-            approvals: Vec::new(),
-            revoked_by: None,
-            revoked_at: None,
-            revoke_reason: None,
-            rule: None,
-            ticket: None,
-            duration: expires_at.duration_since(not_before),
-            pending_until: None,
-            denial: None,
-            cancellation: None,
-            break_glass: false,
-            review: None,
-            extends: None,
-            // An administrator's grant starting now needs no separate activation notice.
-            notified: if not_before <= now {
-                vec![sweep::ACTIVATED.to_owned()]
-            } else {
-                Vec::new()
-            },
-            idempotency_key: None,
-            version: 0,
-        };
-        self.store.insert(&grant).await?;
-        tracing::info!(
-            grant_id = %grant.id,
-            identity = %grant.identity,
-            target = %grant.target,
-            role = %grant.role,
-            expires_at = %grant.expires_at,
-            "grant issued"
-        );
-        Ok(grant)
     }
 
     /// The grant with this id; [`PolicyError::NotFound`] when there is none.

@@ -10,10 +10,10 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use super::cas::Step;
-use super::decide::POLICY_ACTOR_PREFIX;
+use super::decide::{trimmed, POLICY_ACTOR_PREFIX};
 use super::transition::transition;
 use super::{Action, Engine, Outcome};
-use crate::catalog::MAX_NOT_BEFORE_AHEAD;
+use crate::catalog::check_start;
 use crate::error::PolicyError;
 use crate::grant::{floor_to_micros, Decision, Grant, GrantState};
 use crate::rules::{RequestFacts, Verdict};
@@ -59,25 +59,19 @@ pub struct ExtensionRequest {
     pub idempotency_key: Option<String>,
 }
 
-fn clean(text: Option<&str>) -> Option<String> {
-    text.map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-}
-
 impl Engine {
     /// Files an access request under the first matching rule. Returns it pending, or
     /// approved at once when the rule needs no approver.
     pub async fn request(&self, req: AccessRequest) -> Result<Outcome, PolicyError> {
         self.catalog
             .check(&req.identity, &req.target, Some(&req.role))?;
-        let key = clean(req.idempotency_key.as_deref());
+        let key = trimmed(req.idempotency_key.as_deref());
         if let Some(existing) = self.find_by_key(&req.identity, key.as_deref()).await? {
             return same_request(existing, &req.target, &req.role, None);
         }
         let now = self.now();
-        let reason = clean(req.reason.as_deref());
-        let ticket = clean(req.ticket.as_deref());
+        let reason = trimmed(req.reason.as_deref());
+        let ticket = trimmed(req.ticket.as_deref());
         let rules = self.rules();
         let verdict = rules.check_request(&RequestFacts {
             identity: &req.identity,
@@ -90,15 +84,7 @@ impl Engine {
             at: now,
         })?;
         let start = req.start_at.map_or(now, floor_to_micros).max(now);
-        let latest = now
-            .checked_add(MAX_NOT_BEFORE_AHEAD)
-            .map_err(|e| PolicyError::InvalidRequest(format!("current time out of range: {e}")))?;
-        if start > latest {
-            return Err(PolicyError::InvalidRequest(format!(
-                "start_at {start} is more than {:#} ahead (latest allowed: {latest})",
-                MAX_NOT_BEFORE_AHEAD
-            )));
-        }
+        check_start("start_at", start, now)?;
         let grant = Grant {
             id: Uuid::now_v7(),
             identity: req.identity.clone(),
@@ -135,35 +121,15 @@ impl Engine {
     /// rule's `max_duration` from now. Once approved, live sessions keep running to the
     /// new end without reconnecting.
     pub async fn extend(&self, req: ExtensionRequest) -> Result<Outcome, PolicyError> {
-        let key = clean(req.idempotency_key.as_deref());
+        let key = trimmed(req.idempotency_key.as_deref());
         if let Some(existing) = self.find_by_key(&req.identity, key.as_deref()).await? {
             return same_request(existing, "", "", Some(req.grant));
         }
         let parent = self.get(req.grant).await?;
-        if parent.is_extension() {
-            return Err(PolicyError::InvalidRequest(format!(
-                "{} is an extension request, not a grant; extend the grant it belongs to ({})",
-                parent.id,
-                parent.extends.map(|p| p.to_string()).unwrap_or_default()
-            )));
-        }
-        if parent.identity != req.identity {
-            return Err(PolicyError::Forbidden(format!(
-                "grant {} belongs to {}; only its holder can ask to extend it",
-                parent.id, parent.identity
-            )));
-        }
         let now = self.now();
-        let state = parent.effective_state(now);
-        if state != GrantState::Approved {
-            return Err(PolicyError::Conflict(format!(
-                "grant {} is {state}; only an approved grant that has not ended can be \
-                 extended — request new access instead",
-                parent.id
-            )));
-        }
-        let reason = clean(req.reason.as_deref());
-        let ticket = clean(req.ticket.as_deref());
+        check_extendable(&parent, &req.identity, now)?;
+        let reason = trimmed(req.reason.as_deref());
+        let ticket = trimmed(req.ticket.as_deref());
         let rules = self.rules();
         let verdict = rules.check_request(&RequestFacts {
             identity: &parent.identity,
@@ -309,6 +275,33 @@ impl Engine {
             .await?;
         Ok(found.into_iter().next())
     }
+}
+
+/// Whether `identity` may ask to extend `parent` at `now`: only the holder of an approved
+/// grant that has not ended can.
+fn check_extendable(parent: &Grant, identity: &str, now: Timestamp) -> Result<(), PolicyError> {
+    if parent.is_extension() {
+        return Err(PolicyError::InvalidRequest(format!(
+            "{} is an extension request, not a grant; extend the grant it belongs to ({})",
+            parent.id,
+            parent.extends.map(|p| p.to_string()).unwrap_or_default()
+        )));
+    }
+    if parent.identity != identity {
+        return Err(PolicyError::Forbidden(format!(
+            "grant {} belongs to {}; only its holder can ask to extend it",
+            parent.id, parent.identity
+        )));
+    }
+    let state = parent.effective_state(now);
+    if state != GrantState::Approved {
+        return Err(PolicyError::Conflict(format!(
+            "grant {} is {state}; only an approved grant that has not ended can be \
+             extended — request new access instead",
+            parent.id
+        )));
+    }
+    Ok(())
 }
 
 /// A retry with an idempotency key already used must be for the same thing.

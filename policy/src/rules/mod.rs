@@ -2,8 +2,9 @@
 //!
 //! The `policy:` section of `jitgate.yaml` is read into a [`RulesSpec`] and checked against
 //! the [`Catalog`] of configured identities, targets and roles by [`Rules::from_spec`]; every
-//! mistake is reported as [`PolicyError::InvalidPolicy`] with the field it is in
-//! (`rules[2].ticket`). The engine then asks the validated [`Rules`]:
+//! mistake is reported as
+//! [`PolicyError::InvalidPolicy`](crate::PolicyError::InvalidPolicy) with the field it is
+//! in (`rules[2].ticket`). The engine then asks the validated [`Rules`]:
 //!
 //! - [`Rules::check_request`]: may this identity request this target/role, and how does the
 //!   request proceed (approvals needed, auto-approved, break-glass)? → [`Verdict`]
@@ -42,7 +43,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::error::PolicyError;
 
 pub use explain::{
     AutoApproveExplanation, BreakGlassExplanation, Denial, Explanation, RuleExplanation,
@@ -109,11 +109,6 @@ pub struct Verdict {
 }
 
 impl Rules {
-    /// Validates `spec` against what the config defines; see the [module docs](self).
-    pub fn from_spec(spec: &RulesSpec, catalog: &Catalog) -> Result<Rules, PolicyError> {
-        validate::build(spec, catalog)
-    }
-
     /// Whether there are no rules (nobody may request access).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

@@ -1,9 +1,10 @@
 //! Where grants live: the [`GrantStore`] trait and its implementations.
 //!
 //! The store is the source of truth and survives restarts. [`sqlite::SqliteStore`] is the
-//! embedded default; a PostgreSQL store for several proxy replicas will implement the same
-//! trait. Stores know nothing of "now": callers pass the instant they decide at, so time
-//! stays injectable.
+//! embedded default; [`postgres::PostgresStore`] is shared by several proxy replicas. Both
+//! keep the same table, whose columns and their mapping to a [`Grant`] are described once
+//! (`columns`; the `details` JSON column in `details`). Stores know nothing of "now":
+//! callers pass the instant they decide at, so time stays injectable.
 //!
 //! Contract shared by every implementation:
 //! - timestamps are kept to the microsecond (like PostgreSQL `timestamptz`); `insert`
@@ -15,6 +16,7 @@
 //!   approvers approving at the same moment both count;
 //! - backend failures are [`PolicyError::Store`].
 
+mod columns;
 mod details;
 pub mod postgres;
 pub mod sqlite;

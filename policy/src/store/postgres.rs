@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use crate::error::PolicyError;
 use crate::grant::Grant;
+use crate::store::columns::{self, COLUMNS, IMMUTABLE};
 use crate::store::{GrantFilter, GrantStore};
 
 pub use listen::CHANNEL;
@@ -46,7 +47,7 @@ pub use witness::WITNESS_TABLE;
 
 use describe::describe;
 use pool::{AbortOnDrop, Conn, OpError, Pool, PoolSettings};
-use row::{column_list, Encoded, PgTimestamp, COLUMNS, IMMUTABLE};
+use row::{Encoded, PgTimestamp};
 
 /// How a [`PostgresStore`] connects and how long it waits.
 #[derive(Clone, Debug)]
@@ -232,7 +233,7 @@ fn active_at(n: usize) -> String {
 
 impl Sql {
     fn new() -> Self {
-        let columns = column_list();
+        let columns = columns::list();
         let placeholders = (1..=COLUMNS.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
@@ -325,10 +326,10 @@ async fn diagnose<C: tokio_postgres::GenericClient>(
     let Some(stored) = client.query_opt(probe, &[&change.id]).await? else {
         return Ok(PolicyError::NotFound(change.id));
     };
-    let version: i64 = stored.try_get(0)?;
-    let issued_by: String = stored.try_get(1)?;
+    let version: i64 = stored.try_get("version")?;
+    let issued_by: String = stored.try_get("issued_by")?;
     let created_at = PgTimestamp::stored("created_at", change.created_at)?;
-    let stored_created: PgTimestamp = stored.try_get(2)?;
+    let stored_created: PgTimestamp = stored.try_get("created_at")?;
     Ok(if version != change.old_version {
         PolicyError::StaleUpdate(change.id)
     } else if issued_by != change.issued_by || stored_created != created_at {
@@ -385,7 +386,7 @@ async fn update_in(conn: &mut Conn, sql: &Sql, changes: &[Change]) -> Result<(),
 /// The update statement's parameters: the new row in [`COLUMNS`] order, then the version
 /// the stored row must still have.
 fn change_params(change: &Change) -> Vec<&(dyn ToSql + Sync)> {
-    let mut params = change.row.params().to_vec();
+    let mut params = change.row.params();
     params.push(&change.old_version);
     params
 }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::error::PolicyError;
 use crate::grant::Grant;
+use crate::store::columns::{self, COLUMNS, IMMUTABLE};
 use crate::store::{GrantFilter, GrantStore};
 
 pub use schema::SCHEMA_VERSION;
@@ -155,7 +156,7 @@ fn configure(conn: &Connection, file: bool) -> Result<(), PolicyError> {
 
 fn get_in(conn: &Connection, id: Uuid) -> Result<Option<Grant>, PolicyError> {
     let err = |e: rusqlite::Error| PolicyError::store("get grant", e);
-    let sql = format!("SELECT {} FROM grants WHERE id = ?1", row::COLUMNS);
+    let sql = format!("SELECT {} FROM grants WHERE id = ?1", columns::list());
     let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let mut rows = stmt.query([id.hyphenated().to_string()]).map_err(err)?;
     match rows.next().map_err(err)? {
@@ -180,17 +181,14 @@ fn query_grants(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<Gr
 const ACTIVE_AT: &str =
     "state = 'approved' AND extends IS NULL AND not_before <= ? AND expires_at > ?";
 
-/// Columns an update never writes: a record's id, who created it and when.
-const IMMUTABLE: [&str; 3] = ["id", "issued_by", "created_at"];
-
-/// The `UPDATE` of one record, and which of `values` (in [`row::COLUMNS`] order) it
+/// The `UPDATE` of one record, and which of `values` (in [`COLUMNS`] order) it
 /// binds: the mutable columns in SET, then `id`, `version`, `issued_by`, `created_at` in
 /// WHERE — so a record whose creator or creation time differs is not touched.
 fn update_statement(values: Vec<Value>, old_version: i64) -> (String, Vec<Value>) {
     let mut set = Vec::new();
     let mut binds = Vec::new();
     let mut fixed = std::collections::HashMap::new();
-    for (column, value) in row::COLUMNS.split(',').map(str::trim).zip(values) {
+    for (column, value) in COLUMNS.into_iter().zip(values) {
         if IMMUTABLE.contains(&column) {
             fixed.insert(column, value);
         } else {
@@ -220,8 +218,8 @@ impl GrantStore for SqliteStore {
         self.call(move |conn| {
             let sql = format!(
                 "INSERT INTO grants ({}) VALUES ({})",
-                row::COLUMNS,
-                row::PLACEHOLDERS
+                columns::list(),
+                row::placeholders()
             );
             match conn.execute(&sql, rusqlite::params_from_iter(values)) {
                 Ok(_) => Ok(()),
@@ -244,7 +242,7 @@ impl GrantStore for SqliteStore {
     }
 
     async fn list(&self, filter: &GrantFilter) -> Result<Vec<Grant>, PolicyError> {
-        let mut sql = format!("SELECT {} FROM grants WHERE 1 = 1", row::COLUMNS);
+        let mut sql = format!("SELECT {} FROM grants WHERE 1 = 1", columns::list());
         let mut args = Vec::new();
         if let Some(identity) = &filter.identity {
             sql.push_str(" AND identity = ?");
@@ -329,7 +327,7 @@ impl GrantStore for SqliteStore {
         let sql = format!(
             "SELECT {} FROM grants WHERE identity = ? AND target = ? AND {ACTIVE_AT} \
              ORDER BY expires_at DESC, created_at DESC, id DESC",
-            row::COLUMNS
+            columns::list()
         );
         let at = row::query_micros(at);
         let args = vec![

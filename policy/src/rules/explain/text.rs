@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Denial, Explanation, RuleExplanation, RuleSummary};
+use super::{AutoApproveExplanation, Denial, Explanation, RuleExplanation, RuleSummary};
 use crate::rules::check::or_nobody;
 
 impl Denial {
@@ -86,52 +86,10 @@ fn write_rule(f: &mut fmt::Formatter<'_>, e: &Explanation, r: &RuleExplanation) 
         )?,
         None => writeln!(f, "  ticket:          not required")?,
     }
-    if r.approvals_required == 0 {
-        writeln!(f, "  approvals:       none needed; approved at once")?;
-    } else {
-        let own = if r.self_approval {
-            "the requester may approve their own request"
-        } else {
-            "the requester cannot approve their own request"
-        };
-        writeln!(
-            f,
-            "  approvals:       {} from group(s) {}; {own}",
-            r.approvals_required,
-            r.approver_groups.join(", ")
-        )?;
-        writeln!(f, "  approvers:       {}", or_nobody(&r.approvers))?;
-        writeln!(
-            f,
-            "  pending timeout: {:#} (a request not approved by then lapses)",
-            r.pending_timeout
-        )?;
-    }
+    write_approvals(f, r)?;
     match &r.auto_approve {
         None => writeln!(f, "  auto-approval:   none")?,
-        Some(a) => {
-            let who = a
-                .groups
-                .iter()
-                .map(|g| format!("group {g}"))
-                .chain(a.identities.iter().map(|i| format!("identity {i}")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let when = if a.windows.is_empty() {
-                "at any time".to_owned()
-            } else {
-                format!("inside {}", a.windows.join("; "))
-            };
-            let now = match (a.applies_to_identity, a.applies_now) {
-                (false, _) => format!("does not apply to {}", e.identity),
-                (true, true) => format!("applies to {} now ({})", e.identity, e.at),
-                (true, false) => format!(
-                    "applies to {} but not now ({} is outside the windows)",
-                    e.identity, e.at
-                ),
-            };
-            writeln!(f, "  auto-approval:   for {who}, {when}; {now}")?;
-        }
+        Some(a) => writeln!(f, "  auto-approval:   {}", auto_approval(e, a))?,
     }
     match &r.break_glass {
         None => writeln!(f, "  break-glass:     not available")?,
@@ -143,6 +101,60 @@ fn write_rule(f: &mut fmt::Formatter<'_>, e: &Explanation, r: &RuleExplanation) 
             or_nobody(&b.reviewers)
         )?,
     }
+    writeln!(f, "  request with:    {}", request_command(e, r))
+}
+
+/// How many approvals the rule needs, from whom, and how long a request waits for them.
+fn write_approvals(f: &mut fmt::Formatter<'_>, r: &RuleExplanation) -> fmt::Result {
+    if r.approvals_required == 0 {
+        return writeln!(f, "  approvals:       none needed; approved at once");
+    }
+    let own = if r.self_approval {
+        "the requester may approve their own request"
+    } else {
+        "the requester cannot approve their own request"
+    };
+    writeln!(
+        f,
+        "  approvals:       {} from group(s) {}; {own}",
+        r.approvals_required,
+        r.approver_groups.join(", ")
+    )?;
+    writeln!(f, "  approvers:       {}", or_nobody(&r.approvers))?;
+    writeln!(
+        f,
+        "  pending timeout: {:#} (a request not approved by then lapses)",
+        r.pending_timeout
+    )
+}
+
+/// Who is auto-approved and when, and whether that applies to the identity now.
+fn auto_approval(e: &Explanation, a: &AutoApproveExplanation) -> String {
+    let who = a
+        .groups
+        .iter()
+        .map(|g| format!("group {g}"))
+        .chain(a.identities.iter().map(|i| format!("identity {i}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let when = if a.windows.is_empty() {
+        "at any time".to_owned()
+    } else {
+        format!("inside {}", a.windows.join("; "))
+    };
+    let now = match (a.applies_to_identity, a.applies_now) {
+        (false, _) => format!("does not apply to {}", e.identity),
+        (true, true) => format!("applies to {} now ({})", e.identity, e.at),
+        (true, false) => format!(
+            "applies to {} but not now ({} is outside the windows)",
+            e.identity, e.at
+        ),
+    };
+    format!("for {who}, {when}; {now}")
+}
+
+/// The `jitgate request` command line that the rule would accept.
+fn request_command(e: &Explanation, r: &RuleExplanation) -> String {
     let mut cmd = format!(
         "jitgate request --target {} --role {} --for {:#}",
         e.target, e.role, r.max_duration
@@ -153,7 +165,7 @@ fn write_rule(f: &mut fmt::Formatter<'_>, e: &Explanation, r: &RuleExplanation) 
     if r.ticket_pattern.is_some() {
         cmd.push_str(" --ticket <ticket>");
     }
-    writeln!(f, "  request with:    {cmd}")
+    cmd
 }
 
 fn write_denial(f: &mut fmt::Formatter<'_>, e: &Explanation, d: &Denial) -> fmt::Result {

@@ -34,8 +34,15 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
     }
 }
 
+impl Rules {
+    /// Validates `spec` against what the config defines; see the [module docs](super).
+    pub fn from_spec(spec: &RulesSpec, catalog: &Catalog) -> Result<Rules, PolicyError> {
+        build(spec, catalog)
+    }
+}
+
 /// Builds validated rules from the spec.
-pub(super) fn build(spec: &RulesSpec, catalog: &Catalog) -> Result<Rules, PolicyError> {
+fn build(spec: &RulesSpec, catalog: &Catalog) -> Result<Rules, PolicyError> {
     let groups = groups(spec, catalog)?;
     let mut rules: Vec<Rule> = Vec::with_capacity(spec.rules.len());
     for (i, raw) in spec.rules.iter().enumerate() {

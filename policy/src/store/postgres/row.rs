@@ -1,4 +1,5 @@
-//! Conversions between [`Grant`] and PostgreSQL rows and parameters.
+//! How PostgreSQL keeps each kind of grant column ([`crate::store::columns`] says which
+//! columns there are), as query parameters and in rows read by column name.
 //!
 //! Timestamps travel as `timestamptz` in PostgreSQL's binary format (microseconds since
 //! 2000-01-01 UTC) through [`PgTimestamp`], so the round trip is exact and no float or
@@ -8,48 +9,17 @@
 use std::error::Error;
 
 use bytes::BytesMut;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, Json, ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::describe::describe;
 use crate::error::PolicyError;
-use crate::grant::{is_whole_micros, Decision, Grant, GrantState};
-use crate::store::details::Details;
-
-/// Column list in the order [`decode`] reads it and [`Encoded::params`] binds it.
-pub(super) const COLUMNS: [&str; 22] = [
-    "id",
-    "identity",
-    "target",
-    "role",
-    "not_before",
-    "expires_at",
-    "reason",
-    "issued_by",
-    "created_at",
-    "state",
-    "approvals",
-    "revoked_by",
-    "revoked_at",
-    "revoke_reason",
-    "rule",
-    "ticket",
-    "duration_us",
-    "pending_until",
-    "extends",
-    "idempotency_key",
-    "details",
-    "version",
-];
-
-/// Columns an update never writes: the contract says they never change.
-pub(super) const IMMUTABLE: [&str; 3] = ["id", "issued_by", "created_at"];
-
-/// `COLUMNS` joined for a `SELECT` list.
-pub(super) fn column_list() -> String {
-    COLUMNS.join(", ")
-}
+use crate::grant::Grant;
+use crate::store::columns::{self, ReadColumn, Stored, WriteColumn, COLUMNS};
 
 /// Unix epoch → PostgreSQL epoch (2000-01-01T00:00:00Z), in microseconds.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
@@ -73,13 +43,7 @@ impl PgTimestamp {
     /// A stored instant; refuses sub-microsecond parts (they would not read back) and
     /// instants PostgreSQL cannot store.
     pub(super) fn stored(field: &str, t: Timestamp) -> Result<Self, PolicyError> {
-        if !is_whole_micros(t) {
-            return Err(PolicyError::InvalidRequest(format!(
-                "{field} {t} has sub-microsecond precision, which the grant store does not \
-                 keep; round it with jitgate_policy::grant::floor_to_micros"
-            )));
-        }
-        let pg = t.as_microsecond() - PG_EPOCH_UNIX_MICROS;
+        let pg = columns::whole_micros(field, t)?.as_microsecond() - PG_EPOCH_UNIX_MICROS;
         if !(PG_MIN_MICROS..PG_END_MICROS).contains(&pg) {
             return Err(PolicyError::InvalidRequest(format!(
                 "{field} {t} is before 4714 BC, which PostgreSQL cannot store"
@@ -141,101 +105,56 @@ impl<'a> FromSql<'a> for PgTimestamp {
 }
 
 /// A grant as query parameters, in [`COLUMNS`] order.
-pub(super) struct Encoded {
-    id: Uuid,
-    identity: String,
-    target: String,
-    role: String,
-    not_before: PgTimestamp,
-    expires_at: PgTimestamp,
-    reason: String,
-    issued_by: String,
-    created_at: PgTimestamp,
-    state: &'static str,
-    approvals: Json<serde_json::Value>,
-    revoked_by: Option<String>,
-    revoked_at: Option<PgTimestamp>,
-    revoke_reason: Option<String>,
-    rule: Option<String>,
-    ticket: Option<String>,
-    duration_us: i64,
-    pending_until: Option<PgTimestamp>,
-    extends: Option<Uuid>,
-    idempotency_key: Option<String>,
-    details: Json<serde_json::Value>,
-    version: i64,
-}
+pub(super) struct Encoded(Vec<Box<dyn ToSql + Sync + Send>>);
 
 impl Encoded {
     /// Every column's value, in [`COLUMNS`] order.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
-        [
-            &self.id,
-            &self.identity,
-            &self.target,
-            &self.role,
-            &self.not_before,
-            &self.expires_at,
-            &self.reason,
-            &self.issued_by,
-            &self.created_at,
-            &self.state,
-            &self.approvals,
-            &self.revoked_by,
-            &self.revoked_at,
-            &self.revoke_reason,
-            &self.rule,
-            &self.ticket,
-            &self.duration_us,
-            &self.pending_until,
-            &self.extends,
-            &self.idempotency_key,
-            &self.details,
-            &self.version,
-        ]
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
 /// `grant` as parameters; refuses what PostgreSQL would not store as given (sub-µs or
 /// out-of-range instants, NUL characters).
 pub(super) fn encode(grant: &Grant) -> Result<Encoded, PolicyError> {
-    let approvals = serde_json::to_value(&grant.approvals)
-        .map_err(|e| PolicyError::store("encode approvals", e))?;
-    let details = serde_json::to_value(Details::of(grant))
-        .map_err(|e| PolicyError::store("encode details", e))?;
-    let duration_us = i64::try_from(grant.duration.as_micros()).map_err(|_| {
-        PolicyError::InvalidRequest(format!("duration {:#} is out of range", grant.duration))
-    })?;
-    let version = i64::try_from(grant.version)
-        .map_err(|_| PolicyError::store("encode version", grant.version))?;
-    let opt_ts =
-        |field: &str, t: Option<Timestamp>| t.map(|t| PgTimestamp::stored(field, t)).transpose();
-    let encoded = Encoded {
-        id: grant.id,
-        identity: grant.identity.clone(),
-        target: grant.target.clone(),
-        role: grant.role.clone(),
-        not_before: PgTimestamp::stored("not_before", grant.not_before)?,
-        expires_at: PgTimestamp::stored("expires_at", grant.expires_at)?,
-        reason: grant.reason.clone(),
-        issued_by: grant.issued_by.clone(),
-        created_at: PgTimestamp::stored("created_at", grant.created_at)?,
-        state: grant.state.as_str(),
-        approvals: Json(approvals),
-        revoked_by: grant.revoked_by.clone(),
-        revoked_at: opt_ts("revoked_at", grant.revoked_at)?,
-        revoke_reason: grant.revoke_reason.clone(),
-        rule: grant.rule.clone(),
-        ticket: grant.ticket.clone(),
-        duration_us,
-        pending_until: opt_ts("pending_until", grant.pending_until)?,
-        extends: grant.extends,
-        idempotency_key: grant.idempotency_key.clone(),
-        details: Json(details),
-        version,
-    };
+    let mut encoded = Encoded(Vec::with_capacity(COLUMNS.len()));
+    columns::write(grant, &mut encoded)?;
     refuse_nul(grant)?;
     Ok(encoded)
+}
+
+impl WriteColumn for Encoded {
+    fn uuid(&mut self, _: &'static str, value: Option<Uuid>) {
+        self.0.push(Box::new(value));
+    }
+
+    fn text(&mut self, _: &'static str, value: Option<&str>) {
+        self.0.push(Box::new(value.map(str::to_owned)));
+    }
+
+    fn integer(&mut self, _: &'static str, value: i64) {
+        self.0.push(Box::new(value));
+    }
+
+    fn instant(
+        &mut self,
+        column: &'static str,
+        value: Option<Timestamp>,
+    ) -> Result<(), PolicyError> {
+        let stored = value.map(|t| PgTimestamp::stored(column, t)).transpose()?;
+        self.0.push(Box::new(stored));
+        Ok(())
+    }
+
+    fn json<T: Serialize>(&mut self, column: &'static str, value: &T) -> Result<(), PolicyError> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| PolicyError::store(&format!("encode {column}"), e))?;
+        self.0.push(Box::new(Json(value)));
+        Ok(())
+    }
 }
 
 /// PostgreSQL text and `jsonb` cannot hold NUL (U+0000); say so instead of failing with
@@ -283,60 +202,49 @@ fn refuse_nul(grant: &Grant) -> Result<(), PolicyError> {
 
 /// Reads one row selected with [`COLUMNS`].
 pub(super) fn decode(row: &Row) -> Result<Grant, PolicyError> {
-    let err = |e: tokio_postgres::Error| {
-        PolicyError::store("read grant row", super::describe::describe(&e))
-    };
-    let id: Uuid = row.try_get(0).map_err(err)?;
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        PolicyError::Store(format!("grant {id}: bad {what} in store: {e}"))
-    };
-    let ts = |idx: usize, what: &str| -> Result<Timestamp, PolicyError> {
-        let raw: PgTimestamp = row.try_get(idx).map_err(err)?;
-        raw.to_timestamp().map_err(|e| corrupt(what, &e))
-    };
-    let opt_ts = |idx: usize, what: &str| -> Result<Option<Timestamp>, PolicyError> {
-        match row.try_get::<_, Option<PgTimestamp>>(idx).map_err(err)? {
-            Some(raw) => raw.to_timestamp().map(Some).map_err(|e| corrupt(what, &e)),
-            None => Ok(None),
-        }
-    };
-    let state_text: &str = row.try_get(9).map_err(err)?;
-    let state: GrantState = state_text.parse().map_err(|e| corrupt("state", &e))?;
-    let Json(approvals_value): Json<serde_json::Value> = row.try_get(10).map_err(err)?;
-    let approvals: Vec<Decision> =
-        serde_json::from_value(approvals_value).map_err(|e| corrupt("approvals", &e))?;
-    let Json(details_value): Json<serde_json::Value> = row.try_get(20).map_err(err)?;
-    let details: Details =
-        serde_json::from_value(details_value).map_err(|e| corrupt("details", &e))?;
-    let version: i64 = row.try_get(21).map_err(err)?;
-    Ok(Grant {
-        id,
-        identity: row.try_get(1).map_err(err)?,
-        target: row.try_get(2).map_err(err)?,
-        role: row.try_get(3).map_err(err)?,
-        not_before: ts(4, "not_before")?,
-        expires_at: ts(5, "expires_at")?,
-        reason: row.try_get(6).map_err(err)?,
-        issued_by: row.try_get(7).map_err(err)?,
-        created_at: ts(8, "created_at")?,
-        state,
-        approvals,
-        revoked_by: row.try_get(11).map_err(err)?,
-        revoked_at: opt_ts(12, "revoked_at")?,
-        revoke_reason: row.try_get(13).map_err(err)?,
-        rule: row.try_get(14).map_err(err)?,
-        ticket: row.try_get(15).map_err(err)?,
-        duration: SignedDuration::from_micros(row.try_get(16).map_err(err)?),
-        pending_until: opt_ts(17, "pending_until")?,
-        denial: details.denial,
-        cancellation: details.cancellation,
-        break_glass: details.break_glass,
-        review: details.review,
-        extends: row.try_get(18).map_err(err)?,
-        notified: details.notified,
-        idempotency_key: row.try_get(19).map_err(err)?,
-        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
-    })
+    columns::read(row)
+}
+
+/// A driver failure reading a column.
+fn err(e: tokio_postgres::Error) -> PolicyError {
+    PolicyError::store("read grant row", describe(&e))
+}
+
+impl ReadColumn for Row {
+    fn id(&self) -> Result<Uuid, PolicyError> {
+        self.try_get("id").map_err(err)
+    }
+
+    fn text(&self, column: &str) -> Result<String, PolicyError> {
+        self.try_get(column).map_err(err)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>, PolicyError> {
+        self.try_get(column).map_err(err)
+    }
+
+    fn integer(&self, column: &str) -> Result<i64, PolicyError> {
+        self.try_get(column).map_err(err)
+    }
+
+    fn instant(&self, column: &str) -> Result<Stored<Timestamp>, PolicyError> {
+        let raw: PgTimestamp = self.try_get(column).map_err(err)?;
+        Ok(raw.to_timestamp())
+    }
+
+    fn opt_instant(&self, column: &str) -> Result<Stored<Option<Timestamp>>, PolicyError> {
+        let raw: Option<PgTimestamp> = self.try_get(column).map_err(err)?;
+        Ok(raw.map(PgTimestamp::to_timestamp).transpose())
+    }
+
+    fn opt_uuid(&self, column: &str) -> Result<Stored<Option<Uuid>>, PolicyError> {
+        Ok(Ok(self.try_get(column).map_err(err)?))
+    }
+
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<Stored<T>, PolicyError> {
+        let Json(value): Json<serde_json::Value> = self.try_get(column).map_err(err)?;
+        Ok(serde_json::from_value(value).map_err(|e| e.to_string()))
+    }
 }
 
 #[cfg(test)]
