@@ -43,12 +43,12 @@ use crate::protocol::PgError;
 use crate::registry::{Overdue, SessionRegistry};
 #[cfg(doc)]
 use crate::registry::{ENDING_GRACE, GRACE};
-use crate::session::farewell::{self, Holder};
+use crate::session::farewell::{self, GrantHolder};
 
 /// What the session would have told its client.
 fn farewell(cut: &Overdue) -> PgError {
     let info = &cut.info;
-    let holder = Holder {
+    let holder = GrantHolder {
         grant_id: info.grant_id,
         identity: &info.identity,
         target: &info.target,

@@ -8,7 +8,7 @@ use crate::protocol::{sqlstate, PgError};
 use crate::registry::Revocation;
 
 /// Whose grant ended: the session's grant and the names it was granted under.
-pub struct Holder<'a> {
+pub struct GrantHolder<'a> {
     pub grant_id: Uuid,
     pub identity: &'a str,
     pub target: &'a str,
@@ -16,7 +16,7 @@ pub struct Holder<'a> {
 }
 
 /// The grant's deadline passed.
-pub fn expired(h: &Holder<'_>, deadline: Timestamp) -> PgError {
+pub fn expired(h: &GrantHolder<'_>, deadline: Timestamp) -> PgError {
     let message = format!(
         "terminating connection: grant {} for identity \"{}\" on target \"{}\" (role \"{}\") expired at {}",
         h.grant_id, h.identity, h.target, h.role, deadline
@@ -28,7 +28,7 @@ pub fn expired(h: &Holder<'_>, deadline: Timestamp) -> PgError {
 }
 
 /// The grant was revoked.
-pub fn revoked(h: &Holder<'_>, revocation: &Revocation) -> PgError {
+pub fn revoked(h: &GrantHolder<'_>, revocation: &Revocation) -> PgError {
     let why = revocation
         .reason
         .as_deref()

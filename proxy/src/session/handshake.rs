@@ -27,7 +27,7 @@ use crate::protocol::PgError;
 use crate::protocol::ProtocolError;
 
 /// What the client came for.
-pub enum Hello {
+pub enum ClientRequest {
     Startup {
         stream: ClientStream,
         /// Bytes after the startup packet (a pipelining client may send them early).
@@ -179,7 +179,7 @@ fn refuse(tcp: TcpStream, error: ProtocolError) -> HandshakeError {
 pub async fn handshake(
     mut tcp: TcpStream,
     tls: Option<&Arc<rustls::ServerConfig>>,
-) -> Result<Hello, HandshakeError> {
+) -> Result<ClientRequest, HandshakeError> {
     let mut buf = BytesMut::with_capacity(1024);
     if let Some(config) = tls {
         if starts_with_tls_record(&tcp).await? {
@@ -219,9 +219,11 @@ pub async fn handshake(
             StartupMessage::GssEncRequest => {
                 return Err(refuse(tcp, ProtocolError::RepeatedEncryptionRequest));
             }
-            StartupMessage::Cancel { pid, secret } => return Ok(Hello::Cancel { pid, secret }),
+            StartupMessage::Cancel { pid, secret } => {
+                return Ok(ClientRequest::Cancel { pid, secret })
+            }
             StartupMessage::Startup { minor, params, .. } => {
-                return Ok(Hello::Startup {
+                return Ok(ClientRequest::Startup {
                     stream: Either::Left(tcp),
                     buf,
                     minor,
@@ -255,7 +257,7 @@ async fn direct_tls(
     tcp: TcpStream,
     config: &Arc<rustls::ServerConfig>,
     buf: BytesMut,
-) -> Result<Hello, HandshakeError> {
+) -> Result<ClientRequest, HandshakeError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
     let tls_stream = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
     if tls_stream.get_ref().1.alpn_protocol() != Some(POSTGRES_ALPN) {
@@ -271,20 +273,20 @@ async fn direct_tls(
 async fn after_tls(
     mut tls_stream: tokio_rustls::server::TlsStream<TcpStream>,
     mut buf: BytesMut,
-) -> Result<Hello, HandshakeError> {
+) -> Result<ClientRequest, HandshakeError> {
     let message = match read_startup(&mut tls_stream, &mut buf).await {
         Ok(message) => message,
         Err(failed) => return Err(failed.on(Either::Right(Box::new(tls_stream)))),
     };
     match message {
-        StartupMessage::Startup { minor, params, .. } => Ok(Hello::Startup {
+        StartupMessage::Startup { minor, params, .. } => Ok(ClientRequest::Startup {
             stream: Either::Right(Box::new(tls_stream)),
             buf,
             minor,
             params,
             tls: true,
         }),
-        StartupMessage::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
+        StartupMessage::Cancel { pid, secret } => Ok(ClientRequest::Cancel { pid, secret }),
         _ => Err(HandshakeError::Refused {
             error: ProtocolError::RepeatedEncryptionRequest,
             stream: Either::Right(Box::new(tls_stream)),

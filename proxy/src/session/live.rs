@@ -22,8 +22,8 @@ use super::login::LoggedIn;
 use super::meta::SessionMeta;
 use super::refuse::RefusalState;
 use super::relay::Relay;
-use super::release::{self, EndState};
-use super::teardown::{self, Ending};
+use super::release::{self, UpstreamAtEnd};
+use super::teardown::{self, SessionAtEnd};
 use super::tracker::Tracker;
 use super::upstream::Upstream;
 use super::ProxyContext;
@@ -329,7 +329,7 @@ async fn close(
     let in_flight = tracker.in_flight();
     let outcome = teardown::teardown(
         c.end,
-        Ending {
+        SessionAtEnd {
             client: &mut conn,
             upstream: &mut upstream.stream,
             in_flight,
@@ -341,7 +341,7 @@ async fn close(
     )
     .await;
     drop(cancel_key);
-    let end_state = EndState {
+    let end_state = UpstreamAtEnd {
         upstream_open: outcome.upstream_open,
         tx_idle: c.refusal.tx_status == tags::TX_IDLE,
         busy: in_flight || c.refusal.discarding,

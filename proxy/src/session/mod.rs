@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use self::client::{ClientConn, MAX_AUTH_MESSAGE_LEN};
 use self::exit::Exit;
-use self::handshake::{handshake, HandshakeError, Hello};
+use self::handshake::{handshake, ClientRequest, HandshakeError};
 use crate::auth::ScramKeyCache;
 use crate::cancel::CancelMap;
 use crate::limits::{ConnectionLimits, LimitHit, RefusalAudit};
@@ -156,8 +156,10 @@ async fn over_limit(
         return;
     };
     let (stream, buf, params) = match hello {
-        Hello::Cancel { pid, secret } => return forward_cancel(&ctx, peer, pid, secret).await,
-        Hello::Startup {
+        ClientRequest::Cancel { pid, secret } => {
+            return forward_cancel(&ctx, peer, pid, secret).await
+        }
+        ClientRequest::Startup {
             stream,
             buf,
             params,
@@ -204,7 +206,7 @@ async fn startup(
     peer: SocketAddr,
     session_id: Uuid,
     deadline: tokio::time::Instant,
-) -> Option<Hello> {
+) -> Option<ClientRequest> {
     let handshake = tokio::time::timeout_at(deadline, handshake(tcp, ctx.settings.tls.as_ref()));
     tokio::select! {
         biased;
@@ -276,11 +278,11 @@ async fn run_inner(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, ses
         return;
     };
     let (stream, buf, minor, params, tls) = match hello {
-        Hello::Cancel { pid, secret } => {
+        ClientRequest::Cancel { pid, secret } => {
             forward_cancel(&ctx, peer, pid, secret).await;
             return;
         }
-        Hello::Startup {
+        ClientRequest::Startup {
             stream,
             buf,
             minor,

@@ -13,7 +13,7 @@ use crate::reuse::{self, ParkKey};
 use crate::stop::{self, StopTarget};
 
 /// What the session knew about its upstream when it ended.
-pub struct EndState {
+pub struct UpstreamAtEnd {
     /// The teardown left the connection open (the client quit with Terminate).
     pub upstream_open: bool,
     /// The server's last ReadyForQuery said `I`: no transaction is open.
@@ -46,7 +46,7 @@ pub async fn release(
     mut upstream: Upstream,
     key: ParkKey,
     grant_id: Uuid,
-    state: EndState,
+    state: UpstreamAtEnd,
     control: &tokio::sync::watch::Receiver<SessionControl>,
     stop_target: &StopTarget,
 ) -> Released {

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use super::client::ClientConn;
 use super::end::{End, UNFOLLOWED};
 use super::exit::Exit;
-use super::farewell::{self, Holder};
+use super::farewell::{self, GrantHolder};
 use super::meta::SessionMeta;
 use super::stream::UpstreamStream;
 use crate::protocol::{sqlstate, PgError};
@@ -38,7 +38,7 @@ pub struct Outcome {
 }
 
 /// The session's side of its end: its connections and what is known of the server.
-pub struct Ending<'a> {
+pub struct SessionAtEnd<'a> {
     pub client: &'a mut ClientConn,
     pub upstream: &'a mut UpstreamStream,
     /// The server may still be working for the session (`Tracker::in_flight`).
@@ -51,8 +51,8 @@ pub struct Ending<'a> {
     pub deadline: Timestamp,
 }
 
-fn holder(meta: &SessionMeta) -> Holder<'_> {
-    Holder {
+fn holder(meta: &SessionMeta) -> GrantHolder<'_> {
+    GrantHolder {
         grant_id: meta.grant_id,
         identity: &meta.identity,
         target: &meta.target,
@@ -62,7 +62,7 @@ fn holder(meta: &SessionMeta) -> Holder<'_> {
 
 /// The session's [`Exit`] for `end`: the reason and detail `session_end` records, and
 /// what the client is told (nothing when it left, or when the server already told it).
-fn exit_of(end: &End, s: &Ending<'_>) -> Exit {
+fn exit_of(end: &End, s: &SessionAtEnd<'_>) -> Exit {
     let meta = s.meta;
     let ended =
         |reason, detail: Option<String>, error| Exit::ended(meta, reason, detail, None, error);
@@ -160,7 +160,7 @@ fn exit_of(end: &End, s: &Ending<'_>) -> Exit {
     }
 }
 
-impl Ending<'_> {
+impl SessionAtEnd<'_> {
     /// Tells the client (or closes it) while the backend is made to stop (both at once: a
     /// client that does not read must not delay the stop).
     async fn drop_session(&mut self, exit: &mut Exit) -> Option<Stopped> {
@@ -207,7 +207,7 @@ impl Ending<'_> {
 /// Carries out the end of the relay: the client is told (or closed) while whatever the
 /// server still does for the session is stopped. Returns the session's [`Exit`] to
 /// complete and report.
-pub async fn teardown(end: End, mut s: Ending<'_>) -> Outcome {
+pub async fn teardown(end: End, mut s: SessionAtEnd<'_>) -> Outcome {
     let mut exit = exit_of(&end, &s);
     let (upstream_open, stopped) = match end {
         End::ClientQuit { clean: true } if !s.in_flight => {
