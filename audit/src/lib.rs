@@ -34,6 +34,7 @@
 pub mod chain;
 pub mod checkpoint;
 mod content;
+mod describe;
 pub mod error;
 mod escape;
 pub mod event;
