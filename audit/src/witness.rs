@@ -2,7 +2,7 @@
 //! together with the local checkpoints file is still caught.
 //!
 //! The audit crate only defines what a witness is ([`Witness`]) and feeds it from a
-//! thread of its own ([`WitnessQueue`]): the writer hands each new checkpoint line over
+//! thread of its own (`WitnessQueue`): the writer hands each new checkpoint line over
 //! with a lock, a push and a notify — never waiting for the witness — and the thread
 //! stores them, retrying with backoff while the witness is down. Its lag is reported in
 //! the operator log (when it starts failing, every [`LAG_REPORT_EVERY`] while it stays
