@@ -22,7 +22,6 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::matcher::Matcher;
-use super::search::SearchScan;
 use super::{scan_log, Filter, Line, ScanStats};
 use crate::error::AuditError;
 use crate::escape::BYTE_ESCAPE;
@@ -85,7 +84,6 @@ pub fn export(
     format: ExportFormat,
     out: &mut dyn Write,
 ) -> Result<ScanStats, AuditError> {
-    let mut stats = ScanStats::default();
     let mut rows = Rows {
         format,
         row: String::new(),
@@ -94,10 +92,10 @@ pub fn export(
         rows.header(out).map_err(output_error)?;
     }
     let m = Matcher::new(filter)?;
-    let failed = if m.is_query_search() {
-        export_found(path, filter, &mut rows, out, &mut stats)?
+    let (stats, failed) = if m.is_query_search() {
+        export_found(path, filter, &mut rows, out)?
     } else {
-        export_matching(path, &m, &mut rows, out, &mut stats)?
+        export_matching(path, &m, &mut rows, out)?
     };
     if let Some(e) = failed {
         return Err(output_error(e));
@@ -146,33 +144,23 @@ fn written(result: std::io::Result<()>, failed: &mut Option<std::io::Error>) -> 
     }
 }
 
-/// With `text`/`errors`: the matching `query` events, each followed by its result.
-/// Returns the write error that stopped it, if one did.
+/// With `text`/`errors`: the matching `query` events, each followed by its result (the
+/// scan of [`search()`](super::search())). Returns the write error that stopped it, if
+/// one did.
 fn export_found(
     path: &Path,
     filter: &Filter,
     rows: &mut Rows,
     out: &mut dyn Write,
-    stats: &mut ScanStats,
-) -> Result<Option<std::io::Error>, AuditError> {
+) -> Result<(ScanStats, Option<std::io::Error>), AuditError> {
     let mut failed = None;
-    let mut scan = SearchScan::new(filter)?;
-    let mut emit = |found: super::Found| {
+    let stats = super::search(path, filter, |found| {
         let r = rows
             .event(&found.query, out)
             .and_then(|()| found.result.as_ref().map_or(Ok(()), |r| rows.event(r, out)));
         written(r, &mut failed)
-    };
-    let mut stopped = false;
-    scan_log(path, stats, |line, stats| {
-        let flow = scan.line(line, stats, &mut emit);
-        stopped = flow.is_break();
-        flow
     })?;
-    if !stopped {
-        scan.finish(stats, &mut emit);
-    }
-    Ok(failed)
+    Ok((stats, failed))
 }
 
 /// Without `text`/`errors`: every event matching the context and time conditions; JSON
@@ -183,10 +171,10 @@ fn export_matching(
     m: &Matcher,
     rows: &mut Rows,
     out: &mut dyn Write,
-    stats: &mut ScanStats,
-) -> Result<Option<std::io::Error>, AuditError> {
+) -> Result<(ScanStats, Option<std::io::Error>), AuditError> {
+    let mut stats = ScanStats::default();
     let mut failed = None;
-    scan_log(path, stats, |line, stats| {
+    scan_log(path, &mut stats, |line, stats| {
         let Some(event_line) = matching_line(m, line, stats) else {
             return ControlFlow::Continue(());
         };
@@ -209,7 +197,7 @@ fn export_matching(
         };
         written(r, &mut failed)
     })?;
-    Ok(failed)
+    Ok((stats, failed))
 }
 
 /// A line that passed the filter: its bytes when the raw checks decided, or the event

@@ -148,7 +148,7 @@ struct Slot {
 }
 
 /// The streaming state of a search.
-pub(crate) struct SearchScan {
+struct SearchScan {
     m: Matcher,
     queue: VecDeque<Slot>,
     /// Position (in the sequence of all slots ever queued) of `queue[0]`.
@@ -160,7 +160,7 @@ pub(crate) struct SearchScan {
 }
 
 impl SearchScan {
-    pub(crate) fn new(filter: &Filter) -> Result<SearchScan, AuditError> {
+    fn new(filter: &Filter) -> Result<SearchScan, AuditError> {
         Ok(SearchScan {
             m: Matcher::new(filter)?,
             queue: VecDeque::new(),
@@ -171,12 +171,7 @@ impl SearchScan {
     }
 
     /// Looks at one line; emits the matches it settles.
-    pub(crate) fn line<F>(
-        &mut self,
-        line: &Line<'_>,
-        stats: &mut ScanStats,
-        out: &mut F,
-    ) -> ControlFlow<()>
+    fn line<F>(&mut self, line: &Line<'_>, stats: &mut ScanStats, out: &mut F) -> ControlFlow<()>
     where
         F: FnMut(Found) -> ControlFlow<()>,
     {
@@ -197,7 +192,7 @@ impl SearchScan {
     }
 
     /// At the end of the log: every match still waiting is emitted without a result.
-    pub(crate) fn finish<F>(mut self, stats: &mut ScanStats, out: &mut F)
+    fn finish<F>(mut self, stats: &mut ScanStats, out: &mut F)
     where
         F: FnMut(Found) -> ControlFlow<()>,
     {
