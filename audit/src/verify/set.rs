@@ -46,11 +46,7 @@ pub(super) fn list(live: &Path) -> Result<Set, AuditError> {
         });
     }
     if live_file.is_some() {
-        files.push(LogFile {
-            path: live.to_path_buf(),
-            first_seq: None,
-            compressed: false,
-        });
+        files.push(LogFile::live(live));
     }
     if files.is_empty() {
         return Err(AuditError::Io {
