@@ -6,12 +6,12 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use super::super::live::LiveFile;
-use super::super::{Ack, Durability, Msg};
 use super::Worker;
 use crate::chain::LineHash;
 use crate::error::AuditError;
 use crate::event::Event;
+use crate::writer::live::LiveFile;
+use crate::writer::{Ack, Durability, Msg};
 
 /// Buffer capacity kept between batches; larger ones are shrunk back after use.
 const KEEP_BUFFER_BYTES: usize = 256 * 1024;

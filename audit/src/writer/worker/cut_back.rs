@@ -3,15 +3,15 @@
 //! is refused, unless an operator's acknowledgement is to be written into it; then a
 //! `start` checkpoint is signed over what the log holds.
 
-use super::super::checkpointer::Checkpointer;
-use super::super::live::ChainEnd;
-use super::super::{Ack, AuditConfig};
 use super::Worker;
 use crate::chain::LineHash;
 use crate::checkpoint::CheckpointReason;
 use crate::error::{AuditError, CutBack};
 use crate::event::{Event, EventBody};
 use crate::fileset;
+use crate::writer::checkpointer::Checkpointer;
+use crate::writer::live::ChainEnd;
+use crate::writer::{Ack, AuditConfig};
 
 impl Worker {
     /// With a signing key: refuses a log that ends before its last checkpoint (cut back

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::super::housekeeping::Job;
-use super::super::Retain;
 use super::Worker;
 use crate::checkpoint::CheckpointReason;
 use crate::fileset;
+use crate::writer::housekeeping::Job;
+use crate::writer::Retain;
 
 /// After a failed rotation, the next attempt waits this long (the live file keeps
 /// growing meanwhile; nothing is lost).

@@ -8,11 +8,11 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, Notify};
 
-use super::super::Msg;
 use super::{lock, Worker, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::checkpoint::CheckpointReason;
 use crate::error::AuditError;
 use crate::fileset;
+use crate::writer::Msg;
 
 /// What waiting for the queue produced.
 // Short-lived, on the stack: boxing the message would cost an allocation per batch.
