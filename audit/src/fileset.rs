@@ -39,6 +39,15 @@ pub struct LogFile {
 }
 
 impl LogFile {
+    /// The live file at `path`.
+    pub(crate) fn live(path: &Path) -> LogFile {
+        LogFile {
+            path: path.to_path_buf(),
+            first_seq: None,
+            compressed: false,
+        }
+    }
+
     /// Whether this is the live file (the one jitgate appends to).
     pub fn is_live(&self) -> bool {
         self.first_seq.is_none()
@@ -61,11 +70,7 @@ pub fn log_files(live: &Path) -> Result<Vec<LogFile>, AuditError> {
         source,
     })?;
     if live.exists() {
-        files.push(LogFile {
-            path: live.to_path_buf(),
-            first_seq: None,
-            compressed: false,
-        });
+        files.push(LogFile::live(live));
     }
     Ok(files)
 }

@@ -6,34 +6,39 @@
 //! forward (fail closed). The line format is documented in `AUDIT.md` at the repository
 //! root.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`event`]: [`Event`], [`EventBody`] and the small enums — the schema.
-//! - `escape`: the lossless text encoding of parameter values and SQL text
-//!   ([`escape_bytes`], [`unescape_bytes`]); `hex`: lowercase hex, strictly decoded.
-//! - `param`: [`Param`], bind parameter values as recorded.
-//! - `sqltext`: SQL truncation with length and SHA-256 ([`record_sql`]).
-//! - `stopped`: [`Stopped`], how a session's remaining server work was stopped at its end.
-//! - `setting`: spotting role/authorization/search_path changes ([`setting_change`]).
-//! - `content`: [`ContentRules`] and [`Redaction`], what a session records of a statement.
-//! - [`query`]: fast filtered scans for `audit sessions/search/export/replay`.
-//! - `time`: µs RFC 3339 timestamps (`#[serde(with = "…")]` helper).
-//! - [`chain`]: [`LineHash`], the hash chain linking every line to the one before.
-//! - [`writer`]: [`AuditWriter`] handle + the batching writer thread (group commit),
-//!   rotation, checkpoints, compression and retention.
-//! - `logfile`: opening the log and finding where a previous run stopped.
-//! - [`fileset`]: the files of one log (live, closed, compressed, checkpoints).
-//! - [`reader`]: [`read_events`] and [`tail`] over the whole file set.
-//! - [`keys`]: Ed25519 key pairs ([`SigningKey`], [`PublicKey`]) for checkpoints.
-//! - [`checkpoint`]: the signed checkpoint line format.
-//! - [`verify`]: [`verify()`](verify::verify), checking chains and checkpoints.
-//! - [`witness`]: [`Witness`], copies of the checkpoints kept off the log's host.
-//! - [`replay`]: [`transcript`] and [`format_event_line`].
-//! - [`error`]: the crate error type, [`AuditError`].
+//! From the bottom up; every module imports only modules listed before it (no two
+//! modules import each other, directly or around a circle):
+//!
+//! 1. Leaves: `hex` (lowercase hex, strictly decoded), `time` (µs RFC 3339 timestamps),
+//!    `stopped` ([`Stopped`]) and [`witness`] ([`Witness`]) import nothing of the crate;
+//!    [`error`] ([`AuditError`]) only `time`, `escape` (the lossless text encoding of
+//!    parameter values and SQL: [`escape_bytes`], [`unescape_bytes`]) only `error`, and
+//!    [`chain`] ([`LineHash`], the hash chain linking every line to the one before) only
+//!    `hex`.
+//! 2. Values: `sqltext` (SQL truncation with length and SHA-256, [`record_sql`]), `param`
+//!    ([`Param`], bind parameter values as recorded), [`keys`] (Ed25519 key pairs,
+//!    [`SigningKey`], [`PublicKey`]).
+//! 3. The schema: [`event`] ([`Event`], [`EventBody`] and the small enums); `setting`
+//!    ([`setting_change`]) and `content` ([`ContentRules`], [`Redaction`]) decide what a
+//!    session records in it.
+//! 4. Bytes on disk: [`line`](mod@line) (an event as its log line, byte for byte as serde would
+//!    write it), [`fileset`] (the files of one log: live, closed, compressed,
+//!    checkpoints), `logfile` (opening a log and finding where a previous run stopped),
+//!    [`writer_lock`] (one writer per log), [`checkpoint`] (the signed checkpoint line).
+//! 5. Writing: [`writer`] ([`AuditWriter`] and its thread: batching (group commit),
+//!    chaining, rotation, checkpoints, compression and retention).
+//! 6. Words for people: `render` (escaping and units), `describe` (a session's events
+//!    taken apart into facts), `summary` ([`format_event_line`], the `audit tail` line).
+//! 7. Reading: [`reader`] ([`read_events`], [`tail`]), [`query`] (fast filtered scans for
+//!    `audit sessions/search/export`), [`verify`](mod@verify) ([`verify()`](verify::verify): chains
+//!    and checkpoints), [`replay`] ([`transcript`]).
 
 pub mod chain;
 pub mod checkpoint;
 mod content;
+mod describe;
 pub mod error;
 mod escape;
 pub mod event;

@@ -1,4 +1,5 @@
-//! Text helpers shared by the transcript and the one-line summaries.
+//! Text helpers shared by the renderers (the `replay` transcript, the one-line summaries
+//! of `audit tail`, the `audit search` lines) and the facts they show (`describe`).
 //!
 //! Everything in an audit event that came from a client (SQL, parameters, names) is
 //! untrusted: control characters are escaped so replaying a log cannot inject terminal

@@ -6,14 +6,15 @@
 //! pipelined extended-protocol queries may complete after later queries were sent.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use uuid::Uuid;
 
 pub use crate::summary::format_event_line;
 
+use crate::describe::{CopyData, End, Fact, Outcome, Start, Statement};
 use crate::event::{Event, EventBody, Param, StopMethod, Stopped, StoppedWork};
-use crate::render::{clean, micros_as_ms, millis, one_line, param_note, param_value, rows};
+use crate::render::{clean, one_line, param_note, param_value, rows};
 use crate::time::display_micros;
 
 /// Renders the events of `session` (other events are ignored) in the order given (log
@@ -30,15 +31,11 @@ pub fn transcript(events: impl IntoIterator<Item = Event>, session: Uuid) -> Opt
     header(&mut out, session, &events);
     // A portal executed in steps records its parameters with its first execution; the
     // later ones point at it (`params_from`) and are shown with the same values.
-    let mut bound: HashMap<u64, &[Param]> = HashMap::new();
-    for event in &events {
-        if let EventBody::Query {
-            query_id, params, ..
-        } = &event.body
-        {
-            bound.insert(*query_id, params);
-        }
-    }
+    let bound: HashMap<u64, &[Param]> = events
+        .iter()
+        .filter_map(|event| Statement::of(&event.body))
+        .map(|statement| (statement.query_id, statement.params))
+        .collect();
     for event in &events {
         body(&mut out, event, &bound);
     }
@@ -79,200 +76,166 @@ fn header(out: &mut String, session: Uuid, events: &[Event]) {
         "-- grant:    {}",
         grant.map_or_else(none, |g| g.to_string())
     );
-    let start = events.iter().find_map(|e| match &e.body {
-        EventBody::SessionStart {
-            client_addr,
-            tls,
-            application_name,
-            deadline,
-            upstream_pid,
-            upstream_reused,
-        } => Some((
-            e,
-            client_addr,
-            tls,
-            application_name,
-            deadline,
-            (upstream_pid, upstream_reused),
-        )),
-        _ => None,
-    });
-    match start {
-        Some((e, client_addr, tls, app, deadline, (pid, reused))) => {
-            let _ = write!(
-                out,
-                "-- client:   {} ({}",
-                clean(client_addr, false),
-                if *tls { "TLS" } else { "no TLS" }
-            );
-            if let Some(app) = app {
-                let _ = write!(out, ", application \"{}\"", clean(app, false));
-            }
-            out.push_str(")\n");
-            let _ = write!(out, "-- started:  {}", display_micros(&e.ts));
-            if let Some(pid) = pid {
-                let how = if *reused { ", reused" } else { "" };
-                let _ = write!(out, " (upstream pid {pid}{how})");
-            }
-            out.push('\n');
-            let _ = writeln!(out, "-- deadline: {}", display_micros(deadline));
-        }
-        None => {
-            out.push_str("-- (no session_start event in this log)\n");
-        }
+    match events
+        .iter()
+        .find_map(|e| Start::of(&e.body).map(|start| (e, start)))
+    {
+        Some((e, start)) => session_start(out, e, &start),
+        None => out.push_str("-- (no session_start event in this log)\n"),
     }
+}
+
+/// The header's lines about the client and the upstream connection.
+fn session_start(out: &mut String, e: &Event, start: &Start<'_>) {
+    let tls = if start.tls { "TLS" } else { "no TLS" };
+    let _ = write!(out, "-- client:   {} ({tls}", start.client());
+    if let Some(app) = start.application() {
+        let _ = write!(out, ", application \"{app}\"");
+    }
+    out.push_str(")\n");
+    let _ = write!(out, "-- started:  {}", display_micros(&e.ts));
+    if let Some(pid) = start.upstream_pid {
+        let how = if start.upstream_reused {
+            ", reused"
+        } else {
+            ""
+        };
+        let _ = write!(out, " (upstream pid {pid}{how})");
+    }
+    out.push('\n');
+    let _ = writeln!(out, "-- deadline: {}", start.deadline());
 }
 
 fn body(out: &mut String, e: &Event, bound: &HashMap<u64, &[Param]>) {
     let ts = display_micros(&e.ts);
-    match &e.body {
+    match Fact::of(&e.body) {
         // Already rendered in the header.
-        EventBody::SessionStart { .. } => {}
-        EventBody::Query {
-            query_id,
-            protocol,
-            sql,
-            statement,
-            portal,
-            params,
-            function_oid,
-            truncated,
-            sql_len,
-            sql_sha256,
-            setting_change,
-            params_from,
-        } => {
-            let _ = write!(out, "\n{ts}  query #{query_id} ({}", protocol.as_str());
-            if let Some(statement) = statement {
-                let _ = write!(out, ", statement \"{}\"", clean(statement, false));
-            }
-            if let Some(portal) = portal {
-                let _ = write!(out, ", portal \"{}\"", clean(portal, false));
-            }
-            if let Some(oid) = function_oid {
-                let _ = write!(out, ", function oid {oid}");
-            }
-            out.push_str(")\n");
-            for line in clean(sql, true).lines() {
-                let _ = writeln!(out, "    {line}");
-            }
-            if *truncated {
-                let _ = writeln!(
-                    out,
-                    "    -- [truncated: {} bytes in all, sha256 {}]",
-                    sql_len.map_or_else(|| "?".to_owned(), |n| n.to_string()),
-                    clean(sql_sha256.as_deref().unwrap_or("?"), false)
-                );
-            }
-            if let Some(change) = setting_change {
-                let _ = writeln!(out, "    -- [changes the session's {}]", change.as_str());
-            }
-            let params = match params_from {
-                Some(from) => {
-                    let earlier = bound.get(from).copied();
-                    let what = if earlier.is_some() {
-                        "parameters as bound for"
-                    } else {
-                        "parameters recorded with (not in this log)"
-                    };
-                    let _ = writeln!(out, "    -- [same portal: {what} query #{from}]");
-                    earlier.unwrap_or(params)
-                }
-                None => params,
-            };
-            for (i, p) in params.iter().enumerate() {
-                let _ = writeln!(out, "    ${} = {} {}", i + 1, param_value(p), param_note(p));
-                if p.truncated {
-                    let _ = writeln!(
-                        out,
-                        "    -- [${} truncated: {} bytes in all, sha256 {}]",
-                        i + 1,
-                        p.value_len
-                            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-                        clean(p.value_sha256.as_deref().unwrap_or("?"), false)
-                    );
-                }
-            }
-        }
-        EventBody::QueryResult {
-            query_id,
-            tag,
-            rows: n,
-            sqlstate,
-            message,
-            duration_us,
-            bytes,
-            skipped,
-        } => {
-            let _ = write!(out, "{ts}  result #{query_id}: ");
-            if *skipped {
-                out.push_str("not run by the server: ");
-            }
-            if let Some(state) = sqlstate {
-                let _ = write!(out, "ERROR {}", clean(state, false));
-                if let Some(msg) = message {
-                    let _ = write!(out, ": {}", clean(msg, false));
-                }
-            } else {
-                let tag = tag
-                    .as_deref()
-                    .map_or_else(|| "(no command tag)".to_owned(), |t| clean(t, false));
-                out.push_str(&tag);
-                if let Some(n) = n {
-                    let _ = write!(out, " ({})", rows(*n));
-                }
-            }
-            if *bytes > 0 {
-                let _ = write!(out, ", {bytes} bytes returned");
-            }
-            let _ = writeln!(out, " in {}", micros_as_ms(*duration_us));
-        }
-        EventBody::Copy {
-            query_id,
-            direction,
-            bytes,
-            rows: n,
-        } => {
-            let _ = write!(
-                out,
-                "{ts}  copy #{query_id} {}: {bytes} bytes",
-                direction.as_str()
-            );
-            if let Some(n) = n {
-                let _ = write!(out, ", {}", rows(*n));
-            }
-            out.push('\n');
-        }
-        EventBody::SessionEnd {
-            reason,
-            detail,
-            late_ms,
-            queries,
-            duration_ms,
-            upstream_parked,
-            stopped,
-        } => {
-            let _ = write!(out, "\n{ts}  session ended: {}", reason.as_str());
-            if let Some(late) = late_ms {
-                let _ = write!(out, " ({late:.3} ms after the deadline/revocation)");
-            }
-            if let Some(detail) = detail {
-                let _ = write!(out, " — {}", clean(detail, false));
-            }
-            let _ = writeln!(out, "\n-- {queries} queries in {}", millis(*duration_ms));
-            if *upstream_parked {
-                out.push_str(
-                    "-- upstream connection reset (DISCARD ALL) and kept for this grant\n",
-                );
-            }
-            if let Some(stopped) = stopped {
-                out.push_str(&stopped_line(stopped));
-            }
-        }
+        Some(Fact::Start(_)) => {}
+        Some(Fact::Statement(statement)) => query(out, &ts, &statement, bound),
+        Some(Fact::Outcome(outcome)) => query_result(out, &ts, &outcome),
+        Some(Fact::Copy(copy_data)) => copy(out, &ts, &copy_data),
+        Some(Fact::End(end)) => session_end(out, &ts, &end),
         // Other kinds rarely carry a session id; show them as their one-line summary.
-        _ => {
+        None => {
             let _ = writeln!(out, "{ts}  {}", one_line(&format_event_line(e), usize::MAX));
         }
+    }
+}
+
+fn query(
+    out: &mut String,
+    ts: &impl fmt::Display,
+    q: &Statement<'_>,
+    bound: &HashMap<u64, &[Param]>,
+) {
+    let _ = write!(
+        out,
+        "\n{ts}  query #{} ({}",
+        q.query_id,
+        q.protocol.as_str()
+    );
+    if let Some(statement) = q.statement {
+        let _ = write!(out, ", statement \"{}\"", clean(statement, false));
+    }
+    if let Some(portal) = q.portal {
+        let _ = write!(out, ", portal \"{}\"", clean(portal, false));
+    }
+    if let Some(oid) = q.function_oid {
+        let _ = write!(out, ", function oid {oid}");
+    }
+    out.push_str(")\n");
+    for line in clean(q.sql, true).lines() {
+        let _ = writeln!(out, "    {line}");
+    }
+    if q.truncated {
+        let whole = in_all(q.sql_len, q.sql_sha256);
+        let _ = writeln!(out, "    -- [truncated: {whole}]");
+    }
+    if let Some(change) = q.setting_change {
+        let _ = writeln!(out, "    -- [changes the session's {}]", change.as_str());
+    }
+    let params = match q.params_from {
+        Some(from) => {
+            let earlier = bound.get(&from).copied();
+            let what = if earlier.is_some() {
+                "parameters as bound for"
+            } else {
+                "parameters recorded with (not in this log)"
+            };
+            let _ = writeln!(out, "    -- [same portal: {what} query #{from}]");
+            earlier.unwrap_or(q.params)
+        }
+        None => q.params,
+    };
+    for (i, p) in params.iter().enumerate() {
+        let _ = writeln!(out, "    ${} = {} {}", i + 1, param_value(p), param_note(p));
+        if p.truncated {
+            let whole = in_all(p.value_len, p.value_sha256.as_deref());
+            let _ = writeln!(out, "    -- [${} truncated: {whole}]", i + 1);
+        }
+    }
+}
+
+/// What was recorded of a text or value cut to its head: `123 bytes in all, sha256 …`.
+fn in_all(len: Option<u64>, sha256: Option<&str>) -> String {
+    format!(
+        "{} bytes in all, sha256 {}",
+        len.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        clean(sha256.unwrap_or("?"), false)
+    )
+}
+
+fn query_result(out: &mut String, ts: &impl fmt::Display, outcome: &Outcome<'_>) {
+    let _ = write!(out, "{ts}  result #{}: ", outcome.query_id);
+    if outcome.skipped {
+        out.push_str("not run by the server: ");
+    }
+    if let Some(error) = outcome.error() {
+        out.push_str(&error);
+        if let Some(message) = outcome.message {
+            let _ = write!(out, ": {}", clean(message, false));
+        }
+    } else {
+        let tag = outcome.tag();
+        out.push_str(tag.as_deref().unwrap_or("(no command tag)"));
+        if let Some(n) = outcome.rows {
+            let _ = write!(out, " ({})", rows(n));
+        }
+    }
+    if outcome.bytes > 0 {
+        let _ = write!(out, ", {} bytes returned", outcome.bytes);
+    }
+    let _ = writeln!(out, " in {}", outcome.duration());
+}
+
+fn copy(out: &mut String, ts: &impl fmt::Display, copy: &CopyData) {
+    let direction = copy.direction.as_str();
+    let _ = write!(
+        out,
+        "{ts}  copy #{} {direction}: {}",
+        copy.query_id,
+        copy.volume()
+    );
+    if let Some(n) = copy.rows {
+        let _ = write!(out, ", {}", rows(n));
+    }
+    out.push('\n');
+}
+
+fn session_end(out: &mut String, ts: &impl fmt::Display, end: &End<'_>) {
+    let _ = write!(out, "\n{ts}  session ended: {}", end.reason.as_str());
+    if let Some(late) = end.late() {
+        let _ = write!(out, " ({late} after the deadline/revocation)");
+    }
+    if let Some(detail) = end.detail {
+        let _ = write!(out, " — {}", clean(detail, false));
+    }
+    let _ = writeln!(out, "\n-- {} queries in {}", end.queries, end.duration());
+    if end.upstream_parked {
+        out.push_str("-- upstream connection reset (DISCARD ALL) and kept for this grant\n");
+    }
+    if let Some(stopped) = end.stopped {
+        out.push_str(&stopped_line(stopped));
     }
 }
 

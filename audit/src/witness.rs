@@ -2,7 +2,7 @@
 //! together with the local checkpoints file is still caught.
 //!
 //! The audit crate only defines what a witness is ([`Witness`]) and feeds it from a
-//! thread of its own ([`WitnessQueue`]): the writer hands each new checkpoint line over
+//! thread of its own (`WitnessQueue`): the writer hands each new checkpoint line over
 //! with a lock, a push and a notify — never waiting for the witness — and the thread
 //! stores them, retrying with backoff while the witness is down. Its lag is reported in
 //! the operator log (when it starts failing, every [`LAG_REPORT_EVERY`] while it stays
@@ -116,92 +116,122 @@ impl Drop for WitnessQueue {
 
 /// The witness thread: stores what is queued, retrying with backoff.
 fn run(shared: &Shared, witness: &dyn Witness) {
-    let name = witness.name();
-    let mut backoff = FIRST_BACKOFF;
-    let mut failing_since: Option<Instant> = None;
-    let mut last_report = Instant::now();
-    let mut closed_at: Option<Instant> = None;
-    loop {
-        let batch: Vec<WitnessLine> = {
-            let mut state = shared.lock();
-            while state.pending.is_empty() && !state.closed {
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+    let mut attempts = Attempts {
+        name: witness.name(),
+        backoff: FIRST_BACKOFF,
+        failing_since: None,
+        last_report: Instant::now(),
+        closed_at: None,
+    };
+    while let Some(batch) = attempts.next_batch(shared) {
+        match witness.store(&batch) {
+            Ok(()) => attempts.stored(shared, &batch),
+            Err(error) => attempts.failed(shared, &error),
+        }
+    }
+}
+
+/// What the witness thread keeps between its attempts at storing.
+struct Attempts {
+    /// The witness's name, for the operator log.
+    name: String,
+    /// How long to wait after the next failure.
+    backoff: Duration,
+    /// Since when every attempt failed (`None`: the last one succeeded).
+    failing_since: Option<Instant>,
+    /// When a failure was last logged.
+    last_report: Instant,
+    /// When the queue was closed (shutdown): the final flush is bounded.
+    closed_at: Option<Instant>,
+}
+
+impl Attempts {
+    /// Waits for lines to store and takes (copies) the oldest ones; `None` when the
+    /// thread is to end: closed with nothing left, or the final flush took too long.
+    fn next_batch(&mut self, shared: &Shared) -> Option<Vec<WitnessLine>> {
+        let mut state = shared.lock();
+        while state.pending.is_empty() && !state.closed {
+            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if state.pending.is_empty() {
+            return None;
+        }
+        if state.closed {
+            let at = *self.closed_at.get_or_insert_with(Instant::now);
+            if at.elapsed() > FINAL_FLUSH {
+                tracing::warn!(witness = %self.name, waiting = state.pending.len(),
+                    "audit witness: giving up at shutdown; these checkpoints stay only in the local checkpoints file");
+                return None;
             }
-            if state.pending.is_empty() {
-                return;
-            }
-            if state.closed {
-                let at = *closed_at.get_or_insert_with(Instant::now);
-                if at.elapsed() > FINAL_FLUSH {
-                    tracing::warn!(witness = %name, waiting = state.pending.len(),
-                        "audit witness: giving up at shutdown; these checkpoints stay only in the local checkpoints file");
-                    return;
-                }
-            }
+        }
+        Some(
             state
                 .pending
                 .iter()
                 .take(MAX_BATCH)
                 .map(|(l, _)| l.clone())
-                .collect()
-        };
-        match witness.store(&batch) {
-            Ok(()) => {
-                let mut state = shared.lock();
-                // Lines dropped meanwhile shifted the queue: remove exactly what was stored.
-                let stored = batch.len().min(state.pending.len());
-                let oldest = state.pending.front().map(|p| p.1);
-                let matches = state
-                    .pending
-                    .iter()
-                    .take(stored)
-                    .zip(&batch)
-                    .all(|((a, _), b)| a == b);
-                if matches {
-                    state.pending.drain(..stored);
-                } else {
-                    state.pending.retain(|(l, _)| !batch.contains(l));
-                }
-                let dropped = std::mem::take(&mut state.dropped);
-                let left = state.pending.len();
-                drop(state);
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(witness = %name, down_for = ?since.elapsed(),
-                        lag = ?oldest.map(|o| o.elapsed()), dropped, waiting = left,
-                        "audit witness reachable again; queued checkpoints stored");
-                }
-                backoff = FIRST_BACKOFF;
-            }
-            Err(error) => {
-                let (waiting, lag) = {
-                    let state = shared.lock();
-                    (
-                        state.pending.len(),
-                        state.pending.front().map(|p| p.1.elapsed()),
-                    )
-                };
-                if failing_since.is_none() || last_report.elapsed() >= LAG_REPORT_EVERY {
-                    tracing::warn!(witness = %name, %error, waiting, lag = ?lag,
-                        "audit witness unreachable: checkpoints are kept locally and retried \
-                         (events are not affected)");
-                    last_report = Instant::now();
-                }
-                failing_since.get_or_insert_with(Instant::now);
-                let state = shared.lock();
-                if state.closed {
-                    drop(state);
-                    std::thread::sleep(Duration::from_millis(200));
-                } else {
-                    // Woken early only by shutdown (for a last attempt).
-                    drop(
-                        shared
-                            .wake
-                            .wait_timeout_while(state, backoff, |s| !s.closed)
-                            .unwrap_or_else(|p| p.into_inner()),
-                    );
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+                .collect(),
+        )
+    }
+
+    /// `batch` is stored: it leaves the queue, and a recovery is logged.
+    fn stored(&mut self, shared: &Shared, batch: &[WitnessLine]) {
+        let mut state = shared.lock();
+        // Lines dropped meanwhile shifted the queue: remove exactly what was stored.
+        let stored = batch.len().min(state.pending.len());
+        let oldest = state.pending.front().map(|p| p.1);
+        let matches = state
+            .pending
+            .iter()
+            .take(stored)
+            .zip(batch)
+            .all(|((a, _), b)| a == b);
+        if matches {
+            state.pending.drain(..stored);
+        } else {
+            state.pending.retain(|(l, _)| !batch.contains(l));
         }
+        let dropped = std::mem::take(&mut state.dropped);
+        let left = state.pending.len();
+        drop(state);
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(witness = %self.name, down_for = ?since.elapsed(),
+                lag = ?oldest.map(|o| o.elapsed()), dropped, waiting = left,
+                "audit witness reachable again; queued checkpoints stored");
+        }
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// Storing failed: logged (at most every [`LAG_REPORT_EVERY`]), then a wait before
+    /// the next attempt, doubling up to [`MAX_BACKOFF`].
+    fn failed(&mut self, shared: &Shared, error: &str) {
+        let (waiting, lag) = {
+            let state = shared.lock();
+            (
+                state.pending.len(),
+                state.pending.front().map(|p| p.1.elapsed()),
+            )
+        };
+        if self.failing_since.is_none() || self.last_report.elapsed() >= LAG_REPORT_EVERY {
+            tracing::warn!(witness = %self.name, %error, waiting, lag = ?lag,
+                "audit witness unreachable: checkpoints are kept locally and retried \
+                 (events are not affected)");
+            self.last_report = Instant::now();
+        }
+        self.failing_since.get_or_insert_with(Instant::now);
+        let state = shared.lock();
+        if state.closed {
+            drop(state);
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            // Woken early only by shutdown (for a last attempt).
+            drop(
+                shared
+                    .wake
+                    .wait_timeout_while(state, self.backoff, |s| !s.closed)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 }

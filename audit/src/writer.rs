@@ -293,7 +293,7 @@ impl AuditWriter {
         };
         let thread = std::thread::Builder::new()
             .name("jitgate-audit".into())
-            .spawn(move || worker::run(&thread_worker, rx))
+            .spawn(move || worker::thread::run(&thread_worker, rx))
             .map_err(io_err)?;
         let writer = AuditWriter {
             inner: Some(Arc::new(Shared {

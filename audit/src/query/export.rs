@@ -22,7 +22,6 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::matcher::Matcher;
-use super::search::SearchScan;
 use super::{scan_log, Filter, Line, ScanStats};
 use crate::error::AuditError;
 use crate::escape::BYTE_ESCAPE;
@@ -85,84 +84,120 @@ pub fn export(
     format: ExportFormat,
     out: &mut dyn Write,
 ) -> Result<ScanStats, AuditError> {
-    let mut stats = ScanStats::default();
-    let mut failed: Option<std::io::Error> = None;
-    let mut row = String::new();
-    if format == ExportFormat::Csv {
-        row.push_str(&CSV_COLUMNS.join(","));
-        row.push_str("\r\n");
-        out.write_all(row.as_bytes()).map_err(output_error)?;
-    }
-    let mut emit_event = |e: &Event, out: &mut dyn Write| -> std::io::Result<()> {
-        row.clear();
-        match format {
-            ExportFormat::Jsonl => {
-                row.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
-                row.push('\n');
-            }
-            ExportFormat::Csv => csv_row(e, &mut row),
-        }
-        out.write_all(row.as_bytes())
+    let mut rows = Rows {
+        format,
+        row: String::new(),
     };
-    let m = Matcher::new(filter)?;
-    if m.is_query_search() {
-        let mut scan = SearchScan::new(filter)?;
-        let mut emit = |found: super::Found| {
-            let r = emit_event(&found.query, out)
-                .and_then(|()| found.result.as_ref().map_or(Ok(()), |r| emit_event(r, out)));
-            match r {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failed = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        };
-        let mut stopped = false;
-        scan_log(path, &mut stats, |line, stats| {
-            let flow = scan.line(line, stats, &mut emit);
-            stopped = flow.is_break();
-            flow
-        })?;
-        if !stopped {
-            scan.finish(&mut stats, &mut emit);
-        }
-    } else {
-        scan_log(path, &mut stats, |line, stats| {
-            let Some(event_line) = matching_line(&m, line, stats) else {
-                return ControlFlow::Continue(());
-            };
-            let r = match (format, &event_line) {
-                (ExportFormat::Jsonl, MatchedLine::Raw(bytes)) => {
-                    out.write_all(bytes).and_then(|()| out.write_all(b"\n"))
-                }
-                (_, MatchedLine::Parsed(e)) => emit_event(e, out),
-                (ExportFormat::Csv, MatchedLine::Raw(bytes)) => {
-                    let parsed = Line {
-                        path: line.path,
-                        number: line.number,
-                        bytes,
-                    };
-                    match parsed.parse(stats) {
-                        Some(e) => emit_event(&e, out),
-                        None => Ok(()),
-                    }
-                }
-            };
-            match r {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failed = Some(e);
-                    ControlFlow::Break(())
-                }
-            }
-        })?;
+    if format == ExportFormat::Csv {
+        rows.header(out).map_err(output_error)?;
     }
+    let m = Matcher::new(filter)?;
+    let (stats, failed) = if m.is_query_search() {
+        export_found(path, filter, &mut rows, out)?
+    } else {
+        export_matching(path, &m, &mut rows, out)?
+    };
     if let Some(e) = failed {
         return Err(output_error(e));
     }
     out.flush().map_err(output_error)?;
     Ok(stats)
+}
+
+/// Events in the export's format, through one reused buffer.
+struct Rows {
+    format: ExportFormat,
+    row: String,
+}
+
+impl Rows {
+    /// The CSV header row.
+    fn header(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.row.push_str(&CSV_COLUMNS.join(","));
+        self.row.push_str("\r\n");
+        out.write_all(self.row.as_bytes())
+    }
+
+    /// One event.
+    fn event(&mut self, e: &Event, out: &mut dyn Write) -> std::io::Result<()> {
+        self.row.clear();
+        match self.format {
+            ExportFormat::Jsonl => {
+                self.row
+                    .push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
+                self.row.push('\n');
+            }
+            ExportFormat::Csv => csv_row(e, &mut self.row),
+        }
+        out.write_all(self.row.as_bytes())
+    }
+}
+
+/// Goes on after a successful write; stops after a failed one, keeping its error.
+fn written(result: std::io::Result<()>, failed: &mut Option<std::io::Error>) -> ControlFlow<()> {
+    match result {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            *failed = Some(e);
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// With `text`/`errors`: the matching `query` events, each followed by its result (the
+/// scan of [`search()`](super::search())). Returns the write error that stopped it, if
+/// one did.
+fn export_found(
+    path: &Path,
+    filter: &Filter,
+    rows: &mut Rows,
+    out: &mut dyn Write,
+) -> Result<(ScanStats, Option<std::io::Error>), AuditError> {
+    let mut failed = None;
+    let stats = super::search(path, filter, |found| {
+        let r = rows
+            .event(&found.query, out)
+            .and_then(|()| found.result.as_ref().map_or(Ok(()), |r| rows.event(r, out)));
+        written(r, &mut failed)
+    })?;
+    Ok((stats, failed))
+}
+
+/// Without `text`/`errors`: every event matching the context and time conditions; JSON
+/// Lines as the log's own bytes when the raw checks decided. Returns the write error
+/// that stopped it, if one did.
+fn export_matching(
+    path: &Path,
+    m: &Matcher,
+    rows: &mut Rows,
+    out: &mut dyn Write,
+) -> Result<(ScanStats, Option<std::io::Error>), AuditError> {
+    let mut stats = ScanStats::default();
+    let mut failed = None;
+    scan_log(path, &mut stats, |line, stats| {
+        let Some(event_line) = matching_line(m, line, stats) else {
+            return ControlFlow::Continue(());
+        };
+        let r = match (rows.format, &event_line) {
+            (ExportFormat::Jsonl, MatchedLine::Raw(bytes)) => {
+                out.write_all(bytes).and_then(|()| out.write_all(b"\n"))
+            }
+            (_, MatchedLine::Parsed(e)) => rows.event(e, out),
+            (ExportFormat::Csv, MatchedLine::Raw(bytes)) => {
+                let parsed = Line {
+                    path: line.path,
+                    number: line.number,
+                    bytes,
+                };
+                match parsed.parse(stats) {
+                    Some(e) => rows.event(&e, out),
+                    None => Ok(()),
+                }
+            }
+        };
+        written(r, &mut failed)
+    })?;
+    Ok((stats, failed))
 }
 
 /// A line that passed the filter: its bytes when the raw checks decided, or the event

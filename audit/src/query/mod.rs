@@ -18,9 +18,9 @@
 //! - `lines`: splitting files into lines with one reused buffer.
 //! - `raw`: reading single fields from a line's bytes.
 //! - `matcher`: a [`Filter`] compiled for raw lines and parsed events.
-//! - `search`: query events and their outcomes ([`search`]).
-//! - `sessions`: one row per session ([`sessions`]).
-//! - `export`: matching events as JSON Lines or CSV ([`export`], [`session_events`]).
+//! - `search`: query events and their outcomes ([`search()`]).
+//! - `sessions`: one row per session ([`sessions()`]).
+//! - `export`: matching events as JSON Lines or CSV ([`export()`], [`session_events`]).
 
 mod export;
 mod lines;

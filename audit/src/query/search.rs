@@ -17,10 +17,14 @@ use uuid::Uuid;
 use super::matcher::Matcher;
 use super::raw::Kind;
 use super::{scan_log, Filter, Line, ScanStats};
+use crate::describe::{rows_field, Outcome, Statement};
 use crate::error::AuditError;
 use crate::event::{Event, EventBody};
-use crate::render::{clean, micros_as_ms, one_line};
+use crate::render::{clean, one_line};
 use crate::time::display_micros;
+
+/// Longest excerpt of an error message in a search line.
+const MESSAGE_EXCERPT_CHARS: usize = 120;
 
 /// A matching query event and how it ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,66 +51,30 @@ impl Found {
             q.target.as_deref().unwrap_or("?")
         );
         let _ = write!(s, "  {}", clean(&who, false));
-        let EventBody::Query {
-            query_id,
-            sql,
-            params,
-            truncated,
-            setting_change,
-            params_from,
-            ..
-        } = &q.body
-        else {
+        let Some(statement) = Statement::of(&q.body) else {
             return s;
         };
-        let _ = write!(s, "  q{query_id}  ");
-        match self.result.as_ref().map(|r| &r.body) {
-            Some(EventBody::QueryResult {
-                tag,
-                rows,
-                sqlstate,
-                message,
-                duration_us,
-                bytes,
-                ..
-            }) => {
-                if let Some(state) = sqlstate {
-                    let _ = write!(s, "ERROR {}", clean(state, false));
-                    if let Some(m) = message {
-                        let _ = write!(s, " {}", one_line(m, 120));
-                    }
-                } else {
-                    s.push_str(
-                        &tag.as_deref()
-                            .map_or_else(|| "OK".to_owned(), |t| clean(t, false)),
-                    );
-                    if let Some(n) = rows {
-                        let _ = write!(s, " rows={n}");
-                    }
-                }
-                if *bytes > 0 {
-                    let _ = write!(s, " bytes={bytes}");
-                }
-                let _ = write!(s, " {}", micros_as_ms(*duration_us));
-            }
-            _ => s.push_str("(no result)"),
+        let _ = write!(s, "  q{}  ", statement.query_id);
+        match self.result.as_ref().and_then(|r| Outcome::of(&r.body)) {
+            Some(outcome) => s.push_str(&outcome_text(&outcome)),
+            None => s.push_str("(no result)"),
         }
-        if let Some(change) = setting_change {
-            let _ = write!(s, "  [changes {}]", change.as_str());
+        if let Some(changes) = statement.changes() {
+            let _ = write!(s, "  {changes}");
         }
-        let _ = write!(s, "  {}", one_line(sql, 200));
-        if *truncated {
-            s.push_str(" [truncated]");
+        let _ = write!(s, "  {}", statement.excerpt());
+        if let Some(mark) = statement.truncated_mark() {
+            let _ = write!(s, " {mark}");
         }
-        match params.len() {
+        match statement.params.len() {
             0 => {}
             1 => s.push_str(" (1 param)"),
             n => {
                 let _ = write!(s, " ({n} params)");
             }
         }
-        if let Some(from) = params_from {
-            let _ = write!(s, " (params of q{from})");
+        if let Some(params_of) = statement.params_of() {
+            let _ = write!(s, " {params_of}");
         }
         s
     }
@@ -121,6 +89,28 @@ impl Found {
             })
         )
     }
+}
+
+/// How a found query ended: the error and its message, or the tag and row count; then
+/// the bytes returned and the duration.
+fn outcome_text(outcome: &Outcome<'_>) -> String {
+    let mut s = String::new();
+    if let Some(error) = outcome.error() {
+        s.push_str(&error);
+        if let Some(message) = outcome.message {
+            let _ = write!(s, " {}", one_line(message, MESSAGE_EXCERPT_CHARS));
+        }
+    } else {
+        s.push_str(outcome.tag().as_deref().unwrap_or("OK"));
+        if let Some(rows) = outcome.rows {
+            let _ = write!(s, " {}", rows_field(rows));
+        }
+    }
+    if let Some(bytes) = outcome.bytes_field() {
+        let _ = write!(s, " {bytes}");
+    }
+    let _ = write!(s, " {}", outcome.duration());
+    s
 }
 
 /// Where a line came from, for the message if it does not parse.
@@ -158,7 +148,7 @@ struct Slot {
 }
 
 /// The streaming state of a search.
-pub(crate) struct SearchScan {
+struct SearchScan {
     m: Matcher,
     queue: VecDeque<Slot>,
     /// Position (in the sequence of all slots ever queued) of `queue[0]`.
@@ -170,7 +160,7 @@ pub(crate) struct SearchScan {
 }
 
 impl SearchScan {
-    pub(crate) fn new(filter: &Filter) -> Result<SearchScan, AuditError> {
+    fn new(filter: &Filter) -> Result<SearchScan, AuditError> {
         Ok(SearchScan {
             m: Matcher::new(filter)?,
             queue: VecDeque::new(),
@@ -181,12 +171,7 @@ impl SearchScan {
     }
 
     /// Looks at one line; emits the matches it settles.
-    pub(crate) fn line<F>(
-        &mut self,
-        line: &Line<'_>,
-        stats: &mut ScanStats,
-        out: &mut F,
-    ) -> ControlFlow<()>
+    fn line<F>(&mut self, line: &Line<'_>, stats: &mut ScanStats, out: &mut F) -> ControlFlow<()>
     where
         F: FnMut(Found) -> ControlFlow<()>,
     {
@@ -207,7 +192,7 @@ impl SearchScan {
     }
 
     /// At the end of the log: every match still waiting is emitted without a result.
-    pub(crate) fn finish<F>(mut self, stats: &mut ScanStats, out: &mut F)
+    fn finish<F>(mut self, stats: &mut ScanStats, out: &mut F)
     where
         F: FnMut(Found) -> ControlFlow<()>,
     {

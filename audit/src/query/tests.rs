@@ -80,101 +80,8 @@ fn write_lines(path: &Path, lines: &[String], compress: bool, terminated: bool) 
 fn log() -> Log {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("audit.jsonl");
-    let (a, b, grant_a, grant_b) = (
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-    );
-    let ctx = |e: Event, s: Uuid, who: &str, g: Uuid| {
-        e.with_session(s)
-            .with_identity(who)
-            .with_target(if who == "alice" { "t1" } else { "t2" })
-            .with_role("rw")
-            .with_grant(g)
-    };
-    let at = |body: EventBody, t: &str| Event::new(body).with_ts(ts(t));
-    let events = vec![
-        at(
-            EventBody::GrantIssued {
-                not_before: ts("2026-01-01T09:00:00Z"),
-                expires_at: ts("2026-01-01T12:00:00Z"),
-                reason: "INC-42 payments down".into(),
-                issued_by: "admin".into(),
-            },
-            "2026-01-01T09:00:00Z",
-        )
-        .with_identity("alice")
-        .with_target("t1")
-        .with_grant(grant_a),
-        ctx(at(start(), "2026-01-01T10:00:00Z"), a, "alice", grant_a),
-        ctx(at(start(), "2026-01-01T10:00:01Z"), b, "bob", grant_b),
-        ctx(
-            at(query(1, "select 1"), "2026-01-01T10:00:02Z"),
-            a,
-            "alice",
-            grant_a,
-        ),
-        ctx(
-            at(query(1, "SET ROLE admin"), "2026-01-01T10:00:03Z"),
-            b,
-            "bob",
-            grant_b,
-        ),
-        ctx(
-            at(
-                result(1, Some("SELECT 1"), None, 11),
-                "2026-01-01T10:00:04Z",
-            ),
-            a,
-            "alice",
-            grant_a,
-        ),
-        ctx(
-            at(
-                query(2, "select \"x\"\nfrom missing"),
-                "2026-01-01T10:00:05Z",
-            ),
-            a,
-            "alice",
-            grant_a,
-        ),
-        ctx(
-            at(result(1, Some("SET"), None, 0), "2026-01-01T10:00:06Z"),
-            b,
-            "bob",
-            grant_b,
-        ),
-        ctx(
-            at(result(2, None, Some("42P01"), 0), "2026-01-01T10:00:07Z"),
-            a,
-            "alice",
-            grant_a,
-        ),
-        ctx(
-            at(
-                EventBody::SessionEnd {
-                    reason: EndReason::ClientQuit,
-                    detail: None,
-                    late_ms: None,
-                    queries: 2,
-                    duration_ms: 8000,
-                    upstream_parked: false,
-                    stopped: None,
-                },
-                "2026-01-01T10:00:08Z",
-            ),
-            a,
-            "alice",
-            grant_a,
-        ),
-        ctx(
-            at(query(2, "select 2"), "2026-01-01T10:00:09Z"),
-            b,
-            "bob",
-            grant_b,
-        ),
-    ];
+    let (a, b, grant_a) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let events = events(a, b, grant_a, Uuid::now_v7());
     let lines: Vec<String> = events
         .iter()
         .map(|e| serde_json::to_string(e).unwrap())
@@ -194,6 +101,57 @@ fn log() -> Log {
         grant_a,
         events,
     }
+}
+
+/// A grant issued to alice, then alice's session `a` and bob's session `b` interleaved.
+fn events(a: Uuid, b: Uuid, grant_a: Uuid, grant_b: Uuid) -> Vec<Event> {
+    let at = |body: EventBody, t: &str| Event::new(body).with_ts(ts(t));
+    let ctx = |e: Event, s: Uuid, who: &str, g: Uuid| {
+        e.with_session(s)
+            .with_identity(who)
+            .with_target(if who == "alice" { "t1" } else { "t2" })
+            .with_role("rw")
+            .with_grant(g)
+    };
+    let alice = |body: EventBody, t: &str| ctx(at(body, t), a, "alice", grant_a);
+    let bob = |body: EventBody, t: &str| ctx(at(body, t), b, "bob", grant_b);
+    let end = EventBody::SessionEnd {
+        reason: EndReason::ClientQuit,
+        detail: None,
+        late_ms: None,
+        queries: 2,
+        duration_ms: 8000,
+        upstream_parked: false,
+        stopped: None,
+    };
+    let issued = EventBody::GrantIssued {
+        not_before: ts("2026-01-01T09:00:00Z"),
+        expires_at: ts("2026-01-01T12:00:00Z"),
+        reason: "INC-42 payments down".into(),
+        issued_by: "admin".into(),
+    };
+    vec![
+        at(issued, "2026-01-01T09:00:00Z")
+            .with_identity("alice")
+            .with_target("t1")
+            .with_grant(grant_a),
+        alice(start(), "2026-01-01T10:00:00Z"),
+        bob(start(), "2026-01-01T10:00:01Z"),
+        alice(query(1, "select 1"), "2026-01-01T10:00:02Z"),
+        bob(query(1, "SET ROLE admin"), "2026-01-01T10:00:03Z"),
+        alice(
+            result(1, Some("SELECT 1"), None, 11),
+            "2026-01-01T10:00:04Z",
+        ),
+        alice(
+            query(2, "select \"x\"\nfrom missing"),
+            "2026-01-01T10:00:05Z",
+        ),
+        bob(result(1, Some("SET"), None, 0), "2026-01-01T10:00:06Z"),
+        alice(result(2, None, Some("42P01"), 0), "2026-01-01T10:00:07Z"),
+        alice(end, "2026-01-01T10:00:08Z"),
+        bob(query(2, "select 2"), "2026-01-01T10:00:09Z"),
+    ]
 }
 
 fn found(log: &Log, filter: &Filter) -> Vec<Found> {
