@@ -483,6 +483,30 @@ async fn bench(args: Args) -> Result<()> {
     eprintln!("jitgate-bench: the matrix…");
     let results = matrix::run(&targets, &cells, rounds, seconds, &base_conn, &logs).await;
 
+    // Enforcement before the first logins: their 400 upstream connections stay parked
+    // (`upstream_reuse`, 60 s idle) and, with 1,000 more, would pass the cluster's
+    // `max_connections`.
+    let enforcement = if n_enforce > 0 {
+        eprintln!("jitgate-bench: enforcement with {n_enforce} sessions…");
+        match enforce::run(
+            &p.admin,
+            procs::loopback(p.port),
+            &enforce_ids,
+            &cluster.admin_conninfo(),
+        )
+        .await
+        {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("  enforcement failed: {e:#}");
+                notes.push(format!("The enforcement measurement failed: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let first_logins = match &pe {
         Some(pe) if n_first > 0 => {
             eprintln!("jitgate-bench: first logins with ephemeral users ({n_first} identities)…");
@@ -517,27 +541,6 @@ async fn bench(args: Args) -> Result<()> {
             }
         }
         _ => None,
-    };
-
-    let enforcement = if n_enforce > 0 {
-        eprintln!("jitgate-bench: enforcement with {n_enforce} sessions…");
-        match enforce::run(
-            &p.admin,
-            procs::loopback(p.port),
-            &enforce_ids,
-            &cluster.admin_conninfo(),
-        )
-        .await
-        {
-            Ok(e) => Some(e),
-            Err(e) => {
-                eprintln!("  enforcement failed: {e:#}");
-                notes.push(format!("The enforcement measurement failed: {e:#}"));
-                None
-            }
-        }
-    } else {
-        None
     };
 
     let mut procs = vec![&mut relay, &mut p.proc, &mut p0.proc];
